@@ -1,0 +1,1 @@
+//! btrfs adapter: subvolume info, snapshots, send streams (kernel ioctls).

@@ -1,0 +1,1 @@
+//! Block-level dedupe of local snapshots with FIDEDUPERANGE.

@@ -1,0 +1,16 @@
+//! subvault: a tree of differential btrfs backups in S3-compatible object storage.
+//!
+//! The pure core (`policy`, `planner`, `object_key`, `model`) does no I/O and is
+//! tested without root; the adapters (`btrfs`, `remote`, `stream`, `dedupe`) talk to
+//! the kernel, object stores and processes; `cli` wires them to commands.
+
+pub mod btrfs;
+pub mod cli;
+pub mod config;
+pub mod dedupe;
+pub mod model;
+pub mod object_key;
+pub mod planner;
+pub mod policy;
+pub mod remote;
+pub mod stream;

@@ -1,0 +1,121 @@
+//! The nouns every part of subvault shares: local snapshots and remote backups.
+//!
+//! These are plain data. The btrfs adapter produces [`Snapshot`]s, the remote
+//! listing produces [`Backup`]s (by parsing object keys), and the planner consumes
+//! both without doing any I/O.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A read-only snapshot of a source subvolume, as found in (or about to be
+/// created in) the source's snapshot directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Absolute path of the snapshot subvolume.
+    pub path: PathBuf,
+    /// The snapshot's own subvolume uuid. `Uuid::nil()` for a snapshot that is
+    /// only planned (see [`Snapshot::planned`]).
+    pub uuid: Uuid,
+    /// The uuid of the subvolume it was snapshotted from (the source).
+    pub parent_uuid: Uuid,
+    /// The btrfs transaction id of the last change captured in the snapshot.
+    /// Orders snapshots of one source: lower means older content.
+    pub ctransid: u64,
+    /// The snapshot's time: the time of the run that took it (recorded in its
+    /// name), or its btrfs creation time when the name does not say.
+    pub time: DateTime<Utc>,
+    /// True for a snapshot a run would create but that does not exist yet.
+    #[serde(default)]
+    pub planned: bool,
+}
+
+impl Snapshot {
+    /// A snapshot that a run would take now: it has no uuid yet.
+    pub fn planned(path: PathBuf, parent_uuid: Uuid, ctransid: u64, time: DateTime<Utc>) -> Self {
+        Snapshot {
+            path,
+            uuid: Uuid::nil(),
+            parent_uuid,
+            ctransid,
+            time,
+            planned: true,
+        }
+    }
+}
+
+/// A backup object in a remote, as described by its key (see `object_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    /// The full object key, prefix included.
+    pub key: String,
+    /// The uuid of the snapshot this backup was sent from.
+    pub uuid: Uuid,
+    /// The uuid of the snapshot the stream is relative to (`btrfs send -p`),
+    /// `None` for a full backup.
+    pub send_parent_uuid: Option<Uuid>,
+    /// The uuid of the source subvolume the snapshot was taken of (`.prnt`).
+    pub source_uuid: Uuid,
+    /// ctransid of the snapshot (`.ctid`).
+    pub ctransid: u64,
+    /// The snapshot's time (`.ctim`).
+    pub time: DateTime<Utc>,
+    /// Object size in bytes, when known from the listing.
+    pub size: Option<u64>,
+    /// Storage class reported by the listing (e.g. `STANDARD`, `DEEP_ARCHIVE`).
+    pub storage_class: Option<String>,
+    /// Compression recorded in the key (`.cmpr...`); `None` when the key does not
+    /// say (e.g. objects written by btrfs2s3), in which case readers sniff magic bytes.
+    pub codec: Option<Codec>,
+}
+
+/// Compression applied to the raw `btrfs send` stream before upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Zstandard (the default).
+    #[default]
+    Zstd,
+    /// gzip (RFC 1952).
+    Gzip,
+    /// No compression.
+    None,
+}
+
+impl Codec {
+    /// The name used in config files and in the `.cmpr` key suffix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zstd",
+            Codec::Gzip => "gzip",
+            Codec::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for an unknown codec name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown compression {0:?} (expected zstd, gzip or none)")]
+pub struct UnknownCodec(pub String);
+
+impl FromStr for Codec {
+    type Err = UnknownCodec;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "zstd" => Ok(Codec::Zstd),
+            "gzip" => Ok(Codec::Gzip),
+            "none" => Ok(Codec::None),
+            other => Err(UnknownCodec(other.to_string())),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Streams: btrfs send -> compress -> upload, and download -> decompress -> receive.
