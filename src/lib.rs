@@ -14,3 +14,4 @@ pub mod planner;
 pub mod policy;
 pub mod remote;
 pub mod stream;
+pub mod subvol_lock;
