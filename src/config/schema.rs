@@ -1,0 +1,542 @@
+//! The schema: reads a [`Config`] from a parsed YAML tree and checks it.
+//!
+//! Field-level checks happen while reading; checks that relate fields to each
+//! other (remote ids, duplicates, snapshot dir placement) run afterwards over the
+//! typed values, still holding the nodes so errors point at the right place.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde_yaml_ng::Value;
+
+use super::duration::parse_duration;
+use super::node::{closest, Fault, Node};
+use super::{
+    Compression, Config, DedupeConfig, LocalConfig, ObjectLockConfig, ObjectLockMode, PgMode,
+    PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Secret, Source, StorageClasses,
+    UploadConfig, Verify,
+};
+use crate::model::Codec;
+use crate::policy::{Policy, Timeframe};
+
+const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes"];
+const SOURCE_KEYS: &[&str] = &[
+    "path",
+    "snapshots",
+    "name",
+    "postgres",
+    "dedupe",
+    "upload_to_remotes",
+];
+const UPLOAD_KEYS: &[&str] = &[
+    "id",
+    "preserve",
+    "compression",
+    "pipe_through",
+    "storage_class",
+    "object_lock",
+];
+const REMOTE_KEYS: &[&str] = &["id", "s3", "local"];
+const S3_KEYS: &[&str] = &["bucket", "prefix", "endpoint"];
+const ENDPOINT_KEYS: &[&str] = &[
+    "endpoint_url",
+    "region_name",
+    "profile_name",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "api_version",
+    "verify",
+    "force_path_style",
+];
+
+/// Default PostgreSQL connect/statement timeout.
+const DEFAULT_PG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Read and validate the whole document. `base_dir` resolves a relative CA bundle.
+pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config, Fault> {
+    let root = Node::root(root);
+    if root.value().is_null() {
+        return Err(root.fault("the file is empty: it needs timezone, sources and remotes"));
+    }
+    let top = root.map(TOP_KEYS)?;
+    let timezone = timezone(&top.required("timezone")?)?;
+
+    let remote_nodes = top.required("remotes")?.non_empty_seq()?;
+    let mut remotes = Vec::new();
+    let mut remote_ids: HashMap<String, Node> = HashMap::new();
+    for node in &remote_nodes {
+        let (remote, id_node) = remote(node, base_dir)?;
+        if let Some(first) = remote_ids.get(&remote.id) {
+            return Err(id_node.fault(format!(
+                "duplicate remote id {:?} (already used by {}); ids must be unique",
+                remote.id,
+                first.path()
+            )));
+        }
+        remote_ids.insert(remote.id.clone(), id_node);
+        remotes.push(remote);
+    }
+
+    let source_nodes = top.required("sources")?.non_empty_seq()?;
+    let mut sources = Vec::new();
+    let mut names: HashMap<String, Node> = HashMap::new();
+    let mut paths: Vec<(PathBuf, Node)> = Vec::new();
+    for node in &source_nodes {
+        let (source, name_node, path_node) = source(node, &remotes)?;
+        if let Some(first) = names.get(&source.name) {
+            return Err(name_node.fault(format!(
+                "duplicate source name {:?} (already used by {}); set a unique `name`",
+                source.name,
+                first.path()
+            )));
+        }
+        if let Some((_, first)) = paths.iter().find(|(p, _)| same_path(p, &source.path)) {
+            return Err(path_node.fault(format!(
+                "source {} is already configured at {}; list each subvolume once",
+                source.path.display(),
+                first.path()
+            )));
+        }
+        names.insert(source.name.clone(), name_node);
+        paths.push((source.path.clone(), path_node));
+        sources.push(source);
+    }
+
+    Ok(Config {
+        path: file.to_path_buf(),
+        timezone,
+        sources,
+        remotes,
+    })
+}
+
+/// An IANA time zone name, with a suggestion for a near miss.
+fn timezone(node: &Node) -> Result<Tz, Fault> {
+    let name = node.non_empty_str()?;
+    Tz::from_str(name).map_err(|_| {
+        let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+        let hint = match closest(name, names) {
+            Some(near) => format!(" (did you mean {near:?}?)"),
+            None => {
+                " (use an IANA name such as Europe/Berlin, America/New_York or UTC)".to_string()
+            }
+        };
+        node.fault(format!("unknown time zone {name:?}{hint}"))
+    })
+}
+
+/// An absolute path.
+fn abs_path(node: &Node) -> Result<PathBuf, Fault> {
+    let text = node.non_empty_str()?;
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(node.fault(format!(
+            "{text:?} is a relative path; write it absolute (starting with /)"
+        )));
+    }
+    Ok(path)
+}
+
+/// Whether two absolute paths name the same place, ignoring `//`, `/./` and a
+/// trailing slash.
+fn same_path(a: &Path, b: &Path) -> bool {
+    a.components().eq(b.components())
+}
+
+/// Whether `inner` is `outer` or below it.
+fn is_within(inner: &Path, outer: &Path) -> bool {
+    let inner: Vec<Component> = inner.components().collect();
+    let outer: Vec<Component> = outer.components().collect();
+    inner.len() >= outer.len() && inner[..outer.len()] == outer[..]
+}
+
+/// A short identifier: a remote id or source name.
+fn identifier(node: &Node, what: &str) -> Result<String, Fault> {
+    let text = node.non_empty_str()?;
+    if text.contains('/') || text.chars().any(char::is_control) || text == "." || text == ".." {
+        return Err(node.fault(format!(
+            "bad {what} {text:?}: it must not contain '/' or control characters"
+        )));
+    }
+    Ok(text.to_string())
+}
+
+/// One entry of `remotes`; returns its id node for duplicate reports.
+fn remote<'v>(node: &Node<'v>, base_dir: &Path) -> Result<(RemoteConfig, Node<'v>), Fault> {
+    let map = node.map(REMOTE_KEYS)?;
+    let id_node = map.required("id")?;
+    let id = identifier(&id_node, "remote id")?;
+    let kind = match (map.get("s3"), map.get("local")) {
+        (Some(s3), None) => RemoteKind::S3(s3_config(&s3, base_dir)?),
+        (None, Some(local)) => {
+            let local = local.map(&["path"])?;
+            RemoteKind::Local(LocalConfig {
+                path: abs_path(&local.required("path")?)?,
+            })
+        }
+        (Some(_), Some(local)) => {
+            return Err(local
+                .fault("a remote is either `s3` or `local`, not both; split it into two remotes"))
+        }
+        (None, None) => {
+            return Err(map.node().fault(format!(
+                "remote {id:?} needs an `s3:` or a `local:` section"
+            )))
+        }
+    };
+    Ok((RemoteConfig { id, kind }, id_node))
+}
+
+/// The `s3` section of a remote.
+fn s3_config(node: &Node, base_dir: &Path) -> Result<S3Config, Fault> {
+    let map = node.map(S3_KEYS)?;
+    let bucket = map.required("bucket")?.non_empty_str()?.to_string();
+    let prefix = match map.get("prefix") {
+        Some(p) => p.str()?.to_string(),
+        None => String::new(),
+    };
+    let endpoint = match map.get("endpoint") {
+        Some(e) => endpoint(&e, base_dir)?,
+        None => S3Endpoint::default(),
+    };
+    Ok(S3Config {
+        bucket,
+        prefix,
+        endpoint,
+    })
+}
+
+/// The `endpoint` section of an S3 remote.
+fn endpoint(node: &Node, base_dir: &Path) -> Result<S3Endpoint, Fault> {
+    let map = node.map(ENDPOINT_KEYS)?;
+    let opt_str = |key: &str| -> Result<Option<String>, Fault> {
+        map.get(key)
+            .map(|n| n.non_empty_str().map(str::to_string))
+            .transpose()
+    };
+    let endpoint_url = opt_str("endpoint_url")?;
+    if let (Some(url), Some(n)) = (&endpoint_url, map.get("endpoint_url")) {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(n.fault(format!(
+                "endpoint URL {url:?} must start with http:// or https://"
+            )));
+        }
+    }
+    let secret_access_key = match map.get("aws_secret_access_key") {
+        // Checked without echoing the value anywhere.
+        Some(n) => Some(Secret::new(n.non_empty_str()?)),
+        None => None,
+    };
+    let access_key_id = opt_str("aws_access_key_id")?;
+    // One key without the other would fail on the first request; say so now.
+    match (&access_key_id, map.get("aws_access_key_id"), map.get("aws_secret_access_key")) {
+        (Some(_), Some(n), None) => {
+            return Err(n.fault("aws_access_key_id needs aws_secret_access_key next to it (or remove both to use the AWS credential chain)"))
+        }
+        (None, _, Some(n)) => {
+            return Err(n.fault("aws_secret_access_key needs aws_access_key_id next to it (or remove both to use the AWS credential chain)"))
+        }
+        _ => {}
+    }
+    if let Some(n) = map.get("api_version") {
+        // Accepted for btrfs2s3 compatibility; the SDK pins its own API version.
+        if matches!(n.value(), Value::Sequence(_) | Value::Mapping(_)) {
+            return Err(n.expected("a version string such as 2006-03-01"));
+        }
+    }
+    let verify = match map.get("verify") {
+        None => Verify::Default,
+        Some(n) => match n.value() {
+            Value::Bool(true) => Verify::Default,
+            Value::Bool(false) => Verify::Disabled,
+            Value::String(_) => Verify::CaBundle(base_dir.join(n.non_empty_str()?)),
+            _ => return Err(n.expected("true, false or the path of a CA bundle (.pem)")),
+        },
+    };
+    let force_path_style = map.get("force_path_style").map(|n| n.bool()).transpose()?;
+    Ok(S3Endpoint {
+        endpoint_url,
+        region_name: opt_str("region_name")?,
+        profile_name: opt_str("profile_name")?,
+        access_key_id,
+        secret_access_key,
+        verify,
+        force_path_style,
+    })
+}
+
+/// One entry of `sources`; returns the nodes that duplicate checks point at.
+fn source<'v>(
+    node: &Node<'v>,
+    remotes: &[RemoteConfig],
+) -> Result<(Source, Node<'v>, Node<'v>), Fault> {
+    let map = node.map(SOURCE_KEYS)?;
+    let path_node = map.required("path")?;
+    let path = abs_path(&path_node)?;
+    let snapshots_node = map.required("snapshots")?;
+    let snapshots = abs_path(&snapshots_node)?;
+    if is_within(&snapshots, &path) {
+        let relation = if same_path(&snapshots, &path) {
+            "is"
+        } else {
+            "is inside"
+        };
+        return Err(snapshots_node.fault(format!(
+            "the snapshot dir {} {relation} the source {}: each snapshot would change the \
+             source (so every run would see new data) and nest in the next snapshot; \
+             put the snapshots outside the source subvolume",
+            snapshots.display(),
+            path.display()
+        )));
+    }
+    let (name, name_node) = match map.get("name") {
+        Some(n) => (identifier(&n, "source name")?, n),
+        None => {
+            let base = path.file_name().and_then(|b| b.to_str()).ok_or_else(|| {
+                path_node.fault(format!(
+                    "{} has no base name to name the source by; add `name:`",
+                    path.display()
+                ))
+            })?;
+            (base.to_string(), path_node.clone())
+        }
+    };
+    let postgres = map.get("postgres").map(|n| postgres(&n)).transpose()?;
+    let dedupe = match map.get("dedupe") {
+        Some(n) => {
+            let d = n.map(&["after_run"])?;
+            DedupeConfig {
+                after_run: d
+                    .get("after_run")
+                    .map(|n| n.bool())
+                    .transpose()?
+                    .unwrap_or(false),
+            }
+        }
+        None => DedupeConfig::default(),
+    };
+    let mut uploads: Vec<UploadConfig> = Vec::new();
+    for up in map.required("upload_to_remotes")?.non_empty_seq()? {
+        let (upload, id_node) = upload(&up, remotes)?;
+        if uploads.iter().any(|u| u.id == upload.id) {
+            return Err(id_node.fault(format!(
+                "remote {:?} is listed twice for this source; merge the entries",
+                upload.id
+            )));
+        }
+        uploads.push(upload);
+    }
+    Ok((
+        Source {
+            name,
+            path,
+            snapshots,
+            postgres,
+            dedupe,
+            upload_to_remotes: uploads,
+        },
+        name_node,
+        path_node,
+    ))
+}
+
+/// The `postgres` section of a source.
+fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
+    let map = node.map(&["connection", "mode", "timeout"])?;
+    let connection = Secret::new(map.required("connection")?.non_empty_str()?);
+    let mode = match map.get("mode") {
+        None => PgMode::default(),
+        Some(n) => match n.str()? {
+            "checkpoint" => PgMode::Checkpoint,
+            "backup" => PgMode::Backup,
+            other => {
+                return Err(n.fault(format!(
+                    "unknown mode {other:?} (expected checkpoint or backup)"
+                )))
+            }
+        },
+    };
+    let timeout = match map.get("timeout") {
+        None => DEFAULT_PG_TIMEOUT,
+        Some(n) => {
+            if let Value::Number(num) = n.value() {
+                return Err(n.fault(format!("{num} has no unit; write e.g. {num}s")));
+            }
+            let d = parse_duration(n.str()?).map_err(|m| n.fault(m))?;
+            if d.is_zero() {
+                return Err(n.fault("timeout must be longer than zero"));
+            }
+            d
+        }
+    };
+    Ok(PostgresConfig {
+        connection,
+        mode,
+        timeout,
+    })
+}
+
+/// One entry of `upload_to_remotes`; returns its id node for duplicate reports.
+fn upload<'v>(
+    node: &Node<'v>,
+    remotes: &[RemoteConfig],
+) -> Result<(UploadConfig, Node<'v>), Fault> {
+    let map = node.map(UPLOAD_KEYS)?;
+    let id_node = map.required("id")?;
+    let id = id_node.non_empty_str()?.to_string();
+    if !remotes.iter().any(|r| r.id == id) {
+        let ids: Vec<&str> = remotes.iter().map(|r| r.id.as_str()).collect();
+        return Err(id_node.fault(format!(
+            "unknown remote {id:?}; the remotes defined under `remotes` are: {}",
+            ids.join(", ")
+        )));
+    }
+    let preserve_node = map.required("preserve")?;
+    let text = preserve_node.str()?;
+    let preserve = Policy::from_str(text)
+        .map_err(|e| preserve_node.fault(format!("bad policy {text:?}: {e}")))?;
+    let pipe_through = match map.get("pipe_through") {
+        Some(n) => pipe_through(&n)?,
+        None => Vec::new(),
+    };
+    let compression = match map.get("compression") {
+        Some(n) => compression(&n)?,
+        // btrfs2s3 configs compress inside pipe_through; compressing twice wastes CPU.
+        None if !pipe_through.is_empty() => Compression {
+            codec: Codec::None,
+            level: None,
+        },
+        None => Compression {
+            codec: Codec::Zstd,
+            level: None,
+        },
+    };
+    let storage_class = match map.get("storage_class") {
+        Some(n) => storage_classes(&n)?,
+        None => StorageClasses::default(),
+    };
+    let object_lock = match map.get("object_lock") {
+        Some(n) => {
+            let lock = n.map(&["mode"])?;
+            let mode_node = lock.required("mode")?;
+            let mode = match mode_node.str()? {
+                "GOVERNANCE" => ObjectLockMode::Governance,
+                "COMPLIANCE" => ObjectLockMode::Compliance,
+                other => {
+                    return Err(mode_node.fault(format!(
+                        "unknown object lock mode {other:?} (expected GOVERNANCE or COMPLIANCE)"
+                    )))
+                }
+            };
+            if let Some(RemoteKind::Local(_)) = remotes.iter().find(|r| r.id == id).map(|r| &r.kind)
+            {
+                return Err(n.fault(format!(
+                    "object_lock needs an s3 remote, and {id:?} is a local directory; remove it"
+                )));
+            }
+            Some(ObjectLockConfig { mode })
+        }
+        None => None,
+    };
+    Ok((
+        UploadConfig {
+            id,
+            preserve,
+            compression,
+            pipe_through,
+            storage_class,
+            object_lock,
+        },
+        id_node,
+    ))
+}
+
+/// `compression: zstd` or `compression: {codec: zstd, level: 3}`.
+fn compression(node: &Node) -> Result<Compression, Fault> {
+    let parse_codec = |n: &Node| -> Result<Codec, Fault> {
+        let name = n.str()?;
+        Codec::from_str(name).map_err(|e| n.fault(e.to_string()))
+    };
+    match node.value() {
+        Value::String(_) => Ok(Compression {
+            codec: parse_codec(node)?,
+            level: None,
+        }),
+        Value::Mapping(_) => {
+            let map = node.map(&["codec", "level"])?;
+            let codec = parse_codec(&map.required("codec")?)?;
+            let level = match map.get("level") {
+                None => None,
+                Some(n) => {
+                    let level = n.int()?;
+                    let Some(range) = Compression::level_range(codec) else {
+                        return Err(n.fault(format!("codec {codec} takes no level; remove it")));
+                    };
+                    match i32::try_from(level) {
+                        Ok(l) if range.contains(&l) => Some(l),
+                        _ => {
+                            return Err(n.fault(format!(
+                                "level {level} is out of range for {codec} ({}..={})",
+                                range.start(),
+                                range.end()
+                            )))
+                        }
+                    }
+                }
+            };
+            Ok(Compression { codec, level })
+        }
+        _ => Err(node.expected("zstd, gzip, none or a mapping {codec: zstd, level: 3}")),
+    }
+}
+
+/// `pipe_through: [[gzip], [gpg, --encrypt, -r, me@example.com]]`.
+fn pipe_through(node: &Node) -> Result<Vec<Vec<String>>, Fault> {
+    let mut commands = Vec::new();
+    for cmd in node.seq()? {
+        let argv: Vec<String> = cmd
+            .seq()
+            .map_err(|_| cmd.expected("a command as a list of arguments, e.g. [zstd, -3]"))?
+            .iter()
+            .map(|arg| match arg.value() {
+                // Numbers are fine as arguments (`[zstd, -3]` has a string, `[xz, 9]` not).
+                Value::Number(n) => Ok(n.to_string()),
+                _ => arg.str().map(str::to_string),
+            })
+            .collect::<Result<_, _>>()?;
+        if argv.is_empty() {
+            return Err(cmd.fault("empty command; give at least the program name"));
+        }
+        commands.push(argv);
+    }
+    Ok(commands)
+}
+
+/// `storage_class: {yearly: DEEP_ARCHIVE, default: STANDARD}`.
+fn storage_classes(node: &Node) -> Result<StorageClasses, Fault> {
+    let mut allowed: Vec<&str> = Timeframe::ALL.iter().map(|tf| tf.adjective()).collect();
+    allowed.push("default");
+    let map = node.map(&allowed)?;
+    let mut classes = StorageClasses::default();
+    for key in &allowed {
+        let Some(n) = map.get(key) else { continue };
+        let class = n.non_empty_str()?;
+        if !class
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(n.fault(format!(
+                "bad storage class {class:?}: S3 storage classes are upper case, e.g. STANDARD, \
+                 STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE"
+            )));
+        }
+        match Timeframe::from_str(key) {
+            Ok(tf) => classes.by_timeframe.push((tf, class.to_string())),
+            Err(_) => classes.default = class.to_string(),
+        }
+    }
+    Ok(classes)
+}

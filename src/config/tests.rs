@@ -1,0 +1,456 @@
+//! Loading good configs: btrfs2s3 compatibility, defaults, credentials, and a
+//! few error positions checked in-process (the full error table runs the real
+//! binary in `tests/config_errors.rs`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/etc/subvault/config.yaml";
+
+fn load(text: &str) -> Config {
+    match Config::from_str_at(text, Path::new(FILE)) {
+        Ok(c) => c,
+        Err(e) => panic!("config should load, got: {e}"),
+    }
+}
+
+fn load_err(text: &str) -> ConfigError {
+    match Config::from_str_at(text, Path::new(FILE)) {
+        Ok(c) => panic!("config should be rejected, loaded: {c:?}"),
+        Err(e) => e,
+    }
+}
+
+fn s3(remote: &RemoteConfig) -> &S3Config {
+    match &remote.kind {
+        RemoteKind::S3(s3) => s3,
+        RemoteKind::Local(_) => panic!("remote {} should be s3", remote.id),
+    }
+}
+
+#[test]
+fn btrfs2s3_minimal_readme_example_loads_with_defaults() {
+    let c = load(
+        "\
+timezone: America/Los_Angeles
+sources:
+  - path: /path/to/your/subvolume
+    snapshots: /path/to/your/snapshots
+    upload_to_remotes:
+      - id: aws
+        preserve: 1y 3m 30d 24h
+remotes:
+  - id: aws
+    s3:
+      bucket: my-s3-bucket-name
+",
+    );
+    assert_eq!(c.path, Path::new(FILE));
+    assert_eq!(c.timezone, chrono_tz::America::Los_Angeles);
+    let src = c
+        .source("subvolume")
+        .expect("name defaults to the path's base name");
+    assert_eq!(src.snapshots, Path::new("/path/to/your/snapshots"));
+    assert!(src.postgres.is_none());
+    assert!(!src.dedupe.after_run);
+    let up = &src.upload_to_remotes[0];
+    assert_eq!(up.id, "aws");
+    assert_eq!(up.preserve, "1y 3m 30d 24h".parse::<Policy>().unwrap());
+    assert_eq!(
+        up.compression,
+        Compression {
+            codec: Codec::Zstd,
+            level: None
+        }
+    );
+    assert!(up.pipe_through.is_empty());
+    assert_eq!(
+        up.storage_class.for_timeframe(Some(Timeframe::Year)),
+        "STANDARD"
+    );
+    assert_eq!(up.storage_class.r#for(None), "STANDARD");
+    assert!(up.object_lock.is_none());
+    let s3 = s3(c.remote("aws").unwrap());
+    assert_eq!(s3.bucket, "my-s3-bucket-name");
+    assert_eq!(s3.prefix, "");
+    assert_eq!(s3.endpoint.endpoint_url, None);
+    assert!(
+        !s3.endpoint.path_style(),
+        "AWS proper uses virtual-host style"
+    );
+    assert_eq!(s3.endpoint.verify, Verify::Default);
+    assert!(c.remote("nope").is_none() && c.source("nope").is_none());
+}
+
+#[test]
+fn shipped_btrfs2s3_example_loads_and_honours_credentials() {
+    let c = load(include_str!("../../config-examples/btrfs2s3.yaml"));
+    let up = &c.sources[0].upload_to_remotes[0];
+    assert_eq!(up.pipe_through[0], vec!["gzip".to_string()]);
+    assert_eq!(up.pipe_through[1][0], "gpg");
+    // btrfs2s3 configs compress in pipe_through: no second compression by default.
+    assert_eq!(up.compression.codec, Codec::None);
+    let ep = &s3(&c.remotes[0]).endpoint;
+    assert_eq!(ep.profile_name.as_deref(), Some("my-profile-name"));
+    assert_eq!(ep.region_name.as_deref(), Some("us-west-2"));
+    assert!(
+        ep.has_static_keys(),
+        "keys in the file are honoured, not ignored"
+    );
+    assert_eq!(ep.access_key_id.as_deref(), Some("ABCXYZ..."));
+    assert!(!ep.secret_access_key.as_ref().unwrap().expose().is_empty());
+    assert_eq!(ep.verify, Verify::Disabled);
+    assert!(
+        ep.path_style(),
+        "custom endpoint URL defaults to path style"
+    );
+}
+
+#[test]
+fn every_shipped_example_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("config-examples exists") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Config::from_str_at(&text, &path) {
+            panic!("{} does not load: {e}", path.display());
+        }
+        count += 1;
+    }
+    assert!(
+        count >= 5,
+        "expected at least 5 example configs, found {count}"
+    );
+}
+
+#[test]
+fn full_schema_with_every_option() {
+    let c = load(
+        "\
+timezone: Europe/Berlin
+sources:
+  - path: /srv/pg/
+    snapshots: /srv/snapshots
+    name: pg
+    postgres:
+      connection: \"host=/run/postgresql user=postgres password=hunter2\"
+      mode: backup
+      timeout: 2m30s
+    dedupe:
+      after_run: true
+    upload_to_remotes:
+      - id: aws
+        preserve: '*y 12m 30d'
+        compression: {codec: zstd, level: 19}
+        storage_class:
+          yearly: DEEP_ARCHIVE
+          monthly: GLACIER_IR
+          default: STANDARD_IA
+        object_lock: {mode: COMPLIANCE}
+      - id: disk
+        preserve: 7d
+        compression: gzip
+  - path: /srv/data
+    snapshots: /srv/snapshots
+    upload_to_remotes:
+      - id: disk
+        preserve: 1d
+        compression: {codec: gzip, level: 9}
+remotes:
+  - id: aws
+    s3:
+      bucket: b
+      prefix: host1/
+      endpoint:
+        endpoint_url: https://s3.example.com
+        aws_access_key_id: AKIAEXAMPLE
+        aws_secret_access_key: s3cr3t-value
+        verify: certs/ca.pem
+        force_path_style: false
+        api_version: 2006-03-01
+  - id: disk
+    local:
+      path: /mnt/backup
+",
+    );
+    let pg = c.source("pg").unwrap();
+    let pgc = pg.postgres.as_ref().unwrap();
+    assert_eq!(pgc.mode, PgMode::Backup);
+    assert_eq!(pgc.timeout, Duration::from_secs(150));
+    assert!(pgc.connection.expose().contains("hunter2"));
+    assert!(pg.dedupe.after_run);
+    let up = &pg.upload_to_remotes[0];
+    assert_eq!(
+        up.compression,
+        Compression {
+            codec: Codec::Zstd,
+            level: Some(19)
+        }
+    );
+    assert_eq!(
+        up.storage_class.for_timeframe(Some(Timeframe::Year)),
+        "DEEP_ARCHIVE"
+    );
+    assert_eq!(
+        up.storage_class.for_timeframe(Some(Timeframe::Month)),
+        "GLACIER_IR"
+    );
+    assert_eq!(
+        up.storage_class.for_timeframe(Some(Timeframe::Day)),
+        "STANDARD_IA"
+    );
+    assert_eq!(up.storage_class.for_timeframe(None), "STANDARD_IA");
+    assert_eq!(
+        up.object_lock,
+        Some(ObjectLockConfig {
+            mode: ObjectLockMode::Compliance
+        })
+    );
+    assert_eq!(pg.upload_to_remotes[1].compression.codec, Codec::Gzip);
+    let data = c.source("data").unwrap();
+    assert_eq!(data.upload_to_remotes[0].compression.level, Some(9));
+
+    let ep = &s3(c.remote("aws").unwrap()).endpoint;
+    assert_eq!(s3(c.remote("aws").unwrap()).prefix, "host1/");
+    assert!(!ep.path_style(), "explicit force_path_style: false wins");
+    assert_eq!(
+        ep.verify,
+        Verify::CaBundle("/etc/subvault/certs/ca.pem".into())
+    );
+    match &c.remote("disk").unwrap().kind {
+        RemoteKind::Local(l) => assert_eq!(l.path, Path::new("/mnt/backup")),
+        RemoteKind::S3(_) => panic!("disk is local"),
+    }
+
+    // Secrets never show in Debug output.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(!debug.contains("s3cr3t-value"), "{debug}");
+    assert_eq!(format!("{}", ep.secret_access_key.as_ref().unwrap()), "***");
+}
+
+#[test]
+fn postgres_defaults() {
+    let c = load(
+        "\
+timezone: UTC
+sources:
+  - path: /srv/pg
+    snapshots: /srv/snaps
+    postgres:
+      connection: postgres://backup@localhost/postgres
+    upload_to_remotes: [{id: r, preserve: 1d}]
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    let pg = c.sources[0].postgres.as_ref().unwrap();
+    assert_eq!(pg.mode, PgMode::Checkpoint);
+    assert_eq!(pg.timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn explicit_compression_wins_over_the_pipe_through_default() {
+    let c = load(
+        "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    upload_to_remotes:
+      - id: r
+        preserve: 1d
+        pipe_through: [[gpg, --encrypt, -r, me@example.com]]
+        compression: zstd
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    assert_eq!(
+        c.sources[0].upload_to_remotes[0].compression.codec,
+        Codec::Zstd
+    );
+}
+
+#[test]
+fn empty_endpoint_section_counts_as_absent() {
+    let c = load(
+        "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}]}]
+remotes:
+  - id: r
+    s3:
+      bucket: b
+      endpoint:
+        # everything commented out
+",
+    );
+    assert!(s3(&c.remotes[0]).endpoint.endpoint_url.is_none());
+}
+
+#[test]
+fn merge_keys_are_resolved() {
+    let c = load(
+        "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    upload_to_remotes:
+      - &up {id: r, preserve: 1y 12m}
+  - path: /b
+    snapshots: /s
+    upload_to_remotes:
+      - <<: *up
+        preserve: 7d
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    assert_eq!(c.sources[1].upload_to_remotes[0].id, "r");
+    assert_eq!(
+        c.sources[1].upload_to_remotes[0].preserve,
+        "7d".parse::<Policy>().unwrap()
+    );
+}
+
+#[test]
+fn errors_are_one_line_with_position_and_field() {
+    let e = load_err(
+        "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    upload_to_remotes:
+      - id: r
+        preserve: 1x
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    assert_eq!(e.position(), Some((7, 19)));
+    let line = e.to_string();
+    assert!(
+        line.starts_with("/etc/subvault/config.yaml:7:19: sources[0].upload_to_remotes[0].preserve: bad policy \"1x\""),
+        "{line}"
+    );
+    assert!(!line.contains('\n'));
+    assert!(e.is_usage());
+}
+
+#[test]
+fn secrets_are_not_echoed_in_errors() {
+    let e = load_err(
+        "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}]}]
+remotes:
+  - id: r
+    s3:
+      bucket: b
+      endpoint: {aws_secret_access_key: [topsecret]}
+",
+    );
+    let line = e.to_string();
+    assert!(
+        line.contains("aws_secret_access_key") && !line.contains("topsecret"),
+        "{line}"
+    );
+}
+
+#[test]
+fn unreadable_file_error() {
+    let e = Config::load(Path::new("/nonexistent/subvault.yaml")).unwrap_err();
+    let line = e.to_string();
+    assert!(
+        line.starts_with("/nonexistent/subvault.yaml: cannot read config: "),
+        "{line}"
+    );
+    assert_eq!(e.position(), None);
+}
+
+/// Cases whose position is easy to state in-process; the big table is in
+/// tests/config_errors.rs.
+fn error_at(text: &str) -> (usize, usize, String) {
+    let e = load_err(text);
+    let (line, column) = e.position().expect("a position");
+    (line, column, e.to_string())
+}
+
+#[test]
+fn half_a_static_key_pair_is_rejected() {
+    let (line, column, msg) = error_at(
+        "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}]}]
+remotes:
+  - id: r
+    s3:
+      bucket: b
+      endpoint:
+        aws_access_key_id: AKIAEXAMPLE
+",
+    );
+    assert_eq!((line, column), (8, 28), "{msg}");
+    assert!(
+        msg.contains("remotes[0].s3.endpoint.aws_access_key_id: "),
+        "{msg}"
+    );
+    assert!(msg.contains("needs aws_secret_access_key"), "{msg}");
+}
+
+#[test]
+fn object_lock_on_a_local_remote_is_rejected() {
+    let (line, column, msg) = error_at(
+        "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    upload_to_remotes:
+      - id: disk
+        preserve: 1d
+        object_lock: {mode: COMPLIANCE}
+remotes: [{id: disk, local: {path: /backup}}]
+",
+    );
+    assert_eq!((line, column), (8, 22), "{msg}");
+    assert!(
+        msg.contains("object_lock: object_lock needs an s3 remote"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn timeout_without_unit_is_rejected() {
+    let (line, column, msg) = error_at(
+        "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    postgres: {connection: 'dbname=x', timeout: 60}
+    upload_to_remotes: [{id: r, preserve: 1d}]
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    assert_eq!((line, column), (5, 49), "{msg}");
+    assert!(msg.contains("60 has no unit; write e.g. 60s"), "{msg}");
+}
+
+#[test]
+fn empty_file_and_non_mapping_documents() {
+    let (line, column, msg) = error_at("");
+    assert_eq!((line, column), (1, 1));
+    assert!(msg.contains("(top level): the file is empty"), "{msg}");
+    let (line, column, msg) = error_at("# only a comment\n- a\n- b\n");
+    assert_eq!((line, column), (2, 1));
+    assert!(
+        msg.contains("(top level): expected a mapping, found a list"),
+        "{msg}"
+    );
+}
