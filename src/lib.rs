@@ -12,6 +12,7 @@ pub mod model;
 pub mod object_key;
 pub mod planner;
 pub mod policy;
+pub mod postgres;
 pub mod remote;
 pub mod stream;
 pub mod subvol_lock;

@@ -1,0 +1,278 @@
+//! Make a restored PostgreSQL data directory ready to start, as PostgreSQL's
+//! backup documentation describes for a base backup.
+//!
+//! A received subvolume is read-only (and must stay so: it may be the parent of
+//! the next incremental receive), so this works on a writable snapshot of it:
+//! `btrfs subvolume snapshot RESTORED RESTORED-rw`.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::error::PgError;
+
+/// Prepare the data directory in `copy` (a writable snapshot of a restored
+/// subvolume; the data directory is `copy` itself or up to 3 levels below it) to
+/// start. Returns one line per thing done, for the user:
+/// - removes `postmaster.pid` and `postmaster.opts` (they describe the server
+///   that ran on the original, and a stale pid file can block the start);
+/// - empties `pg_replslot` (slots of the original would hold WAL forever);
+/// - re-points `pg_wal` and `pg_tblspc/*` symlinks, and `tablespace_map` entries,
+///   that lead outside the copy (absolute paths of the original subvolume) to the
+///   matching directory inside it, so the restored server never writes into the
+///   original cluster's files;
+/// - keeps `backup_label`: with it the server replays from the backup's
+///   checkpoint and needs the WAL archive (`restore_command` and `recovery.signal`)
+///   to reach the end of the backup.
+pub fn prepare_restored_datadir(copy: &Path) -> Result<Vec<String>, PgError> {
+    let copy = copy
+        .canonicalize()
+        .map_err(PgError::io("resolve the restored copy", copy))?;
+    let datadir = find_datadir(&copy)?;
+    let mut done = Vec::new();
+
+    for name in ["postmaster.pid", "postmaster.opts"] {
+        let path = datadir.join(name);
+        if path.symlink_metadata().is_ok() {
+            std::fs::remove_file(&path).map_err(PgError::io("remove", &path))?;
+            done.push(format!("removed {}", path.display()));
+        }
+    }
+
+    let slots = datadir.join("pg_replslot");
+    if slots.is_dir() {
+        for entry in std::fs::read_dir(&slots).map_err(PgError::io("list", &slots))? {
+            let entry = entry.map_err(PgError::io("list", &slots))?;
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(PgError::io("remove the replication slot", &path))?;
+            done.push(format!(
+                "removed replication slot {}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+
+    let mut links = vec![datadir.join("pg_wal")];
+    let tblspc = datadir.join("pg_tblspc");
+    if tblspc.is_dir() {
+        for entry in std::fs::read_dir(&tblspc).map_err(PgError::io("list", &tblspc))? {
+            links.push(entry.map_err(PgError::io("list", &tblspc))?.path());
+        }
+    }
+    for link in links {
+        if let Some(line) = repoint_link(&copy, &link)? {
+            done.push(line);
+        }
+    }
+    let map = datadir.join("tablespace_map");
+    if map.is_file() {
+        done.extend(repoint_tablespace_map(&copy, &map)?);
+    }
+
+    if datadir.join("backup_label").is_file() {
+        done.push(format!(
+            "kept {}: the server replays WAL from the backup's start and needs the WAL \
+             archive (restore_command, recovery.signal) to reach the end of the backup",
+            datadir.join("backup_label").display()
+        ));
+    }
+    Ok(done)
+}
+
+/// The data directory: `copy` or the only directory up to 3 levels below it with
+/// `PG_VERSION` and `global/pg_control`.
+fn find_datadir(copy: &Path) -> Result<PathBuf, PgError> {
+    fn is_datadir(p: &Path) -> bool {
+        p.join("PG_VERSION").is_file() && p.join("global/pg_control").is_file()
+    }
+    let mut level = vec![copy.to_path_buf()];
+    for _ in 0..=3 {
+        let found: Vec<_> = level.iter().filter(|p| is_datadir(p)).cloned().collect();
+        match found.len() {
+            0 => {}
+            1 => return Ok(found.into_iter().next().expect("one")),
+            _ => return Err(PgError::NotADataDir(copy.to_path_buf())),
+        }
+        level = level
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.path())
+            .collect();
+    }
+    Err(PgError::NotADataDir(copy.to_path_buf()))
+}
+
+/// If `link` is a symlink whose target is outside `copy`, point it at the matching
+/// directory inside `copy`.
+fn repoint_link(copy: &Path, link: &Path) -> Result<Option<String>, PgError> {
+    let Ok(target) = std::fs::read_link(link) else {
+        return Ok(None); // not a symlink (e.g. pg_wal is a plain directory)
+    };
+    let absolute = link.parent().unwrap_or(copy).join(&target);
+    if lexically_inside(copy, &absolute) {
+        return Ok(None);
+    }
+    let Some(inside) = matching_dir_inside(copy, &absolute) else {
+        return Err(PgError::LinkOutsideCopy {
+            link: link.display().to_string(),
+            target,
+        });
+    };
+    std::fs::remove_file(link).map_err(PgError::io("replace the symlink", link))?;
+    std::os::unix::fs::symlink(&inside, link).map_err(PgError::io("create the symlink", link))?;
+    Ok(Some(format!(
+        "re-pointed {} from {} to {}",
+        link.display(),
+        target.display(),
+        inside.display()
+    )))
+}
+
+/// Rewrite `tablespace_map` lines (`OID PATH`) whose path is outside `copy`:
+/// the server recreates `pg_tblspc` links from this file at startup.
+fn repoint_tablespace_map(copy: &Path, map: &Path) -> Result<Vec<String>, PgError> {
+    let text = std::fs::read_to_string(map).map_err(PgError::io("read", map))?;
+    let mut out = String::with_capacity(text.len());
+    let mut done = Vec::new();
+    for line in text.lines() {
+        let Some((oid, path)) = line.split_once(' ') else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let target = PathBuf::from(path);
+        if target.is_absolute() && !lexically_inside(copy, &target) && !path.contains('\\') {
+            let inside =
+                matching_dir_inside(copy, &target).ok_or_else(|| PgError::LinkOutsideCopy {
+                    link: format!("tablespace_map entry {oid}"),
+                    target: target.clone(),
+                })?;
+            done.push(format!(
+                "tablespace_map: tablespace {oid} now at {} (was {path})",
+                inside.display()
+            ));
+            out.push_str(&format!("{oid} {}\n", inside.display()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !done.is_empty() {
+        std::fs::write(map, out).map_err(PgError::io("rewrite", map))?;
+    }
+    Ok(done)
+}
+
+/// `path` is under `root` after resolving `.` and `..` lexically (no symlinks
+/// followed: the target may not exist on this host at all).
+fn lexically_inside(root: &Path, path: &Path) -> bool {
+    normalize(path).starts_with(root)
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The original subvolume's path is unknown here, so find the longest trailing
+/// part of `target` that exists as a directory inside `copy`: an absolute link
+/// `/srv/pg/wal` made in subvolume `/srv/pg` is `wal` in the copy.
+fn matching_dir_inside(copy: &Path, target: &Path) -> Option<PathBuf> {
+    let normalized = normalize(target);
+    let parts: Vec<_> = normalized
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    (0..parts.len()).find_map(|skip| {
+        let candidate = parts[skip..]
+            .iter()
+            .fold(copy.to_path_buf(), |p, c| p.join(c));
+        candidate.is_dir().then_some(candidate)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn fake_datadir(dir: &Path) {
+        std::fs::create_dir_all(dir.join("global")).unwrap();
+        std::fs::create_dir_all(dir.join("pg_replslot/slot1")).unwrap();
+        std::fs::create_dir_all(dir.join("pg_tblspc")).unwrap();
+        std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+        std::fs::write(dir.join("global/pg_control"), "x").unwrap();
+        std::fs::write(dir.join("postmaster.pid"), "123\n").unwrap();
+        std::fs::write(dir.join("backup_label"), "LABEL: x\n").unwrap();
+    }
+
+    #[test]
+    fn cleans_the_copy_and_repoints_links_that_leave_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("copy");
+        let data = copy.join("15/main");
+        fake_datadir(&data);
+        std::fs::create_dir_all(copy.join("wal")).unwrap();
+        std::fs::create_dir_all(copy.join("ts/one")).unwrap();
+        // Links as the original cluster made them, in subvolume /srv/pgvol.
+        symlink("/srv/pgvol/wal", data.join("pg_wal")).unwrap();
+        symlink("/srv/pgvol/ts/one", data.join("pg_tblspc/16400")).unwrap();
+        std::fs::write(data.join("tablespace_map"), "16400 /srv/pgvol/ts/one\n").unwrap();
+
+        let done = prepare_restored_datadir(&copy).unwrap();
+        let copy = copy.canonicalize().unwrap();
+        let data = copy.join("15/main");
+        assert!(!data.join("postmaster.pid").exists());
+        assert!(data.join("backup_label").exists());
+        assert_eq!(
+            std::fs::read_dir(data.join("pg_replslot")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_link(data.join("pg_wal")).unwrap(),
+            copy.join("wal")
+        );
+        assert_eq!(
+            std::fs::read_link(data.join("pg_tblspc/16400")).unwrap(),
+            copy.join("ts/one")
+        );
+        let map = std::fs::read_to_string(data.join("tablespace_map")).unwrap();
+        assert_eq!(map, format!("16400 {}\n", copy.join("ts/one").display()));
+        assert!(
+            done.iter().any(|l| l.contains("replication slot slot1")),
+            "{done:?}"
+        );
+    }
+
+    #[test]
+    fn link_with_no_counterpart_inside_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("copy");
+        fake_datadir(&copy);
+        symlink("/elsewhere/nothing-like-this", copy.join("pg_wal")).unwrap();
+        let err = prepare_restored_datadir(&copy).unwrap_err();
+        assert!(matches!(err, PgError::LinkOutsideCopy { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_directory_without_a_cluster_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = prepare_restored_datadir(tmp.path()).unwrap_err();
+        assert!(matches!(err, PgError::NotADataDir(_)), "{err}");
+    }
+}

@@ -1,0 +1,653 @@
+//! PostgreSQL sources against a real PostgreSQL 15 (Debian packages) whose data
+//! directory lives in a subvolume of a loop-mounted btrfs.
+//!
+//! The snapshots are taken while pgbench writes, moved to a second btrfs with
+//! `btrfs send | btrfs receive`, prepared with `prepare_restored_datadir` on a
+//! writable snapshot and started on another port; the checks are PostgreSQL's own
+//! (pg_amcheck) plus pgbench's bookkeeping invariant, which any torn or
+//! inconsistent copy breaks. Fault tests check each error, that no half-made
+//! snapshot is left, and that no backup is left running on the server.
+//!
+//! The tests share the machine's two cores with pgbench, so they run one at a time.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{run, tool, TestFs};
+use subvault::config::{PgMode, PostgresConfig, Secret};
+use subvault::postgres::{prepare_restored_datadir, snapshot_with, PgError, PgSnapshotInfo};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// pgbench scale: 10 is ~150 MB of tables, enough for many dirty pages in flight.
+const SCALE: &str = "10";
+
+/// One PostgreSQL test at a time (see the module comment).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pg_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/pg.sh")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Make `dir` (created if missing) owned by the postgres OS user.
+fn postgres_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    run(Command::new("chown").arg("postgres:postgres").arg(dir));
+}
+
+/// A running cluster, stopped on drop (declare it after the TestFs it lives on).
+struct Cluster {
+    datadir: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Cluster {
+    /// Start (initdb first if needed) a cluster on `datadir` with extra `env`
+    /// for pg.sh (PG_ARCHIVE_DIR, PG_RESTORE_FROM, PG_INITDB_OPTS).
+    fn start(datadir: &Path, env: &[(&str, &Path)]) -> Cluster {
+        let port = free_port();
+        let log = PathBuf::from(format!("/tmp/subvault-pg-test-{port}.log"));
+        let cluster = Cluster {
+            datadir: datadir.to_path_buf(),
+            port,
+            log: log.clone(),
+        };
+        let mut cmd = Command::new(pg_sh());
+        cmd.arg("start")
+            .arg(datadir)
+            .arg(port.to_string())
+            .env("PG_LOG", &log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd);
+        cluster
+    }
+
+    fn stop(&self) {
+        run(Command::new(pg_sh()).arg("stop").arg(&self.datadir));
+    }
+
+    /// Connection string for `user` (the superuser `postgres` needs no password).
+    fn connection(&self, user: &str, password: Option<&str>) -> String {
+        let mut s = format!(
+            "host=127.0.0.1 port={} user={user} dbname=postgres",
+            self.port
+        );
+        if let Some(p) = password {
+            s.push_str(&format!(" password={p}"));
+        }
+        s
+    }
+
+    /// Run SQL as the superuser; returns unaligned, tuples-only output.
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let out = run(Command::new(format!("{PG_BIN}/psql"))
+            .args([
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until no session of subvault is left: the server aborts a
+    /// non-exclusive backup when its session ends, so this means "no backup of
+    /// ours runs".
+    fn assert_no_subvault_session(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'subvault'",
+            );
+            if n == "0" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a subvault session is still open ({n})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(pg_sh())
+            .arg("stop")
+            .arg(&self.datadir)
+            .status();
+    }
+}
+
+/// A background process killed on drop.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pg_config(connection: String, mode: PgMode) -> PostgresConfig {
+    PostgresConfig {
+        connection: Secret::new(connection),
+        mode,
+        timeout: Duration::from_secs(60),
+    }
+}
+
+/// The callback the runner passes: a btrfs snapshot of `source` into `dir`.
+fn btrfs_snapshot(
+    source: &Path,
+    dir: &Path,
+    name: &str,
+) -> impl FnOnce(bool) -> anyhow::Result<PathBuf> {
+    let (source, dir, name) = (source.to_path_buf(), dir.to_path_buf(), name.to_string());
+    move |readonly| {
+        Ok(subvault::btrfs::create_snapshot(
+            &source, &dir, &name, readonly,
+        )?)
+    }
+}
+
+fn is_readonly(path: &Path) -> bool {
+    let out = run(Command::new(tool("btrfs"))
+        .args(["property", "get", "-ts"])
+        .arg(path)
+        .arg("ro"));
+    String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The source side: a subvolume `pg` with the data directory at `pg/data`,
+/// pg_wal at `pg/wal` (a symlink inside the subvolume) and a tablespace at
+/// `pg/ts`, so the layout checks and the link re-pointing on restore are used.
+struct Source {
+    subvol: PathBuf,
+    snaps: PathBuf,
+    archive: PathBuf,
+    cluster: Cluster,
+}
+
+fn source_cluster(fs: &TestFs, archive: bool) -> Source {
+    let subvol = fs.subvolume("pg");
+    let snaps = fs.path().join("snapshots");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let archive_dir = fs.path().join("wal-archive");
+    postgres_dir(&subvol.join("wal"));
+    postgres_dir(&subvol.join("ts"));
+    let waldir = format!("--waldir={}", subvol.join("wal").display());
+    let mut env: Vec<(&str, &Path)> = vec![("PG_INITDB_OPTS", Path::new(&waldir))];
+    if archive {
+        env.push(("PG_ARCHIVE_DIR", &archive_dir));
+    }
+    let cluster = Cluster::start(&subvol.join("data"), &env);
+    cluster.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLESPACE ts LOCATION '{}'",
+            subvol.join("ts").display()
+        ),
+    );
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE ts_check TABLESPACE ts AS SELECT g AS id FROM generate_series(1, 1000) g",
+    );
+    run(Command::new(format!("{PG_BIN}/pgbench"))
+        .args(["-i", "-q", "-s", SCALE, "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &cluster.port.to_string(), "postgres"])
+        .stdout(Stdio::null()));
+    Source {
+        subvol,
+        snaps,
+        archive: archive_dir,
+        cluster,
+    }
+}
+
+fn start_pgbench(cluster: &Cluster) -> Background {
+    let child = Command::new(format!("{PG_BIN}/pgbench"))
+        .args([
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            "600",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &cluster.port.to_string(), "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pgbench");
+    Background(child)
+}
+
+/// Take `n` snapshots while pgbench runs.
+async fn snapshots_under_load(src: &Source, mode: PgMode, n: usize) -> Vec<PgSnapshotInfo> {
+    let load = start_pgbench(&src.cluster);
+    let cfg = pg_config(src.cluster.connection("postgres", None), mode);
+    let mut infos = Vec::new();
+    for i in 0..n {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let name = format!("pg.{i}");
+        let info = snapshot_with(
+            &cfg,
+            &src.subvol,
+            &name,
+            btrfs_snapshot(&src.subvol, &src.snaps, &name),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("snapshot {i} in {mode:?} mode: {e}"));
+        infos.push(info);
+    }
+    drop(load);
+    infos
+}
+
+/// Send every snapshot (each relative to the one before) into `dest`, as the
+/// received read-only subvolumes `dest/recv/pg.N`.
+fn send_receive_all(infos: &[PgSnapshotInfo], dest: &TestFs) -> Vec<PathBuf> {
+    let recv = dest.path().join("recv");
+    std::fs::create_dir_all(&recv).unwrap();
+    let mut parent: Option<&Path> = None;
+    let mut received = Vec::new();
+    for info in infos {
+        let mut send = Command::new(tool("btrfs"));
+        send.args(["send", "-q"]);
+        if let Some(p) = parent {
+            send.arg("-p").arg(p);
+        }
+        let mut sender = send
+            .arg(&info.snapshot)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = Command::new(tool("btrfs"))
+            .args(["receive", "-q"])
+            .arg(&recv)
+            .stdin(sender.stdout.take().unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            status.success() && sender.wait().unwrap().success(),
+            "send/receive failed"
+        );
+        received.push(recv.join(info.snapshot.file_name().unwrap()));
+        parent = Some(&info.snapshot);
+    }
+    received
+}
+
+/// Writable snapshot of a received subvolume, prepared to start.
+fn writable_copy(received: &Path, dest: &TestFs) -> PathBuf {
+    let rw = dest.path().join(format!(
+        "rw-{}",
+        received.file_name().unwrap().to_string_lossy()
+    ));
+    run(Command::new(tool("btrfs"))
+        .args(["subvolume", "snapshot", "-q"])
+        .arg(received)
+        .arg(&rw));
+    let done =
+        prepare_restored_datadir(&rw).unwrap_or_else(|e| panic!("prepare {}: {e}", rw.display()));
+    assert!(
+        done.iter().any(|l| l.contains("postmaster.pid")),
+        "a snapshot of a running server has a postmaster.pid to remove: {done:?}"
+    );
+    assert!(
+        done.iter()
+            .any(|l| l.contains("re-pointed") && l.contains("pg_wal")),
+        "pg_wal's absolute link into the original subvolume must be re-pointed: {done:?}"
+    );
+    rw
+}
+
+/// The restored server passes amcheck and pgbench's invariant holds.
+fn check_restored(cluster: &Cluster) {
+    let out = Command::new(format!("{PG_BIN}/pg_amcheck"))
+        .args([
+            "--all",
+            "--install-missing",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &cluster.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_amcheck found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = cluster.psql(
+        "postgres",
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), \
+                (SELECT sum(tbalance) FROM pgbench_tellers), \
+                (SELECT sum(bbalance) FROM pgbench_branches), \
+                (SELECT coalesce(sum(delta), 0) FROM pgbench_history), \
+                (SELECT count(*) FROM pgbench_history)",
+    );
+    let v: Vec<&str> = sums.split('|').collect();
+    assert_eq!(v.len(), 5, "{sums}");
+    assert!(
+        v[0] == v[1] && v[1] == v[2] && v[2] == v[3],
+        "pgbench invariant broken (accounts|tellers|branches|history|n): {sums}"
+    );
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM ts_check"),
+        "1000"
+    );
+}
+
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text
+        .trim()
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: {text}"));
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15"]
+async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
+    let _serial = serial();
+    let src_fs = TestFs::new(3072);
+    let dst_fs = TestFs::new(3072);
+    let src = source_cluster(&src_fs, false);
+    let infos = snapshots_under_load(&src, PgMode::Checkpoint, 5).await;
+    src.cluster.stop();
+
+    for info in &infos {
+        assert!(
+            is_readonly(&info.snapshot),
+            "{} must be read-only",
+            info.snapshot.display()
+        );
+        assert!(!info.snapshot.join("data/backup_label").exists());
+        assert_eq!(info.server_version_num / 10000, 15);
+        assert_eq!(info.timeline, 1);
+        assert!(info.stop_lsn.is_none() && info.backup_label.is_none());
+    }
+    assert!(
+        infos.windows(2).all(|w| lsn(&w[0].lsn) < lsn(&w[1].lsn)),
+        "checkpoints advance"
+    );
+
+    let received = send_receive_all(&infos, &dst_fs);
+    for (i, rec) in received.iter().enumerate() {
+        let rw = writable_copy(rec, &dst_fs);
+        let restored = Cluster::start(&rw.join("data"), &[]);
+        check_restored(&restored);
+        let log = restored.log_text();
+        assert!(
+            log.contains("database system was interrupted")
+                || log.contains("not properly shut down"),
+            "snapshot {i} should start with crash recovery:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15"]
+async fn backup_mode_snapshots_under_load_restore_from_archive_and_start() {
+    let _serial = serial();
+    let src_fs = TestFs::new(3072);
+    let dst_fs = TestFs::new(3072);
+    let src = source_cluster(&src_fs, true);
+    let infos = snapshots_under_load(&src, PgMode::Backup, 5).await;
+    src.cluster.stop();
+
+    for info in &infos {
+        assert!(
+            is_readonly(&info.snapshot),
+            "{} must be read-only",
+            info.snapshot.display()
+        );
+        let label = std::fs::read_to_string(info.snapshot.join("data/backup_label")).unwrap();
+        assert_eq!(Some(&label), info.backup_label.as_ref());
+        assert!(
+            label.contains(&format!("START WAL LOCATION: {}", info.lsn)),
+            "{label}"
+        );
+        let map = std::fs::read_to_string(info.snapshot.join("data/tablespace_map")).unwrap();
+        assert!(
+            map.contains(&src.subvol.join("ts").display().to_string()),
+            "{map}"
+        );
+        assert!(lsn(info.stop_lsn.as_deref().unwrap()) > lsn(&info.lsn));
+    }
+
+    let received = send_receive_all(&infos, &dst_fs);
+    for (info, rec) in infos.iter().zip(&received) {
+        let rw = writable_copy(rec, &dst_fs);
+        let restored = Cluster::start(&rw.join("data"), &[("PG_RESTORE_FROM", &src.archive)]);
+        check_restored(&restored);
+        // Recovery stopped at consistency (the end of the backup) and promoted to
+        // timeline 2: the switch point in the history file is at or after the
+        // LSN pg_backup_stop returned.
+        let history =
+            std::fs::read_to_string(rw.join("wal/00000002.history")).unwrap_or_else(|e| {
+                panic!(
+                    "no timeline 2 history after recovery: {e}\n{}",
+                    restored.log_text()
+                )
+            });
+        let switch = history.split_whitespace().nth(1).unwrap();
+        assert!(
+            lsn(switch) >= lsn(info.stop_lsn.as_deref().unwrap()),
+            "recovered to {switch}, before the end of the backup {:?}",
+            info.stop_lsn
+        );
+        assert!(
+            rw.join("data/backup_label.old").exists(),
+            "the server consumed backup_label"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15"]
+async fn faults_give_their_error_and_leave_nothing_behind() {
+    let _serial = serial();
+    let fs = TestFs::new(1024);
+    let subvol = fs.subvolume("pg");
+    let snaps = fs.path().join("snapshots");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let archive = fs.path().join("wal-archive");
+    let cluster = Cluster::start(&subvol.join("data"), &[("PG_ARCHIVE_DIR", &archive)]);
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE backup LOGIN PASSWORD 'right' IN ROLE pg_checkpoint, pg_read_all_settings; \
+         CREATE ROLE weak LOGIN PASSWORD 'weak'",
+    );
+    let never_called = |_: bool| -> anyhow::Result<PathBuf> { panic!("no snapshot may be taken") };
+
+    // Wrong password.
+    let cfg = pg_config(
+        cluster.connection("backup", Some("Wr0ngPassw0rd")),
+        PgMode::Checkpoint,
+    );
+    let err = snapshot_with(&cfg, &subvol, "x", never_called)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Authentication { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("Wr0ngPassw0rd"),
+        "the password leaked: {err}"
+    );
+
+    // The right password from a pgpass file, and the least privileges checkpoint
+    // mode needs.
+    let pgpass = fs.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("127.0.0.1:{}:*:backup:right\n", cluster.port),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::env::set_var("PGPASSFILE", &pgpass);
+    let cfg = pg_config(cluster.connection("backup", None), PgMode::Checkpoint);
+    let info = snapshot_with(&cfg, &subvol, "ok", btrfs_snapshot(&subvol, &snaps, "ok"))
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint as pg_checkpoint member: {e}"));
+    std::env::remove_var("PGPASSFILE");
+    assert!(is_readonly(&info.snapshot));
+    subvault::btrfs::destroy_subvolume(&info.snapshot).unwrap();
+
+    // Insufficient privilege names what is needed.
+    let cfg = pg_config(cluster.connection("weak", Some("weak")), PgMode::Checkpoint);
+    let err = snapshot_with(&cfg, &subvol, "x", never_called)
+        .await
+        .unwrap_err();
+    match &err {
+        PgError::InsufficientPrivilege { needed, .. } => {
+            assert!(needed.contains("pg_read_all_settings"), "{err}")
+        }
+        other => panic!("expected insufficient privilege, got {other}"),
+    }
+
+    let superuser = pg_config(cluster.connection("postgres", None), PgMode::Backup);
+    let aborts_before = cluster.log_text().matches("aborting backup").count();
+
+    // The snapshot fails after pg_backup_start: the backup is stopped explicitly.
+    let err = snapshot_with(&superuser, &subvol, "x", |_| anyhow::bail!("disk on fire"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PgError::Snapshot(_)) && err.to_string().contains("disk on fire"),
+        "{err}"
+    );
+    cluster.assert_no_subvault_session();
+    assert_eq!(
+        cluster.log_text().matches("aborting backup").count(),
+        aborts_before,
+        "stopped, not aborted"
+    );
+    assert!(entries(&snaps).is_empty(), "{:?}", entries(&snaps));
+
+    // The session is killed between start and stop: the server aborts the
+    // backup and the snapshot taken meanwhile is destroyed.
+    let port = cluster.port;
+    let (sv, sd) = (subvol.clone(), snaps.clone());
+    let err = snapshot_with(&superuser, &subvol, "killed", move |ro| {
+        let path = subvault::btrfs::create_snapshot(&sv, &sd, "killed", ro)?;
+        let out = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-p", &port.to_string()])
+            .args(["-d", "postgres", "-c"])
+            .arg("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'subvault'")
+            .output()?;
+        anyhow::ensure!(String::from_utf8_lossy(&out.stdout).trim() == "1", "no backend to kill");
+        Ok(path)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PgError::BackupAborted { .. }), "{err}");
+    assert!(
+        entries(&snaps).is_empty(),
+        "half-made snapshot left: {:?}",
+        entries(&snaps)
+    );
+    cluster.assert_no_subvault_session();
+    assert!(
+        cluster.log_text().matches("aborting backup").count() > aborts_before,
+        "the server must have aborted the backup when the session died"
+    );
+
+    // SIGINT while the backup runs: stopped, snapshot discarded.
+    let (sv, sd) = (subvol.clone(), snaps.clone());
+    let err = snapshot_with(&superuser, &subvol, "sig", move |ro| {
+        let path = subvault::btrfs::create_snapshot(&sv, &sd, "sig", ro)?;
+        // SAFETY: raise has no preconditions; snapshot_with handles SIGINT now.
+        unsafe { libc::raise(libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(path)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PgError::Interrupted("SIGINT")), "{err}");
+    assert!(entries(&snaps).is_empty(), "{:?}", entries(&snaps));
+    cluster.assert_no_subvault_session();
+
+    // pg_wal outside the subvolume: refused before anything happens on the server.
+    let outside_wal = fs.path().join("wal-outside");
+    postgres_dir(&outside_wal);
+    let waldir = format!("--waldir={}", outside_wal.display());
+    let subvol2 = fs.subvolume("pg2");
+    let cluster2 = Cluster::start(
+        &subvol2.join("data"),
+        &[("PG_INITDB_OPTS", Path::new(&waldir))],
+    );
+    for mode in [PgMode::Checkpoint, PgMode::Backup] {
+        let cfg = pg_config(cluster2.connection("postgres", None), mode);
+        let err = snapshot_with(&cfg, &subvol2, "x", never_called)
+            .await
+            .unwrap_err();
+        match &err {
+            PgError::OutsideSubvolume { what, location, .. } => {
+                assert_eq!(what, "pg_wal");
+                assert_eq!(location, &outside_wal.canonicalize().unwrap());
+            }
+            other => panic!("expected pg_wal outside the subvolume, got {other}"),
+        }
+        cluster2.assert_no_subvault_session();
+    }
+    drop(cluster2);
+
+    // Server stopped before the run.
+    cluster.stop();
+    for mode in [PgMode::Checkpoint, PgMode::Backup] {
+        let cfg = pg_config(cluster.connection("postgres", None), mode);
+        let err = snapshot_with(&cfg, &subvol, "x", never_called)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PgError::Unreachable { .. }), "{err}");
+    }
+    assert!(entries(&snaps).is_empty());
+}
