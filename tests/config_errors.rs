@@ -527,6 +527,23 @@ remotes:
         at: ("{value: hunter2}", 0),
         says: "expected a string, found a mapping",
     },
+    Case {
+        name: "repeated key (YAML would silently keep one of them)",
+        yaml: "\
+timezone: UTC
+sources:
+  - path: /srv/data
+    snapshots: /srv/snapshots
+    upload_to_remotes:
+      - id: aws
+        preserve: 1y 12m
+        preserve: 7d
+remotes: [{id: aws, s3: {bucket: b}}]
+",
+        field: "sources[0].upload_to_remotes[0].preserve",
+        at: ("preserve", 1),
+        says: "appears twice",
+    },
 ];
 
 /// 1-based line and column where the `nth` occurrence of `needle` starts.

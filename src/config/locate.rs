@@ -11,6 +11,8 @@
 //! (flow style, quoting, anchors and comments included), and it adds no
 //! dependency. It costs one extra parse, and only when an error is reported.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -222,6 +224,167 @@ impl<'de> Visitor<'de> for KeyProbe<'_> {
     }
 }
 
+/// The first key that appears twice in one mapping, with the position of its
+/// second occurrence. serde_yaml_ng rejects such documents but points at the
+/// mapping, not at the repeated key, which is what the user has to delete.
+pub(crate) fn duplicate_key(text: &str) -> Option<(FieldPath, Position)> {
+    let found = RefCell::new(None);
+    let walk = DupWalk {
+        path: FieldPath::default(),
+        found: &found,
+    };
+    match walk.deserialize(serde_yaml_ng::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => {
+            let loc = e.location()?;
+            let path = found.into_inner()?;
+            Some((
+                path,
+                Position {
+                    line: loc.line(),
+                    column: loc.column(),
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Walks the whole document looking for a repeated mapping key.
+struct DupWalk<'f> {
+    path: FieldPath,
+    found: &'f RefCell<Option<FieldPath>>,
+}
+
+impl<'de> DeserializeSeed<'de> for DupWalk<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DupWalk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(DupWalk {
+                path: self.path.index(i),
+                found: self.found,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key_seed(DupKey {
+            seen: &mut seen,
+            path: &self.path,
+            found: self.found,
+        })? {
+            let path = match key {
+                Some(k) => self.path.key(&k),
+                None => self.path.clone(),
+            };
+            map.next_value_seed(DupWalk {
+                path,
+                found: self.found,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A mapping key: its text (`None` for a non-string key), or the deliberate
+/// error when it was seen before in the same mapping.
+struct DupKey<'s> {
+    seen: &'s mut HashSet<String>,
+    path: &'s FieldPath,
+    found: &'s RefCell<Option<FieldPath>>,
+}
+
+impl<'de> DeserializeSeed<'de> for DupKey<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DupKey<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<String>, E> {
+        if self.seen.insert(key.to_string()) {
+            return Ok(Some(key.to_string()));
+        }
+        *self.found.borrow_mut() = Some(self.path.key(key));
+        Err(E::custom(FOUND))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<String>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +427,14 @@ c:
         // is the list element b[0] (a mapping starting at `x`).
         assert_eq!(at(root.key("b").index(0).key("z"), Target::Value), (3, 5));
         assert_eq!(at(root.key("nope"), Target::Value), (1, 1));
+    }
+
+    #[test]
+    fn finds_the_second_occurrence_of_a_repeated_key() {
+        let text = "a: 1\nb:\n  - {x: 1, y: 2}\n  - x: 1\n    y: 2\n    x: 3\n";
+        let (path, pos) = duplicate_key(text).expect("a duplicate");
+        assert_eq!(path.to_string(), "b[1].x");
+        assert_eq!((pos.line, pos.column), (6, 5));
+        assert!(duplicate_key(DOC).is_none());
     }
 }

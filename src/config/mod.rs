@@ -392,8 +392,20 @@ impl Config {
     /// Validate config `text` as if it had been read from `path` (which is used
     /// in messages and to resolve a relative `verify:` CA bundle).
     pub fn from_str_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut value: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text).map_err(|e| syntax_error(&e, path))?;
+        let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            match locate::duplicate_key(text) {
+                // A repeated key: point at the second one, the one to remove.
+                Some((field, pos)) => ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: pos.line,
+                    column: pos.column,
+                    message: "this key appears twice in the same mapping; keep only one"
+                        .to_string(),
+                    field: field.to_string(),
+                },
+                None => syntax_error(&e, path),
+            }
+        })?;
         // `<<: *defaults` merge keys are a common way to share settings between
         // sources; resolve them like most YAML tools do.
         value.apply_merge().map_err(|e| syntax_error(&e, path))?;
