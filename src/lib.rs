@@ -14,5 +14,6 @@ pub mod planner;
 pub mod policy;
 pub mod postgres;
 pub mod remote;
+pub mod runner;
 pub mod stream;
 pub mod subvol_lock;

@@ -1,12 +1,24 @@
 //! Command-line interface: argument parsing, logging setup and exit codes.
 //!
 //! Each subcommand lives in its own module with an `execute` function returning
-//! `anyhow::Result<ExitCode>`. Errors that mean "fix your config or arguments"
-//! are [`UsageError`]s and map to exit status 2; anything else is 1.
+//! the exit status. Errors that mean "fix your config or arguments" are
+//! [`UsageError`]s (or config errors) and map to exit status 2; anything else is 1.
+//! Either way the error is one line on stderr.
 
+pub mod config_cmd;
+pub mod dedupe_cmd;
+pub mod plan_cmd;
+pub mod plan_view;
+pub mod progress;
+pub mod run_cmd;
+pub mod time_arg;
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
 
 /// Exit status: everything worked.
 pub const EXIT_OK: i32 = 0;
@@ -27,20 +39,56 @@ pub struct UsageError(pub String);
 /// tree of differential `btrfs send` streams (yearly full, monthly relative to the
 /// yearly, daily relative to the monthly, ...) to object storage, and prunes what
 /// the preservation policy no longer keeps.
+///
+/// Start with `subvault config check`, look at `subvault plan --dry-run`, then let
+/// the systemd timer call `subvault run` every hour.
 #[derive(Debug, Parser)]
 #[command(name = "subvault", version, about, long_about)]
 pub struct Cli {
     /// Config file (YAML).
-    #[arg(short, long, global = true, default_value = "/etc/subvault/config.yaml", env = "SUBVAULT_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/subvault/config.yaml",
+        env = "SUBVAULT_CONFIG"
+    )]
     pub config: PathBuf,
 
+    /// More log output (-v: info on a terminal, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// One pass for every source: snapshot if changed, upload, prune.
+    ///
+    /// Idempotent: a second run with nothing new does nothing. Exit status 0 when
+    /// every source succeeded, 1 when one failed (the others still ran), 2 for a
+    /// config or usage error.
+    Run(run_cmd::RunArgs),
+    /// Show the backup tree and the actions a run would take now; changes nothing.
+    Plan(plan_cmd::PlanArgs),
+    /// Config file commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Share identical blocks between a source's subvolume and its snapshots.
+    Dedupe(dedupe_cmd::DedupeArgs),
+}
+
+/// `subvault config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file and print a short summary.
+    Check,
+}
 
 /// Parse arguments, run the command, and return the process exit status.
 pub fn main() -> i32 {
@@ -49,11 +97,68 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => EXIT_OK,
                 _ => EXIT_USAGE,
             };
         }
     };
-    let _ = cli;
-    EXIT_OK
+    init_logging(cli.verbose);
+    let result = match &cli.command {
+        Command::Run(args) => run_cmd::execute(&cli.config, args),
+        Command::Plan(args) => plan_cmd::execute(&cli.config, args),
+        Command::Config(ConfigCommand::Check) => config_cmd::execute(&cli.config),
+        Command::Dedupe(args) => dedupe_cmd::execute(&cli.config, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("subvault: {}", one_line(&e));
+            if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some()
+            {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            }
+        }
+    }
+}
+
+/// An error chain as one line: `outer: inner: root cause`.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Loads the config, turning its error into a usage error (exit 2).
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+/// Logs go to stderr: plain lines without colours or timestamps under systemd
+/// (journald stamps them), timestamped otherwise. On a terminal the default level
+/// is `warn` (progress bars tell the story); elsewhere `info`. `SUBVAULT_LOG`
+/// (an env-filter directive such as `subvault=debug`) overrides both.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let tty = std::io::stderr().is_terminal();
+    let level = match (verbose, tty) {
+        (0, true) => "warn",
+        (0, false) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("SUBVAULT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,subvault={level}")));
+    let under_systemd =
+        std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(tty)
+        .with_target(false);
+    if under_systemd {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
 }

@@ -1,0 +1,410 @@
+//! Rendering plans: the backup tree for people and the JSON document for machines.
+//!
+//! Pure functions over [`SourcePlan`], so the output is tested without btrfs or S3.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chrono_tz::Tz;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::planner::{Action, BackupAction, BackupPlan, Plan, SnapshotAction};
+use crate::runner::execute::human_bytes;
+
+/// A planned source, with what the renderer needs besides the plan.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// Source name.
+    pub name: String,
+    /// Source subvolume path.
+    pub path: String,
+    /// The plan.
+    pub plan: Plan,
+    /// Remote id -> (description such as `s3://bucket/prefix`, policy in words).
+    pub remotes: BTreeMap<String, (String, String)>,
+    /// (remote, snapshot uuid) -> the key an upload will get (known for existing snapshots).
+    pub upload_keys: HashMap<(String, Uuid), String>,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn marker(b: &BackupPlan) -> &'static str {
+    match (b.action, b.broken_chain) {
+        (BackupAction::Upload, _) => "+",
+        (BackupAction::Delete, _) => "-",
+        (BackupAction::Keep, true) => "!",
+        (BackupAction::Keep, false) => " ",
+    }
+}
+
+fn backup_line(b: &BackupPlan, tz: Tz) -> String {
+    let time = b.time.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z");
+    let kind = if b.send_parent_uuid.is_none() {
+        "full"
+    } else {
+        "diff"
+    };
+    let reasons = if b.reasons.is_empty() {
+        "not preserved".to_string()
+    } else {
+        b.reasons.join(", ")
+    };
+    let size = b.size.map(human_bytes).unwrap_or_else(|| "-".to_string());
+    let class = b.storage_class.clone().unwrap_or_else(|| "-".to_string());
+    let verdict = match (b.action, b.broken_chain) {
+        (BackupAction::Upload, _) => "new",
+        (BackupAction::Delete, _) => "delete",
+        (BackupAction::Keep, true) => "keep, BROKEN CHAIN (parent object missing)",
+        (BackupAction::Keep, false) => "keep",
+    };
+    format!("{time}  {kind}  [{reasons}]  {size}  {class}  {verdict}")
+}
+
+/// The human-readable tree and actions for a set of source plans.
+pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
+    let mut out = String::new();
+    for (i, sp) in sources.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "source {} ({})", sp.name, sp.path);
+        for (remote, (desc, policy)) in &sp.remotes {
+            let _ = writeln!(out, "  remote {remote} {desc}, keeping {policy}");
+            let backups: Vec<&BackupPlan> = sp
+                .plan
+                .backups
+                .iter()
+                .filter(|b| &b.remote == remote)
+                .collect();
+            if backups.is_empty() {
+                let _ = writeln!(out, "    (no backups)");
+                continue;
+            }
+            let present: HashSet<Uuid> = backups.iter().map(|b| b.uuid).collect();
+            let mut children: BTreeMap<Option<Uuid>, Vec<&BackupPlan>> = BTreeMap::new();
+            for b in &backups {
+                let parent = b.send_parent_uuid.filter(|p| present.contains(p));
+                children.entry(parent).or_default().push(b);
+            }
+            fn walk(
+                out: &mut String,
+                children: &BTreeMap<Option<Uuid>, Vec<&BackupPlan>>,
+                parent: Option<Uuid>,
+                prefix: &str,
+                tz: Tz,
+                seen: &mut HashSet<Uuid>,
+            ) {
+                let Some(kids) = children.get(&parent) else {
+                    return;
+                };
+                let mut kids = kids.clone();
+                kids.sort_by_key(|b| (b.ctransid, b.time));
+                for (i, b) in kids.iter().enumerate() {
+                    let last = i + 1 == kids.len();
+                    let branch = if parent.is_none() {
+                        ""
+                    } else if last {
+                        "└─ "
+                    } else {
+                        "├─ "
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  {} {prefix}{branch}{}",
+                        marker(b),
+                        backup_line(b, tz)
+                    );
+                    // Guard against cycles in a corrupt bucket and duplicate uuids.
+                    if !seen.insert(b.uuid) {
+                        continue;
+                    }
+                    let next = if parent.is_none() {
+                        format!("{prefix}  ")
+                    } else if last {
+                        format!("{prefix}   ")
+                    } else {
+                        format!("{prefix}│  ")
+                    };
+                    walk(out, children, Some(b.uuid), &next, tz, seen);
+                }
+            }
+            let mut seen = HashSet::new();
+            walk(&mut out, &children, None, "  ", tz, &mut seen);
+        }
+        let _ = writeln!(out, "  snapshots:");
+        if sp.plan.snapshots.is_empty() {
+            let _ = writeln!(out, "    (none)");
+        }
+        for s in &sp.plan.snapshots {
+            let action = match s.action {
+                SnapshotAction::Keep => "keep   ",
+                SnapshotAction::Create => "create ",
+                SnapshotAction::Destroy => "destroy",
+            };
+            let reasons = if s.reasons.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.reasons.join(", "))
+            };
+            let _ = writeln!(out, "    {action} {}{reasons}", file_name(&s.snapshot.path));
+        }
+        for w in &sp.plan.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
+        let _ = writeln!(out, "  actions:");
+        if sp.plan.actions.is_empty() {
+            let _ = writeln!(out, "    nothing to do");
+        }
+        for (n, a) in sp.plan.actions.iter().enumerate() {
+            let text = match a {
+                Action::CreateSnapshot { path } => format!("create snapshot {}", path.display()),
+                Action::UploadBackup {
+                    remote,
+                    snapshot_path,
+                    send_parent_path,
+                    ..
+                } => match send_parent_path {
+                    None => format!("upload {} to {remote} (full)", file_name(snapshot_path)),
+                    Some(p) => format!(
+                        "upload {} to {remote} (relative to {})",
+                        file_name(snapshot_path),
+                        file_name(p)
+                    ),
+                },
+                Action::DestroySnapshot { path, .. } => {
+                    format!("destroy snapshot {}", path.display())
+                }
+                Action::DeleteBackup { remote, key } => format!("delete {key} from {remote}"),
+            };
+            let _ = writeln!(out, "    {}. {text}", n + 1);
+        }
+    }
+    out
+}
+
+fn opt_uuid(u: Uuid) -> Value {
+    if u.is_nil() {
+        Value::Null
+    } else {
+        json!(u.to_string())
+    }
+}
+
+/// The machine-readable plan: one object with `snapshots`, `backups` and `actions`
+/// over all sources; times are RFC 3339.
+pub fn render_json(sources: &[SourcePlan]) -> Value {
+    let mut snapshots = Vec::new();
+    let mut backups = Vec::new();
+    let mut actions = Vec::new();
+    for sp in sources {
+        for s in &sp.plan.snapshots {
+            snapshots.push(json!({
+                "source": sp.name,
+                "path": s.snapshot.path,
+                "uuid": opt_uuid(s.snapshot.uuid),
+                "ctransid": s.snapshot.ctransid,
+                "time": s.snapshot.time.to_rfc3339(),
+                "action": s.action,
+                "reasons": s.reasons,
+            }));
+        }
+        for b in &sp.plan.backups {
+            let key = b
+                .key
+                .clone()
+                .or_else(|| sp.upload_keys.get(&(b.remote.clone(), b.uuid)).cloned());
+            backups.push(json!({
+                "source": sp.name,
+                "remote": b.remote,
+                "key": key,
+                "uuid": opt_uuid(b.uuid),
+                "send_parent_uuid": b.send_parent_uuid.map(|u| u.to_string()),
+                "ctransid": b.ctransid,
+                "time": b.time.to_rfc3339(),
+                "action": b.action,
+                "reasons": b.reasons,
+                "size": b.size,
+                "storage_class": b.storage_class,
+                "broken_chain": b.broken_chain,
+            }));
+        }
+        for a in &sp.plan.actions {
+            let mut v = serde_json::to_value(a).expect("actions serialize");
+            if let Value::Object(m) = &mut v {
+                m.insert("source".into(), json!(sp.name));
+                if let Action::UploadBackup { remote, uuid, .. } = a {
+                    if let Some(k) = sp.upload_keys.get(&(remote.clone(), *uuid)) {
+                        m.insert("key".into(), json!(k));
+                    }
+                }
+            }
+            actions.push(v);
+        }
+    }
+    json!({ "snapshots": snapshots, "backups": backups, "actions": actions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backup, Snapshot};
+    use crate::planner::{plan, PlanInput, RemoteInput};
+    use chrono::{DateTime, Utc};
+    use std::path::PathBuf;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn sample() -> SourcePlan {
+        let src = Uuid::from_u128(99);
+        let snap = |c: u64, t: &str| Snapshot {
+            path: PathBuf::from(format!("/snaps/data.{t}")),
+            uuid: Uuid::from_u128(c as u128),
+            parent_uuid: src,
+            ctransid: c,
+            time: utc(t),
+            planned: false,
+        };
+        let s1 = snap(1, "2025-01-01T00:00:00Z");
+        let s2 = snap(2, "2025-01-02T00:00:00Z");
+        let s3 = snap(3, "2025-01-02T05:00:00Z");
+        let b = |s: &Snapshot, parent: Option<u64>| Backup {
+            key: format!("data.k{}", s.ctransid),
+            uuid: s.uuid,
+            send_parent_uuid: parent.map(|p| Uuid::from_u128(p as u128)),
+            source_uuid: src,
+            ctransid: s.ctransid,
+            time: s.time,
+            size: Some(2048),
+            storage_class: Some("STANDARD".into()),
+            codec: None,
+        };
+        let input = PlanInput {
+            tz: Tz::UTC,
+            now: utc("2025-01-03T00:00:00Z"),
+            source_uuid: src,
+            snapshots: vec![
+                s1.clone(),
+                s2.clone(),
+                s3.clone(),
+                Snapshot::planned(
+                    PathBuf::from("/snaps/data.new"),
+                    src,
+                    4,
+                    utc("2025-01-03T00:00:00Z"),
+                ),
+            ],
+            remotes: vec![RemoteInput {
+                id: "aws".into(),
+                policy: "1y 1d".parse().unwrap(),
+                backups: vec![b(&s1, None), b(&s2, Some(1)), b(&s3, Some(2))],
+            }],
+        };
+        SourcePlan {
+            name: "data".into(),
+            path: "/srv/data".into(),
+            plan: plan(&input),
+            remotes: BTreeMap::from([(
+                "aws".to_string(),
+                (
+                    "s3://b/".to_string(),
+                    "1 yearly (full), 1 daily".to_string(),
+                ),
+            )]),
+            upload_keys: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn text_tree_nests_children_under_their_send_parent() {
+        let text = render_text(&[sample()], Tz::UTC);
+        let lines: Vec<&str> = text.lines().collect();
+        let pos = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+        };
+        // s1 is the root (full, kept), s2 relative to s1 and deleted, s3 relative to s2 and deleted
+        // (not preserved), the new snapshot 4 uploaded relative to s1.
+        let root = pos("2025-01-01 00:00:00 +00:00  full");
+        let day2 = pos("2025-01-02 00:00:00 +00:00  diff");
+        let day2b = pos("2025-01-02 05:00:00 +00:00  diff");
+        let new = pos("2025-01-03 00:00:00 +00:00  diff");
+        assert!(root < day2 && day2 < day2b, "{text}");
+        assert!(
+            lines[day2].starts_with("  - "),
+            "deletion marker: {}",
+            lines[day2]
+        );
+        assert!(
+            lines[new].starts_with("  + "),
+            "upload marker: {}",
+            lines[new]
+        );
+        // s3 is indented deeper than s2 (its parent).
+        let indent = |l: &str| l.find("2025").unwrap();
+        assert!(indent(lines[day2b]) > indent(lines[day2]), "{text}");
+        assert!(
+            text.contains("1. create snapshot /snaps/data.new"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upload data.new to aws (relative to data.2025-01-01T00:00:00Z)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("destroy snapshot /snaps/data.2025-01-02T05:00:00Z"),
+            "{text}"
+        );
+        assert!(text.contains("delete data.k3 from aws"), "{text}");
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let v = render_json(&[sample()]);
+        let snaps = v["snapshots"].as_array().unwrap();
+        assert_eq!(snaps.len(), 4);
+        for s in snaps {
+            for f in ["path", "uuid", "time", "action", "reasons"] {
+                assert!(s.get(f).is_some(), "snapshot lacks {f}: {s}");
+            }
+        }
+        let created = snaps.iter().find(|s| s["action"] == "create").unwrap();
+        assert!(created["uuid"].is_null());
+        let backups = v["backups"].as_array().unwrap();
+        for b in backups {
+            for f in [
+                "remote",
+                "key",
+                "uuid",
+                "send_parent_uuid",
+                "time",
+                "action",
+                "reasons",
+            ] {
+                assert!(b.get(f).is_some(), "backup lacks {f}: {b}");
+            }
+            DateTime::parse_from_rfc3339(b["time"].as_str().unwrap()).expect("RFC 3339 time");
+        }
+        let kept = backups.iter().find(|b| b["key"] == "data.k1").unwrap();
+        assert_eq!(kept["action"], "keep");
+        assert_eq!(kept["reasons"][0], "2025 yearly");
+        assert!(backups.iter().any(|b| b["action"] == "upload"));
+        let kinds: Vec<&str> = v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"create_snapshot"));
+        assert!(kinds.contains(&"upload_backup") && kinds.contains(&"delete_backup"));
+    }
+}

@@ -1,0 +1,216 @@
+//! The runner: gathers the state of a source (its subvolume, snapshots and the
+//! backups on each remote), asks the planner what to do, and executes the plan.
+//!
+//! `plan` uses only the gathering half; `run` uses both. The planner stays pure:
+//! everything that touches the kernel or a remote happens here or in `execute`.
+
+pub mod execute;
+pub mod lock;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::btrfs::{self, SubvolInfo};
+use crate::config::{Config, RemoteConfig, Source, UploadConfig};
+use crate::model::{Backup, Codec, Snapshot};
+use crate::object_key::{self, KeyInfo};
+use crate::planner::{PlanInput, RemoteInput};
+use crate::remote::{self, AnyStore, ObjectStore};
+
+/// What the local side of a source looks like now.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    /// The source subvolume.
+    pub info: SubvolInfo,
+    /// Its read-only snapshots in the snapshot directory, oldest first.
+    pub snapshots: Vec<Snapshot>,
+}
+
+impl SourceState {
+    /// True when the source changed since its newest snapshot (or has none), so a
+    /// run takes a new snapshot.
+    pub fn needs_snapshot(&self) -> bool {
+        needs_snapshot(self.info.ctransid, &self.snapshots)
+    }
+}
+
+/// A source needs a new snapshot unless some snapshot already holds its current
+/// content (same ctransid: btrfs bumps a subvolume's ctransid on every change).
+pub fn needs_snapshot(source_ctransid: u64, snapshots: &[Snapshot]) -> bool {
+    !snapshots.iter().any(|s| s.ctransid >= source_ctransid)
+}
+
+/// Reads the source subvolume and its snapshots.
+pub fn read_source(source: &Source) -> Result<SourceState> {
+    let info = btrfs::subvol_info(&source.path)
+        .with_context(|| format!("source {}: cannot read the source subvolume", source.name))?;
+    let snapshots = btrfs::list_snapshots(&source.snapshots, info.uuid, &source.name)
+        .with_context(|| format!("source {}: cannot list snapshots", source.name))?;
+    Ok(SourceState { info, snapshots })
+}
+
+/// An opened remote and the backups listed on it.
+pub struct OpenRemote {
+    /// The remote's config.
+    pub config: RemoteConfig,
+    /// The store.
+    pub store: AnyStore,
+    /// Every backup key found under the prefix (all sources).
+    pub backups: Vec<Backup>,
+}
+
+/// Opens and lists every remote that the given sources upload to (once each).
+pub async fn open_remotes(
+    config: &Config,
+    sources: &[&Source],
+) -> BTreeMap<String, Result<OpenRemote>> {
+    let mut out = BTreeMap::new();
+    for source in sources {
+        for up in &source.upload_to_remotes {
+            if out.contains_key(&up.id) {
+                continue;
+            }
+            let remote_cfg = config
+                .remote(&up.id)
+                .expect("config validation guarantees remote ids exist")
+                .clone();
+            let opened = open_and_list(remote_cfg).await;
+            out.insert(up.id.clone(), opened);
+        }
+    }
+    out
+}
+
+async fn open_and_list(config: RemoteConfig) -> Result<OpenRemote> {
+    let store = remote::open(&config)
+        .await
+        .with_context(|| format!("remote {}: cannot open", config.id))?;
+    let (backups, _ignored) = remote::list_backups(&store, store.prefix())
+        .await
+        .with_context(|| format!("remote {}: cannot list {}", config.id, store.describe()))?;
+    Ok(OpenRemote {
+        config,
+        store,
+        backups,
+    })
+}
+
+/// Path of the snapshot a run at `now` would take of `source`.
+pub fn new_snapshot_path(source: &Source, now: DateTime<Utc>) -> PathBuf {
+    source
+        .snapshots
+        .join(btrfs::snapshot_name(&source.name, now))
+}
+
+/// The planner's input for one source. With `planned_snapshot`, the snapshot a
+/// run would take now is included as a planned one.
+pub fn plan_input(
+    config: &Config,
+    source: &Source,
+    state: &SourceState,
+    remotes: &BTreeMap<String, Result<OpenRemote>>,
+    now: DateTime<Utc>,
+    planned_snapshot: bool,
+) -> Result<PlanInput> {
+    let mut snapshots = state.snapshots.clone();
+    if planned_snapshot {
+        snapshots.push(Snapshot::planned(
+            new_snapshot_path(source, now),
+            state.info.uuid,
+            state.info.ctransid,
+            now,
+        ));
+    }
+    let mut inputs = Vec::new();
+    for up in &source.upload_to_remotes {
+        let remote = match remotes.get(&up.id) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(anyhow::anyhow!("{e:#}")),
+            None => anyhow::bail!("remote {} was not opened", up.id),
+        };
+        inputs.push(RemoteInput {
+            id: up.id.clone(),
+            policy: up.preserve.clone(),
+            backups: remote
+                .backups
+                .iter()
+                .filter(|b| b.source_uuid == state.info.uuid)
+                .cloned()
+                .collect(),
+        });
+    }
+    Ok(PlanInput {
+        tz: config.timezone,
+        now,
+        source_uuid: state.info.uuid,
+        snapshots,
+        remotes: inputs,
+    })
+}
+
+/// The codec recorded in the key for an upload: ours, unless the compression is
+/// left to `pipe_through` commands (then the key says nothing and readers sniff).
+pub fn key_codec(up: &UploadConfig) -> Option<Codec> {
+    if !up.pipe_through.is_empty() && up.compression.codec == Codec::None {
+        None
+    } else {
+        Some(up.compression.codec)
+    }
+}
+
+/// The object key for a new backup.
+#[allow(clippy::too_many_arguments)]
+pub fn backup_key(
+    config: &Config,
+    source: &Source,
+    up: &UploadConfig,
+    prefix: &str,
+    uuid: Uuid,
+    send_parent_uuid: Option<Uuid>,
+    ctransid: u64,
+    time: DateTime<Utc>,
+    source_uuid: Uuid,
+) -> String {
+    object_key::format_key(
+        prefix,
+        &KeyInfo {
+            basename: source.name.clone(),
+            time: time.with_timezone(&config.timezone).fixed_offset(),
+            ctransid,
+            uuid,
+            send_parent_uuid,
+            source_uuid,
+            codec: key_codec(up),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(ctransid: u64) -> Snapshot {
+        Snapshot {
+            path: PathBuf::from("/s"),
+            uuid: Uuid::from_u128(ctransid as u128),
+            parent_uuid: Uuid::nil(),
+            ctransid,
+            time: Utc::now(),
+            planned: false,
+        }
+    }
+
+    #[test]
+    fn snapshot_only_when_the_source_changed() {
+        assert!(needs_snapshot(10, &[]));
+        assert!(needs_snapshot(11, &[snap(5), snap(10)]));
+        assert!(!needs_snapshot(10, &[snap(5), snap(10)]));
+        // A snapshot newer than the source's ctransid (e.g. written into before it
+        // was sealed read-only) also holds the current content.
+        assert!(!needs_snapshot(10, &[snap(12)]));
+    }
+}
