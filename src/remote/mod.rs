@@ -23,6 +23,7 @@ pub use error::{RemoteError, RemoteErrorKind};
 pub use local::LocalStore;
 pub use s3::{S3Settings, S3Store};
 
+use crate::config::{RemoteConfig, RemoteKind, Verify};
 use crate::model::Backup;
 use crate::object_key;
 
@@ -209,6 +210,44 @@ impl ObjectStore for AnyStore {
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), RemoteError> {
         delegate!(self, s => s.abort_multipart(key, upload_id).await)
+    }
+}
+
+/// Opens the store a `remotes[]` entry of the config describes. For S3 this
+/// resolves settings only; credentials are fetched on the first request.
+pub async fn open(remote: &RemoteConfig) -> Result<AnyStore, RemoteError> {
+    match &remote.kind {
+        RemoteKind::Local(l) => Ok(AnyStore::Local(LocalStore::new(&l.path))),
+        RemoteKind::S3(c) => {
+            let e = &c.endpoint;
+            let mut s = S3Settings::new(&c.bucket, &c.prefix);
+            s.endpoint_url = e.endpoint_url.clone();
+            s.region = e.region_name.clone();
+            s.profile = e.profile_name.clone();
+            s.access_key_id = e.access_key_id.clone();
+            s.secret_access_key = e.secret_access_key.as_ref().map(|k| k.expose().to_string());
+            s.force_path_style = e.force_path_style;
+            match &e.verify {
+                Verify::Default => {}
+                Verify::Disabled => s.verify = false,
+                Verify::CaBundle(path) => {
+                    let pem = std::fs::read(path).map_err(|err| {
+                        RemoteError::new(
+                            format!("s3://{}/{}", c.bucket, c.prefix),
+                            "connect",
+                            None,
+                            RemoteErrorKind::Config(format!(
+                                "remote {:?}: cannot read the `verify` CA bundle {}: {err}",
+                                remote.id,
+                                path.display()
+                            )),
+                        )
+                    })?;
+                    s.ca_bundle = Some(pem);
+                }
+            }
+            Ok(AnyStore::S3(S3Store::new(s).await?))
+        }
     }
 }
 

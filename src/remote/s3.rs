@@ -12,6 +12,7 @@
 //! keeping it near `max(buffer_budget, 2 × part size)`. With the defaults (4 in
 //! flight, 8 MiB parts) that is 40 MiB for any stream up to 7.8 GiB.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::ops::Range;
@@ -61,8 +62,10 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     /// Static secret key. Never printed.
     pub secret_access_key: Option<String>,
-    /// Verify TLS certificates. `false` is refused for HTTPS endpoints (see `connect`).
+    /// Verify TLS certificates. `false` is refused for HTTPS endpoints (see `new`).
     pub verify: bool,
+    /// PEM certificates to trust instead of the system's roots (a private CA).
+    pub ca_bundle: Option<Vec<u8>>,
     /// Path-style addressing; `None` = on when `endpoint_url` is set.
     pub force_path_style: Option<bool>,
     /// Parts uploaded concurrently (at least 1).
@@ -87,6 +90,7 @@ impl fmt::Debug for S3Settings {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("verify", &self.verify)
+            .field("ca_bundle", &self.ca_bundle.is_some())
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
@@ -105,6 +109,7 @@ impl S3Settings {
             access_key_id: None,
             secret_access_key: None,
             verify: true,
+            ca_bundle: None,
             force_path_style: None,
             in_flight: 4,
             buffer_budget: 160 << 20,
@@ -225,6 +230,49 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// Sorts each requested key into deleted or failed. A key the store did not
+/// mention either way counts as failed: never assume a delete happened.
+fn judge_deletes(
+    batch: &[String],
+    confirmed: &HashSet<&str>,
+    failed: &HashMap<&str, String>,
+    report: &mut DeleteReport,
+) {
+    for k in batch {
+        if let Some(msg) = failed.get(k.as_str()) {
+            report.failed.push((k.clone(), msg.clone()));
+        } else if confirmed.contains(k.as_str()) {
+            report.deleted.push(k.clone());
+        } else {
+            report
+                .failed
+                .push((k.clone(), "the store did not confirm the delete".into()));
+        }
+    }
+}
+
+/// An HTTPS client that trusts only the CA certificates in `pem`.
+fn https_client_trusting(pem: &[u8]) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(
+            "the `verify` CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        );
+    }
+    let ctx = TlsContext::builder()
+        .with_trust_store(
+            TrustStore::empty()
+                .with_native_roots(false)
+                .with_pem_certificate(pem.to_vec()),
+        )
+        .build()
+        .map_err(|e| format!("the `verify` CA bundle is not usable: {e}"))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(ctx)
+        .build_https())
+}
+
 /// Fills a buffer of up to `size` bytes from `body`; shorter only at the end.
 async fn read_part(body: &mut (impl AsyncRead + Unpin), size: u64) -> io::Result<Bytes> {
     let size = size as usize;
@@ -324,6 +372,9 @@ impl S3Store {
                     .connect_timeout(Duration::from_secs(10))
                     .build(),
             );
+        if let Some(pem) = &settings.ca_bundle {
+            loader = loader.http_client(https_client_trusting(pem).map_err(config_err)?);
+        }
         if let Some(p) = &settings.profile {
             loader = loader.profile_name(p);
         }
@@ -831,38 +882,20 @@ impl ObjectStore for S3Store {
             })
             .await
             .map_err(|f| self.err("DeleteObjects", None, f))?;
-            let mut confirmed = std::collections::HashSet::new();
-            for d in out.deleted() {
-                if let Some(k) = d.key() {
-                    confirmed.insert(k.to_string());
-                }
-            }
-            let mut failed = std::collections::HashMap::new();
-            for e in out.errors() {
-                if let Some(k) = e.key() {
-                    failed.insert(
-                        k.to_string(),
-                        format!(
-                            "{}: {}",
-                            e.code().unwrap_or("error"),
-                            e.message().unwrap_or_default()
-                        ),
+            let confirmed: HashSet<&str> = out.deleted().iter().filter_map(|d| d.key()).collect();
+            let failed: HashMap<&str, String> = out
+                .errors()
+                .iter()
+                .filter_map(|e| {
+                    let msg = format!(
+                        "{}: {}",
+                        e.code().unwrap_or("error"),
+                        e.message().unwrap_or_default()
                     );
-                }
-            }
-            // Judge every key we asked for, so one the store did not mention is
-            // never taken as deleted.
-            for k in batch {
-                if let Some(msg) = failed.remove(k) {
-                    report.failed.push((k.clone(), msg));
-                } else if confirmed.contains(k) {
-                    report.deleted.push(k.clone());
-                } else {
-                    report
-                        .failed
-                        .push((k.clone(), "the store did not confirm the delete".into()));
-                }
-            }
+                    Some((e.key()?, msg))
+                })
+                .collect();
+            judge_deletes(batch, &confirmed, &failed, &mut report);
         }
         Ok(report)
     }
@@ -933,6 +966,21 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deletes_are_judged_per_key() {
+        let batch: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let confirmed: HashSet<&str> = ["a", "b"].into_iter().collect();
+        let failed: HashMap<&str, String> = [("b", "AccessDenied: locked".to_string())].into();
+        let mut report = DeleteReport::default();
+        judge_deletes(&batch, &confirmed, &failed, &mut report);
+        assert_eq!(report.deleted, ["a"]);
+        assert_eq!(
+            report.failed[0],
+            ("b".into(), "AccessDenied: locked".into())
+        );
+        assert_eq!(report.failed[1].0, "c");
+    }
 
     #[test]
     fn urls_lose_their_userinfo() {

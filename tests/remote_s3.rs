@@ -1,0 +1,585 @@
+//! The S3 object store against a real S3 server (moto on 127.0.0.1).
+//!
+//! Run with `integration/with-services.sh cargo test --test remote_s3 -- --include-ignored`.
+//! Fault injection uses a small loopback HTTP proxy in front of moto that answers
+//! chosen requests with 500/503 itself; the store under test is unchanged.
+
+mod common;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use subvault::model::Codec;
+use subvault::object_key::{format_key, KeyInfo};
+use subvault::remote::retry::RetryPolicy;
+use subvault::remote::{
+    list_backups, ObjectStore, RemoteErrorKind, S3Settings, S3Store, UploadOptions,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: usize = 1 << 20;
+
+fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
+    let env_or = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "testing".into())
+    };
+    let mut s = S3Settings::new(bucket, prefix);
+    s.endpoint_url = Some(endpoint);
+    s.region = Some(common::s3_region());
+    s.access_key_id = Some(env_or("AWS_ACCESS_KEY_ID"));
+    s.secret_access_key = Some(env_or("AWS_SECRET_ACCESS_KEY"));
+    s.retry = RetryPolicy {
+        max_attempts: 6,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(500),
+    };
+    s
+}
+
+async fn store(prefix: &str) -> (S3Store, String) {
+    let bucket = common::new_bucket_async("remote").await;
+    let s = S3Store::new(settings(&bucket, prefix, common::s3_endpoint()))
+        .await
+        .unwrap();
+    (s, bucket)
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = vec![0u8; n];
+    rng.fill(&mut v);
+    v
+}
+
+async fn read_all(mut r: subvault::remote::Body) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).await.unwrap();
+    v
+}
+
+/// Yields `ok` bytes, then fails (like `btrfs send` dying) or, with
+/// `hang`, never returns more (like a stalled producer).
+struct BrokenBody {
+    ok: usize,
+    hang: bool,
+}
+
+impl AsyncRead for BrokenBody {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.ok == 0 {
+            return if self.hang {
+                Poll::Pending
+            } else {
+                Poll::Ready(Err(io::Error::other("send stream died")))
+            };
+        }
+        let n = self.ok.min(buf.remaining()).min(64 * 1024);
+        buf.put_slice(&vec![0x5a; n]);
+        self.ok -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn wait_for_no_multipart_uploads(store: &S3Store) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = store.list_multipart_uploads().await.unwrap();
+        if open.is_empty() || Instant::now() > deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn list_paginates_and_finds_backups() {
+    let (store, bucket) = store("host1/").await;
+    let client = store.client().clone();
+    // 1,050 objects under the prefix (more than one ListObjectsV2 page) and a
+    // few outside it that must not show up.
+    let keys: Vec<String> = (0..1050)
+        .map(|i| format!("host1/obj{i:05}"))
+        .chain((0..5).map(|i| format!("other/obj{i}")))
+        .collect();
+    futures::stream::iter(keys.clone())
+        .for_each_concurrent(32, |k| {
+            let client = client.clone();
+            let bucket = bucket.clone();
+            async move {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(k)
+                    .body(b"x".to_vec().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let info = KeyInfo {
+        basename: "home".into(),
+        time: chrono::DateTime::parse_from_rfc3339("2026-11-27T06:00:00+01:00").unwrap(),
+        ctransid: 42,
+        uuid: uuid::Uuid::from_u128(1),
+        send_parent_uuid: None,
+        source_uuid: uuid::Uuid::from_u128(2),
+        codec: Some(Codec::Zstd),
+    };
+    let backup_key = format_key("host1/", &info);
+    let foreign = "host1/home.ctim2024-06-01T00:00:00+02:00.ctid1234.uuid3fd11d8e-8110-4cd0-b85c-bae3dda86a3d.sndp00000000-0000-0000-0000-000000000000.prnt9d9d3bcb-4b62-46a3-b6e2-678eeb24f54e.mdvn1.seqn0.gz";
+    for k in [backup_key.as_str(), foreign] {
+        store
+            .upload(k, &b"stream"[..], &UploadOptions::default())
+            .await
+            .unwrap();
+    }
+
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 1052);
+    assert!(listed.iter().all(|o| o.key.starts_with("host1/")));
+    let mut got: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 1052, "no key listed twice across pages");
+
+    let (backups, ignored) = list_backups(&store, "host1/").await.unwrap();
+    let mut bkeys: Vec<&str> = backups.iter().map(|b| b.key.as_str()).collect();
+    bkeys.sort();
+    let mut want = vec![backup_key.as_str(), foreign];
+    want.sort();
+    assert_eq!(bkeys, want);
+    assert_eq!(ignored.len(), 1050);
+    let ours = backups.iter().find(|b| b.key == backup_key).unwrap();
+    assert_eq!(ours.ctransid, 42);
+    assert_eq!(ours.size, Some(6));
+    assert_eq!(ours.codec, Some(Codec::Zstd));
+
+    // Deleting more than one DeleteObjects batch, judged per key.
+    let to_delete: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
+    let report = store.delete(&to_delete).await.unwrap();
+    assert!(
+        report.failed.is_empty(),
+        "{:?}",
+        &report.failed[..3.min(report.failed.len())]
+    );
+    assert_eq!(report.deleted.len(), 1052);
+    assert!(store.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn small_body_is_one_put_large_body_is_multipart_and_round_trips() {
+    let (store, _) = store("p/").await;
+
+    let small = data(MIB, 1);
+    let stats = store
+        .upload("p/small", &small[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((stats.bytes, stats.parts), (small.len() as u64, 0));
+    assert_eq!(
+        read_all(store.get("p/small", None).await.unwrap()).await,
+        small
+    );
+
+    let empty = store
+        .upload("p/empty", &b""[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((empty.bytes, empty.parts), (0, 0));
+    assert_eq!(store.head("p/empty").await.unwrap().size, 0);
+
+    let big = data(40 * MIB + 12345, 2);
+    let progress = Arc::new(AtomicU64::new(0));
+    let p2 = progress.clone();
+    let opts = UploadOptions {
+        storage_class: Some("STANDARD_IA".into()),
+        progress: Some(Arc::new(move |n| {
+            p2.fetch_max(n, Ordering::SeqCst);
+        })),
+        ..Default::default()
+    };
+    let stats = store.upload("p/big", &big[..], &opts).await.unwrap();
+    assert_eq!(stats.bytes, big.len() as u64);
+    assert_eq!(stats.parts, 6, "40 MiB in 8 MiB parts");
+    assert_eq!(progress.load(Ordering::SeqCst), big.len() as u64);
+
+    assert_eq!(read_all(store.get("p/big", None).await.unwrap()).await, big);
+    // A range across a part boundary, and the tail.
+    for r in [(8 * MIB - 100)..(8 * MIB + 100), (40 * MIB)..big.len()] {
+        let got = read_all(
+            store
+                .get("p/big", Some(r.start as u64..r.end as u64))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got, big[r.clone()], "range {r:?}");
+    }
+
+    let head = store.head("p/big").await.unwrap();
+    assert_eq!(head.size, big.len() as u64);
+    assert_eq!(head.storage_class.as_deref(), Some("STANDARD_IA"));
+    let listed = store.list().await.unwrap();
+    let big_listed = listed.iter().find(|o| o.key == "p/big").unwrap();
+    assert_eq!(big_listed.storage_class.as_deref(), Some("STANDARD_IA"));
+
+    let missing = store.head("p/nope").await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    assert!(store.list_multipart_uploads().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn object_lock_is_set_on_create() {
+    let bucket = common::unique_bucket_name("lock");
+    let client = common::s3_client();
+    client
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let store = S3Store::new(settings(&bucket, "", common::s3_endpoint()))
+        .await
+        .unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::days(2);
+    let opts = UploadOptions {
+        object_lock: Some(("GOVERNANCE".into(), until)),
+        ..Default::default()
+    };
+    let body = data(MIB, 3);
+    store.upload("single", &body[..], &opts).await.unwrap();
+    let head = client
+        .head_object()
+        .bucket(&bucket)
+        .key("single")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("GOVERNANCE")
+    );
+    assert_eq!(
+        head.object_lock_retain_until_date().map(|d| d.secs()),
+        Some(until.timestamp())
+    );
+
+    // moto 5.2.5 drops the lock settings of multipart uploads, so check that
+    // CreateMultipartUpload carries them on the wire instead.
+    let seen_heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sh = seen_heads.clone();
+    let proxy = fault_proxy(Arc::new(move |head, _| {
+        if head.starts_with("POST ") && head.lines().next().unwrap().contains("?uploads") {
+            sh.lock().unwrap().push(head.to_ascii_lowercase());
+        }
+        None
+    }))
+    .await;
+    let via_proxy = S3Store::new(settings(&bucket, "", proxy.url.clone()))
+        .await
+        .unwrap();
+    let body = data(20 * MIB, 4);
+    let stats = via_proxy.upload("multi", &body[..], &opts).await.unwrap();
+    assert!(stats.parts > 1);
+    let heads = seen_heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "one CreateMultipartUpload");
+    assert!(
+        heads[0].contains("x-amz-object-lock-mode: governance"),
+        "{}",
+        heads[0]
+    );
+    let date = until
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+        .to_ascii_lowercase();
+    assert!(
+        heads[0].contains("x-amz-object-lock-retain-until-date: ") && heads[0].contains(&date),
+        "{}",
+        heads[0]
+    );
+    assert_eq!(
+        read_all(store.get("multi", None).await.unwrap()).await,
+        body
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn failing_body_leaves_no_object_and_no_multipart_upload() {
+    let (store, _) = store("").await;
+    // Fails after 20 MiB: the multipart upload has started and parts are up.
+    let err = store
+        .upload(
+            "broken",
+            BrokenBody {
+                ok: 20 * MIB,
+                hang: false,
+            },
+            &UploadOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, RemoteErrorKind::Body(_)), "{err}");
+    assert!(err.to_string().contains("broken"), "names the key: {err}");
+    assert!(store.head("broken").await.unwrap_err().is_not_found());
+    assert!(store.list_multipart_uploads().await.unwrap().is_empty());
+
+    // Failing before one part is full: nothing was created at all.
+    let err = store
+        .upload(
+            "broken-small",
+            BrokenBody {
+                ok: MIB,
+                hang: false,
+            },
+            &UploadOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, RemoteErrorKind::Body(_)), "{err}");
+    assert!(store.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn dropping_the_upload_midway_aborts_the_multipart_upload() {
+    let (store, _) = store("").await;
+    let s2 = store.clone();
+    let task = tokio::spawn(async move {
+        s2.upload(
+            "cancelled",
+            BrokenBody {
+                ok: 24 * MIB,
+                hang: true,
+            },
+            &UploadOptions::default(),
+        )
+        .await
+    });
+    // Wait until the multipart upload exists, then cancel the upload.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.list_multipart_uploads().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the multipart upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let open = wait_for_no_multipart_uploads(&store).await;
+    assert!(open.is_empty(), "dangling multipart uploads: {open:?}");
+    assert!(store.head("cancelled").await.unwrap_err().is_not_found());
+}
+
+/// A loopback HTTP proxy to the S3 server that answers the requests `fail`
+/// picks (given the request head and its sequence number) with an error status
+/// itself. One request per connection (it asks the
+/// server to close), which is all the SDK needs.
+struct FaultProxy {
+    url: String,
+    failed: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Picker = Arc<dyn Fn(&str, u32) -> Option<u16> + Send + Sync>;
+
+async fn fault_proxy(fail: Picker) -> FaultProxy {
+    let upstream = common::s3_endpoint()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let failed = Arc::new(AtomicU32::new(0));
+    let seen = Arc::new(AtomicU32::new(0));
+    let f2 = failed.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            let (upstream, fail, failed, seen) =
+                (upstream.clone(), fail.clone(), f2.clone(), seen.clone());
+            tokio::spawn(async move {
+                let _ = proxy_one(conn, &upstream, fail, failed, seen).await;
+            });
+        }
+    });
+    FaultProxy { url, failed, task }
+}
+
+async fn proxy_one(
+    mut conn: TcpStream,
+    upstream: &str,
+    fail: Picker,
+    failed: Arc<AtomicU32>,
+    seen: Arc<AtomicU32>,
+) -> io::Result<()> {
+    // Read the request head.
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let nth = seen.fetch_add(1, Ordering::SeqCst);
+    if let Some(status) = fail(&head, nth) {
+        failed.fetch_add(1, Ordering::SeqCst);
+        let (reason, code) = if status == 503 {
+            ("Service Unavailable", "SlowDown")
+        } else {
+            ("Internal Server Error", "InternalError")
+        };
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+             <Message>injected by the test proxy</Message></Error>"
+        );
+        let resp = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            xml.len()
+        );
+        conn.write_all(resp.as_bytes()).await?;
+        return conn.shutdown().await;
+    }
+    let mut up = TcpStream::connect(upstream).await?;
+    let line_end = head.find("\r\n").unwrap() + 2;
+    up.write_all(head[..line_end].as_bytes()).await?;
+    up.write_all(b"Connection: close\r\n").await?;
+    up.write_all(head[line_end..].as_bytes()).await?;
+    up.write_all(&body).await?;
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn transient_errors_are_retried_and_the_upload_completes() {
+    let bucket = common::new_bucket_async("retry").await;
+    // Fail the first three requests of any kind (CreateMultipartUpload gets
+    // them), then every second UploadPart request once more each: 500 and 503.
+    let parts_failed = Arc::new(AtomicU32::new(0));
+    let pf = parts_failed.clone();
+    let proxy = fault_proxy(Arc::new(move |line, nth| {
+        if nth < 3 {
+            return Some(if nth % 2 == 0 { 503 } else { 500 });
+        }
+        if line.contains("partNumber=") && pf.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            return Some(503);
+        }
+        None
+    }))
+    .await;
+    let store = S3Store::new(settings(&bucket, "", proxy.url.clone()))
+        .await
+        .unwrap();
+    let body = data(30 * MIB, 4);
+    let stats = store
+        .upload("retried", &body[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stats.parts, 4);
+    assert!(
+        proxy.failed.load(Ordering::SeqCst) >= 5,
+        "only {} injected failures",
+        proxy.failed.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        read_all(store.get("retried", None).await.unwrap()).await,
+        body
+    );
+    assert!(store.list_multipart_uploads().await.unwrap().is_empty());
+
+    // A store that keeps failing: the error names the code and, since the
+    // multipart upload could not be completed, it is aborted.
+    let direct = S3Store::new(settings(&bucket, "", common::s3_endpoint()))
+        .await
+        .unwrap();
+    let always = fault_proxy(Arc::new(|line, _| {
+        line.contains("partNumber=").then_some(500)
+    }))
+    .await;
+    let failing = S3Store::new(settings(&bucket, "", always.url.clone()))
+        .await
+        .unwrap();
+    let err = failing
+        .upload("never", &body[..], &UploadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("InternalError"), "{err}");
+    assert!(direct.head("never").await.unwrap_err().is_not_found());
+    assert!(direct.list_multipart_uploads().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn upload_throughput_256_mib() {
+    let (store, _) = store("").await;
+    let body = data(256 * MIB, 5);
+    let stats = store
+        .upload("bench", &body[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    let mbps = stats.bytes as f64 / 1e6 / stats.seconds;
+    println!(
+        "upload to {}: {} bytes in {} parts, {:.1} s, {:.1} MB/s",
+        store.describe(),
+        stats.bytes,
+        stats.parts,
+        stats.seconds,
+        mbps
+    );
+    assert_eq!(stats.parts, 32);
+    assert_eq!(store.head("bench").await.unwrap().size, body.len() as u64);
+}
