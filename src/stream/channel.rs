@@ -90,7 +90,11 @@ pub(crate) struct ChannelReader<S> {
 }
 
 impl<S> ChannelReader<S> {
-    pub(crate) fn new(rx: mpsc::Receiver<Msg<S>>, slot: Arc<ErrorSlot>, what: &'static str) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Msg<S>>,
+        slot: Arc<ErrorSlot>,
+        what: &'static str,
+    ) -> Self {
         ChannelReader {
             rx,
             chunk: Bytes::new(),
@@ -111,7 +115,11 @@ impl<S> ChannelReader<S> {
         !matches!(self.state, ReadState::Reading)
     }
 
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             match &self.state {
                 ReadState::Done(_) => return Poll::Ready(Ok(())),

@@ -135,9 +135,9 @@ impl Compressor {
                 level.unwrap_or(3),
                 &[CParameter::checksum_flag(true)],
             ))),
-            Codec::Gzip => EncoderKind::Gzip(Box::new(GzipEncoder::new(
-                FlateEncoderParams::from(Level::Precise(level.unwrap_or(6))),
-            ))),
+            Codec::Gzip => EncoderKind::Gzip(Box::new(GzipEncoder::new(FlateEncoderParams::from(
+                Level::Precise(level.unwrap_or(6)),
+            )))),
             Codec::None => EncoderKind::None,
         };
         Compressor {
@@ -174,8 +174,8 @@ impl Compressor {
         }
     }
 
-    /// Ends the compressed stream, then emits `extra` (the trailer) and the last chunk.
-    pub fn finish(&mut self, extra: &[u8], emit: &mut dyn FnMut(Bytes) -> bool) -> io::Result<Flow> {
+    /// Ends the compressed stream and emits the last chunk.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Bytes) -> bool) -> io::Result<Flow> {
         loop {
             let mut out = PartialBuffer::new(&mut self.out.buf[..]);
             out.advance(self.out.pos);
@@ -190,16 +190,6 @@ impl Compressor {
             }
             if done {
                 break;
-            }
-        }
-        let mut rest = extra;
-        while !rest.is_empty() {
-            let n = rest.len().min(self.out.buf.len() - self.out.pos);
-            self.out.buf[self.out.pos..self.out.pos + n].copy_from_slice(&rest[..n]);
-            self.out.pos += n;
-            rest = &rest[n..];
-            if !self.out.ship(false, emit) {
-                return Ok(Flow::Stopped);
             }
         }
         Ok(if self.out.ship(true, emit) {
@@ -329,7 +319,7 @@ mod tests {
         for p in data.chunks(piece) {
             c.write(Bytes::copy_from_slice(p), &mut emit).unwrap();
         }
-        c.finish(b"", &mut emit).unwrap();
+        c.finish(&mut emit).unwrap();
         out
     }
 
@@ -372,7 +362,10 @@ mod tests {
     fn truncation_is_reported() {
         for codec in [Codec::Zstd, Codec::Gzip] {
             let c = compress(codec, &[5u8; 100_000], 1000);
-            assert!(decompress(codec, &c[..c.len() - 3], 100).is_err(), "{codec}");
+            assert!(
+                decompress(codec, &c[..c.len() - 3], 100).is_err(),
+                "{codec}"
+            );
         }
     }
 

@@ -7,8 +7,8 @@
 //!                          strip trailer         send-stream CRCs
 //! ```
 //!
-//! The verify stage holds back the last 64 bytes of the raw stream (which contain
-//! its end command) until every check passed: a consumer such as `btrfs receive`
+//! The verify stage holds back the last 86 bytes of the decompressed stream (a
+//! possible trailer and the end command before it) until every check passed: a consumer such as `btrfs receive`
 //! never sees the end of a corrupt stream, and the final read returns an error
 //! instead of EOF. Memory is bounded like the encoder's (3 channels of at most 4 x
 //! 1 MiB, plus the zstd window of at most 8 MiB for levels up to 19).
@@ -28,8 +28,8 @@ use crate::model::Codec;
 use super::channel::{pump, send_end, ChannelReader, Msg, TailHold, QUEUE};
 use super::codec::{sniff, Decompressor, Flow, GZIP_MAGIC, ZSTD_MAGIC};
 use super::error::{ErrorSlot, StreamError};
-use super::send_format::{SendStreamSummary, SendStreamValidator, STREAM_MAGIC};
-use super::trailer::{parse_trailer, trailer_len, Record, TrailerError};
+use super::send_format::{SendStreamSummary, SendStreamValidator, CMD_HEADER_LEN, STREAM_MAGIC};
+use super::trailer::{data_digest, parse_trailer, trailer_len, Record, TrailerError};
 
 /// How to decode an object.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +133,11 @@ pub async fn verify_object(
 }
 
 impl AsyncRead for Decoded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         self.get_mut().reader.poll_read(cx, buf)
     }
 }
@@ -195,6 +199,9 @@ fn decompress_stage(
     let mut object_len = 0u64;
     let mut state: Option<(Codec, TailHold, Decompressor)> = None;
     let mut emit = |b: Bytes| out.blocking_send(Msg::Data(b)).is_ok();
+    // Length and CRC-32C of the bytes before the trailer, checked against it.
+    let mut data_len = 0u64;
+    let mut crc = data_digest();
     let mut ended = false;
     while let Some(msg) = rx.blocking_recv() {
         let data = match msg {
@@ -231,6 +238,8 @@ fn decompress_stage(
             source: Arc::new(e),
         };
         for piece in hold.push(data) {
+            data_len += piece.len() as u64;
+            crc.update(&piece);
             if dec.write(piece, &mut emit).map_err(fail)? == Flow::Stopped {
                 return Ok(());
             }
@@ -244,6 +253,8 @@ fn decompress_stage(
                 match parse_trailer(codec, &tail) {
                     Ok(r) => Some(r),
                     Err(TrailerError::NotFound | TrailerError::TooShort) => {
+                        data_len += tail.len() as u64;
+                        crc.update(&tail);
                         if dec.write(Bytes::from(tail), &mut emit).map_err(fail)? == Flow::Stopped {
                             return Ok(());
                         }
@@ -252,6 +263,9 @@ fn decompress_stage(
                     Err(e) => return Err(StreamError::Trailer(e)),
                 }
             };
+            if let Some(r) = &record {
+                check_data(r, data_len, crc.finalize() as u32)?;
+            }
             match dec.finish(&mut emit) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stopped) => return Ok(()),
@@ -272,9 +286,23 @@ fn decompress_stage(
     Ok(())
 }
 
+/// Compares the data length and CRC with the trailer's.
+fn check_data(r: &Record, actual_len: u64, actual_crc: u32) -> Result<(), StreamError> {
+    if r.data_len != actual_len || r.data_crc32c != actual_crc {
+        return Err(StreamError::DataMismatch {
+            expected_len: r.data_len,
+            actual_len,
+            expected_crc: r.data_crc32c,
+            actual_crc,
+        });
+    }
+    Ok(())
+}
+
 /// What the verify stage has seen of the raw stream.
 struct Tally {
     sha: Sha256,
+    crc: crc_fast::Digest,
     raw_len: u64,
     validator: Option<SendStreamValidator>,
 }
@@ -282,6 +310,7 @@ struct Tally {
 impl Tally {
     fn take_in(&mut self, b: &[u8]) -> Result<(), StreamError> {
         self.sha.update(b);
+        self.crc.update(b);
         self.raw_len += b.len() as u64;
         if let Some(v) = &mut self.validator {
             v.update(b).map_err(StreamError::SendStream)?;
@@ -297,9 +326,12 @@ fn verify_stage(
     opts: DecodeOptions,
     out: &mpsc::Sender<Msg<DecodeSummary>>,
 ) -> Result<(), StreamError> {
-    let mut hold = TailHold::new(trailer_len(Codec::None));
+    // The trailer of an uncompressed object plus the end command before it, so the
+    // end command stays held back whether or not a trailer follows it.
+    let mut hold = TailHold::new(trailer_len(Codec::None) + CMD_HEADER_LEN);
     let mut tally = Tally {
         sha: Sha256::new(),
+        crc: data_digest(),
         raw_len: 0,
         validator: opts.check_send_stream.then(SendStreamValidator::new),
     };
@@ -319,11 +351,13 @@ fn verify_stage(
             Msg::End(d) => {
                 let mut tail = hold.take();
                 let mut record = d.record;
+                let mut raw_level_record = false;
                 if record.is_none() {
                     match parse_trailer(Codec::None, &tail) {
                         Ok(r) => {
                             record = Some(r);
-                            tail.clear();
+                            raw_level_record = true;
+                            tail.truncate(tail.len() - trailer_len(Codec::None));
                         }
                         Err(TrailerError::NotFound | TrailerError::TooShort) => {}
                         Err(e) => return Err(StreamError::Trailer(e)),
@@ -335,9 +369,14 @@ fn verify_stage(
                 }
                 let Tally {
                     sha,
+                    crc,
                     raw_len,
                     validator,
                 } = tally;
+                // Uncompressed objects: the "data" the trailer covers is the raw stream.
+                if let (true, Some(r)) = (raw_level_record, &record) {
+                    check_data(r, raw_len, crc.finalize() as u32)?;
+                }
                 let send_stream = match &validator {
                     Some(v) => Some(v.finish().map_err(StreamError::SendStream)?),
                     None => None,

@@ -34,7 +34,7 @@ use super::codec::{validate_level, Compressor, Flow};
 use super::error::{ErrorSlot, StreamError};
 use super::pipe::{spawn_chain, wait_all};
 use super::send_format::{SendStreamSummary, SendStreamValidator};
-use super::trailer::{encode_trailer, Record};
+use super::trailer::{data_digest, encode_trailer, Record};
 
 /// A check run when the raw stream reaches EOF and before the trailer is written,
 /// typically "did `btrfs send` exit 0"; an `Err` message fails the encode, so an
@@ -84,26 +84,15 @@ impl fmt::Debug for EncodeOptions {
 /// What an encode produced, available from [`Encoded::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSummary {
-    /// Length of the raw send stream.
-    pub raw_len: u64,
-    /// SHA-256 of the raw send stream.
-    pub raw_sha256: [u8; 32],
+    /// The trailer written into the object: raw length and SHA-256, data length and
+    /// CRC-32C.
+    pub record: Record,
     /// Bytes out of the compressor, trailer included (before `pipe_through`).
     pub compressed_len: u64,
     /// Bytes read from [`Encoded`]: the object's size.
     pub encoded_len: u64,
     /// The send stream's shape, when it was checked.
     pub send_stream: Option<SendStreamSummary>,
-}
-
-impl EncodeSummary {
-    /// The trailer record written into the object.
-    pub fn record(&self) -> Record {
-        Record {
-            raw_len: self.raw_len,
-            raw_sha256: self.raw_sha256,
-        }
-    }
 }
 
 /// Result of the hash stage.
@@ -176,7 +165,9 @@ pub fn encode(
     let validate = opts.check_send_stream;
     tokio::task::spawn_blocking(move || hash_stage(hash_rx, validate, hashed_tx, &s));
     let s = slot.clone();
-    tokio::task::spawn_blocking(move || compress_stage(comp_rx, codec, level, hashed_rx, out_tx, &s));
+    tokio::task::spawn_blocking(move || {
+        compress_stage(comp_rx, codec, level, hashed_rx, out_tx, &s)
+    });
 
     let inner = match chain {
         None => Inner::Direct(ChannelReader::new(out_rx, slot, "the encoder")),
@@ -270,6 +261,7 @@ fn compress_stage(
 ) {
     let mut comp = Compressor::new(codec, level);
     let mut compressed_len = 0u64;
+    let mut crc = data_digest();
     let fail = |e: io::Error| {
         slot.set(StreamError::Compress {
             codec,
@@ -278,6 +270,7 @@ fn compress_stage(
     };
     let mut emit = |b: Bytes| {
         compressed_len += b.len() as u64;
+        crc.update(&b);
         out.blocking_send(Msg::Data(b)).is_ok()
     };
     while let Some(msg) = rx.blocking_recv() {
@@ -292,19 +285,25 @@ fn compress_stage(
                 let Ok((raw_len, raw_sha256, send_stream)) = hashed.blocking_recv() else {
                     return;
                 };
-                let record = Record {
-                    raw_len,
-                    raw_sha256,
-                };
-                match comp.finish(&encode_trailer(codec, &record), &mut emit) {
+                match comp.finish(&mut emit) {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Stopped) => return,
                     Err(e) => return fail(e),
                 }
-                let summary = EncodeSummary {
+                let record = Record {
                     raw_len,
                     raw_sha256,
-                    compressed_len,
+                    data_len: compressed_len,
+                    data_crc32c: crc.finalize() as u32,
+                };
+                let trailer = encode_trailer(codec, &record);
+                let trailer_len = trailer.len() as u64;
+                if out.blocking_send(Msg::Data(Bytes::from(trailer))).is_err() {
+                    return;
+                }
+                let summary = EncodeSummary {
+                    record,
+                    compressed_len: record.data_len + trailer_len,
                     encoded_len: 0,
                     send_stream,
                 };
@@ -316,7 +315,11 @@ fn compress_stage(
 }
 
 impl AsyncRead for Encoded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {
             Inner::Direct(r) => r.poll_read(cx, buf),
             Inner::Piped {

@@ -74,6 +74,18 @@ pub enum StreamError {
     /// The trailer is present but unusable.
     #[error("{0}")]
     Trailer(TrailerError),
+    /// The object bytes before the trailer disagree with it.
+    #[error("the object's data does not match its trailer (length {actual_len}, trailer says {expected_len}; CRC-32C {actual_crc:08x}, trailer says {expected_crc:08x}): the object is corrupt")]
+    DataMismatch {
+        /// Length in the trailer.
+        expected_len: u64,
+        /// Length read.
+        actual_len: u64,
+        /// CRC in the trailer.
+        expected_crc: u32,
+        /// CRC computed.
+        actual_crc: u32,
+    },
     /// The raw stream's length disagrees with the trailer.
     #[error("the raw stream is {actual} bytes but the object's trailer records {expected}: the object is corrupt or truncated")]
     LengthMismatch {
@@ -94,10 +106,14 @@ pub enum StreamError {
     #[error("the object's btrfs send stream is damaged: {0}")]
     SendStream(SendStreamError),
     /// A `pipe_through` command has no program name.
-    #[error("a pipe_through command is empty; write each command as a list such as [\"gzip\", \"-1\"]")]
+    #[error(
+        "a pipe_through command is empty; write each command as a list such as [\"gzip\", \"-1\"]"
+    )]
     EmptyCommand,
     /// A `pipe_through` command could not be started.
-    #[error("could not start pipe_through command `{command}`: {source} (is it installed and on PATH?)")]
+    #[error(
+        "could not start pipe_through command `{command}`: {source} (is it installed and on PATH?)"
+    )]
     PipeSpawn {
         /// The command line.
         command: String,

@@ -92,7 +92,9 @@ pub(crate) fn spawn_chain(cmds: &[Vec<String>]) -> Result<Chain, StreamError> {
             stdout,
             procs,
         }),
-        _ => Err(StreamError::Internal("pipe_through chain without commands".into())),
+        _ => Err(StreamError::Internal(
+            "pipe_through chain without commands".into(),
+        )),
     }
 }
 

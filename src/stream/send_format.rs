@@ -346,7 +346,10 @@ mod tests {
     #[test]
     fn garbage_is_rejected_at_once() {
         let mut v = SendStreamValidator::new();
-        assert_eq!(v.update(b"\x28\xb5\x2f\xfd"), Err(SendStreamError::BadMagic));
+        assert_eq!(
+            v.update(b"\x28\xb5\x2f\xfd"),
+            Err(SendStreamError::BadMagic)
+        );
     }
 
     #[test]

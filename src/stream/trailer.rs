@@ -1,7 +1,9 @@
 //! The integrity trailer at the end of every object subvault writes.
 //!
-//! The trailer records the length and SHA-256 of the RAW `btrfs send` stream, so any
-//! reader can verify an object without btrfs by fetching only its last
+//! The trailer records the length and SHA-256 of the RAW `btrfs send` stream (and a
+//! CRC-32C of the object bytes before it, so even a flip in a compression header
+//! that does not change the output is caught), so any reader can verify an object
+//! without btrfs by fetching only its last
 //! [`trailer_len`] bytes. It is shaped so that the standard tools skip it, which keeps
 //! by-hand restores working:
 //!
@@ -14,8 +16,10 @@
 //!   (without `-e`, receive reports "unexpected header" after restoring the subvolume).
 //!
 //! The payload ([`RECORD_LEN`] bytes, all integers little endian):
-//! `"SUBVAULT"` (8) | version u8 = 1 | 3 zero bytes | raw length u64 | SHA-256 (32) |
-//! CRC-32 (IEEE, as zlib's `crc32`) of the preceding 52 bytes (u32).
+//! `"SUBVAULT"` (8) | version u8 = 1 | 3 zero bytes | raw length u64 | raw SHA-256 (32)
+//! | data length u64 | data CRC-32C u32 | CRC-32 (IEEE, as zlib's `crc32`) of the
+//! preceding 64 bytes (u32). "Data" is every object byte before the trailer (the
+//! compressed stream; for codec none, the raw stream itself).
 
 use crate::model::Codec;
 
@@ -24,7 +28,7 @@ pub const RECORD_MAGIC: &[u8; 8] = b"SUBVAULT";
 /// The record layout version this code writes and understands.
 pub const RECORD_VERSION: u8 = 1;
 /// Size of the record payload in bytes.
-pub const RECORD_LEN: usize = 56;
+pub const RECORD_LEN: usize = 68;
 /// The zstd skippable-frame magic number used for the trailer (one of the sixteen
 /// values 0x184D2A50..=0x184D2A5F that zstd reserves for skippable frames).
 pub const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
@@ -51,6 +55,10 @@ pub struct Record {
     pub raw_len: u64,
     /// SHA-256 of the raw send stream.
     pub raw_sha256: [u8; 32],
+    /// Number of object bytes before the trailer.
+    pub data_len: u64,
+    /// CRC-32C (Castagnoli, standard init and final xor) of those bytes.
+    pub data_crc32c: u32,
 }
 
 impl Record {
@@ -66,8 +74,10 @@ impl Record {
         out[8] = RECORD_VERSION;
         out[12..20].copy_from_slice(&self.raw_len.to_le_bytes());
         out[20..52].copy_from_slice(&self.raw_sha256);
-        let crc = crc_fast::crc32_iso_hdlc(&out[..52]);
-        out[52..].copy_from_slice(&crc.to_le_bytes());
+        out[52..60].copy_from_slice(&self.data_len.to_le_bytes());
+        out[60..64].copy_from_slice(&self.data_crc32c.to_le_bytes());
+        let crc = crc_fast::crc32_iso_hdlc(&out[..64]);
+        out[64..].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -77,8 +87,8 @@ impl Record {
         if bytes.len() != RECORD_LEN || &bytes[..8] != RECORD_MAGIC {
             return Err(TrailerError::NotFound);
         }
-        let stored = u32::from_le_bytes(bytes[52..56].try_into().expect("4 bytes"));
-        if crc_fast::crc32_iso_hdlc(&bytes[..52]) != stored {
+        let stored = u32::from_le_bytes(bytes[64..68].try_into().expect("4 bytes"));
+        if crc_fast::crc32_iso_hdlc(&bytes[..64]) != stored {
             return Err(TrailerError::Corrupt);
         }
         if bytes[8] != RECORD_VERSION {
@@ -90,8 +100,15 @@ impl Record {
         Ok(Record {
             raw_len,
             raw_sha256,
+            data_len: u64::from_le_bytes(bytes[52..60].try_into().expect("8 bytes")),
+            data_crc32c: u32::from_le_bytes(bytes[60..64].try_into().expect("4 bytes")),
         })
     }
+}
+
+/// A digest for [`Record::data_crc32c`].
+pub fn data_digest() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi)
 }
 
 /// Why the tail of an object does not yield a [`Record`].
@@ -204,6 +221,8 @@ mod tests {
         Record {
             raw_len: 0x0102_0304_0506_0708,
             raw_sha256,
+            data_len: 99,
+            data_crc32c: 0xdead_beef,
         }
     }
 
@@ -225,7 +244,7 @@ mod tests {
     fn layout_matches_the_documented_bytes() {
         let t = encode_trailer(Codec::Zstd, &record());
         assert_eq!(&t[..4], &[0x5e, 0x2a, 0x4d, 0x18]);
-        assert_eq!(&t[4..8], &[56, 0, 0, 0]);
+        assert_eq!(&t[4..8], &[68, 0, 0, 0]);
         assert_eq!(&t[8..16], b"SUBVAULT");
         assert_eq!(t[16], 1);
         assert_eq!(&t[20..28], &0x0102_0304_0506_0708u64.to_le_bytes());
@@ -273,8 +292,8 @@ mod tests {
     fn a_newer_version_is_reported() {
         let mut payload = record().to_bytes();
         payload[8] = 2;
-        let crc = crc_fast::crc32_iso_hdlc(&payload[..52]);
-        payload[52..].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc_fast::crc32_iso_hdlc(&payload[..64]);
+        payload[64..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             Record::from_bytes(&payload),
             Err(TrailerError::UnsupportedVersion(2))
