@@ -1,0 +1,214 @@
+//! `subvault dedupe`: share identical blocks between a source's live subvolume and
+//! its snapshots (or any paths on one btrfs), then report what it found and freed.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::dedupe::{self, DedupeOptions, Progress};
+
+/// Arguments of `subvault dedupe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DedupeArgs {
+    /// Compute and report everything, but share nothing (no dedupe ioctl, no index update).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A configured source: its live subvolume and its read-only snapshots. Repeatable.
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// Subvolumes or directories on the same btrfs filesystem to dedupe.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Block size in bytes (a multiple of the filesystem's sector size; K/M suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_size)]
+    pub block_size: u64,
+    /// Run at normal CPU and IO priority instead of nice 19 / idle IO class.
+    #[arg(long)]
+    pub no_nice: bool,
+    /// Directory of the incremental index.
+    #[arg(long, value_name = "DIR", default_value = dedupe::DEFAULT_INDEX_DIR)]
+    pub index_dir: PathBuf,
+    /// Memory budget for block records (32 bytes per block); beyond it matching
+    /// runs in several hash partitions. K/M/G suffixes allowed.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    pub max_memory: u64,
+}
+
+/// Parse `123`, `128K`, `16M`, `1G` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 131072, 128K, 1G)"))
+}
+
+/// Progress as a bar on a terminal, as plain lines otherwise (systemd, pipes).
+enum Reporter {
+    Bar(Mutex<Option<indicatif::ProgressBar>>),
+    Lines(Mutex<(u64, u64, u8)>),
+}
+
+impl Progress for Reporter {
+    fn phase(&self, name: &str, total: u64) {
+        match self {
+            Reporter::Bar(bar) => {
+                let mut b = bar.lock().expect("progress lock");
+                if let Some(old) = b.take() {
+                    old.finish_and_clear();
+                }
+                let pb = if total > 0 {
+                    indicatif::ProgressBar::new(total)
+                } else {
+                    indicatif::ProgressBar::new_spinner()
+                };
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                pb.set_message(name.to_owned());
+                pb.enable_steady_tick(Duration::from_millis(200));
+                *b = Some(pb);
+            }
+            Reporter::Lines(state) => {
+                *state.lock().expect("progress lock") = (0, total, 0);
+                eprintln!(
+                    "dedupe: {name}{}",
+                    if total > 0 {
+                        format!(" ({total} bytes)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        match self {
+            Reporter::Bar(bar) => {
+                if let Some(b) = bar.lock().expect("progress lock").as_ref() {
+                    b.inc(bytes);
+                }
+            }
+            Reporter::Lines(state) => {
+                let mut s = state.lock().expect("progress lock");
+                s.0 += bytes;
+                if let Some(pct) = s.0.saturating_mul(100).checked_div(s.1) {
+                    let pct = pct.min(100) as u8;
+                    // One line per 10%, so a journal is not flooded.
+                    if pct / 10 > s.2 / 10 {
+                        s.2 = pct;
+                        eprintln!("dedupe: {pct}%");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Reporter {
+    fn finish(&self) {
+        if let Reporter::Bar(bar) = self {
+            if let Some(b) = bar.lock().expect("progress lock").take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// The trees of a configured source: the live subvolume first, then its read-only
+/// snapshots newest first (the newest shares the most with the live data).
+fn source_paths(config_path: &Path, names: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let config = Config::load(config_path)?;
+    let mut out = Vec::new();
+    for name in names {
+        let Some(source) = config.source(name) else {
+            let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(crate::cli::UsageError(format!(
+                "no source named {name:?} in {} (configured: {})",
+                config_path.display(),
+                known.join(", ")
+            ))
+            .into());
+        };
+        let info = crate::btrfs::subvol_info(&source.path)?;
+        out.push(source.path.clone());
+        let mut snaps = crate::btrfs::list_snapshots(&source.snapshots, info.uuid, name)?;
+        snaps.reverse();
+        out.extend(snaps.into_iter().map(|s| s.path));
+    }
+    Ok(out)
+}
+
+/// Run `subvault dedupe`. Exit status 0 when every range was handled (deduped,
+/// found different, or deferred because a send held the subvolume), 1 when some
+/// ranges failed, 2 for usage errors.
+pub fn execute(config_path: &Path, args: &DedupeArgs) -> anyhow::Result<i32> {
+    let mut paths = Vec::new();
+    if !args.sources.is_empty() {
+        paths.extend(source_paths(config_path, &args.sources)?);
+    }
+    paths.extend(args.paths.iter().cloned());
+    if paths.is_empty() {
+        return Err(crate::cli::UsageError(
+            "dedupe needs --source NAME or at least one PATH".into(),
+        )
+        .into());
+    }
+    let opts = DedupeOptions {
+        block_size: args.block_size,
+        dry_run: args.dry_run,
+        index_dir: args.index_dir.clone(),
+        max_memory: args.max_memory,
+        low_priority: !args.no_nice,
+        ..Default::default()
+    };
+    let reporter = if std::io::stderr().is_terminal() {
+        Reporter::Bar(Mutex::new(None))
+    } else {
+        Reporter::Lines(Mutex::new((0, 0, 0)))
+    };
+    let result = dedupe::dedupe_paths(&paths, &opts, &reporter);
+    reporter.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ (dedupe::DedupeError::BadBlockSize { .. } | dedupe::DedupeError::NoPaths)) => {
+            return Err(crate::cli::UsageError(e.to_string()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(if report.error_count > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("131072"), Ok(131072));
+        assert_eq!(parse_size("128K"), Ok(131072));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Executing dedupe calls: per-subvolume locking, the FIEMAP "already shared"
+//! check, FIDEDUPERANGE, result accounting, and retries of busy subvolumes.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use super::plan::Call;
+use super::report::DedupeReport;
+use super::sys::{self, DedupeDest, FILE_DEDUPE_RANGE_DIFFERS, FILE_DEDUPE_RANGE_SAME};
+use super::{FileTable, Progress};
+use crate::subvol_lock::{LockError, SubvolLock};
+
+/// Open file descriptors kept at most (closed all at once when exceeded).
+const FD_CACHE: usize = 512;
+
+/// What the index needs to learn from the dedupe phase.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// (global file, block, new physical address or 0) of every deduped destination block.
+    pub moved: Vec<(u32, u32, u64)>,
+    /// Files whose dedupe did not complete (busy, differed, failed): still pending.
+    pub still_pending: HashSet<u32>,
+}
+
+/// Runs calls against the kernel.
+pub struct Applier<'a> {
+    pub table: &'a FileTable,
+    pub block_size: u64,
+    pub lock_wait: Duration,
+    pub retry_for: Duration,
+    pub report: &'a mut DedupeReport,
+    pub progress: &'a dyn Progress,
+    fds: HashMap<u32, File>,
+    outcome: Outcome,
+}
+
+fn is_busy(errno: i32) -> bool {
+    errno == libc::EAGAIN || errno == libc::ETXTBSY || errno == libc::EBUSY
+}
+
+impl<'a> Applier<'a> {
+    /// A new applier.
+    pub fn new(
+        table: &'a FileTable,
+        block_size: u64,
+        lock_wait: Duration,
+        retry_for: Duration,
+        report: &'a mut DedupeReport,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        Applier {
+            table,
+            block_size,
+            lock_wait,
+            retry_for,
+            report,
+            progress,
+            fds: HashMap::new(),
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// Execute all calls (they come ordered by destination subvolume) and return
+    /// what the index must record.
+    pub fn run(mut self, calls: Vec<Call>) -> Outcome {
+        let total: u64 = calls.iter().map(|c| c.len * c.dests.len() as u64).sum();
+        self.progress.phase("deduping", total);
+        let mut retry = self.run_round(calls);
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(500);
+        while !retry.is_empty() && started.elapsed() < self.retry_for {
+            std::thread::sleep(backoff.min(self.retry_for.saturating_sub(started.elapsed())));
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            retry = self.run_round(retry);
+        }
+        for c in &retry {
+            for d in &c.dests {
+                self.report.deferred_bytes += c.len;
+                self.outcome.still_pending.insert(d.0);
+            }
+        }
+        self.outcome
+    }
+
+    /// One round; returns calls (or parts of calls) that hit a busy subvolume.
+    fn run_round(&mut self, calls: Vec<Call>) -> Vec<Call> {
+        let mut retry = Vec::new();
+        let mut i = 0;
+        while i < calls.len() {
+            let order = calls[i].dst_order;
+            let mut j = i;
+            while j < calls.len() && calls[j].dst_order == order {
+                j += 1;
+            }
+            let tree = &self.table.trees[order as usize];
+            match SubvolLock::exclusive(tree.uuid, Some(self.lock_wait)) {
+                Ok(_lock) => {
+                    for c in &calls[i..j] {
+                        if let Some(r) = self.one_call(c) {
+                            retry.push(r);
+                        }
+                    }
+                    // Close descriptors before the lock goes, so a waiting send
+                    // does not see our open files.
+                    self.fds.clear();
+                }
+                Err(LockError::Busy { .. }) => retry.extend(calls[i..j].iter().cloned()),
+                Err(e) => {
+                    self.error(format!("lock for {}: {e}", tree.root.display()));
+                    for c in &calls[i..j] {
+                        for d in &c.dests {
+                            self.outcome.still_pending.insert(d.0);
+                        }
+                    }
+                }
+            }
+            i = j;
+        }
+        retry
+    }
+
+    fn error(&mut self, msg: String) {
+        self.report.error_count += 1;
+        if self.report.errors.len() < 10 {
+            tracing::warn!("{msg}");
+            self.report.errors.push(msg);
+        }
+    }
+
+    fn open(&mut self, file: u32) -> io::Result<()> {
+        if self.fds.contains_key(&file) {
+            return Ok(());
+        }
+        if self.fds.len() >= FD_CACHE {
+            self.fds.clear();
+        }
+        let path = self.table.path(file);
+        // Root may dedupe into files opened read-only (CAP_SYS_ADMIN), which is
+        // what makes read-only snapshots work; others need write access.
+        let root = unsafe { libc::geteuid() } == 0;
+        let f = if root {
+            None
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&path)
+                .ok()
+        };
+        let f = match f {
+            Some(f) => f,
+            None => match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&path)
+            {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(&path)?,
+                r => r?,
+            },
+        };
+        self.fds.insert(file, f);
+        Ok(())
+    }
+
+    /// Physical segments of a file range and whether every extent is flagged
+    /// shared, or None if any part is not addressable (hole, compressed, inline).
+    fn segments(&self, file: u32, off: u64, len: u64) -> Option<(Vec<(u64, u64)>, bool)> {
+        let f = self.fds.get(&file)?;
+        let exts = sys::fiemap(f, off, len).ok()?;
+        let mut segs: Vec<(u64, u64)> = Vec::new();
+        let mut pos = off;
+        let mut shared = true;
+        for e in exts {
+            shared &= e.flags & sys::FIEMAP_EXTENT_SHARED != 0;
+            if !e.addressable() || e.logical > pos {
+                return None;
+            }
+            let skip = pos - e.logical;
+            if skip >= e.length {
+                continue;
+            }
+            let take = (e.length - skip).min(off + len - pos);
+            let p = e.physical + skip;
+            match segs.last_mut() {
+                Some(last) if last.0 + last.1 == p => last.1 += take,
+                _ => segs.push((p, take)),
+            }
+            pos += take;
+            if pos >= off + len {
+                break;
+            }
+        }
+        (pos >= off + len).then_some((segs, shared))
+    }
+
+    /// Run one call; returns the part to retry when the kernel said "busy".
+    fn one_call(&mut self, c: &Call) -> Option<Call> {
+        if let Err(e) = self.open(c.src_file) {
+            self.error(format!(
+                "open {}: {e}",
+                self.table.path(c.src_file).display()
+            ));
+            c.dests.iter().for_each(|d| {
+                self.outcome.still_pending.insert(d.0);
+            });
+            return None;
+        }
+        let src_segs = self.segments(c.src_file, c.src_offset, c.len);
+        let mut dests = Vec::with_capacity(c.dests.len());
+        for d in &c.dests {
+            if let Err(e) = self.open(d.0) {
+                self.error(format!("open {}: {e}", self.table.path(d.0).display()));
+                self.outcome.still_pending.insert(d.0);
+                continue;
+            }
+            // Already shared: the destination's extents are flagged shared and map
+            // to the very same physical bytes as the source's.
+            let dst = self.segments(d.0, d.1, c.len);
+            if let (Some((s, _)), Some((ds, true))) = (&src_segs, &dst) {
+                if s == ds {
+                    self.report.bytes_found_shared_at_dedupe += c.len;
+                    self.progress.advance(c.len);
+                    continue;
+                }
+            }
+            dests.push(*d);
+        }
+        if dests.is_empty() {
+            return None;
+        }
+        let mut raw: Vec<DedupeDest> = dests
+            .iter()
+            .map(|d| DedupeDest {
+                fd: self.fds[&d.0].as_raw_fd(),
+                offset: d.1,
+                bytes_deduped: 0,
+                status: 0,
+            })
+            .collect();
+        self.report.ioctl_calls += 1;
+        let res = sys::fideduperange(&self.fds[&c.src_file], c.src_offset, c.len, &mut raw);
+        self.progress.advance(c.len * dests.len() as u64);
+        let mut busy = Vec::new();
+        match res {
+            Err(e) if e.raw_os_error().is_some_and(is_busy) => busy = dests,
+            Err(e) => {
+                self.error(format!(
+                    "FIDEDUPERANGE {} @{} len {}: {e}",
+                    self.table.path(c.src_file).display(),
+                    c.src_offset,
+                    c.len
+                ));
+                dests.iter().for_each(|d| {
+                    self.outcome.still_pending.insert(d.0);
+                });
+            }
+            Ok(()) => {
+                let src_phys = src_segs
+                    .as_ref()
+                    .filter(|(s, _)| s.len() == 1)
+                    .map(|(s, _)| s[0].0)
+                    .unwrap_or(0);
+                for (d, r) in dests.iter().zip(&raw) {
+                    match r.status {
+                        FILE_DEDUPE_RANGE_SAME => {
+                            self.report.bytes_deduped += r.bytes_deduped;
+                            let first = (d.1 / self.block_size) as u32;
+                            for k in 0..d.2 {
+                                let p = if src_phys != 0 {
+                                    src_phys + k as u64 * self.block_size
+                                } else {
+                                    0
+                                };
+                                self.outcome.moved.push((d.0, first + k, p));
+                            }
+                            if r.bytes_deduped < c.len {
+                                self.outcome.still_pending.insert(d.0);
+                            }
+                        }
+                        FILE_DEDUPE_RANGE_DIFFERS => {
+                            self.report.differs_ranges += 1;
+                            self.report.differs_bytes += c.len;
+                            self.outcome.still_pending.insert(d.0);
+                        }
+                        s if s < 0 && is_busy(-s) => busy.push(*d),
+                        s => {
+                            self.error(format!(
+                                "FIDEDUPERANGE {} @{} -> {} @{} len {}: {}",
+                                self.table.path(c.src_file).display(),
+                                c.src_offset,
+                                self.table.path(d.0).display(),
+                                d.1,
+                                c.len,
+                                io::Error::from_raw_os_error(-s)
+                            ));
+                            self.outcome.still_pending.insert(d.0);
+                        }
+                    }
+                }
+            }
+        }
+        (!busy.is_empty()).then(|| Call {
+            dests: busy,
+            ..c.clone()
+        })
+    }
+}

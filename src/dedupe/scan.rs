@@ -1,0 +1,630 @@
+//! Scanning one tree: walk, decide what must be read, read and hash blocks.
+//!
+//! A reader thread does the syscalls (open, FS_IOC_GETFLAGS, one FIEMAP per file,
+//! big sequential `pread`s into 4 MiB buffers) while the calling thread hashes, so
+//! hashing runs on the second core. Blocks whose physical location was already
+//! hashed in this pass or a previous one (a snapshot sharing the live subvolume's
+//! extents) get that hash without being read; holes are never read.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::Mutex;
+
+use super::index::FileEntry;
+use super::plan::BlockRec;
+use super::report::{SkipReason, Skips};
+use super::sys;
+use super::Progress;
+
+/// Size of one read; a multiple of the block size.
+const READ_BUF: usize = 4 << 20;
+/// Buffers in flight between reader and hasher.
+const BUFFERS: usize = 4;
+
+/// Physical address -> hash of blocks hashed so far (about 28 bytes per unique
+/// block while scanning; dropped after the scan).
+pub type PhysMap = Mutex<HashMap<u64, [u8; 16]>>;
+
+/// Result of scanning one tree. Record file ids are local to `files`.
+#[derive(Debug, Default)]
+pub struct TreeScan {
+    pub files: Vec<FileEntry>,
+    pub records: Vec<BlockRec>,
+    /// Regular files considered (not skipped).
+    pub files_scanned: u64,
+    /// Bytes of those files.
+    pub bytes_in_files: u64,
+    /// Bytes read from disk and hashed.
+    pub bytes_read: u64,
+    /// Bytes whose hash came from another file sharing the same extent.
+    pub bytes_known_shared: u64,
+    /// Bytes whose hash came from the index (file unchanged since the last pass).
+    pub bytes_from_index: u64,
+    /// Files whose hashes came from the index.
+    pub files_from_index: u64,
+}
+
+/// The previous index of this tree, by relative path.
+pub type OldIndex = HashMap<PathBuf, (FileEntry, Vec<BlockRec>)>;
+
+struct Candidate {
+    rel: PathBuf,
+    meta: fs::Metadata,
+}
+
+fn ns(sec: i64, nsec: i64) -> i64 {
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+fn entry_for(rel: PathBuf, m: &fs::Metadata, pending: bool) -> FileEntry {
+    FileEntry {
+        rel,
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        pending,
+    }
+}
+
+/// Walk `root` without crossing into other filesystems or nested subvolumes (both
+/// show up as a different `st_dev` on btrfs).
+fn walk(root: &Path, dev: u64, skips: &mut Skips) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                skips.add(
+                    SkipReason::Unreadable,
+                    0,
+                    &format!("{}: {e}", dir.display()),
+                );
+                continue;
+            }
+        };
+        for ent in rd.flatten() {
+            let child = rel.join(ent.file_name());
+            let Ok(m) = ent.metadata() else {
+                skips.add(
+                    SkipReason::Unreadable,
+                    0,
+                    &root.join(&child).display().to_string(),
+                );
+                continue;
+            };
+            if m.dev() != dev {
+                skips.add(
+                    SkipReason::OtherFilesystem,
+                    0,
+                    &root.join(&child).display().to_string(),
+                );
+                continue;
+            }
+            if m.is_dir() {
+                stack.push(child);
+            } else if m.is_file() {
+                out.push(Candidate {
+                    rel: child,
+                    meta: m,
+                });
+            }
+        }
+    }
+    // Inode order approximates creation order, which approximates disk order.
+    out.sort_unstable_by_key(|c| c.meta.ino());
+    out
+}
+
+enum Msg {
+    /// Blocks read from disk: `phys[i]` belongs to block `block0 + i`.
+    Data {
+        file: u32,
+        block0: u32,
+        phys: Vec<u64>,
+        buf: Vec<u8>,
+        len: usize,
+        block_size: usize,
+    },
+    /// Blocks whose hash is known from a shared extent.
+    Known {
+        file: u32,
+        recs: Vec<BlockRec>,
+        bytes: u64,
+    },
+    /// End of a file; `ok` is false when it changed while being read.
+    End { file: u32, ok: bool },
+    /// A file was skipped by the reader.
+    Skip {
+        file: u32,
+        reason: SkipReason,
+        bytes: u64,
+        what: String,
+    },
+}
+
+/// A tree after the walk: reused records are in `scan`, the rest must be read.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub scan: TreeScan,
+    /// (file id, relative path, metadata at walk time)
+    pub to_read: Vec<(u32, PathBuf, fs::Metadata)>,
+}
+
+impl Prepared {
+    /// A tree taken entirely from its index without a walk.
+    pub fn from_index(files: Vec<FileEntry>, records: Vec<BlockRec>) -> Prepared {
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        Prepared {
+            scan: TreeScan {
+                files_scanned: files.len() as u64,
+                files_from_index: files.len() as u64,
+                bytes_in_files: bytes,
+                bytes_from_index: bytes,
+                files,
+                records,
+                ..Default::default()
+            },
+            to_read: Vec::new(),
+        }
+    }
+}
+
+/// Walk a tree and split its files into reusable (unchanged since the index) and
+/// to-be-read.
+pub fn prepare_tree(
+    root: &Path,
+    dev: u64,
+    min_size: u64,
+    mut old: OldIndex,
+    skips: &mut Skips,
+) -> Prepared {
+    let mut out = TreeScan::default();
+    let cands = walk(root, dev, skips);
+    let mut to_read: Vec<(u32, PathBuf, fs::Metadata)> = Vec::new();
+    for c in cands {
+        let size = c.meta.size();
+        if size < min_size {
+            skips.add(
+                SkipReason::Tiny,
+                size,
+                &root.join(&c.rel).display().to_string(),
+            );
+            continue;
+        }
+        out.files_scanned += 1;
+        out.bytes_in_files += size;
+        let fresh = entry_for(c.rel.clone(), &c.meta, true);
+        if let Some((e, recs)) = old.remove(&c.rel) {
+            if (e.ino, e.size, e.mtime_ns, e.ctime_ns)
+                == (fresh.ino, fresh.size, fresh.mtime_ns, fresh.ctime_ns)
+            {
+                let id = out.files.len() as u32;
+                out.files_from_index += 1;
+                out.bytes_from_index += size;
+                out.records
+                    .extend(recs.into_iter().map(|r| BlockRec { file: id, ..r }));
+                out.files.push(e);
+                continue;
+            }
+        }
+        let id = out.files.len() as u32;
+        out.files.push(fresh);
+        to_read.push((id, c.rel, c.meta));
+    }
+    Prepared { scan: out, to_read }
+}
+
+/// Read and hash the files of a prepared tree that could not be reused.
+pub fn read_tree(
+    root: &Path,
+    dev: u64,
+    block_size: u64,
+    prep: Prepared,
+    phys_map: &PhysMap,
+    skips: &mut Skips,
+    progress: &dyn Progress,
+) -> TreeScan {
+    let Prepared {
+        scan: mut out,
+        to_read,
+    } = prep;
+    if to_read.is_empty() {
+        return out;
+    }
+    let total: u64 = to_read.iter().map(|(_, _, m)| m.size()).sum();
+    progress.phase(&format!("hashing {}", root.display()), total);
+
+    let bs = block_size as usize;
+    let buf_len = (READ_BUF / bs).max(1) * bs;
+    let (tx, rx) = sync_channel::<Msg>(BUFFERS * 2);
+    let (buf_tx, buf_rx) = channel::<Vec<u8>>();
+    for _ in 0..BUFFERS {
+        buf_tx.send(vec![0u8; buf_len]).expect("receiver alive");
+    }
+    let mut dropped = vec![false; out.files.len()];
+    std::thread::scope(|s| {
+        let reader_files = &to_read;
+        let buf_back = buf_tx.clone();
+        s.spawn(move || {
+            reader(
+                root,
+                dev,
+                block_size,
+                buf_len,
+                reader_files,
+                phys_map,
+                tx,
+                buf_rx,
+                buf_back,
+            )
+        });
+        let mut pending: HashMap<u32, Vec<BlockRec>> = HashMap::new();
+        for msg in rx {
+            match msg {
+                Msg::Data {
+                    file,
+                    block0,
+                    phys,
+                    buf,
+                    len,
+                    block_size,
+                } => {
+                    let recs = pending.entry(file).or_default();
+                    let mut new_known = Vec::new();
+                    for (i, chunk) in buf[..len].chunks(block_size).enumerate() {
+                        let h = blake3::hash(chunk);
+                        let mut hash = [0u8; 16];
+                        hash.copy_from_slice(&h.as_bytes()[..16]);
+                        let p = phys[i];
+                        recs.push(BlockRec {
+                            hash,
+                            phys: p,
+                            file,
+                            block: block0 + i as u32,
+                        });
+                        if p != 0 {
+                            new_known.push((p, hash));
+                        }
+                    }
+                    out.bytes_read += len as u64;
+                    progress.advance(len as u64);
+                    if !new_known.is_empty() {
+                        phys_map.lock().expect("phys map lock").extend(new_known);
+                    }
+                    let _ = buf_tx.send(buf);
+                }
+                Msg::Known { file, recs, bytes } => {
+                    out.bytes_known_shared += bytes;
+                    progress.advance(bytes);
+                    pending.entry(file).or_default().extend(recs);
+                }
+                Msg::End { file, ok } => {
+                    let recs = pending.remove(&file).unwrap_or_default();
+                    if ok {
+                        out.records.extend(recs);
+                    } else {
+                        dropped[file as usize] = true;
+                        let e = &out.files[file as usize];
+                        skips.add(
+                            SkipReason::ChangedDuringScan,
+                            e.size,
+                            &root.join(&e.rel).display().to_string(),
+                        );
+                    }
+                }
+                Msg::Skip {
+                    file,
+                    reason,
+                    bytes,
+                    what,
+                } => {
+                    pending.remove(&file);
+                    dropped[file as usize] = true;
+                    skips.add(reason, bytes, &what);
+                }
+            }
+        }
+    });
+    if dropped.iter().any(|d| *d) {
+        compact(&mut out, &dropped);
+    }
+    out
+}
+
+/// Remove dropped files from the table and renumber the records.
+fn compact(out: &mut TreeScan, dropped: &[bool]) {
+    let mut remap = vec![u32::MAX; out.files.len()];
+    let mut files = Vec::with_capacity(out.files.len());
+    for (i, f) in std::mem::take(&mut out.files).into_iter().enumerate() {
+        if dropped[i] {
+            out.files_scanned -= 1;
+            out.bytes_in_files -= f.size;
+            continue;
+        }
+        remap[i] = files.len() as u32;
+        files.push(f);
+    }
+    out.files = files;
+    out.records.retain_mut(|r| {
+        let n = remap[r.file as usize];
+        r.file = n;
+        n != u32::MAX
+    });
+}
+
+fn open_noatime(path: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}
+
+/// Physical address of each block if it lies inside one addressable extent (else 0),
+/// or `None` for a block that is entirely a hole or inline data.
+fn block_phys(exts: &[sys::Extent], size: u64, bs: u64) -> Vec<Option<u64>> {
+    let nblocks = size.div_ceil(bs) as usize;
+    let mut out = vec![None; nblocks];
+    let mut k = 0usize;
+    for (b, slot) in out.iter_mut().enumerate() {
+        let start = b as u64 * bs;
+        let end = (start + bs).min(size);
+        while k < exts.len() && exts[k].logical + exts[k].length <= start {
+            k += 1;
+        }
+        let mut covered = false;
+        let mut inline = false;
+        let mut single: Option<u64> = None;
+        let mut j = k;
+        while j < exts.len() && exts[j].logical < end {
+            let e = &exts[j];
+            covered = true;
+            if e.flags & sys::FIEMAP_EXTENT_DATA_INLINE != 0 {
+                inline = true;
+            }
+            if e.logical <= start && e.logical + e.length >= end && e.addressable() {
+                single = Some(e.physical + (start - e.logical));
+            }
+            j += 1;
+        }
+        if covered && !inline {
+            *slot = Some(single.unwrap_or(0));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reader(
+    root: &Path,
+    dev: u64,
+    bs: u64,
+    buf_len: usize,
+    files: &[(u32, PathBuf, fs::Metadata)],
+    phys_map: &PhysMap,
+    tx: std::sync::mpsc::SyncSender<Msg>,
+    buf_rx: Receiver<Vec<u8>>,
+    buf_back: Sender<Vec<u8>>,
+) {
+    let per_buf = (buf_len as u64 / bs) as u32;
+    for (id, rel, meta) in files {
+        let id = *id;
+        let path = root.join(rel);
+        let skip = |reason, what: String| Msg::Skip {
+            file: id,
+            reason,
+            bytes: meta.size(),
+            what,
+        };
+        let f = match open_noatime(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.send(skip(
+                    SkipReason::Unreadable,
+                    format!("{}: {e}", path.display()),
+                ));
+                continue;
+            }
+        };
+        let Ok(before) = f.metadata() else {
+            let _ = tx.send(skip(SkipReason::Unreadable, path.display().to_string()));
+            continue;
+        };
+        if before.dev() != dev {
+            let _ = tx.send(skip(
+                SkipReason::OtherFilesystem,
+                path.display().to_string(),
+            ));
+            continue;
+        }
+        match sys::inode_flags(&f) {
+            Ok(fl) if fl & sys::FS_NOCOW_FL != 0 => {
+                let _ = tx.send(skip(SkipReason::NoDataCow, path.display().to_string()));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(skip(
+                    SkipReason::Unreadable,
+                    format!("{}: FS_IOC_GETFLAGS: {e}", path.display()),
+                ));
+                continue;
+            }
+        }
+        let size = before.size();
+        let exts = match sys::fiemap(&f, 0, size) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tx.send(skip(
+                    SkipReason::Unreadable,
+                    format!("{}: FIEMAP: {e}", path.display()),
+                ));
+                continue;
+            }
+        };
+        if exts
+            .iter()
+            .any(|e| e.flags & sys::FIEMAP_EXTENT_DATA_INLINE != 0)
+            && size <= bs
+        {
+            let _ = tx.send(skip(SkipReason::Tiny, path.display().to_string()));
+            continue;
+        }
+        let phys = block_phys(&exts, size, bs);
+        // Resolve blocks whose extent was already hashed; the rest are read.
+        let mut known = Vec::new();
+        let mut known_bytes = 0u64;
+        let mut read_blocks: Vec<(u32, u64)> = Vec::new();
+        {
+            let map = phys_map.lock().expect("phys map lock");
+            for (b, p) in phys.iter().enumerate() {
+                let Some(p) = *p else { continue };
+                if p != 0 {
+                    if let Some(h) = map.get(&p) {
+                        known.push(BlockRec {
+                            hash: *h,
+                            phys: p,
+                            file: id,
+                            block: b as u32,
+                        });
+                        known_bytes += (size - b as u64 * bs).min(bs);
+                        continue;
+                    }
+                }
+                read_blocks.push((b as u32, p));
+            }
+        }
+        if !known.is_empty() {
+            let _ = tx.send(Msg::Known {
+                file: id,
+                recs: known,
+                bytes: known_bytes,
+            });
+        }
+        if !read_blocks.is_empty() {
+            sys::fadvise_sequential(&f);
+        }
+        let mut ok = true;
+        let mut i = 0;
+        while i < read_blocks.len() && ok {
+            // A run of consecutive blocks, at most one buffer long.
+            let block0 = read_blocks[i].0;
+            let mut n = 1usize;
+            while i + n < read_blocks.len()
+                && (n as u32) < per_buf
+                && read_blocks[i + n].0 == block0 + n as u32
+            {
+                n += 1;
+            }
+            let off = block0 as u64 * bs;
+            let want = ((n as u64 * bs).min(size - off)) as usize;
+            let Ok(mut buf) = buf_rx.recv() else { return };
+            match read_full(&f, &mut buf[..want], off) {
+                Ok(got) if got == want => {
+                    let phys = read_blocks[i..i + n].iter().map(|(_, p)| *p).collect();
+                    if tx
+                        .send(Msg::Data {
+                            file: id,
+                            block0,
+                            phys,
+                            buf,
+                            len: want,
+                            block_size: bs as usize,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                _ => {
+                    // Shorter than at stat time: the file is being written.
+                    ok = false;
+                    let _ = buf_back.send(buf);
+                }
+            }
+            i += n;
+        }
+        // Re-stat: a file written while we read it is skipped (its hashes may mix
+        // old and new data; the kernel would refuse the dedupe anyway).
+        match fs::symlink_metadata(&path) {
+            Ok(after) if same_version(&after, &before) && same_version(&after, meta) => {}
+            _ => ok = false,
+        }
+        if tx.send(Msg::End { file: id, ok }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Same inode, size, mtime and ctime.
+fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    (
+        a.ino(),
+        a.size(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) == (
+        b.ino(),
+        b.size(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+    )
+}
+
+fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(logical: u64, physical: u64, length: u64, flags: u32) -> sys::Extent {
+        sys::Extent {
+            logical,
+            physical,
+            length,
+            flags,
+        }
+    }
+
+    #[test]
+    fn block_phys_handles_holes_splits_and_encoded_extents() {
+        let bs = 8;
+        let exts = vec![
+            ext(0, 1000, 16, 0), // blocks 0,1 inside one extent
+            ext(16, 5000, 4, 0), // block 2 split across two extents
+            ext(20, 7000, 4, 0),
+            ext(40, 9000, 8, sys::FIEMAP_EXTENT_ENCODED), // block 5 compressed
+        ];
+        // size 50: blocks 0..=6; block 3,4 hole; block 6 (48..50) hole
+        let p = block_phys(&exts, 50, bs);
+        assert_eq!(
+            p,
+            vec![Some(1000), Some(1008), Some(0), None, None, Some(0), None]
+        );
+    }
+}
