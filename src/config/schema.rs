@@ -81,29 +81,30 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
     }
 
     let source_nodes = top.required("sources")?.non_empty_seq()?;
-    let mut sources = Vec::new();
-    let mut names: HashMap<String, Node> = HashMap::new();
-    let mut paths: Vec<(PathBuf, Node)> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
+    let mut located: Vec<SourceNodes> = Vec::new();
     for node in &source_nodes {
-        let (source, name_node, path_node) = source(node, &remotes)?;
-        if let Some(first) = names.get(&source.name) {
-            return Err(name_node.fault(format!(
-                "duplicate source name {:?} (already used by {}); set a unique `name`",
-                source.name,
-                first.path()
-            )));
+        let (source, nodes) = source(node, &remotes)?;
+        for (other, other_nodes) in sources.iter().zip(&located) {
+            if other.name == source.name {
+                return Err(nodes.name.fault(format!(
+                    "duplicate source name {:?} (already used by {}); set a unique `name`",
+                    source.name,
+                    other_nodes.name.path()
+                )));
+            }
+            if same_path(&other.path, &source.path) {
+                return Err(nodes.path.fault(format!(
+                    "source {} is already configured at {}; list each subvolume once",
+                    source.path.display(),
+                    other_nodes.path.path()
+                )));
+            }
         }
-        if let Some((_, first)) = paths.iter().find(|(p, _)| same_path(p, &source.path)) {
-            return Err(path_node.fault(format!(
-                "source {} is already configured at {}; list each subvolume once",
-                source.path.display(),
-                first.path()
-            )));
-        }
-        names.insert(source.name.clone(), name_node);
-        paths.push((source.path.clone(), path_node));
         sources.push(source);
+        located.push(nodes);
     }
+    check_snapshot_dirs(&sources, &located)?;
 
     Ok(Config {
         path: file.to_path_buf(),
@@ -268,30 +269,54 @@ fn endpoint(node: &Node, base_dir: &Path) -> Result<S3Endpoint, Fault> {
     })
 }
 
-/// One entry of `sources`; returns the nodes that duplicate checks point at.
+/// The nodes of a source that checks across sources point at.
+struct SourceNodes<'v> {
+    /// `name`, or `path` when the name is derived from it.
+    name: Node<'v>,
+    path: Node<'v>,
+    snapshots: Node<'v>,
+}
+
+/// A snapshot dir inside a source subvolume (its own or another one) would make
+/// each snapshot change that source: refuse it.
+fn check_snapshot_dirs(sources: &[Source], nodes: &[SourceNodes]) -> Result<(), Fault> {
+    for (source, at) in sources.iter().zip(nodes) {
+        for (other, other_at) in sources.iter().zip(nodes) {
+            if !is_within(&source.snapshots, &other.path) {
+                continue;
+            }
+            let relation = if same_path(&source.snapshots, &other.path) {
+                "is"
+            } else {
+                "is inside"
+            };
+            let which = if std::ptr::eq(source, other) {
+                String::new()
+            } else {
+                format!(" ({})", other_at.path.path())
+            };
+            return Err(at.snapshots.fault(format!(
+                "the snapshot dir {} {relation} the source {}{which}: each snapshot would \
+                 change that source (so every run would see new data) and nest in the next \
+                 snapshot; put the snapshots outside every source subvolume",
+                source.snapshots.display(),
+                other.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One entry of `sources`, and the nodes that checks across sources point at.
 fn source<'v>(
     node: &Node<'v>,
     remotes: &[RemoteConfig],
-) -> Result<(Source, Node<'v>, Node<'v>), Fault> {
+) -> Result<(Source, SourceNodes<'v>), Fault> {
     let map = node.map(SOURCE_KEYS)?;
     let path_node = map.required("path")?;
     let path = abs_path(&path_node)?;
     let snapshots_node = map.required("snapshots")?;
     let snapshots = abs_path(&snapshots_node)?;
-    if is_within(&snapshots, &path) {
-        let relation = if same_path(&snapshots, &path) {
-            "is"
-        } else {
-            "is inside"
-        };
-        return Err(snapshots_node.fault(format!(
-            "the snapshot dir {} {relation} the source {}: each snapshot would change the \
-             source (so every run would see new data) and nest in the next snapshot; \
-             put the snapshots outside the source subvolume",
-            snapshots.display(),
-            path.display()
-        )));
-    }
     let (name, name_node) = match map.get("name") {
         Some(n) => (identifier(&n, "source name")?, n),
         None => {
@@ -338,8 +363,11 @@ fn source<'v>(
             dedupe,
             upload_to_remotes: uploads,
         },
-        name_node,
-        path_node,
+        SourceNodes {
+            name: name_node,
+            path: path_node,
+            snapshots: snapshots_node,
+        },
     ))
 }
 

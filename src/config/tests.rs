@@ -454,3 +454,41 @@ fn empty_file_and_non_mapping_documents() {
         "{msg}"
     );
 }
+
+#[test]
+fn snapshot_dir_inside_another_source_is_rejected() {
+    let (line, column, msg) = error_at(
+        "\
+timezone: UTC
+sources:
+  - path: /srv/a
+    snapshots: /srv/b/snaps
+    upload_to_remotes: [{id: r, preserve: 1d}]
+  - path: /srv/b
+    snapshots: /srv/snaps
+    upload_to_remotes: [{id: r, preserve: 1d}]
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    assert_eq!((line, column), (4, 16), "{msg}");
+    assert!(
+        msg.contains("sources[0].snapshots: the snapshot dir /srv/b/snaps is inside the source /srv/b (sources[1].path)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn sources_may_share_a_snapshot_dir() {
+    // btrfs2s3 even requires it; snapshots are told apart by their parent uuid.
+    let c = load(
+        "\
+timezone: UTC
+sources:
+  - {path: /srv/a, snapshots: /srv/snaps, upload_to_remotes: [{id: r, preserve: 1d}]}
+  - {path: /srv/b, snapshots: /srv/snaps, upload_to_remotes: [{id: r, preserve: 1d}]}
+remotes: [{id: r, local: {path: /backup}}]
+",
+    );
+    assert_eq!(c.sources.len(), 2);
+    assert_eq!(c.sources[0].snapshots, c.sources[1].snapshots);
+}
