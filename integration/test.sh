@@ -12,6 +12,8 @@
 #   RUST_TEST_THREADS  tests in parallel per test binary (default 2 x cores,
 #                      capped at 8: most root tests wait on btrfs and S3 I/O,
 #                      and each uses its own TestFs and bucket)
+#   SUBVAULT_TEST_TIMEOUT  seconds before cargo test is stopped (default 4200
+#                      under CI=true, none otherwise)
 #   SUBVAULT_SKIP_SETUP=1  skip integration/setup.sh
 set -euo pipefail
 
@@ -56,8 +58,16 @@ targets=(--all-targets)
 (($# == 0)) || targets=("$@")
 set +e
 # --no-fail-fast: one failing test binary must not hide the others' results.
-cargo test --no-fail-fast "${targets[@]}" -- --include-ignored 2>&1 | tee "$LOG"
+# Under CI a hung test must not eat CI's whole 90 minutes without a summary.
+limit=()
+if [[ -n ${SUBVAULT_TEST_TIMEOUT:-} || ${CI:-} == true ]]; then
+  limit=(timeout --kill-after=30 "${SUBVAULT_TEST_TIMEOUT:-4200}")
+fi
+"${limit[@]}" cargo test --no-fail-fast "${targets[@]}" -- --include-ignored 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
+if ((status == 124 || status == 137)) && ((${#limit[@]} > 0)); then
+  echo "test.sh: cargo test stopped after the time limit of ${limit[2]} s (SUBVAULT_TEST_TIMEOUT)"
+fi
 doc_status=0
 # Doc tests are not part of --all-targets; run them too when there is a library.
 if [[ -f src/lib.rs && $# -eq 0 ]]; then
