@@ -14,6 +14,7 @@ pub mod planner;
 pub mod policy;
 pub mod postgres;
 pub mod remote;
+pub mod restore;
 pub mod runner;
 pub mod stream;
 pub mod subvol_lock;

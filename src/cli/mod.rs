@@ -7,11 +7,14 @@
 
 pub mod config_cmd;
 pub mod dedupe_cmd;
+pub mod list_cmd;
 pub mod plan_cmd;
 pub mod plan_view;
 pub mod progress;
+pub mod restore_cmd;
 pub mod run_cmd;
 pub mod time_arg;
+pub mod verify_cmd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -81,6 +84,16 @@ pub enum Command {
     Config(ConfigCommand),
     /// Share identical blocks between a source's subvolume and its snapshots.
     Dedupe(dedupe_cmd::DedupeArgs),
+    /// Download a backup's chain and `btrfs receive` it into a directory.
+    ///
+    /// The newest backup (or the one at or before --at, or --uuid) is rebuilt
+    /// root -> leaf, one read-only subvolume per step; every object is verified
+    /// (trailer SHA-256 and length, send-stream CRCs) on the way.
+    Restore(restore_cmd::RestoreArgs),
+    /// Show the backups on each remote as a tree (full roots, children by send parent).
+    List(list_cmd::ListArgs),
+    /// Download objects and check them without btrfs; exit 1 listing the bad ones.
+    Verify(verify_cmd::VerifyArgs),
 }
 
 /// `subvault config ...`
@@ -110,6 +123,9 @@ pub fn main() -> i32 {
         Command::Plan(args) => plan_cmd::execute(&cli.config, args),
         Command::Config(ConfigCommand::Check) => config_cmd::execute(&cli.config),
         Command::Dedupe(args) => dedupe_cmd::execute(&cli.config, args),
+        Command::Restore(args) => restore_cmd::execute(&cli.config, args),
+        Command::List(args) => list_cmd::execute(&cli.config, args),
+        Command::Verify(args) => verify_cmd::execute(&cli.config, args),
     };
     match result {
         Ok(code) => code,

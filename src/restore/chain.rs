@@ -1,0 +1,250 @@
+//! Which backup to restore, and the chain of objects that rebuilds it.
+//!
+//! Pure functions over the listing of one remote: no I/O, so every rule here
+//! (newest at or before a time, duplicates, broken chains) is unit-tested.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::Backup;
+
+/// Which point to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    /// The newest backup.
+    Latest,
+    /// The newest backup taken at or before this time.
+    At(DateTime<Utc>),
+    /// The backup of the snapshot with this uuid.
+    Uuid(Uuid),
+}
+
+/// Why no chain could be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// Nothing to choose from.
+    #[error("no backups found")]
+    Empty,
+    /// Every backup is newer than the requested time.
+    #[error("no backup at or before {at}; the oldest is {oldest} ({key})")]
+    NoneBefore {
+        /// The requested time.
+        at: DateTime<Utc>,
+        /// The oldest backup's time.
+        oldest: DateTime<Utc>,
+        /// The oldest backup's key.
+        key: String,
+    },
+    /// No backup has this snapshot uuid.
+    #[error("no backup of snapshot {0} (see `subvault list` for the uuids)")]
+    UnknownUuid(Uuid),
+    /// A send parent is not in the listing.
+    #[error("the chain is broken: {key} was sent relative to snapshot {parent}, but no object of that snapshot exists (missing chain object); restore another point (`subvault list` shows which are complete)")]
+    MissingParent {
+        /// The object whose parent is missing.
+        key: String,
+        /// The missing parent's uuid.
+        parent: Uuid,
+    },
+    /// The send parents loop (only possible with hand-made keys).
+    #[error("the chain of {0} loops back on itself (hand-edited keys?)")]
+    Cycle(String),
+}
+
+/// One backup per snapshot uuid: when a uuid has several objects (say a
+/// btrfs2s3 one and a subvault one), the one whose key names its codec wins,
+/// then the smallest key, so the choice is stable.
+pub fn by_uuid(backups: &[Backup]) -> HashMap<Uuid, &Backup> {
+    let mut map: HashMap<Uuid, &Backup> = HashMap::new();
+    for b in backups {
+        match map.get(&b.uuid) {
+            Some(old) if rank(old) <= rank(b) => {}
+            _ => {
+                map.insert(b.uuid, b);
+            }
+        }
+    }
+    map
+}
+
+fn rank(b: &Backup) -> (bool, &str) {
+    (b.codec.is_none(), b.key.as_str())
+}
+
+/// Picks the backup `sel` asks for. Ties in time go to the higher ctransid.
+pub fn select<'a>(backups: &'a [Backup], sel: Selector) -> Result<&'a Backup, ChainError> {
+    let unique = by_uuid(backups);
+    let newest = |it: &mut dyn Iterator<Item = &'a Backup>| {
+        it.max_by(|a, b| (a.time, a.ctransid, &a.key).cmp(&(b.time, b.ctransid, &b.key)))
+    };
+    match sel {
+        Selector::Uuid(u) => unique.get(&u).copied().ok_or(ChainError::UnknownUuid(u)),
+        Selector::Latest => newest(&mut unique.values().copied()).ok_or(ChainError::Empty),
+        Selector::At(at) => {
+            if let Some(b) = newest(&mut unique.values().copied().filter(|b| b.time <= at)) {
+                return Ok(b);
+            }
+            let oldest = unique
+                .values()
+                .min_by_key(|b| (b.time, b.ctransid))
+                .ok_or(ChainError::Empty)?;
+            Err(ChainError::NoneBefore {
+                at,
+                oldest: oldest.time,
+                key: oldest.key.clone(),
+            })
+        }
+    }
+}
+
+/// The objects to receive, root (a full backup) first and `leaf` last.
+pub fn chain(backups: &[Backup], leaf: &Backup) -> Result<Vec<Backup>, ChainError> {
+    let unique = by_uuid(backups);
+    let mut out = vec![leaf.clone()];
+    let mut cur = leaf;
+    while let Some(parent) = cur.send_parent_uuid {
+        let Some(p) = unique.get(&parent) else {
+            return Err(ChainError::MissingParent {
+                key: cur.key.clone(),
+                parent,
+            });
+        };
+        if out.len() > unique.len() {
+            return Err(ChainError::Cycle(leaf.key.clone()));
+        }
+        out.push((*p).clone());
+        cur = p;
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Every object whose send parent is missing from `backups`, with that parent.
+pub fn broken(backups: &[Backup]) -> Vec<(&Backup, Uuid)> {
+    let unique = by_uuid(backups);
+    backups
+        .iter()
+        .filter_map(|b| {
+            let p = b.send_parent_uuid?;
+            (!unique.contains_key(&p)).then_some((b, p))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Codec;
+    use chrono::TimeZone;
+
+    fn b(n: u128, parent: Option<u128>, day: u32) -> Backup {
+        Backup {
+            key: format!("p/s.{n}"),
+            uuid: Uuid::from_u128(n),
+            send_parent_uuid: parent.map(Uuid::from_u128),
+            source_uuid: Uuid::from_u128(999),
+            ctransid: n as u64,
+            time: Utc.with_ymd_and_hms(2026, 1, day, 0, 0, 0).unwrap(),
+            size: Some(1),
+            storage_class: None,
+            codec: Some(Codec::Zstd),
+        }
+    }
+
+    fn tree() -> Vec<Backup> {
+        // yearly 1 <- monthly 2 <- daily 3, daily 4; hourly 5 <- daily 4
+        vec![
+            b(3, Some(2), 3),
+            b(1, None, 1),
+            b(5, Some(4), 5),
+            b(2, Some(1), 2),
+            b(4, Some(2), 4),
+        ]
+    }
+
+    fn uuids(c: &[Backup]) -> Vec<u128> {
+        c.iter().map(|b| b.uuid.as_u128()).collect()
+    }
+
+    #[test]
+    fn chains_run_root_to_leaf() {
+        let t = tree();
+        let leaf = select(&t, Selector::Latest).unwrap();
+        assert_eq!(uuids(&chain(&t, leaf).unwrap()), vec![1, 2, 4, 5]);
+        let leaf = select(&t, Selector::Uuid(Uuid::from_u128(3))).unwrap();
+        assert_eq!(uuids(&chain(&t, leaf).unwrap()), vec![1, 2, 3]);
+        let leaf = select(&t, Selector::Uuid(Uuid::from_u128(1))).unwrap();
+        assert_eq!(uuids(&chain(&t, leaf).unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn at_picks_the_newest_at_or_before() {
+        let t = tree();
+        let at = |d, h| Utc.with_ymd_and_hms(2026, 1, d, h, 0, 0).unwrap();
+        assert_eq!(
+            select(&t, Selector::At(at(3, 0))).unwrap().uuid.as_u128(),
+            3
+        );
+        assert_eq!(
+            select(&t, Selector::At(at(3, 23))).unwrap().uuid.as_u128(),
+            3
+        );
+        assert_eq!(
+            select(&t, Selector::At(at(31, 0))).unwrap().uuid.as_u128(),
+            5
+        );
+        let err = select(&t[2..3], Selector::At(at(1, 0))).unwrap_err();
+        assert!(matches!(err, ChainError::NoneBefore { ref key, .. } if key == "p/s.5"));
+        assert!(err.to_string().contains("p/s.5"));
+    }
+
+    #[test]
+    fn a_missing_parent_names_the_object_and_the_parent() {
+        let t: Vec<Backup> = tree()
+            .into_iter()
+            .filter(|b| b.uuid.as_u128() != 2)
+            .collect();
+        let leaf = select(&t, Selector::Uuid(Uuid::from_u128(5))).unwrap();
+        let err = chain(&t, leaf).unwrap_err();
+        assert_eq!(
+            err,
+            ChainError::MissingParent {
+                key: "p/s.4".into(),
+                parent: Uuid::from_u128(2)
+            }
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("p/s.4") && msg.contains(&Uuid::from_u128(2).to_string()));
+        let bad: Vec<u128> = broken(&t).iter().map(|(b, _)| b.uuid.as_u128()).collect();
+        assert_eq!(bad.len(), 2);
+        assert!(bad.contains(&3) && bad.contains(&4));
+    }
+
+    #[test]
+    fn unknown_uuid_and_empty_listing_are_errors() {
+        assert_eq!(
+            select(&[], Selector::Latest).unwrap_err(),
+            ChainError::Empty
+        );
+        let u = Uuid::from_u128(77);
+        assert_eq!(
+            select(&tree(), Selector::Uuid(u)).unwrap_err(),
+            ChainError::UnknownUuid(u)
+        );
+    }
+
+    #[test]
+    fn duplicates_prefer_keys_with_a_codec_and_loops_are_caught() {
+        let mut plain = b(1, None, 1);
+        plain.key = "p/a-first".into();
+        plain.codec = None;
+        let t = vec![plain, b(1, None, 1)];
+        assert_eq!(select(&t, Selector::Latest).unwrap().key, "p/s.1");
+
+        let t = vec![b(1, Some(2), 1), b(2, Some(1), 2)];
+        let leaf = select(&t, Selector::Latest).unwrap();
+        assert!(matches!(chain(&t, leaf), Err(ChainError::Cycle(_))));
+    }
+}
