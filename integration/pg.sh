@@ -82,6 +82,18 @@ start)
         tail -n 30 "$log" >&2
         die "server on $datadir (port $port) did not start; log: $log"
     fi
+    if [[ -n ${PG_RESTORE_FROM:-} ]]; then
+        # pg_ctl returns once read-only connections are accepted; wait for the
+        # end of recovery (promotion) so callers get a writable server.
+        for _ in $(seq 1 240); do
+            state=$("$PG_BIN/psql" -XAt -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+                -c "SELECT pg_is_in_recovery()" 2>/dev/null || true)
+            [[ $state == f ]] && exit 0
+            sleep 0.5
+        done
+        tail -n 30 "$log" >&2
+        die "server on $datadir (port $port) did not finish recovery within 120 s; log: $log"
+    fi
     ;;
 stop)
     [[ -f $datadir/postmaster.pid ]] || exit 0

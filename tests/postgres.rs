@@ -329,7 +329,7 @@ fn writable_copy(received: &Path, dest: &TestFs) -> PathBuf {
         received.file_name().unwrap().to_string_lossy()
     ));
     run(Command::new(tool("btrfs"))
-        .args(["subvolume", "snapshot", "-q"])
+        .args(["subvolume", "snapshot"])
         .arg(received)
         .arg(&rw));
     let done =

@@ -103,11 +103,6 @@ impl Session {
         self.bounded(step, self.client.batch_execute(sql)).await
     }
 
-    /// A handle that can cancel the running statement from elsewhere.
-    pub fn cancel_token(&self) -> tokio_postgres::CancelToken {
-        self.client.cancel_token()
-    }
-
     /// Close the connection and wait (briefly) until it is gone, so the server
     /// has seen the session end when this returns.
     pub async fn close(self) {
