@@ -236,7 +236,35 @@ pub async fn run_source(
             failures.join("; ")
         );
     }
+    if source.dedupe.after_run {
+        dedupe_after_run(source).await?;
+    }
     Ok(report)
+}
+
+/// `dedupe: {after_run: true}`: share identical blocks between the live subvolume
+/// and the snapshots kept now. The live subvolume goes first (the engine orders
+/// writable trees first), so the next run's snapshot inherits its shared extents.
+async fn dedupe_after_run(source: &Source) -> Result<()> {
+    let mut paths = vec![source.path.clone()];
+    paths.extend(read_source(source)?.snapshots.into_iter().map(|s| s.path));
+    let name = source.name.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::dedupe::dedupe_paths(
+            &paths,
+            &crate::dedupe::DedupeOptions::default(),
+            &crate::dedupe::NoProgress,
+        )
+    })
+    .await?
+    .with_context(|| format!("source {name}: dedupe after the run"))?;
+    tracing::info!(
+        "source {}: dedupe scanned {}, deduped {}",
+        source.name,
+        human_bytes(report.bytes_scanned),
+        human_bytes(report.bytes_deduped)
+    );
+    Ok(())
 }
 
 /// Takes the read-only snapshot at `path`, through PostgreSQL when the source is a

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Benchmark of `subvault run` against the limit and what users run instead.
+#
+#   sudo integration/bench-run.sh [SIZE_GIB...]     (default: 1 4)
+#
+# For each size: a loop-device btrfs holding one subvolume of SIZE GiB of mixed
+# data (half random bytes, half text-like: random words from a 2,000-word
+# vocabulary), uploaded to a local single-node garage (integration/garage.sh):
+#   limit       btrfs send | zstd -3 > /dev/null          (no upload at all)
+#   one-liner   btrfs send | zstd -3 | aws s3 cp - s3://...
+#   btrfs2s3    btrfs2s3 2.1.0 update --force, pipe_through [[zstd, -3]]
+#   subvault    subvault run (full), then subvault run after overwriting 2% of
+#               the data (incremental)
+# and prints seconds, MB/s of raw send stream, the ratio to the limit and peak
+# RSS (GNU time). The page cache is warm for every row (a first `btrfs send |
+# wc -c` measures the stream), so rows differ only in what they do with it.
+# Needs root; installs its tools (Debian `time`, curl; a venv with btrfs2s3 and
+# awscli; garage by cargo install, ~13 min once). Cleans up on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
+SIZES=("$@")
+((${#SIZES[@]})) || SIZES=(1 4)
+
+[[ $(id -u) -eq 0 ]] || { echo "bench-run.sh: run as root" >&2; exit 1; }
+command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin
+for pkg in time curl btrfs-progs zstd; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
+done
+VENV=$CACHE/bench-venv
+if [[ ! -x $VENV/bin/btrfs2s3 || ! -x $VENV/bin/aws ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q btrfs2s3==2.1.0 awscli
+fi
+"$HERE/garage.sh" install
+
+echo "== building subvault (release)"
+(cd "$REPO" && cargo build --release --quiet)
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/subvault
+
+WORK=$(mktemp -d /var/tmp/subvault-bench-run.XXXXXX)
+MNT=$WORK/mnt
+cleanup() {
+  "$HERE/garage.sh" stop "$WORK/garage" || true
+  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+eval "$("$HERE/garage.sh" start "$WORK/garage")"
+export AWS_EC2_METADATA_DISABLED=true SUBVAULT_LOCK_DIR=$WORK/locks
+AWS=("$VENV/bin/aws" --endpoint-url "$GARAGE_ENDPOINT")
+
+# Seconds (3 decimals) and peak RSS (KiB) of a command, via GNU time.
+measure() {
+  local out=$WORK/time.txt
+  /usr/bin/time -f '%e %M' -o "$out" "$@" >"$WORK/cmd.log" 2>&1 || {
+    echo "bench-run.sh: failed: $*" >&2
+    cat "$WORK/cmd.log" >&2
+    exit 1
+  }
+  cat "$out"
+}
+
+ROWS=()
+row() { # name seconds rss_kib raw_bytes limit_seconds
+  local mbs ratio
+  mbs=$(awk -v b="$4" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }')
+  ratio=$(awk -v l="$5" -v s="$2" 'BEGIN { printf "%.2fx", l / s }')
+  [[ $5 != - ]] || ratio=-
+  ROWS+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$6" "$1" "$2" "$mbs" "$ratio" "$(($3 / 1024)) MB")")
+}
+
+for size in "${SIZES[@]}"; do
+  echo "== $size GiB of mixed data"
+  mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
+  rm -f "$WORK/fs.img"
+  truncate -s $((size * 3 + 2))G "$WORK/fs.img"
+  mkfs.btrfs -q "$WORK/fs.img"
+  mkdir -p "$MNT"
+  mount -o loop "$WORK/fs.img" "$MNT"
+  btrfs -q subvolume create "$MNT/data"
+  mkdir -p "$MNT/snap-limit" "$MNT/snap-b2s3" "$MNT/snap-subvault"
+  half=$((size * 512))
+  head -c "${half}M" /dev/urandom >"$MNT/data/random.bin"
+  python3 - "$MNT/data/text.txt" "$half" <<'EOF'
+import random, sys
+random.seed(7)
+vocab = ["".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(random.randint(2, 11))) for _ in range(2000)]
+target = int(sys.argv[2]) << 20
+with open(sys.argv[1], "w") as f:
+    written = 0
+    while written < target:
+        line = " ".join(random.choices(vocab, k=4096)) + "\n"
+        f.write(line)
+        written += len(line)
+EOF
+  sync
+  btrfs -q subvolume snapshot -r "$MNT/data" "$MNT/snap-limit/s"
+  raw=$(btrfs send -q "$MNT/snap-limit/s" | wc -c)
+  echo "raw send stream: $raw bytes"
+
+  read -r limit rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q > /dev/null")
+  row "btrfs send \| zstd -3 > /dev/null (limit)" "$limit" "$rss" "$raw" "$limit" "${size} GiB"
+
+  read -r t rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q | ${AWS[*]} s3 cp - s3://$GARAGE_BUCKET/oneliner-$size")
+  row "btrfs send \| zstd -3 \| aws s3 cp -" "$t" "$rss" "$raw" "$limit" "${size} GiB"
+
+  cat >"$WORK/b2s3.yaml" <<EOF
+timezone: UTC
+sources:
+  - path: $MNT/data
+    snapshots: $MNT/snap-b2s3
+    upload_to_remotes:
+      - id: garage
+        preserve: 1y 1m 1d
+        pipe_through: [[zstd, -3]]
+remotes:
+  - id: garage
+    s3:
+      bucket: $GARAGE_BUCKET
+      endpoint:
+        endpoint_url: $GARAGE_ENDPOINT
+        region_name: garage
+        aws_access_key_id: $AWS_ACCESS_KEY_ID
+        aws_secret_access_key: $AWS_SECRET_ACCESS_KEY
+EOF
+  read -r t rss < <(measure "$VENV/bin/btrfs2s3" update --force "$WORK/b2s3.yaml")
+  row "btrfs2s3 2.1.0 (pipe_through zstd -3)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
+  for s in "$MNT"/snap-b2s3/*; do btrfs -q subvolume delete "$s"; done
+
+  cat >"$WORK/subvault.yaml" <<EOF
+timezone: UTC
+sources:
+  - path: $MNT/data
+    snapshots: $MNT/snap-subvault
+    upload_to_remotes:
+      - id: garage
+        preserve: 1y 1m 1d
+        compression: {codec: zstd, level: 3}
+remotes:
+  - id: garage
+    s3:
+      bucket: $GARAGE_BUCKET
+      prefix: subvault-$size/
+      endpoint:
+        endpoint_url: $GARAGE_ENDPOINT
+        region_name: garage
+EOF
+  read -r t rss < <(measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z)
+  row "subvault run (full)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
+
+  # Overwrite 2% of the data in 1 MiB pieces at random offsets.
+  pieces=$((size * 1024 * 2 / 100))
+  for _ in $(seq 1 "$pieces"); do
+    dd if=/dev/urandom of="$MNT/data/random.bin" bs=1M count=1 seek=$((RANDOM % half)) conv=notrunc status=none
+  done
+  sync
+  read -r t rss < <(measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T01:00:00Z)
+  inc=$(( pieces * 1048576 ))
+  row "subvault run (incremental, 2% overwritten)" "$t" "$rss" "$inc" - "${size} GiB"
+  grep -h "^source" "$WORK/cmd.log" || true
+  for s in "$MNT"/snap-subvault/* "$MNT"/snap-limit/*; do btrfs -q subvolume delete "$s"; done
+done
+
+echo
+echo "| data | what | seconds | MB/s (raw stream) | vs limit | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "(incremental row: MB/s counts the 2% changed data, not the whole stream)"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A single-node garage S3 server on 127.0.0.1 for the benchmarks (moto is too
+# slow to measure an uploader with).
+#
+#   integration/garage.sh install        cargo install garage (~13 min, once)
+#   integration/garage.sh start DIR      start it with its data under DIR; prints
+#                                        export lines for the endpoint, keys, bucket
+#   integration/garage.sh stop DIR       stop it (idempotent)
+#
+# The binary lives in ${SUBVAULT_CACHE:-/var/cache/subvault}/garage/bin.
+# Data compression is off (compression_level = "none") so the server does not
+# compete with the client for CPU on a small machine.
+set -euo pipefail
+
+CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
+GARAGE=$CACHE/garage/bin/garage
+PORT=${GARAGE_PORT:-3900}
+RPC_PORT=${GARAGE_RPC_PORT:-3901}
+ACCESS_KEY=GK0123456789abcdef01234567
+SECRET_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+BUCKET=bench
+
+install() {
+  if [[ -x $GARAGE ]]; then
+    return
+  fi
+  echo "garage.sh: installing garage with cargo (about 13 minutes on 2 cores)" >&2
+  cargo install --locked garage --root "$CACHE/garage" >&2
+}
+
+start() {
+  local dir=$1
+  install
+  mkdir -p "$dir/meta" "$dir/data"
+  cat >"$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:$RPC_PORT"
+rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$PORT"
+root_domain = ".s3.garage.localhost"
+EOF
+  GARAGE_DEFAULT_ACCESS_KEY=$ACCESS_KEY GARAGE_DEFAULT_SECRET_KEY=$SECRET_KEY \
+    GARAGE_DEFAULT_BUCKET=$BUCKET RUST_LOG=warn \
+    "$GARAGE" -c "$dir/garage.toml" server --single-node --default-bucket \
+    >"$dir/garage.log" 2>&1 &
+  echo $! >"$dir/garage.pid"
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+      # The default bucket and key appear just after the listener.
+      sleep 1
+      echo "export AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=garage"
+      echo "export GARAGE_ENDPOINT=http://127.0.0.1:$PORT GARAGE_BUCKET=$BUCKET"
+      return
+    fi
+    sleep 0.2
+  done
+  echo "garage.sh: garage did not start; its log:" >&2
+  cat "$dir/garage.log" >&2
+  stop "$dir"
+  exit 1
+}
+
+stop() {
+  local dir=$1
+  if [[ -f $dir/garage.pid ]]; then
+    kill "$(cat "$dir/garage.pid")" 2>/dev/null || true
+    rm -f "$dir/garage.pid"
+  fi
+}
+
+case ${1:-} in
+  install) install ;;
+  start) start "${2:?usage: garage.sh start DIR}" ;;
+  stop) stop "${2:?usage: garage.sh stop DIR}" ;;
+  *)
+    echo "usage: garage.sh install|start DIR|stop DIR" >&2
+    exit 2
+    ;;
+esac
