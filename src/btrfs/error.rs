@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub enum BtrfsError {
     /// A system call failed, e.g. `cannot snapshot /srv/data into
     /// /srv/snapshots: Operation not permitted (os error 1) (are you root?)`.
-    #[error("cannot {action}: {error}{}", hint(.error))]
+    #[error("cannot {action}: {error}{}", hint(action, .error))]
     Os {
         /// What was being done, with the paths involved.
         action: String,
@@ -93,8 +93,11 @@ impl BtrfsError {
 }
 
 /// The usual cause of an errno in btrfs ioctls, as advice to the user.
-fn hint(error: &io::Error) -> &'static str {
+fn hint(action: &str, error: &io::Error) -> &'static str {
     match error.raw_os_error() {
+        Some(libc::EPERM) if action.starts_with("delete subvolume") => {
+            " (are you root? btrfs also refuses while a send of it runs)"
+        }
         Some(libc::EPERM | libc::EACCES) => " (are you root?)",
         Some(libc::EEXIST) => " (the name is already taken)",
         Some(libc::EXDEV) => " (both must be on the same btrfs filesystem)",
