@@ -124,16 +124,22 @@ impl<'v> Node<'v> {
     /// An error about this value. An empty value has no position of its own worth
     /// showing, so the error then points at its key.
     pub(crate) fn fault(&self, message: impl Into<String>) -> Fault {
-        let ends_in_key = matches!(self.path.segments().last(), Some(Seg::Key(_)));
         Fault {
             field: self.path.clone(),
             at: self.path.clone(),
-            target: if self.value.is_null() && ends_in_key {
-                Target::Key
-            } else {
-                Target::Value
-            },
+            target: self.target(),
             message: message.into(),
+        }
+    }
+
+    /// Where errors about this value point: the value itself, or its key when
+    /// the value is empty.
+    fn target(&self) -> Target {
+        let ends_in_key = matches!(self.path.segments().last(), Some(Seg::Key(_)));
+        if self.value.is_null() && ends_in_key {
+            Target::Key
+        } else {
+            Target::Value
         }
     }
 
@@ -170,9 +176,10 @@ impl<'v> Node<'v> {
     /// The value as an integer.
     pub(crate) fn int(&self) -> Result<i64, Fault> {
         match self.value {
-            Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or_default()),
-            _ => Err(self.expected("an integer")),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
         }
+        .ok_or_else(|| self.expected("an integer"))
     }
 
     /// The elements of a list.
@@ -280,7 +287,7 @@ impl<'v> MapNode<'v> {
             Fault {
                 field,
                 at: self.node.path.clone(),
-                target: self.node.fault(String::new()).target,
+                target: self.node.target(),
                 message: format!("missing required key {key:?}"),
             }
         })
