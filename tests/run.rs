@@ -730,3 +730,57 @@ fn plan_dry_run_reads_btrfs2s3_backups_and_changes_nothing() {
         .iter()
         .all(|s| s["action"] != "create"));
 }
+
+/// Physical address of a file's first extent (`filefrag -v`).
+fn first_physical(path: &Path) -> u64 {
+    let out = run(Command::new(tool("filefrag")).arg("-v").arg(path));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("0:"))
+        .unwrap_or_else(|| panic!("no extent in filefrag output: {text}"));
+    // "   0:        0..    4095:      34816..     38911:   4096: ..."
+    let phys = line
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .split("..")
+        .next()
+        .unwrap()
+        .trim();
+    phys.parse()
+        .unwrap_or_else(|_| panic!("cannot parse {line}"))
+}
+
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn dedupe_after_run_shares_identical_files() {
+    let bucket = new_bucket("run-dedupe");
+    let s = setup(512, &[("main", &bucket, "1d", "")], &s3_endpoint());
+    let yaml = fs::read_to_string(&s.config).unwrap().replace(
+        "    upload_to_remotes:\n",
+        "    dedupe:\n      after_run: true\n    upload_to_remotes:\n",
+    );
+    fs::write(&s.config, yaml).unwrap();
+    fill_random(&s.source, "a", 16);
+    run(Command::new("cp")
+        .arg("--reflink=never")
+        .arg(s.source.join("a"))
+        .arg(s.source.join("b")));
+    s.fs.sync();
+    assert_ne!(
+        first_physical(&s.source.join("a")),
+        first_physical(&s.source.join("b"))
+    );
+    ok(subvault(
+        &s.config,
+        &["run", "--now", "2026-01-01T10:00:00Z"],
+    ));
+    assert_eq!(
+        first_physical(&s.source.join("a")),
+        first_physical(&s.source.join("b")),
+        "the copies share their extent after the run"
+    );
+    assert_eq!(list_bucket(&bucket).len(), 1);
+}
