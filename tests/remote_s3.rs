@@ -338,7 +338,7 @@ async fn failing_body_leaves_no_object_and_no_multipart_upload() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err.kind, RemoteErrorKind::Body(_)), "{err}");
+    assert!(matches!(*err.kind, RemoteErrorKind::Body(_)), "{err}");
     assert!(err.to_string().contains("broken"), "names the key: {err}");
     assert!(store.head("broken").await.unwrap_err().is_not_found());
     assert!(store.list_multipart_uploads().await.unwrap().is_empty());
@@ -355,7 +355,7 @@ async fn failing_body_leaves_no_object_and_no_multipart_upload() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err.kind, RemoteErrorKind::Body(_)), "{err}");
+    assert!(matches!(*err.kind, RemoteErrorKind::Body(_)), "{err}");
     assert!(store.list().await.unwrap().is_empty());
 }
 

@@ -16,9 +16,9 @@ pub struct RemoteError {
     pub op: String,
     /// The object key concerned, when there is one.
     pub key: Option<String>,
-    /// What went wrong.
+    /// What went wrong (boxed to keep `Result<_, RemoteError>` small).
     #[source]
-    pub kind: RemoteErrorKind,
+    pub kind: Box<RemoteErrorKind>,
 }
 
 fn key_part(key: &Option<String>) -> String {
@@ -81,13 +81,13 @@ impl RemoteError {
             remote: remote.into(),
             op: op.to_string(),
             key: key.map(str::to_string),
-            kind,
+            kind: Box::new(kind),
         }
     }
 
     /// True when the object does not exist (a missing chain object on restore).
     pub fn is_not_found(&self) -> bool {
-        matches!(self.kind, RemoteErrorKind::NotFound)
+        matches!(*self.kind, RemoteErrorKind::NotFound)
     }
 }
 

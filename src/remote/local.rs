@@ -121,6 +121,19 @@ impl LocalStore {
         Ok(out)
     }
 
+    /// [`Self::walk`] on a blocking thread (directory walks can be slow).
+    async fn walk_off_thread(
+        &self,
+        op: &str,
+    ) -> Result<Vec<(PathBuf, bool, std::fs::Metadata)>, RemoteError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.walk())
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| self.err(op, None, RemoteErrorKind::Io(e)))
+    }
+
     fn info(&self, key: String, meta: &std::fs::Metadata) -> ObjectInfo {
         ObjectInfo {
             key,
@@ -219,11 +232,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
-        let this = self.clone();
-        let files = tokio::task::spawn_blocking(move || this.walk())
-            .await
-            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(io::Error::other(e))))?
-            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))?;
+        let files = self.walk_off_thread("list").await?;
         Ok(files
             .into_iter()
             .filter(|(_, tmp, _)| !tmp)
@@ -304,17 +313,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
-        let this = self.clone();
-        let files = tokio::task::spawn_blocking(move || this.walk())
-            .await
-            .map_err(|e| {
-                self.err(
-                    "list temp files",
-                    None,
-                    RemoteErrorKind::Io(io::Error::other(e)),
-                )
-            })?
-            .map_err(|e| self.err("list temp files", None, RemoteErrorKind::Io(e)))?;
+        let files = self.walk_off_thread("list temp files").await?;
         Ok(files
             .into_iter()
             .filter(|(_, tmp, _)| *tmp)
@@ -459,7 +458,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err.kind, RemoteErrorKind::Body(_)), "{err}");
+        assert!(matches!(*err.kind, RemoteErrorKind::Body(_)), "{err}");
         assert!(err.to_string().contains(" k: "), "names the key: {err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         assert!(store.list_multipart_uploads().await.unwrap().is_empty());
@@ -523,7 +522,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(
-                matches!(e.kind, RemoteErrorKind::InvalidKey(_)),
+                matches!(*e.kind, RemoteErrorKind::InvalidKey(_)),
                 "{key}: {e}"
             );
         }

@@ -442,6 +442,16 @@ impl S3Store {
         RemoteError::new(self.describe.clone(), op, key, f.kind)
     }
 
+    /// An error that is not a failed request (so never retried).
+    fn fatal(
+        &self,
+        op: impl fmt::Display,
+        key: Option<&str>,
+        kind: RemoteErrorKind,
+    ) -> RemoteError {
+        RemoteError::new(self.describe.clone(), op, key, kind)
+    }
+
     /// How many parts of `size` bytes may be in flight within the budget.
     fn parts_in_flight(&self, size: u64) -> usize {
         let fit = (self.buffer_budget / size.max(1)).saturating_sub(1) as usize;
@@ -505,13 +515,10 @@ impl S3Store {
         .await
         .map_err(|f| self.err("CreateMultipartUpload", Some(key), f))?;
         out.upload_id.ok_or_else(|| {
-            self.err(
+            self.fatal(
                 "CreateMultipartUpload",
                 Some(key),
-                Failure {
-                    kind: RemoteErrorKind::Transport("the store returned no upload id".into()),
-                    transient: false,
-                },
+                RemoteErrorKind::Transport("the store returned no upload id".into()),
             )
         })
     }
@@ -572,13 +579,10 @@ impl S3Store {
         >|
          -> Result<(), RemoteError> {
             let (part, len) = r.map_err(|e| {
-                self.err(
+                self.fatal(
                     "UploadPart",
                     Some(key),
-                    Failure {
-                        kind: RemoteErrorKind::Transport(format!("part task failed: {e}")),
-                        transient: false,
-                    },
+                    RemoteErrorKind::Transport(format!("part task failed: {e}")),
                 )
             })??;
             done.push(part);
@@ -594,30 +598,20 @@ impl S3Store {
             let size = size_for_part(number);
             let data = match ready.next() {
                 Some(d) => d,
-                None => read_part(&mut body, size).await.map_err(|e| {
-                    self.err(
-                        "upload",
-                        Some(key),
-                        Failure {
-                            kind: RemoteErrorKind::Body(e),
-                            transient: false,
-                        },
-                    )
-                })?,
+                None => read_part(&mut body, size)
+                    .await
+                    .map_err(|e| self.fatal("upload", Some(key), RemoteErrorKind::Body(e)))?,
             };
             if data.is_empty() {
                 break;
             }
             if number > MAX_PARTS {
-                return Err(self.err(
+                return Err(self.fatal(
                     "upload",
                     Some(key),
-                    Failure {
-                        kind: RemoteErrorKind::Config(format!(
-                            "the stream is larger than {MAX_PARTS} parts hold (over 5 TiB)"
-                        )),
-                        transient: false,
-                    },
+                    RemoteErrorKind::Config(format!(
+                        "the stream is larger than {MAX_PARTS} parts hold (over 5 TiB)"
+                    )),
                 ));
             }
             // Collect finished parts early so a failed part stops the upload
@@ -677,16 +671,7 @@ impl S3Store {
         opts: &UploadOptions,
     ) -> Result<UploadStats, RemoteError> {
         let start = Instant::now();
-        let body_err = |e| {
-            self.err(
-                "upload",
-                Some(key),
-                Failure {
-                    kind: RemoteErrorKind::Body(e),
-                    transient: false,
-                },
-            )
-        };
+        let body_err = |e| self.fatal("upload", Some(key), RemoteErrorKind::Body(e));
         let stats = |bytes, parts| UploadStats {
             bytes,
             parts,
@@ -843,34 +828,24 @@ impl ObjectStore for S3Store {
     async fn delete(&self, keys: &[String]) -> Result<DeleteReport, RemoteError> {
         let mut report = DeleteReport::default();
         for batch in keys.chunks(DELETE_BATCH) {
+            // Builders fail only on a missing required field: a bug, not the store.
+            let build_err = |e: aws_sdk_s3::error::BuildError| {
+                self.fatal(
+                    "DeleteObjects",
+                    None,
+                    RemoteErrorKind::Config(e.to_string()),
+                )
+            };
             let ids: Vec<ObjectIdentifier> = batch
                 .iter()
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<_, _>>()
-                .map_err(|e| {
-                    self.err(
-                        "DeleteObjects",
-                        None,
-                        Failure {
-                            kind: RemoteErrorKind::Transport(e.to_string()),
-                            transient: false,
-                        },
-                    )
-                })?;
+                .map_err(build_err)?;
             let delete = Delete::builder()
                 .set_objects(Some(ids))
                 .quiet(false)
                 .build()
-                .map_err(|e| {
-                    self.err(
-                        "DeleteObjects",
-                        None,
-                        Failure {
-                            kind: RemoteErrorKind::Transport(e.to_string()),
-                            transient: false,
-                        },
-                    )
-                })?;
+                .map_err(build_err)?;
             let what = format!("{}: DeleteObjects", self.describe);
             let out = with_retries(&self.retry, &what, || {
                 let req = self
@@ -1001,7 +976,7 @@ mod tests {
         s.verify = false;
         s.endpoint_url = Some("https://s3.example.org".into());
         let e = S3Store::new(s).await.unwrap_err();
-        assert!(matches!(e.kind, RemoteErrorKind::Config(_)), "{e}");
+        assert!(matches!(*e.kind, RemoteErrorKind::Config(_)), "{e}");
         assert!(e.to_string().contains("verify"), "{e}");
     }
 
