@@ -326,7 +326,7 @@ impl fmt::Display for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read config: {source}", path.display())]
+    #[error("{}: cannot read config: {source}{}", path.display(), read_hint(source))]
     Read {
         /// The config file.
         path: PathBuf,
@@ -376,6 +376,15 @@ impl ConfigError {
             ConfigError::Syntax { line, column, .. }
             | ConfigError::Invalid { line, column, .. } => Some((*line, *column)),
         }
+    }
+}
+
+/// What to do about a config file that is not there.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        "; create it (the README has an example) or point -c at your config"
+    } else {
+        ""
     }
 }
 

@@ -370,7 +370,16 @@ fn unreadable_file_error() {
         line.starts_with("/nonexistent/subvault.yaml: cannot read config: "),
         "{line}"
     );
+    assert!(line.contains("point -c at your config"), "{line}");
     assert_eq!(e.position(), None);
+
+    // A directory is not a config file: the OS error, without the not-found hint.
+    let dir = tempfile::tempdir().unwrap();
+    let line = Config::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        line.contains("cannot read config: ") && !line.contains("point -c"),
+        "{line}"
+    );
 }
 
 /// Cases whose position is easy to state in-process; the big table is in
