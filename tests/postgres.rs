@@ -146,6 +146,10 @@ impl Drop for Cluster {
             .arg("stop")
             .arg(&self.datadir)
             .status();
+        // Keep the server log of a failed test for diagnosis.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -394,22 +398,46 @@ fn lsn(text: &str) -> u64 {
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
+/// A source cluster under pgbench load, five snapshots of it taken in one mode
+/// (all checked read-only), the source stopped, and an empty second btrfs to
+/// restore into. Field order is drop order: servers stop before unmounting.
+struct Scenario {
+    src: Source,
+    infos: Vec<PgSnapshotInfo>,
+    dst_fs: TestFs,
+    _src_fs: TestFs,
+}
+
+impl Scenario {
+    async fn run(mode: PgMode) -> Scenario {
+        let src_fs = TestFs::new(3072);
+        let dst_fs = TestFs::new(3072);
+        let src = source_cluster(&src_fs, mode == PgMode::Backup);
+        let infos = snapshots_under_load(&src, mode, 5).await;
+        src.cluster.stop();
+        for info in &infos {
+            assert!(
+                is_readonly(&info.snapshot),
+                "{} must be read-only",
+                info.snapshot.display()
+            );
+        }
+        Scenario {
+            src,
+            infos,
+            dst_fs,
+            _src_fs: src_fs,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + btrfs + postgresql-15"]
 async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
     let _serial = serial();
-    let src_fs = TestFs::new(3072);
-    let dst_fs = TestFs::new(3072);
-    let src = source_cluster(&src_fs, false);
-    let infos = snapshots_under_load(&src, PgMode::Checkpoint, 5).await;
-    src.cluster.stop();
+    let Scenario { infos, dst_fs, .. } = &Scenario::run(PgMode::Checkpoint).await;
 
-    for info in &infos {
-        assert!(
-            is_readonly(&info.snapshot),
-            "{} must be read-only",
-            info.snapshot.display()
-        );
+    for info in infos {
         assert!(!info.snapshot.join("data/backup_label").exists());
         assert_eq!(info.server_version_num / 10000, 15);
         assert_eq!(info.timeline, 1);
@@ -420,9 +448,9 @@ async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
         "checkpoints advance"
     );
 
-    let received = send_receive_all(&infos, &dst_fs);
+    let received = send_receive_all(infos, dst_fs);
     for (i, rec) in received.iter().enumerate() {
-        let rw = writable_copy(rec, &dst_fs);
+        let rw = writable_copy(rec, dst_fs);
         let restored = Cluster::start(&rw.join("data"), &[]);
         check_restored(&restored);
         let log = restored.log_text();
@@ -438,18 +466,11 @@ async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
 #[ignore = "needs root + btrfs + postgresql-15"]
 async fn backup_mode_snapshots_under_load_restore_from_archive_and_start() {
     let _serial = serial();
-    let src_fs = TestFs::new(3072);
-    let dst_fs = TestFs::new(3072);
-    let src = source_cluster(&src_fs, true);
-    let infos = snapshots_under_load(&src, PgMode::Backup, 5).await;
-    src.cluster.stop();
+    let Scenario {
+        src, infos, dst_fs, ..
+    } = &Scenario::run(PgMode::Backup).await;
 
-    for info in &infos {
-        assert!(
-            is_readonly(&info.snapshot),
-            "{} must be read-only",
-            info.snapshot.display()
-        );
+    for info in infos {
         let label = std::fs::read_to_string(info.snapshot.join("data/backup_label")).unwrap();
         assert_eq!(Some(&label), info.backup_label.as_ref());
         assert!(
@@ -464,9 +485,9 @@ async fn backup_mode_snapshots_under_load_restore_from_archive_and_start() {
         assert!(lsn(info.stop_lsn.as_deref().unwrap()) > lsn(&info.lsn));
     }
 
-    let received = send_receive_all(&infos, &dst_fs);
+    let received = send_receive_all(infos, dst_fs);
     for (info, rec) in infos.iter().zip(&received) {
-        let rw = writable_copy(rec, &dst_fs);
+        let rw = writable_copy(rec, dst_fs);
         let restored = Cluster::start(&rw.join("data"), &[("PG_RESTORE_FROM", &src.archive)]);
         check_restored(&restored);
         // Recovery stopped at consistency (the end of the backup) and promoted to
