@@ -113,6 +113,17 @@ pub enum Flow {
     Stopped,
 }
 
+impl Flow {
+    /// `Continue` when a chunk was handed on, `Stopped` when nobody took it.
+    fn of(sent: bool) -> Flow {
+        if sent {
+            Flow::Continue
+        } else {
+            Flow::Stopped
+        }
+    }
+}
+
 enum EncoderKind {
     Zstd(Box<ZstdEncoder>),
     Gzip(Box<GzipEncoder>),
@@ -156,13 +167,7 @@ impl Compressor {
                 EncoderKind::Zstd(e) => e.encode(&mut inbuf, &mut out)?,
                 EncoderKind::Gzip(e) => e.encode(&mut inbuf, &mut out)?,
                 // Uncompressed data passes through without a copy.
-                EncoderKind::None => {
-                    return Ok(if emit(input.clone()) {
-                        Flow::Continue
-                    } else {
-                        Flow::Stopped
-                    })
-                }
+                EncoderKind::None => return Ok(Flow::of(emit(input.clone()))),
             }
             self.out.pos = out.written_len();
             if !self.out.ship(false, emit) {
@@ -192,11 +197,7 @@ impl Compressor {
                 break;
             }
         }
-        Ok(if self.out.ship(true, emit) {
-            Flow::Continue
-        } else {
-            Flow::Stopped
-        })
+        Ok(Flow::of(self.out.ship(true, emit)))
     }
 }
 
@@ -258,13 +259,7 @@ impl Decompressor {
             let done = match &mut self.kind {
                 DecoderKind::Zstd(d) => d.decode(&mut inbuf, &mut out)?,
                 DecoderKind::Gzip(d) => d.decode(&mut inbuf, &mut out)?,
-                DecoderKind::None => {
-                    return Ok(if emit(input.clone()) {
-                        Flow::Continue
-                    } else {
-                        Flow::Stopped
-                    })
-                }
+                DecoderKind::None => return Ok(Flow::of(emit(input.clone()))),
             };
             let produced = out.written_len() - self.out.pos;
             self.out.pos = out.written_len();
@@ -297,11 +292,7 @@ impl Decompressor {
         if !matches!(self.kind, DecoderKind::None) && self.started && !self.frame_done {
             return Err(false);
         }
-        Ok(if self.out.ship(true, emit) {
-            Flow::Continue
-        } else {
-            Flow::Stopped
-        })
+        Ok(Flow::of(self.out.ship(true, emit)))
     }
 }
 
