@@ -9,6 +9,7 @@
 # Environment (all optional):
 #   PG_BIN          PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   PG_ARCHIVE_DIR  archive WAL into this directory (archive_mode=on); unset: archiving off
+#   PG_ARCHIVE_COMMAND  archive with this command instead (e.g. pgbackrest archive-push %p)
 #   PG_RESTORE_FROM restore WAL from this directory and recover to the end of the backup
 #                   (recovery.signal, recovery_target=immediate, then promote)
 #   PG_INITDB_OPTS  extra initdb options, e.g. --waldir=DIR (only when DATADIR is initialised)
@@ -49,9 +50,13 @@ start)
         as_pg test -w "$datadir" || die "user postgres cannot write $datadir (make its parents searchable)"
         as_pg "$PG_BIN/initdb" -D "$datadir" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
             -E UTF8 --locale=C.UTF-8 ${PG_INITDB_OPTS:-} >/dev/null
-        # The superuser connects without a password over TCP; every other role needs one,
+        # The superuser connects without a password (also for replication, e.g.
+        # pg_basebackup); every other role needs one over TCP,
         # so the tests can provoke an authentication failure with a wrong password.
         {
+            echo "local all postgres trust"
+            echo "local replication postgres trust"
+            echo "host replication postgres 127.0.0.1/32 trust"
             echo "host all postgres 127.0.0.1/32 trust"
             echo "host all all 127.0.0.1/32 scram-sha-256"
         } >"$datadir/pg_hba.conf"
@@ -63,7 +68,9 @@ start)
     else
         opts+=" -c unix_socket_directories="
     fi
-    if [[ -n ${PG_ARCHIVE_DIR:-} ]]; then
+    if [[ -n ${PG_ARCHIVE_COMMAND:-} ]]; then
+        opts+=" -c archive_mode=on -c \"archive_command=$PG_ARCHIVE_COMMAND\""
+    elif [[ -n ${PG_ARCHIVE_DIR:-} ]]; then
         mkdir -p "$PG_ARCHIVE_DIR" && chown postgres:postgres "$PG_ARCHIVE_DIR"
         opts+=" -c archive_mode=on -c \"archive_command=test ! -f $PG_ARCHIVE_DIR/%f && cp %p $PG_ARCHIVE_DIR/%f\""
     else
