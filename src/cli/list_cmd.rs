@@ -211,7 +211,7 @@ fn listing(
             _ => None,
         };
         // Children are shown under their parent (in its section), never twice.
-        if b.send_parent_uuid.is_none_or(|p| !present.contains(&p)) {
+        if !matches!(b.send_parent_uuid, Some(p) if present.contains(&p)) {
             roots.push((b, why));
         }
     }

@@ -86,8 +86,8 @@ pub enum RestoreError {
     Object {
         /// The object key.
         key: String,
-        /// What went wrong.
-        cause: ObjectFailure,
+        /// What went wrong (boxed: it is large and errors travel far).
+        cause: Box<ObjectFailure>,
         /// What was done about a half-received subvolume ("" when none existed).
         cleanup: String,
     },
@@ -196,7 +196,7 @@ pub async fn check_objects<S: ObjectStore>(
             .await
             .map_err(|e| RestoreError::Object {
                 key: s.backup.key.clone(),
-                cause: e.into(),
+                cause: Box::new(e.into()),
                 cleanup: String::new(),
             })?;
         if info.needs_restore() {
@@ -330,7 +330,7 @@ async fn receive_one(
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
         key: backup.key.clone(),
-        cause,
+        cause: Box::new(cause),
         cleanup,
     };
     let before: BTreeSet<OsString> = target.subvolumes()?.into_keys().collect();

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Benchmark of `subvault restore` against the limit.
+#
+#   sudo integration/bench-restore.sh [FULL_MIB] [MONTHLY_MIB] [DAILY_MIB]
+#                                      (default: 900 120 60, >= 1 GiB raw in all)
+#
+# A source subvolume gets FULL_MIB of mixed data (half random bytes, half
+# base64 text), then MONTHLY_MIB and DAILY_MIB more; `subvault run` at three
+# times makes the chain full -> monthly -> daily (zstd -3) on two remotes at
+# once: a single-node garage on 127.0.0.1 (integration/garage.sh; moto when
+# garage is not installed or BENCH_S3=moto) and a local directory, so both hold
+# the same objects. Then, each into a fresh directory of a second btrfs:
+#   limit     for each object: zstd -d < local file | btrfs receive DIR
+#   subvault  subvault restore --remote s3 (download, verify, receive, prefetch)
+#   download  subvault verify --remote s3 --all (download + decode + checks, no
+#             receive: shows whether the network side could be the bottleneck)
+# and prints seconds, MB/s of raw send stream and the ratio to the limit. Both
+# receive runs start with the local files in the page cache.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
+FULL=${1:-900} MONTHLY=${2:-120} DAILY=${3:-60}
+
+[[ $(id -u) -eq 0 ]] || { echo "bench-restore.sh: run as root" >&2; exit 1; }
+command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin
+for tool in zstd btrfs curl; do
+  command -v $tool >/dev/null || { echo "bench-restore.sh: $tool missing (integration/setup.sh)" >&2; exit 1; }
+done
+
+S3=${BENCH_S3:-}
+if [[ -z $S3 ]]; then
+  if [[ -x $CACHE/garage/bin/garage ]]; then S3=garage; else S3=moto; fi
+fi
+
+echo "== building subvault (release)"
+(cd "$REPO" && cargo build --release --quiet)
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/subvault
+
+WORK=$(mktemp -d /var/tmp/subvault-bench-restore.XXXXXX)
+SRC=$WORK/src DST=$WORK/dst
+MOTO_STATE=$WORK/moto
+cleanup() {
+  set +e
+  if [[ $S3 == garage ]]; then "$HERE/garage.sh" stop "$WORK/garage"; fi
+  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$MOTO_STATE "$HERE/moto.sh" stop >/dev/null 2>&1; fi
+  for m in "$SRC" "$DST"; do
+    if mountpoint -q "$m" 2>/dev/null; then umount "$m" 2>/dev/null || umount -l "$m"; fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [[ $S3 == garage ]]; then
+  eval "$(GARAGE_PORT=${GARAGE_PORT:-3910} GARAGE_RPC_PORT=${GARAGE_RPC_PORT:-3911} "$HERE/garage.sh" start "$WORK/garage")"
+  ENDPOINT=$GARAGE_ENDPOINT BUCKET=$GARAGE_BUCKET REGION=garage
+else
+  echo "== garage is not installed ($CACHE/garage/bin/garage): using moto"
+  ENDPOINT=$(SUBVAULT_MOTO_STATE=$MOTO_STATE "$HERE/moto.sh" start)
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+  BUCKET=bench REGION=us-east-1
+  "$CACHE/venv/bin/python" - "$ENDPOINT" <<'PY'
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").create_bucket(Bucket="bench")
+PY
+fi
+export AWS_EC2_METADATA_DISABLED=true SUBVAULT_LOCK_DIR=$WORK/locks
+
+mkdir -p "$SRC" "$DST" "$WORK/local"
+truncate -s $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G "$WORK/src.img"
+truncate -s $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G "$WORK/dst.img"
+mkfs.btrfs -q "$WORK/src.img" >/dev/null
+mkfs.btrfs -q "$WORK/dst.img" >/dev/null
+mount -o loop "$WORK/src.img" "$SRC"
+mount -o loop "$WORK/dst.img" "$DST"
+btrfs subvolume create "$SRC/data" >/dev/null
+mkdir "$SRC/snapshots"
+
+cat >"$WORK/config.yaml" <<EOF
+timezone: UTC
+sources:
+  - path: $SRC/data
+    snapshots: $SRC/snapshots
+    upload_to_remotes:
+      - id: s3
+        preserve: 1y 3m 30d
+      - id: disk
+        preserve: 1y 3m 30d
+remotes:
+  - id: s3
+    s3:
+      bucket: $BUCKET
+      endpoint:
+        endpoint_url: $ENDPOINT
+        region_name: $REGION
+  - id: disk
+    local:
+      path: $WORK/local
+EOF
+
+# MiB of mixed data: half random, half base64 text (compresses about 4:3).
+fill() {
+  local dir=$1 mib=$2
+  mkdir -p "$dir"
+  head -c $((mib / 2))M /dev/urandom >"$dir/random"
+  base64 -w 100 /dev/urandom | head -c $((mib - mib / 2))M >"$dir/text"
+}
+
+echo "== making the chain: full ${FULL} MiB, monthly +${MONTHLY} MiB, daily +${DAILY} MiB"
+fill "$SRC/data/full" "$FULL"
+"$BIN" -c "$WORK/config.yaml" run --now 2026-01-01T10:00:00Z >/dev/null
+fill "$SRC/data/monthly" "$MONTHLY"
+"$BIN" -c "$WORK/config.yaml" run --now 2026-02-01T10:00:00Z >/dev/null
+fill "$SRC/data/daily" "$DAILY"
+"$BIN" -c "$WORK/config.yaml" run --now 2026-02-05T10:00:00Z >/dev/null
+
+# Chain order: by the ctim in the key (full, monthly, daily).
+mapfile -t FILES < <(ls "$WORK/local" | sort -t. -k2)
+((${#FILES[@]} == 3)) || { echo "bench-restore.sh: expected 3 objects, got ${#FILES[@]}" >&2; exit 1; }
+RAW=0
+for f in "${FILES[@]}"; do
+  n=$(zstd -d -q -c <"$WORK/local/$f" | wc -c)
+  RAW=$((RAW + n))
+done
+OBJ=$(cat "${FILES[@]/#/$WORK/local/}" | wc -c)
+echo "   raw send streams: $RAW bytes, objects: $OBJ bytes"
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+echo "== limit: zstd -d < file | btrfs receive (local files, page cache warm)"
+mkdir "$DST/limit"
+cat "${FILES[@]/#/$WORK/local/}" >/dev/null
+t0=$(now)
+for f in "${FILES[@]}"; do
+  zstd -d -q <"$WORK/local/$f" | btrfs receive -e "$DST/limit" 2>/dev/null
+done
+sync -f "$DST"
+LIMIT=$(secs "$t0" "$(now)")
+
+echo "== subvault restore from $S3"
+mkdir "$DST/subvault"
+t0=$(now)
+"$BIN" -c "$WORK/config.yaml" restore --remote s3 --to "$DST/subvault" >"$WORK/restore.log" 2>&1 ||
+  { cat "$WORK/restore.log" >&2; exit 1; }
+sync -f "$DST"
+SUBVAULT=$(secs "$t0" "$(now)")
+tail -1 "$WORK/restore.log"
+
+echo "== download + verify only (no receive) from $S3"
+t0=$(now)
+"$BIN" -c "$WORK/config.yaml" verify --remote s3 --all >"$WORK/verify.log" 2>&1 ||
+  { cat "$WORK/verify.log" >&2; exit 1; }
+VERIFY=$(secs "$t0" "$(now)")
+
+# Same trees?
+for d in "$DST"/limit/*; do
+  n=$(basename "$d")
+  if ! diff -r -q "$d" "$DST/subvault/$n" >/dev/null; then
+    echo "bench-restore.sh: $n differs between the limit and subvault restores" >&2
+    exit 1
+  fi
+done
+
+mbs() { awk -v b="$RAW" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+ratio() { awk -v l="$LIMIT" -v s="$1" 'BEGIN { printf "%.2fx", l / s }'; }
+echo
+echo "restore of full + monthly + daily, $((RAW / 1048576)) MiB raw, $((OBJ / 1048576)) MiB of zstd objects, store: $S3"
+echo "| what | seconds | MB/s (raw) | ratio to limit |"
+echo "|---|---|---|---|"
+echo "| limit: zstd -d < file \\| btrfs receive | $LIMIT | $(mbs "$LIMIT") | 1.00x |"
+echo "| subvault restore ($S3) | $SUBVAULT | $(mbs "$SUBVAULT") | $(ratio "$SUBVAULT") |"
+echo "| subvault verify --all ($S3, no receive) | $VERIFY | $(mbs "$VERIFY") | - |"
