@@ -22,7 +22,7 @@
 //! - A snapshot is kept when it is the most recent one, when its item is preserved by
 //!   any remote's policy, or when an upload of this plan is sent relative to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -228,8 +228,125 @@ struct RemoteDecision {
     preservation: HashMap<usize, (Option<Timeframe>, Option<DateTime<Utc>>)>,
 }
 
-/// Plan one source. Pure: the same input always gives the same plan.
+/// Options that change how a plan treats what it finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Heal broken chains: a backup that cannot be restored (its chain does not
+    /// reach a full backup on the remote) is treated as missing, so its snapshot
+    /// is uploaded again (if it is kept and still on disk), and the broken object
+    /// is deleted once its replacement is uploaded.
+    pub heal: bool,
+}
+
+/// Plan one source with default options. Pure: the same input always gives the
+/// same plan.
 pub fn plan(input: &PlanInput) -> Plan {
+    plan_with(input, PlanOptions::default())
+}
+
+/// Keys of the backups whose restore chain does not reach a full backup.
+fn unrestorable(backups: &[&Backup]) -> HashSet<String> {
+    let by_uuid: HashMap<Uuid, &Backup> = backups.iter().map(|b| (b.uuid, *b)).collect();
+    let mut bad = HashSet::new();
+    for b in backups {
+        let mut cur = *b;
+        let mut steps = 0;
+        let ok = loop {
+            match cur.send_parent_uuid {
+                None => break true,
+                Some(p) => match by_uuid.get(&p) {
+                    Some(parent) if steps < backups.len() => {
+                        cur = parent;
+                        steps += 1;
+                    }
+                    _ => break false,
+                },
+            }
+        };
+        if !ok {
+            bad.insert(b.key.clone());
+        }
+    }
+    bad
+}
+
+/// Plan one source. Pure: the same input and options always give the same plan.
+pub fn plan_with(input: &PlanInput, options: PlanOptions) -> Plan {
+    if options.heal {
+        return plan_healing(input);
+    }
+    plan_inner(input)
+}
+
+/// Healing: plan without the unrestorable backups, then delete each of them whose
+/// snapshot gets a good backup in the same plan (uploaded first, deleted after).
+fn plan_healing(input: &PlanInput) -> Plan {
+    let mut healed_input = input.clone();
+    let mut removed: Vec<(String, Backup)> = Vec::new();
+    for remote in &mut healed_input.remotes {
+        let mine: Vec<&Backup> = remote
+            .backups
+            .iter()
+            .filter(|b| b.source_uuid == input.source_uuid)
+            .collect();
+        let bad = unrestorable(&mine);
+        let (broken, good): (Vec<Backup>, Vec<Backup>) =
+            remote.backups.drain(..).partition(|b| bad.contains(&b.key));
+        remote.backups = good;
+        removed.extend(broken.into_iter().map(|b| (remote.id.clone(), b)));
+    }
+    let mut plan = plan_inner(&healed_input);
+    for (remote, b) in removed {
+        let replacement = plan
+            .backups
+            .iter()
+            .find(|p| p.remote == remote && p.uuid == b.uuid && p.action != BackupAction::Delete);
+        // Same snapshot and parent: the new object gets the same key and the upload
+        // replaces the broken one in place, so there is nothing to delete.
+        if replacement.is_some_and(|p| p.send_parent_uuid == b.send_parent_uuid) {
+            continue;
+        }
+        let action = if replacement.is_some() {
+            plan.actions.push(Action::DeleteBackup {
+                remote: remote.clone(),
+                key: b.key.clone(),
+            });
+            plan.warnings.push(format!(
+                "remote {remote}: healing: {} cannot be restored (its chain does not reach a full \
+                 backup); it is uploaded again and the broken object deleted",
+                b.key
+            ));
+            BackupAction::Delete
+        } else {
+            plan.warnings.push(format!(
+                "remote {remote}: {} cannot be restored (its chain does not reach a full backup) \
+                 and its snapshot is not kept, so it cannot be uploaded again",
+                b.key
+            ));
+            BackupAction::Keep
+        };
+        plan.backups.push(BackupPlan {
+            remote,
+            key: Some(b.key.clone()),
+            uuid: b.uuid,
+            snapshot_path: None,
+            send_parent_uuid: b.send_parent_uuid,
+            send_parent_path: None,
+            ctransid: b.ctransid,
+            time: b.time,
+            action,
+            reasons: Vec::new(),
+            timeframe: None,
+            retain_until: None,
+            size: b.size,
+            storage_class: b.storage_class.clone(),
+            broken_chain: true,
+        });
+    }
+    plan
+}
+
+fn plan_inner(input: &PlanInput) -> Plan {
     let mut snapshots: Vec<&Snapshot> = input.snapshots.iter().collect();
     snapshots.sort_by_key(|s| (s.ctransid, s.time, s.uuid));
     let newest_snapshot = snapshots.last().map(|s| (s.uuid, s.planned));

@@ -31,6 +31,9 @@ pub struct PlanArgs {
     /// Only these sources (by name). Repeatable.
     #[arg(long = "source", value_name = "NAME")]
     pub sources: Vec<String>,
+    /// Show what `run --heal` would do about broken chains.
+    #[arg(long)]
+    pub heal: bool,
 }
 
 /// Picks the sources named on the command line (all when none are named).
@@ -69,7 +72,7 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
     let mut plans = Vec::new();
     let mut failed = false;
     for source in sources {
-        match plan_source(&config, source, &remotes, now) {
+        match plan_source(&config, source, &remotes, now, args.heal) {
             Ok(p) => plans.push(p),
             Err(e) => {
                 eprintln!("subvault: source {}: {}", source.name, super::one_line(&e));
@@ -90,10 +93,11 @@ fn plan_source(
     source: &Source,
     remotes: &BTreeMap<String, Result<OpenRemote>>,
     now: chrono::DateTime<chrono::Utc>,
+    heal: bool,
 ) -> Result<SourcePlan> {
     let state = runner::read_source(source)?;
     let input = runner::plan_input(config, source, &state, remotes, now, state.needs_snapshot())?;
-    let plan = planner::plan(&input);
+    let plan = planner::plan_with(&input, planner::PlanOptions { heal });
     let mut upload_keys = HashMap::new();
     let mut described = BTreeMap::new();
     for up in &source.upload_to_remotes {

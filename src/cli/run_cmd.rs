@@ -19,6 +19,11 @@ pub struct RunArgs {
     /// Only these sources (by name). Repeatable.
     #[arg(long = "source", value_name = "NAME")]
     pub sources: Vec<String>,
+    /// Heal broken chains: upload a fresh backup for every kept snapshot whose
+    /// backup cannot be restored (a missing parent object), then delete the
+    /// broken objects.
+    #[arg(long)]
+    pub heal: bool,
 }
 
 /// Runs `subvault run`; returns 0 when every source succeeded, 1 otherwise.
@@ -40,7 +45,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     rt.block_on(async {
         let remotes = runner::open_remotes(&config, &sources).await;
         for source in &sources {
-            match run_source(&config, source, &remotes, now, progress.as_ref()).await {
+            match run_source(&config, source, &remotes, now, args.heal, progress.as_ref()).await {
                 Ok(report) => println!("{}", report.summary()),
                 Err(e) => {
                     failed += 1;

@@ -45,7 +45,11 @@ fn snap(time: DateTime<Utc>, ctransid: u64) -> Snapshot {
 
 fn backup(s: &Snapshot, parent: Option<u64>) -> Backup {
     Backup {
-        key: format!("b{}", s.ctransid),
+        // Like real keys, the key names the parent too.
+        key: match parent {
+            None => format!("b{}", s.ctransid),
+            Some(p) => format!("b{}p{p}", s.ctransid),
+        },
         uuid: s.uuid,
         send_parent_uuid: parent.map(uuid),
         source_uuid: SOURCE,
@@ -139,7 +143,10 @@ impl Sim {
                             .ctransid
                     });
                     let r = self.remotes.iter_mut().find(|r| &r.id == remote).unwrap();
-                    r.backups.push(backup(&s, parent));
+                    let new = backup(&s, parent);
+                    // An upload under an existing key replaces that object.
+                    r.backups.retain(|b| b.key != new.key);
+                    r.backups.push(new);
                 }
                 Action::DestroySnapshot { uuid, .. } => self.snapshots.retain(|s| s.uuid != *uuid),
                 Action::DeleteBackup { remote, key } => {
@@ -556,4 +563,81 @@ proptest! {
         }
         sim.run(t, None);
     }
+}
+
+#[test]
+fn healing_reuploads_a_broken_chain_and_deletes_the_broken_object_after() {
+    let mut sim = Sim::new(Tz::UTC, &["1y 1m 3d"]);
+    sim.run(utc("2025-01-01"), Some(1));
+    sim.run(utc("2025-01-05"), Some(2));
+    sim.run(utc("2025-01-06"), Some(3));
+    // The yearly full object is lost and its snapshot is gone: 2 (relative to 1)
+    // and 3 (relative to 2) cannot be restored, and 1 cannot be sent again.
+    sim.remotes[0].backups.retain(|b| b.ctransid != 1);
+    sim.snapshots.retain(|s| s.ctransid != 1);
+    let plain = plan(&sim.input(utc("2025-01-06T01:00:00"), None));
+    assert!(!plain.warnings.is_empty());
+    assert!(
+        plain.actions.is_empty(),
+        "without healing nothing is re-uploaded: {:?}",
+        plain.actions
+    );
+
+    let healed = plan_with(
+        &sim.input(utc("2025-01-06T01:00:00"), None),
+        PlanOptions { heal: true },
+    );
+    check_invariants(&healed, &sim.remotes);
+    let uploads: Vec<_> = healed
+        .backups
+        .iter()
+        .filter(|b| b.action == BackupAction::Upload)
+        .map(|b| (b.ctransid, b.send_parent_uuid.map(|u| u.as_u128() as u64)))
+        .collect();
+    assert!(
+        uploads.contains(&(2, None)),
+        "2 becomes the new full: {uploads:?}"
+    );
+    assert!(
+        uploads.contains(&(3, Some(2))),
+        "3 is sent again relative to it: {uploads:?}"
+    );
+    let deletes: Vec<&Action> = healed
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::DeleteBackup { .. }))
+        .collect();
+    // Both old objects were relative to the lost 1; their replacements have other
+    // parents (other keys), so the broken ones are deleted after the uploads.
+    assert_eq!(
+        deletes,
+        vec![
+            &Action::DeleteBackup {
+                remote: "r0".into(),
+                key: "b2p1".into()
+            },
+            &Action::DeleteBackup {
+                remote: "r0".into(),
+                key: "b3p1".into()
+            }
+        ]
+    );
+    let first_delete = healed
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::DeleteBackup { .. }))
+        .unwrap();
+    let last_upload = healed
+        .actions
+        .iter()
+        .rposition(|a| matches!(a, Action::UploadBackup { .. }))
+        .unwrap();
+    assert!(
+        last_upload < first_delete,
+        "broken objects are deleted only after the uploads"
+    );
+    sim.apply(&healed, utc("2025-01-06T01:00:00"), None);
+    let after = plan(&sim.input(utc("2025-01-06T01:00:00"), None));
+    assert!(after.warnings.is_empty(), "{:?}", after.warnings);
+    check_invariants(&after, &sim.remotes);
 }

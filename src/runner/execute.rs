@@ -127,6 +127,7 @@ pub async fn run_source(
     source: &Source,
     remotes: &BTreeMap<String, Result<OpenRemote>>,
     now: DateTime<Utc>,
+    heal: bool,
     progress: &dyn Progress,
 ) -> Result<SourceReport> {
     let mut report = SourceReport {
@@ -154,13 +155,17 @@ pub async fn run_source(
         state = read_source(source)?;
     }
 
-    let plan = planner::plan(&plan_input(config, source, &state, remotes, now, false)?);
+    let plan = planner::plan_with(
+        &plan_input(config, source, &state, remotes, now, false)?,
+        planner::PlanOptions { heal },
+    );
     for w in &plan.warnings {
         tracing::warn!("source {}: {w}", source.name);
     }
     report.warnings = plan.warnings.clone();
 
     let started = Instant::now();
+    let mut uploaded_keys: Vec<(String, String)> = Vec::new();
     for action in &plan.actions {
         if let Action::UploadBackup {
             remote,
@@ -187,6 +192,7 @@ pub async fn run_source(
             report.uploaded += 1;
             report.bytes += stats.0;
             report.raw_bytes += stats.1;
+            uploaded_keys.push((remote.clone(), stats.2));
         }
     }
     report.upload_seconds = started.elapsed().as_secs_f64();
@@ -211,6 +217,11 @@ pub async fn run_source(
     let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for action in &plan.actions {
         if let Action::DeleteBackup { remote, key } = action {
+            // Never delete what this run just wrote (an upload can replace a
+            // broken object under the same key).
+            if uploaded_keys.iter().any(|(r, k)| r == remote && k == key) {
+                continue;
+            }
             deletes.entry(remote).or_default().push(key.clone());
         }
     }
@@ -304,7 +315,7 @@ async fn take_snapshot(source: &Source, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Sends one snapshot, encodes it and uploads it. Returns (stored bytes, raw bytes).
+/// Sends one snapshot, encodes it and uploads it. Returns (stored bytes, raw bytes, key).
 #[allow(clippy::too_many_arguments)]
 async fn upload(
     config: &Config,
@@ -317,7 +328,7 @@ async fn upload(
     send_parent_uuid: Option<Uuid>,
     source_uuid: Uuid,
     progress: &dyn Progress,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, String)> {
     let up = source
         .upload_to_remotes
         .iter()
@@ -407,7 +418,7 @@ async fn upload(
         human_bytes(summary.record.raw_len),
         stats.seconds
     );
-    Ok((stats.bytes, summary.record.raw_len))
+    Ok((stats.bytes, summary.record.raw_len, key))
 }
 
 /// A send stream shared between the encoder (which reads it) and the encoder's
