@@ -471,3 +471,50 @@ async fn dropping_a_send_midway_ends_the_send() {
         t.timestamp()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs"]
+async fn a_truncated_stream_is_aborted_not_finalized() {
+    use tokio::io::AsyncWriteExt;
+    let fs = TestFs::new(256);
+    let src = fs.subvolume("src");
+    fs::write(src.join("big"), vec![3u8; 8 << 20]).unwrap();
+    let snaps = mkdir(fs.path().join("snaps"));
+    let s1 = create_snapshot(&src, &snaps, "s1", true).unwrap();
+    let mut stream = send(&s1, None).unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    stream.finish().await.unwrap();
+    // Cut at the first command boundary past the middle (send stream v1:
+    // 17-byte header, then commands of u32 length, u16 type, u32 crc, data),
+    // so the stream is well formed up to the cut and only lacks its end.
+    let mut cut = 17;
+    while cut < bytes.len() / 2 {
+        cut += 10 + u32::from_le_bytes(bytes[cut..cut + 4].try_into().unwrap()) as usize;
+    }
+    assert!(cut < bytes.len(), "no command boundary found");
+    let half = &bytes[..cut];
+
+    // abort: the partial subvolume is never marked as received.
+    let a = mkdir(fs.path().join("a"));
+    let mut rx = receive(&a).unwrap();
+    rx.write_all(half).await.unwrap();
+    rx.abort().await.unwrap();
+    if a.join("s1").exists() {
+        let info = subvol_info(&a.join("s1")).unwrap();
+        assert_eq!(info.received_uuid, None);
+        assert!(!info.readonly);
+    }
+
+    // finish on a truncated stream: with `-e`, btrfs receive reports the
+    // missing end command as an error and does not finalize.
+    let b = mkdir(fs.path().join("b"));
+    let mut rx = receive(&b).unwrap();
+    rx.write_all(half).await.unwrap();
+    let result = rx.finish().await;
+    let finalized =
+        b.join("s1").exists() && subvol_info(&b.join("s1")).unwrap().received_uuid.is_some();
+    eprintln!("finish after a truncated stream: {result:?}, finalized: {finalized}");
+    assert!(matches!(result, Err(BtrfsError::Process { .. })));
+    assert!(!finalized);
+}

@@ -12,7 +12,8 @@
 //! equals the newest snapshot's" means "nothing changed, no new snapshot".
 
 mod error;
-mod ioctl;
+/// Raw ioctl wrappers, shared with the dedupe engine (GET_SUBVOL_INFO, FS_INFO).
+pub(crate) mod ioctl;
 mod list;
 mod naming;
 mod receive;

@@ -70,7 +70,8 @@ async fn read_all<R: AsyncRead + Unpin>(r: Option<&mut R>) -> io::Result<Vec<u8>
 
 impl ReceiveProcess {
     /// Closes the stream, waits for `btrfs receive` and checks its exit
-    /// status. Returns the path of the received subvolume, taken from its
+    /// status. Call it only after the whole stream was written (see
+    /// [`ReceiveProcess::abort`]). Returns the path of the received subvolume, taken from its
     /// "At subvol NAME" / "At snapshot NAME" line.
     pub async fn finish(mut self) -> Result<PathBuf, BtrfsError> {
         drop(self.stdin.take());
@@ -102,6 +103,22 @@ impl ReceiveProcess {
         }
     }
 
+    /// Stops the receive without letting it finalize: kills `btrfs receive`
+    /// and waits for it to exit. Use this instead of [`ReceiveProcess::finish`]
+    /// whenever the stream could not be written in full. With `-e`, btrfs-progs
+    /// 6.2 rejects a stream that ends without its end command ("unexpected EOF
+    /// in stream", tested), but btrfs receive has finalized what it had on a
+    /// plain EOF in other versions (received uuid set, read-only), which would
+    /// make a truncated stream look like a good subvolume; killing it never
+    /// does. A partial subvolume may remain in the directory for the caller
+    /// to delete.
+    pub async fn abort(mut self) -> Result<(), BtrfsError> {
+        self.child
+            .kill()
+            .await
+            .map_err(|e| BtrfsError::os(format!("stop {}", self.action), &self.dir, e, false))
+    }
+
     fn stdin(&mut self) -> io::Result<Pin<&mut ChildStdin>> {
         self.stdin
             .as_mut()
@@ -112,15 +129,13 @@ impl ReceiveProcess {
 
 /// The last "At subvol X" / "At snapshot X" in btrfs receive's output.
 fn received_name(output: &str) -> Option<&str> {
-    output
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("At subvol ")
-                .or_else(|| l.strip_prefix("At snapshot "))
-        })
-        .map(str::trim_end)
-        .filter(|n| !n.is_empty())
-        .last()
+    output.lines().rev().find_map(|l| {
+        let name = l
+            .strip_prefix("At subvol ")
+            .or_else(|| l.strip_prefix("At snapshot "))?
+            .trim_end();
+        (!name.is_empty()).then_some(name)
+    })
 }
 
 fn tail(s: &str) -> &str {
@@ -173,6 +188,7 @@ mod tests {
             received_name("At snapshot a b\nsomething else\n"),
             Some("a b")
         );
+        assert_eq!(received_name("At subvol a\nAt snapshot b\n"), Some("b"));
         assert_eq!(received_name("ERROR: boom\n"), None);
     }
 
