@@ -311,6 +311,67 @@ mod tests {
         assert_eq!(ignored.len(), 2);
     }
 
+    fn s3_remote(verify: Verify) -> RemoteConfig {
+        use crate::config::{S3Config, S3Endpoint, Secret};
+        RemoteConfig {
+            id: "r1".into(),
+            kind: RemoteKind::S3(S3Config {
+                bucket: "b".into(),
+                prefix: "p/".into(),
+                endpoint: S3Endpoint {
+                    endpoint_url: Some("https://user:pw@s3.example.org".into()),
+                    region_name: Some("eu-west-1".into()),
+                    access_key_id: Some("AKIDEXAMPLE".into()),
+                    secret_access_key: Some(Secret::new("very-secret")),
+                    verify,
+                    ..Default::default()
+                },
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn open_builds_each_kind_and_never_shows_secrets() {
+        let store = open(&s3_remote(Verify::Default)).await.unwrap();
+        let d = store.describe();
+        assert_eq!(d, "s3://b/p/ at https://s3.example.org");
+        assert_eq!(store.prefix(), "p/");
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = RemoteConfig {
+            id: "disk".into(),
+            kind: RemoteKind::Local(crate::config::LocalConfig {
+                path: dir.path().to_path_buf(),
+            }),
+        };
+        let store = open(&local).await.unwrap();
+        assert!(matches!(store, AnyStore::Local(_)));
+        assert!(store.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_reports_unusable_tls_settings() {
+        let e = open(&s3_remote(Verify::Disabled)).await.err().unwrap();
+        assert!(e.to_string().contains("verify: false"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        let e = open(&s3_remote(Verify::CaBundle(missing.clone())))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
+        assert!(e.to_string().contains("\"r1\""), "names the remote: {e}");
+
+        std::fs::write(&missing, "not a certificate").unwrap();
+        let e = open(&s3_remote(Verify::CaBundle(missing)))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("PEM"), "{e}");
+        assert!(!e.to_string().contains("very-secret"));
+    }
+
     #[test]
     fn archive_objects_need_restore_until_restored() {
         assert!(obj("k", Some("DEEP_ARCHIVE"), None).needs_restore());
