@@ -97,7 +97,7 @@ fn build(fs: &TestFs) -> Dataset {
         .set_len(16 << 20)
         .unwrap();
     let mut tail = u(20..23);
-    tail.extend(std::iter::repeat_n(0xa5u8, 5000));
+    tail.extend(vec![0xa5u8; 5000]);
     write_blocks(&live.join("tail.bin"), &tail, 0);
     write_blocks(&live.join("tail2.bin"), &tail, 0);
     for i in 0..10 {

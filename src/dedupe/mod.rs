@@ -328,6 +328,7 @@ fn scan_match_apply(
     let mut in_memory: u64 = 0;
     let mut skips = Skips::default();
 
+    let t_scan = Instant::now();
     // Phase A: classify every tree's files against its index; reused hashes seed
     // the physical-address map so shared extents of new snapshots are not re-read.
     let mut prepared = Vec::new();
@@ -437,6 +438,8 @@ fn scan_match_apply(
             .extend(st.files.iter().cloned().map(|f| (t as u32, f)));
     }
 
+    report.scan_seconds = t_scan.elapsed().as_secs_f64();
+    let t_match = Instant::now();
     // Matching, one hash partition at a time.
     let total_records: u64 = states.iter().map(|s| s.nrecords).sum();
     report.records = total_records;
@@ -475,13 +478,16 @@ fn scan_match_apply(
     let ranges = plan::merge_pairs(&mut pairs, bs, &table);
     drop(pairs);
     let calls = plan::batch_calls(ranges, &table);
+    report.match_seconds = t_match.elapsed().as_secs_f64();
 
     if opts.dry_run {
         report.space_after = report.space_before;
         return Ok(());
     }
+    let t_dedupe = Instant::now();
     let outcome = apply::Applier::new(&table, bs, opts.lock_wait, opts.retry_for, report, progress)
         .run(calls);
+    report.dedupe_seconds = t_dedupe.elapsed().as_secs_f64();
     report.space_after = measure(fs_file, &trees[0].root)?;
 
     // Index: new physical addresses of moved blocks, pending flags, generation

@@ -145,6 +145,12 @@ pub struct DedupeReport {
     pub records: u64,
     /// Indexes that were missing or corrupt and rebuilt.
     pub index_rebuilt: u64,
+    /// Seconds spent walking, reading and hashing.
+    pub scan_seconds: f64,
+    /// Seconds spent sorting and matching.
+    pub match_seconds: f64,
+    /// Seconds spent in dedupe calls (including retries of busy subvolumes).
+    pub dedupe_seconds: f64,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -261,7 +267,11 @@ impl fmt::Display for DedupeReport {
                 self.error_count as usize - self.errors.len()
             )?;
         }
-        write!(f, "took {:.1} s", self.seconds)
+        write!(
+            f,
+            "took {:.1} s (scan {:.1} s, match {:.1} s, dedupe {:.1} s)",
+            self.seconds, self.scan_seconds, self.match_seconds, self.dedupe_seconds
+        )
     }
 }
 

@@ -404,6 +404,14 @@ pub fn lower_priority() -> io::Result<()> {
     Ok(())
 }
 
+/// Start reading `[off, off + len)` into the page cache (readahead(2)); advisory.
+pub fn readahead(file: &File, off: u64, len: u64) {
+    // SAFETY: advisory only; errors are harmless.
+    unsafe {
+        libc::readahead(file.as_raw_fd(), off as libc::off64_t, len as libc::size_t);
+    }
+}
+
 /// Hint sequential access (bigger readahead) for the whole file.
 pub fn fadvise_sequential(file: &File) {
     // SAFETY: advisory only; errors are harmless.
