@@ -179,16 +179,16 @@ fn build_source(src: &Path) {
     set_xattr(&src.join("plain"), "user.color", b"blue");
     set_xattr(&src.join("dir"), "user.empty", b"");
     let f = fs::File::create(src.join("sparse")).unwrap();
-    f.set_len(64 << 20).unwrap();
+    f.set_len(16 << 20).unwrap();
     drop(f);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .open(src.join("sparse"))
         .unwrap();
     use std::io::Seek;
-    f.seek(std::io::SeekFrom::Start(32 << 20)).unwrap();
+    f.seek(std::io::SeekFrom::Start(8 << 20)).unwrap();
     f.write_all(b"an island in the hole").unwrap();
-    let big: Vec<u8> = (0..(3 << 20))
+    let big: Vec<u8> = (0..(1 << 20))
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     fs::write(src.join("big"), big).unwrap();

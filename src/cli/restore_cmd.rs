@@ -269,7 +269,16 @@ async fn restore_async(
         prefetch: args.prefetch_mib.max(1) << 20,
         progress: &progress,
     };
-    let received = restore::receive_chain(Arc::new(store), &target, &steps, &opts).await?;
+    let before = target.subvolumes()?;
+    let received = tokio::select! {
+        r = restore::receive_chain(Arc::new(store), &target, &steps, &opts) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            // The pipeline future is dropped here, which kills btrfs receive;
+            // what it left half-done (writable, or never marked received) goes.
+            let removed = restore::remove_unfinished(&target, &before);
+            anyhow::bail!("interrupted{removed}");
+        }
+    };
     let last = received.last().expect("the leaf is always received");
     let name = source
         .map(|s| s.name.clone())
@@ -294,7 +303,7 @@ async fn restore_async(
             "PostgreSQL: the restored subvolume is read-only; start a writable copy: \
              `btrfs subvolume snapshot {p} {p}-rw`, prepare it (stale postmaster.pid, \
              replication slots, pg_wal/tablespace links: subvault's \
-             postgres::prepare_restored_datadir, see README \"Restore\"), then \
+             postgres::prepare_restored_datadir, see README \"Restore and start\"), then \
              `pg_ctl -D {p}-rw start`"
         );
     }

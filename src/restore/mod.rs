@@ -30,6 +30,8 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
+/// Byte counts for messages (shared with `run`'s output).
+pub use crate::runner::execute::human_bytes;
 pub use chain::{ChainError, Selector};
 pub use fetch::Fetch;
 pub use target::{Present, Target};
@@ -434,6 +436,32 @@ async fn receive_one(
     })
 }
 
+/// After an interrupted restore: deletes the subvolumes that appeared in DIR
+/// since `before` and are not finished receives (writable or without a
+/// received uuid). Says what it did, for the error line.
+pub fn remove_unfinished(target: &Target, before: &BTreeMap<OsString, Present>) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(200)); // let the killed receive exit
+    let Ok(now) = target.subvolumes() else {
+        return String::new();
+    };
+    let mut notes = Vec::new();
+    for p in now
+        .iter()
+        .filter(|(n, p)| !before.contains_key(*n) && (!p.readonly || p.received_uuid.is_none()))
+        .map(|(_, p)| p)
+    {
+        notes.push(match btrfs::destroy_subvolume(&p.path) {
+            Ok(()) => format!("the partial subvolume {} was deleted", p.path.display()),
+            Err(e) => format!("delete the partial subvolume {} ({e})", p.path.display()),
+        });
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    }
+}
+
 /// Deletes every subvolume that appeared in DIR during the failed step (the
 /// stream's own name first); says what it did, for the error line.
 fn cleanup(target: &Target, before: &BTreeSet<OsString>, name: &str) -> String {
@@ -448,8 +476,11 @@ fn cleanup(target: &Target, before: &BTreeSet<OsString>, name: &str) -> String {
         }
     };
     let mut notes = Vec::new();
-    for (n, p) in now.iter().filter(|(n, _)| !before.contains(*n)) {
-        let _ = n;
+    for p in now
+        .iter()
+        .filter(|(n, _)| !before.contains(*n))
+        .map(|(_, p)| p)
+    {
         match btrfs::destroy_subvolume(&p.path) {
             Ok(()) => notes.push(format!(
                 "the partial subvolume {} was deleted",
@@ -466,22 +497,6 @@ fn cleanup(target: &Target, before: &BTreeSet<OsString>, name: &str) -> String {
         String::new()
     } else {
         format!("; {}", notes.join("; "))
-    }
-}
-
-/// Bytes for humans: `1.5 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -553,7 +568,5 @@ mod tests {
             c,
             "aws s3api restore-object --bucket b --key 'p/k.ctim1' --restore-request Days=7"
         );
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
     }
 }
