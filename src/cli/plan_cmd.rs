@@ -110,6 +110,7 @@ fn plan_source(
             remote,
             uuid,
             send_parent_uuid,
+            snapshot_path,
             ..
         } = a
         {
@@ -124,6 +125,7 @@ fn plan_source(
             };
             if !uuid.is_nil() {
                 let key = backup_key(
+                    snapshot_path,
                     config,
                     source,
                     up,

@@ -203,6 +203,7 @@ pub async fn run_source(
         if let Action::DestroySnapshot { path, .. } = action {
             match btrfs::destroy_subvolume(path) {
                 Ok(()) => {
+                    super::pg_record::remove(path);
                     tracing::info!(
                         "source {}: destroyed snapshot {}",
                         source.name,
@@ -301,6 +302,13 @@ async fn take_snapshot(source: &Source, path: &Path) -> Result<()> {
             })
             .await
             .with_context(|| format!("source {}: PostgreSQL snapshot", source.name))?;
+            if let Err(e) = super::pg_record::write(path, &(&info).into()) {
+                tracing::warn!(
+                    "source {}: cannot record the PostgreSQL LSN next to {}: {e}",
+                    source.name,
+                    path.display()
+                );
+            }
             tracing::info!(
                 "source {}: PostgreSQL {} snapshot at LSN {} (timeline {}, server {})",
                 source.name,
@@ -342,6 +350,7 @@ async fn upload(
         })
         .expect("every upload action has a backup entry");
     let key = backup_key(
+        snapshot_path,
         config,
         source,
         up,

@@ -6,6 +6,7 @@
 
 pub mod execute;
 pub mod lock;
+pub mod pg_record;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -162,9 +163,11 @@ pub fn key_codec(up: &UploadConfig) -> Option<Codec> {
     }
 }
 
-/// The object key for a new backup.
+/// The object key for a new backup of the snapshot at `snapshot_path` (whose
+/// PostgreSQL record, if any, adds its suffixes).
 #[allow(clippy::too_many_arguments)]
 pub fn backup_key(
+    snapshot_path: &std::path::Path,
     config: &Config,
     source: &Source,
     up: &UploadConfig,
@@ -175,7 +178,10 @@ pub fn backup_key(
     time: DateTime<Utc>,
     source_uuid: Uuid,
 ) -> String {
-    object_key::format_key(
+    let pg = pg_record::read(snapshot_path)
+        .map(|r| pg_record::key_suffix(&r))
+        .unwrap_or_default();
+    let key = object_key::format_key(
         prefix,
         &KeyInfo {
             basename: source.name.clone(),
@@ -186,7 +192,8 @@ pub fn backup_key(
             source_uuid,
             codec: key_codec(up),
         },
-    )
+    );
+    key + &pg
 }
 
 #[cfg(test)]
