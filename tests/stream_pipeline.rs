@@ -197,6 +197,14 @@ proptest! {
     }
 }
 
+/// Uploaders and restores move the readers into spawned tasks.
+#[test]
+fn the_readers_can_move_between_tasks() {
+    fn movable<T: AsyncRead + Send + Unpin + 'static>() {}
+    movable::<subvault::stream::Encoded>();
+    movable::<subvault::stream::Decoded>();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trailer_is_found_in_the_last_k_bytes() {
     let raw = send_stream(&[b"abc".repeat(50_000), vec![9; 3]]);
