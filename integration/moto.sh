@@ -96,7 +96,7 @@ stop() {
       log "pid $pid ignored SIGTERM; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
-    log "stopped pid $pid"
+    # Quiet on success: the test summary should stay the last line of a run.
   fi
   rm -f "$STATE/pid" "$STATE/port"
 }
