@@ -94,11 +94,8 @@ pub struct Compression {
 impl Compression {
     /// Valid levels for `codec`, `None` when it takes no level.
     pub fn level_range(codec: Codec) -> Option<std::ops::RangeInclusive<i32>> {
-        match codec {
-            Codec::Zstd => Some(1..=22),
-            Codec::Gzip => Some(1..=9),
-            Codec::None => None,
-        }
+        // One source of truth: the levels the encoder accepts.
+        crate::stream::level_range(codec)
     }
 }
 

@@ -153,13 +153,14 @@ pub fn plan_input(
     })
 }
 
-/// The codec recorded in the key for an upload: ours, unless the compression is
-/// left to `pipe_through` commands (then the key says nothing and readers sniff).
+/// The codec recorded in the key for an upload: ours, unless `pipe_through`
+/// commands transform the bytes after compression. Then the key says nothing
+/// (as btrfs2s3's keys) and readers sniff the object's magic bytes.
 pub fn key_codec(up: &UploadConfig) -> Option<Codec> {
-    if !up.pipe_through.is_empty() && up.compression.codec == Codec::None {
-        None
-    } else {
+    if up.pipe_through.is_empty() {
         Some(up.compression.codec)
+    } else {
+        None
     }
 }
 
