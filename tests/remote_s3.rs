@@ -494,10 +494,11 @@ async fn proxy_one(
         return conn.shutdown().await;
     }
     let mut up = TcpStream::connect(upstream).await?;
-    let line_end = head.find("\r\n").unwrap() + 2;
-    up.write_all(head[..line_end].as_bytes()).await?;
+    // Forward the raw bytes, with `Connection: close` after the request line.
+    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    up.write_all(&buf[..line_end]).await?;
     up.write_all(b"Connection: close\r\n").await?;
-    up.write_all(head[line_end..].as_bytes()).await?;
+    up.write_all(&buf[line_end..head_end]).await?;
     up.write_all(&body).await?;
     tokio::io::copy(&mut up, &mut conn).await?;
     conn.shutdown().await

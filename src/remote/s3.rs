@@ -287,6 +287,28 @@ async fn read_part(body: &mut (impl AsyncRead + Unpin), size: u64) -> io::Result
     Ok(Bytes::from(buf))
 }
 
+/// The settings an object gets when it is created (PutObject or
+/// CreateMultipartUpload), in the SDK's types.
+struct CreateParams {
+    class: Option<StorageClass>,
+    lock_mode: Option<ObjectLockMode>,
+    retain_until: Option<SdkDateTime>,
+    checksum: Option<ChecksumAlgorithm>,
+}
+
+impl CreateParams {
+    fn of(opts: &UploadOptions) -> Self {
+        let lock = opts.object_lock.as_ref();
+        CreateParams {
+            class: opts.storage_class.as_deref().map(StorageClass::from),
+            lock_mode: lock.map(|(mode, _)| ObjectLockMode::from(mode.as_str())),
+            retain_until: lock.map(|(_, until)| SdkDateTime::from_secs(until.timestamp())),
+            // S3 demands a checksum on writes with a retention period.
+            checksum: lock.map(|_| ChecksumAlgorithm::Crc32),
+        }
+    }
+}
+
 /// Aborts the multipart upload if dropped while armed: covers the upload future
 /// being dropped (cancelled) midway, when no code of ours runs any more.
 struct AbortOnDrop {
@@ -466,23 +488,19 @@ impl S3Store {
     ) -> Result<(), RemoteError> {
         let what = format!("{}: PutObject {key}", self.describe);
         with_retries(&self.retry, &what, || {
-            let mut req = self
+            let req = self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
                 .content_length(data.len() as i64)
                 .body(ByteStream::from(data.clone()));
-            if let Some(class) = &opts.storage_class {
-                req = req.storage_class(StorageClass::from(class.as_str()));
-            }
-            if let Some((mode, until)) = &opts.object_lock {
-                req = req
-                    .object_lock_mode(ObjectLockMode::from(mode.as_str()))
-                    .object_lock_retain_until_date(SdkDateTime::from_secs(until.timestamp()))
-                    // S3 demands a checksum on writes with a retention period.
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32);
-            }
+            let p = CreateParams::of(opts);
+            let req = req
+                .set_storage_class(p.class)
+                .set_object_lock_mode(p.lock_mode)
+                .set_object_lock_retain_until_date(p.retain_until)
+                .set_checksum_algorithm(p.checksum);
             async move { req.send().await.map(|_| ()).map_err(classify) }
         })
         .await
@@ -496,20 +514,16 @@ impl S3Store {
     ) -> Result<String, RemoteError> {
         let what = format!("{}: CreateMultipartUpload {key}", self.describe);
         let out = with_retries(&self.retry, &what, || {
-            let mut req = self
+            let p = CreateParams::of(opts);
+            let req = self
                 .client
                 .create_multipart_upload()
                 .bucket(&self.bucket)
-                .key(key);
-            if let Some(class) = &opts.storage_class {
-                req = req.storage_class(StorageClass::from(class.as_str()));
-            }
-            if let Some((mode, until)) = &opts.object_lock {
-                req = req
-                    .object_lock_mode(ObjectLockMode::from(mode.as_str()))
-                    .object_lock_retain_until_date(SdkDateTime::from_secs(until.timestamp()))
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32);
-            }
+                .key(key)
+                .set_storage_class(p.class)
+                .set_object_lock_mode(p.lock_mode)
+                .set_object_lock_retain_until_date(p.retain_until)
+                .set_checksum_algorithm(p.checksum);
             async move { req.send().await.map_err(classify) }
         })
         .await
