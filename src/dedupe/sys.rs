@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 /// `struct file_dedupe_range` (24 bytes) without its flexible array.
 #[repr(C)]
@@ -108,68 +108,16 @@ pub const BTRFS_BLOCK_GROUP_METADATA: u64 = 4;
 /// The global reserve pseudo space info; not real usage.
 pub const BTRFS_SPACE_INFO_GLOBAL_RSV: u64 = 1 << 49;
 
-/// `struct btrfs_ioctl_timespec` (16 bytes with padding).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct BtrfsTimespec {
-    pub sec: u64,
-    pub nsec: u32,
-}
-
-/// `struct btrfs_ioctl_get_subvol_info_args` (504 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct GetSubvolInfoArgs {
-    pub treeid: u64,
-    pub name: [u8; 256],
-    pub parent_id: u64,
-    pub dirid: u64,
-    pub generation: u64,
-    pub flags: u64,
-    pub uuid: [u8; 16],
-    pub parent_uuid: [u8; 16],
-    pub received_uuid: [u8; 16],
-    pub ctransid: u64,
-    pub otransid: u64,
-    pub stransid: u64,
-    pub rtransid: u64,
-    pub ctime: BtrfsTimespec,
-    pub otime: BtrfsTimespec,
-    pub stime: BtrfsTimespec,
-    pub rtime: BtrfsTimespec,
-    pub reserved: [u64; 8],
-}
-
-/// Root item flag (BTRFS_ROOT_SUBVOL_RDONLY): the subvolume is read-only. This
-/// ioctl returns the root item's flags, where read-only is bit 0 (bit 1 is the
-/// different BTRFS_SUBVOL_RDONLY of the SUBVOL_GETFLAGS ioctl).
+/// Root item flag (BTRFS_ROOT_SUBVOL_RDONLY): the subvolume is read-only.
+/// BTRFS_IOC_GET_SUBVOL_INFO returns the root item's flags, where read-only is
+/// bit 0 (bit 1 is the different BTRFS_SUBVOL_RDONLY of SUBVOL_GETFLAGS).
 pub const BTRFS_ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
-
-/// `struct btrfs_ioctl_fs_info_args` (1024 bytes); only the fsid and sector size matter here.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct FsInfoArgs {
-    pub max_id: u64,
-    pub num_devices: u64,
-    pub fsid: [u8; 16],
-    pub nodesize: u32,
-    pub sectorsize: u32,
-    pub clone_alignment: u32,
-    pub csum_type: u16,
-    pub csum_size: u16,
-    pub flags: u64,
-    pub generation: u64,
-    pub metadata_uuid: [u8; 16],
-    pub reserved: [u8; 944],
-}
 
 nix::ioctl_readwrite!(ioc_fideduperange, 0x94, 54, FileDedupeRange);
 nix::ioctl_readwrite!(ioc_fiemap, b'f', 11, Fiemap);
 nix::ioctl_read!(ioc_getflags, b'f', 1, libc::c_long);
-nix::ioctl_read!(ioc_get_subvol_info, 0x94, 60, GetSubvolInfoArgs);
 nix::ioctl_readwrite!(ioc_space_info, 0x94, 20, SpaceArgs);
 nix::ioctl_none!(ioc_sync, 0x94, 8);
-nix::ioctl_read!(ioc_fs_info, 0x94, 31, FsInfoArgs);
 
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -311,12 +259,9 @@ pub struct SubvolFacts {
     pub readonly: bool,
 }
 
-/// `BTRFS_IOC_GET_SUBVOL_INFO` on an open file or directory.
+/// `BTRFS_IOC_GET_SUBVOL_INFO` on an open file or directory (the btrfs adapter's ioctl).
 pub fn subvol_facts(file: &File) -> io::Result<SubvolFacts> {
-    // SAFETY: all-zero is a valid value of this plain-data struct.
-    let mut a: GetSubvolInfoArgs = unsafe { std::mem::zeroed() };
-    // SAFETY: a is a valid out-pointer of the right size.
-    unsafe { ioc_get_subvol_info(file.as_raw_fd(), &mut a) }.map_err(errno)?;
+    let a = crate::btrfs::ioctl::get_subvol_info(file.as_fd())?;
     Ok(SubvolFacts {
         uuid: a.uuid,
         generation: a.generation,
@@ -324,13 +269,12 @@ pub fn subvol_facts(file: &File) -> io::Result<SubvolFacts> {
     })
 }
 
-/// Filesystem uuid and sector size (`BTRFS_IOC_FS_INFO`).
+/// Filesystem uuid (`BTRFS_IOC_FS_INFO`) and block size (`st_blksize`, which
+/// btrfs sets to its sector size).
 pub fn fs_info(file: &File) -> io::Result<([u8; 16], u32)> {
-    // SAFETY: all-zero is a valid value of this plain-data struct.
-    let mut a: FsInfoArgs = unsafe { std::mem::zeroed() };
-    // SAFETY: a is a valid out-pointer of the right size.
-    unsafe { ioc_fs_info(file.as_raw_fd(), &mut a) }.map_err(errno)?;
-    Ok((a.fsid, a.sectorsize.max(4096)))
+    let fsid = crate::btrfs::ioctl::fsid(file.as_fd())?;
+    let blksize = std::os::unix::fs::MetadataExt::blksize(&file.metadata()?);
+    Ok((fsid, (blksize as u32).max(4096)))
 }
 
 /// Commit the current transaction, so freed extents show up in the space info.
@@ -435,8 +379,6 @@ mod tests {
         assert_eq!(size_of::<FiemapExtent>(), 56);
         assert_eq!(size_of::<SpaceArgs>(), 16);
         assert_eq!(size_of::<SpaceInfo>(), 24);
-        assert_eq!(size_of::<GetSubvolInfoArgs>(), 504);
-        assert_eq!(size_of::<FsInfoArgs>(), 1024);
     }
 
     #[test]
@@ -454,16 +396,8 @@ mod tests {
             0x8008_6601
         );
         assert_eq!(
-            nix::request_code_read!(0x94, 60, size_of::<GetSubvolInfoArgs>()) as u64,
-            0x81f8_943c
-        );
-        assert_eq!(
             nix::request_code_readwrite!(0x94, 20, size_of::<SpaceArgs>()) as u64,
             0xc010_9414
-        );
-        assert_eq!(
-            nix::request_code_read!(0x94, 31, size_of::<FsInfoArgs>()) as u64,
-            0x8400_941f
         );
     }
 
