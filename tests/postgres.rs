@@ -15,7 +15,6 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{run, tool, TestFs};
@@ -26,12 +25,9 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// pgbench scale: 10 is ~150 MB of tables, enough for many dirty pages in flight.
 const SCALE: &str = "10";
 
-/// One PostgreSQL test at a time (see the module comment).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// One PostgreSQL test at a time (see the module comment). A tokio mutex: each
+/// test has its own runtime, and the guard is held across awaits.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn pg_sh() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/pg.sh")
@@ -434,7 +430,7 @@ impl Scenario {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + btrfs + postgresql-15"]
 async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let Scenario { infos, dst_fs, .. } = &Scenario::run(PgMode::Checkpoint).await;
 
     for info in infos {
@@ -465,7 +461,7 @@ async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + btrfs + postgresql-15"]
 async fn backup_mode_snapshots_under_load_restore_from_archive_and_start() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let Scenario {
         src, infos, dst_fs, ..
     } = &Scenario::run(PgMode::Backup).await;
@@ -516,7 +512,7 @@ async fn backup_mode_snapshots_under_load_restore_from_archive_and_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + btrfs + postgresql-15"]
 async fn faults_give_their_error_and_leave_nothing_behind() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let fs = TestFs::new(1024);
     let subvol = fs.subvolume("pg");
     let snaps = fs.path().join("snapshots");
