@@ -7,6 +7,7 @@ use anyhow::Result;
 use super::plan_cmd::select_sources;
 use super::time_arg::parse_time;
 use super::{load_config, progress, UsageError, EXIT_FAILURE, EXIT_OK};
+use crate::postgres::PgError;
 use crate::runner::{self, execute::run_source, lock::RunLock};
 
 /// Arguments of `subvault run`.
@@ -42,6 +43,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     let rt = tokio::runtime::Runtime::new()?;
     let progress = progress::for_stderr();
     let mut failed = 0;
+    let mut interrupted = false;
     rt.block_on(async {
         let remotes = runner::open_remotes(&config, &sources).await;
         for source in &sources {
@@ -58,5 +60,12 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
             }
         }
     });
-    Ok(if failed > 0 { EXIT_FAILURE } else { EXIT_OK })
+    Ok(if interrupted {
+        // 128 + SIGINT/SIGTERM, as a shell reports a killed command.
+        130
+    } else if failed > 0 {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    })
 }
