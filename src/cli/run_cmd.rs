@@ -56,6 +56,14 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
                         source.name,
                         super::one_line(&e)
                     );
+                    // A signal during a PostgreSQL backup: the backup was stopped;
+                    // stop here too instead of starting the next source.
+                    if e.chain().any(|c| {
+                        matches!(c.downcast_ref::<PgError>(), Some(PgError::Interrupted(_)))
+                    }) {
+                        interrupted = true;
+                        break;
+                    }
                 }
             }
         }
