@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::sys::SpaceUsed;
+use crate::runner::execute::human_bytes as human;
 
 /// Why a file (or directory) was not considered for dedupe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -153,21 +154,6 @@ pub struct DedupeReport {
     pub dedupe_seconds: f64,
     /// Wall time in seconds.
     pub seconds: f64,
-}
-
-fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.2} {}", U[i])
-    }
 }
 
 fn human_signed(b: i64) -> String {
