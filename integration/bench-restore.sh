@@ -104,7 +104,7 @@ fill() {
   local dir=$1 mib=$2
   mkdir -p "$dir"
   head -c $((mib / 2))M /dev/urandom >"$dir/random"
-  base64 -w 100 /dev/urandom | head -c $((mib - mib / 2))M >"$dir/text"
+  (base64 -w 100 /dev/urandom || true) | head -c $((mib - mib / 2))M >"$dir/text"
 }
 
 echo "== making the chain: full ${FULL} MiB, monthly +${MONTHLY} MiB, daily +${DAILY} MiB"
