@@ -116,7 +116,7 @@ sources:
     upload_to_remotes:
       - id: garage
         preserve: 1y 1m 1d
-        pipe_through: [[zstd, -3]]
+        pipe_through: [[zstd, "-3"]]
 remotes:
   - id: garage
     s3:
