@@ -62,6 +62,9 @@ pub struct Entry {
     pub orphan: Option<String>,
     /// Depth in the tree (0 = root or orphan).
     pub depth: usize,
+    /// For a PostgreSQL source: server version, checkpoint/backup LSN, timeline
+    /// and mode, as recorded in the key.
+    pub postgres: Option<crate::runner::pg_record::PgRecord>,
 }
 
 /// One remote's listing.
@@ -193,6 +196,7 @@ fn listing(
         codec: b.codec.map(|c| c.as_str().to_string()),
         orphan,
         depth,
+        postgres: crate::runner::pg_record::from_key(&b.key),
     };
     // An orphan by source: its source uuid is no configured source's current
     // uuid, unless a configured source of that name cannot be read here.
