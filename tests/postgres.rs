@@ -748,7 +748,18 @@ async fn cli_run_list_and_restore_a_backup_mode_source() {
         .find(|l| l.starts_with("restored "))
         .unwrap_or_else(|| panic!("{out}"));
     let received = PathBuf::from(restored_line.split_whitespace().nth(1).unwrap());
-    let rw = writable_copy(&received, &dst_fs);
+    assert!(is_readonly(&received), "the restore point stays read-only");
+    // restore made a prepared writable copy next to it.
+    assert!(
+        out.contains("postmaster.pid"),
+        "stale postmaster.pid handled: {out}"
+    );
+    let ready = out
+        .lines()
+        .find_map(|l| l.strip_prefix("PostgreSQL: ready to start: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let rw = PathBuf::from(ready.split_whitespace().next().unwrap());
+    assert!(!is_readonly(&rw));
     let restored = Cluster::start(&rw.join("data"), &[("PG_RESTORE_FROM", &src.archive)]);
     check_restored(&restored);
 }

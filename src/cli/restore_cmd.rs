@@ -298,13 +298,28 @@ async fn restore_async(
         })
     });
     if pg {
-        let p = last.path.display();
+        // The received subvolume stays read-only (it is the restore point, and
+        // later incremental restores need it untouched); the server runs on a
+        // writable snapshot of it, prepared as PostgreSQL's backup docs say.
+        let name = format!(
+            "{}.pgdata",
+            last.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let dir = last.path.parent().unwrap_or(&last.path);
+        let rw = crate::btrfs::create_snapshot(&last.path, dir, &name, false)
+            .map_err(|e| anyhow::anyhow!("PostgreSQL: cannot make a writable copy: {e}"))?;
+        let done = crate::postgres::prepare_restored_datadir(&rw)
+            .map_err(|e| anyhow::anyhow!("PostgreSQL: cannot prepare {}: {e}", rw.display()))?;
+        for line in &done {
+            println!("PostgreSQL: {line}");
+        }
         println!(
-            "PostgreSQL: the restored subvolume is read-only; start a writable copy: \
-             `btrfs subvolume snapshot {p} {p}-rw`, prepare it (stale postmaster.pid, \
-             replication slots, pg_wal/tablespace links: subvault's \
-             postgres::prepare_restored_datadir, see README \"Restore and start\"), then \
-             `pg_ctl -D {p}-rw start`"
+            "PostgreSQL: ready to start: {} (writable copy; for a backup-mode snapshot set \
+             restore_command to your WAL archive first, see README \"Restore and start\")",
+            rw.display()
         );
     }
     Ok(EXIT_OK)
