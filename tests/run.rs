@@ -11,22 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, Utc};
-use common::{new_bucket, run, s3_client, s3_endpoint, subvault_bin, tool, tree_hash, TestFs};
+use common::{
+    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, subvault_bin, tool,
+    tree_hash, TestFs,
+};
 use serde_json::Value;
 use subvault::object_key::parse_key;
-
-/// Runs `f` on a fresh current-thread runtime on its own thread (tests are sync).
-fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    })
-    .join()
-    .unwrap()
-}
 
 /// Every object in a bucket: key -> (size, etag).
 fn list_bucket(bucket: &str) -> BTreeMap<String, (i64, String)> {
@@ -51,34 +41,6 @@ fn list_bucket(bucket: &str) -> BTreeMap<String, (i64, String)> {
             }
         }
         out
-    })
-}
-
-fn get_object(bucket: &str, key: &str) -> Vec<u8> {
-    let (bucket, key) = (bucket.to_string(), key.to_string());
-    block_on(async move {
-        let out = s3_client()
-            .get_object()
-            .bucket(&bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
-        out.body.collect().await.unwrap().into_bytes().to_vec()
-    })
-}
-
-fn put_object(bucket: &str, key: &str, body: Vec<u8>) {
-    let (bucket, key) = (bucket.to_string(), key.to_string());
-    block_on(async move {
-        s3_client()
-            .put_object()
-            .bucket(&bucket)
-            .key(&key)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
     })
 }
 

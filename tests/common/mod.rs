@@ -646,3 +646,47 @@ pub fn file_sha256(path: &Path) -> String {
     }
     hex::encode(hasher.finalize())
 }
+
+/// Runs `f` on a fresh current-thread runtime on its own thread, so sync tests
+/// (and tests already inside a runtime) can call async S3 code.
+pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// The whole body of an object on the test endpoint.
+pub fn get_object(bucket: &str, key: &str) -> Vec<u8> {
+    let (bucket, key) = (bucket.to_string(), key.to_string());
+    block_on(async move {
+        let out = s3_client()
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    })
+}
+
+/// Writes an object on the test endpoint.
+pub fn put_object(bucket: &str, key: &str, body: Vec<u8>) {
+    let (bucket, key) = (bucket.to_string(), key.to_string());
+    block_on(async move {
+        s3_client()
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    })
+}
