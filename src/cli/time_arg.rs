@@ -14,6 +14,13 @@ pub fn parse_time(s: &str, tz: Tz, flag: &str) -> Result<DateTime<Utc>, UsageErr
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
+    // RFC 3339 without seconds (`2026-11-27T13:00Z`, `...T13:00+01:00`).
+    if s.len() > 16 && s.is_char_boundary(16) && s.as_bytes().get(13) == Some(&b':') {
+        let (head, zone) = s.split_at(16);
+        if let Ok(t) = DateTime::parse_from_rfc3339(&format!("{head}:00{zone}")) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
     let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
