@@ -669,17 +669,16 @@ async fn faults_give_their_error_and_leave_nothing_behind() {
     assert!(entries(&snaps).is_empty());
 }
 
-/// The whole path through the CLI: `subvault run --now` five times in backup mode
-/// while pgbench runs, `list --json` shows the recorded server version, LSN and
-/// timeline, `restore --to` brings the newest back, and a prepared writable copy
-/// of it starts from the WAL archive and passes amcheck and pgbench's invariant.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root + btrfs + postgresql-15"]
-async fn cli_run_list_and_restore_a_backup_mode_source() {
-    let _serial = SERIAL.lock().await;
+/// The whole path through the CLI, for one mode: `subvault run --now` five times
+/// while pgbench runs, `list --json` shows the recorded server version, LSN,
+/// timeline and mode of every backup, and `restore --to --at` brings back each of
+/// the five points; the prepared writable copy `restore` makes of each starts
+/// (backup mode: from the WAL archive) and passes amcheck and pgbench's invariant.
+async fn cli_run_list_restore_and_start(mode: PgMode) {
     let src_fs = TestFs::new(3072);
     let dst_fs = TestFs::new(3072);
-    let src = source_cluster(&src_fs, true);
+    let backup = mode == PgMode::Backup;
+    let src = source_cluster(&src_fs, backup);
     let store = src_fs.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let cfg_dir = tempfile::tempdir().unwrap();
@@ -687,10 +686,11 @@ async fn cli_run_list_and_restore_a_backup_mode_source() {
     std::fs::write(
         &cfg,
         format!(
-            "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres:\n      connection: \"{}\"\n      mode: backup\n    upload_to_remotes:\n      - id: disk\n        preserve: 1y 1m 7d 24h\nremotes:\n  - id: disk\n    local:\n      path: {}\n",
+            "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres:\n      connection: \"{}\"\n      mode: {}\n    upload_to_remotes:\n      - id: disk\n        preserve: 1y 1m 7d 24h\nremotes:\n  - id: disk\n    local:\n      path: {}\n",
             src.subvol.display(),
             src.snaps.display(),
             src.cluster.connection("postgres", None),
+            mode.as_str(),
             store.display()
         ),
     )
@@ -712,9 +712,10 @@ async fn cli_run_list_and_restore_a_backup_mode_source() {
         String::from_utf8(out.stdout).unwrap()
     };
     let bench = start_pgbench(&src.cluster);
-    for hour in 0..5 {
+    let times: Vec<String> = (0..5).map(|h| format!("2026-01-01T0{h}:00:00Z")).collect();
+    for now in &times {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let out = subvault(&["run", "--now", &format!("2026-01-01T0{hour}:00:00Z")]);
+        let out = subvault(&["run", "--now", now]);
         assert!(out.contains("uploaded 1 object"), "{out}");
     }
     drop(bench);
@@ -730,6 +731,7 @@ async fn cli_run_list_and_restore_a_backup_mode_source() {
         .flat_map(|r| r["backups"].as_array().into_iter().flatten())
         .collect();
     assert_eq!(entries.len(), 5, "{text}");
+    let mut lsns = Vec::new();
     for e in &entries {
         let pg = &e["postgres"];
         assert_eq!(
@@ -737,29 +739,60 @@ async fn cli_run_list_and_restore_a_backup_mode_source() {
             15,
             "{e}"
         );
-        assert_eq!(pg["mode"], "backup");
+        assert_eq!(pg["mode"], mode.as_str());
         assert_eq!(pg["timeline"], 1);
-        lsn(pg["lsn"].as_str().unwrap());
+        lsns.push(lsn(pg["lsn"].as_str().unwrap()));
     }
+    lsns.sort();
+    lsns.dedup();
+    assert_eq!(lsns.len(), 5, "five distinct LSNs: {text}");
 
-    let out = subvault(&["restore", "--to", dst_fs.path().to_str().unwrap()]);
-    let restored_line = out
-        .lines()
-        .find(|l| l.starts_with("restored "))
-        .unwrap_or_else(|| panic!("{out}"));
-    let received = PathBuf::from(restored_line.split_whitespace().nth(1).unwrap());
-    assert!(is_readonly(&received), "the restore point stays read-only");
-    // restore made a prepared writable copy next to it.
-    assert!(
-        out.contains("postmaster.pid"),
-        "stale postmaster.pid handled: {out}"
-    );
-    let ready = out
-        .lines()
-        .find_map(|l| l.strip_prefix("PostgreSQL: ready to start: "))
-        .unwrap_or_else(|| panic!("{out}"));
-    let rw = PathBuf::from(ready.split_whitespace().next().unwrap());
-    assert!(!is_readonly(&rw));
-    let restored = Cluster::start(&rw.join("data"), &[("PG_RESTORE_FROM", &src.archive)]);
-    check_restored(&restored);
+    for now in &times {
+        let out = subvault(&[
+            "restore",
+            "--to",
+            dst_fs.path().to_str().unwrap(),
+            "--at",
+            now,
+        ]);
+        let restored_line = out
+            .lines()
+            .find(|l| l.starts_with("restored "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let received = PathBuf::from(restored_line.split_whitespace().nth(1).unwrap());
+        assert!(is_readonly(&received), "the restore point stays read-only");
+        // restore made a prepared writable copy next to it.
+        assert!(
+            out.contains("postmaster.pid"),
+            "stale postmaster.pid handled: {out}"
+        );
+        let ready = out
+            .lines()
+            .find_map(|l| l.strip_prefix("PostgreSQL: ready to start: "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let rw = PathBuf::from(ready.split_whitespace().next().unwrap());
+        assert!(!is_readonly(&rw));
+        let env: Vec<(&str, &Path)> = if backup {
+            vec![("PG_RESTORE_FROM", src.archive.as_path())]
+        } else {
+            vec![]
+        };
+        let restored = Cluster::start(&rw.join("data"), &env);
+        check_restored(&restored);
+        drop(restored);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15"]
+async fn cli_run_list_restore_and_start_backup_mode() {
+    let _serial = SERIAL.lock().await;
+    cli_run_list_restore_and_start(PgMode::Backup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15"]
+async fn cli_run_list_restore_and_start_checkpoint_mode() {
+    let _serial = SERIAL.lock().await;
+    cli_run_list_restore_and_start(PgMode::Checkpoint).await;
 }
