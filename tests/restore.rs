@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, Utc};
 use common::{
-    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, set_xattr,
-    subvault_bin, tool, tree_hash, TestFs,
+    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, set_xattr, subvault,
+    tool, tree_hash, TestFs,
 };
 use subvault::object_key::parse_key;
 
@@ -79,16 +79,6 @@ fn setup(size_mib: u64, bucket: &str, policy: &str) -> Setup {
         config,
         _dir: dir,
     }
-}
-
-fn subvault(config: &Path, args: &[&str]) -> Output {
-    Command::new(subvault_bin())
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env("SUBVAULT_LOCK_DIR", config.parent().unwrap().join("locks"))
-        .output()
-        .expect("start subvault")
 }
 
 fn text(out: &Output) -> String {

@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, Utc};
 use common::{
-    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, subvault_bin, tool,
-    tree_hash, TestFs,
+    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, subvault,
+    subvault_bin, tool, tree_hash, TestFs,
 };
 use serde_json::Value;
 use subvault::object_key::parse_key;
@@ -111,16 +111,6 @@ fn write_config(
         ));
     }
     fs::write(config, yaml).unwrap();
-}
-
-fn subvault(config: &Path, args: &[&str]) -> Output {
-    Command::new(subvault_bin())
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env("SUBVAULT_LOCK_DIR", config.parent().unwrap().join("locks"))
-        .output()
-        .expect("start subvault")
 }
 
 fn ok(out: Output) -> Output {

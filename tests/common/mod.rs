@@ -690,3 +690,15 @@ pub fn put_object(bucket: &str, key: &str, body: Vec<u8>) {
             .unwrap();
     })
 }
+
+/// Runs the built `subvault -c CONFIG ARGS...` with its locks in a `locks` dir
+/// next to the config (so concurrent tests never share a run lock).
+pub fn subvault(config: &Path, args: &[&str]) -> Output {
+    Command::new(subvault_bin())
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("SUBVAULT_LOCK_DIR", config.parent().unwrap().join("locks"))
+        .output()
+        .expect("start subvault")
+}
