@@ -211,14 +211,20 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
     let bucket = new_bucket("restore-hist");
     let s = setup(1024, &bucket, "1y 3m 30d 24h");
     build_source(&s.source);
-    // 2025-12-10 .. 2026-02-09: two years, three months; a run every third day
-    // at 08:00, daily runs for the last four days and hourly runs on the last,
-    // so the newest hourly chains yearly -> monthly -> daily -> hourly.
-    let start: DateTime<Utc> = "2025-12-10T08:00:00Z".parse().unwrap();
+    // The 400-day history of the run tests: 2025-06-01 .. 2026-07-05, a run
+    // every day at 08:00 UTC, a few extra runs later on every 37th day, and
+    // hourly runs on the last day, so the newest hourly chains yearly ->
+    // monthly -> daily -> hourly. `1y` keeps the current year's full only.
+    const DAYS: i64 = 400;
+    let start: DateTime<Utc> = "2025-06-01T08:00:00Z".parse().unwrap();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     let mut n = 0;
-    for day in (0..62i64).filter(|d| d % 3 == 0 || *d >= 58) {
-        let hours: Vec<i64> = if day == 61 { (0..6).collect() } else { vec![0] };
+    for day in 0..DAYS {
+        let hours: Vec<i64> = match day {
+            d if d == DAYS - 1 => (0..6).collect(),
+            d if d % 37 == 3 => vec![0, 1, 2, 5],
+            _ => vec![0],
+        };
         for hour in hours {
             n += 1;
             mutate(&s.source, n);
@@ -236,7 +242,7 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
     let (fulls, monthlies, dailies, hourlies) =
         (by_depth(1), by_depth(2), by_depth(3), by_depth(4));
     assert!(
-        fulls.len() >= 2 && !monthlies.is_empty() && !dailies.is_empty() && !hourlies.is_empty(),
+        fulls.len() == 1 && !monthlies.is_empty() && !dailies.is_empty() && !hourlies.is_empty(),
         "history lacks a timeframe: {keys:#?}"
     );
 
@@ -249,8 +255,8 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
     points.push((snapshot_name_of(newest), vec!["--latest".into()]));
     for k in [
         fulls[0],
-        fulls[fulls.len() - 1],
         monthlies[0],
+        monthlies[monthlies.len() - 1],
         dailies[0],
         dailies[dailies.len() / 2],
         hourlies[0],
@@ -258,17 +264,17 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
         let uuid = parse_key("", k).unwrap().uuid.to_string();
         points.push((snapshot_name_of(k), vec!["--uuid".into(), uuid]));
     }
-    // Random times: the newest backup at or before them.
+    // Random times between the oldest kept backup and the end of the history:
+    // the newest backup at or before them.
     let mut times: Vec<DateTime<Utc>> = keys
         .iter()
         .map(|k| parse_key("", k).unwrap().time.with_timezone(&Utc))
         .collect();
     times.sort();
+    let span = (start + Duration::days(DAYS) - times[0]).num_minutes();
     for _ in 0..4 {
-        let at = start + Duration::minutes(fastrand::i64(0..62 * 24 * 60));
-        let Some(want) = times.iter().filter(|t| **t <= at).max() else {
-            continue;
-        };
+        let at = times[0] + Duration::minutes(fastrand::i64(0..span));
+        let want = times.iter().filter(|t| **t <= at).max().unwrap();
         let name = format!("data.{}", want.format("%Y-%m-%dT%H:%M:%SZ"));
         points.push((name, vec!["--at".into(), at.to_rfc3339()]));
     }
