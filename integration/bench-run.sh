@@ -9,8 +9,9 @@
 #   limit       btrfs send | zstd -3 > /dev/null          (no upload at all)
 #   one-liner   btrfs send | zstd -3 | aws s3 cp - s3://...
 #   btrfs2s3    btrfs2s3 2.1.0 update --force, pipe_through [[zstd, -3]]
-#   subvault    subvault run (full), then subvault run after overwriting 2% of
-#               the data (incremental)
+#   subvault    subvault run (full, default zstd threads), then subvault run
+#               after overwriting 2% of the data (incremental), then the full
+#               again with `threads: 1` (zstd on one thread, like the limit)
 # and prints seconds, MB/s of raw send stream, the ratio to the limit and peak
 # RSS (GNU time). The page cache is warm for every row (a first `btrfs send |
 # wc -c` measures the stream), so rows differ only in what they do with it.
@@ -162,7 +163,15 @@ EOF
   inc=$(( pieces * 1048576 ))
   row "subvault run (incremental, 2% overwritten)" "$t" "$rss" "$inc" - "${size} GiB"
   grep -h "^source" "$WORK/cmd.log" || true
-  for s in "$MNT"/snap-subvault/* "$MNT"/snap-limit/*; do btrfs -q subvolume delete "$s"; done
+
+  # The same full backup with zstd on one thread, to show what the workers buy.
+  mkdir -p "$MNT/snap-one"
+  sed -e "s|snapshots: $MNT/snap-subvault|snapshots: $MNT/snap-one|" \
+    -e "s|level: 3}|level: 3, threads: 1}|" -e "s|prefix: subvault-$size/|prefix: one-$size/|" \
+    "$WORK/subvault.yaml" >"$WORK/one.yaml"
+  read -r t rss < <(measure "$BIN" -c "$WORK/one.yaml" run --now 2026-01-01T00:00:00Z)
+  row "subvault run (full, \`threads: 1\`)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
+  for s in "$MNT"/snap-subvault/* "$MNT"/snap-one/* "$MNT"/snap-limit/*; do btrfs -q subvolume delete "$s"; done
 done
 
 echo

@@ -381,6 +381,40 @@ remotes: [{id: aws, s3: {bucket: b}}]
         says: "out of range for gzip (1..=9)",
     },
     Case {
+        name: "zstd threads out of range",
+        yaml: "\
+timezone: UTC
+sources:
+  - path: /srv/data
+    snapshots: /srv/snapshots
+    upload_to_remotes:
+      - id: aws
+        preserve: 1d
+        compression: {codec: zstd, threads: 0}
+remotes: [{id: aws, s3: {bucket: b}}]
+",
+        field: "sources[0].upload_to_remotes[0].compression.threads",
+        at: ("0}", 0),
+        says: "threads 0 is out of range (1..=8)",
+    },
+    Case {
+        name: "threads for gzip",
+        yaml: "\
+timezone: UTC
+sources:
+  - path: /srv/data
+    snapshots: /srv/snapshots
+    upload_to_remotes:
+      - id: aws
+        preserve: 1d
+        compression: {codec: gzip, threads: 2}
+remotes: [{id: aws, s3: {bucket: b}}]
+",
+        field: "sources[0].upload_to_remotes[0].compression.threads",
+        at: ("2}", 0),
+        says: "only zstd compresses on several threads",
+    },
+    Case {
         name: "bad storage class key",
         yaml: "\
 timezone: UTC

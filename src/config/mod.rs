@@ -88,6 +88,9 @@ pub struct Compression {
     pub codec: Codec,
     /// The level; `None` means the codec's default (zstd 3, gzip 6).
     pub level: Option<i32>,
+    /// Compression threads (zstd only); `None` means the machine's cores, at
+    /// most 4 (`stream::default_threads`).
+    pub threads: Option<u32>,
 }
 
 /// The levels each codec accepts.

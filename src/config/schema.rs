@@ -436,10 +436,12 @@ fn upload<'v>(
         None if !pipe_through.is_empty() => Compression {
             codec: Codec::None,
             level: None,
+            threads: None,
         },
         None => Compression {
             codec: Codec::Zstd,
             level: None,
+            threads: None,
         },
     };
     let storage_class = match map.get("storage_class") {
@@ -492,9 +494,10 @@ fn compression(node: &Node) -> Result<Compression, Fault> {
         Value::String(_) => Ok(Compression {
             codec: parse_codec(node)?,
             level: None,
+            threads: None,
         }),
         Value::Mapping(_) => {
-            let map = node.map(&["codec", "level"])?;
+            let map = node.map(&["codec", "level", "threads"])?;
             let codec = parse_codec(&map.required("codec")?)?;
             let level = match map.get("level") {
                 None => None,
@@ -515,9 +518,33 @@ fn compression(node: &Node) -> Result<Compression, Fault> {
                     }
                 }
             };
-            Ok(Compression { codec, level })
+            let threads = match map.get("threads") {
+                None => None,
+                Some(n) => {
+                    let t = n.int()?;
+                    if codec != Codec::Zstd {
+                        return Err(n.fault(format!(
+                            "only zstd compresses on several threads; remove threads for {codec}"
+                        )));
+                    }
+                    let max = crate::stream::MAX_THREADS;
+                    match u32::try_from(t) {
+                        Ok(t) if (1..=max).contains(&t) => Some(t),
+                        _ => {
+                            return Err(n.fault(format!("threads {t} is out of range (1..={max})")))
+                        }
+                    }
+                }
+            };
+            Ok(Compression {
+                codec,
+                level,
+                threads,
+            })
         }
-        _ => Err(node.expected("zstd, gzip, none or a mapping {codec: zstd, level: 3}")),
+        _ => {
+            Err(node.expected("zstd, gzip, none or a mapping {codec: zstd, level: 3, threads: 2}"))
+        }
     }
 }
 

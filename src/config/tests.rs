@@ -62,7 +62,8 @@ remotes:
         up.compression,
         Compression {
             codec: Codec::Zstd,
-            level: None
+            level: None,
+            threads: None
         }
     );
     assert!(up.pipe_through.is_empty());
@@ -147,7 +148,7 @@ sources:
     upload_to_remotes:
       - id: aws
         preserve: '*y 12m 30d'
-        compression: {codec: zstd, level: 19}
+        compression: {codec: zstd, level: 19, threads: 2}
         storage_class:
           yearly: DEEP_ARCHIVE
           monthly: GLACIER_IR
@@ -190,7 +191,8 @@ remotes:
         up.compression,
         Compression {
             codec: Codec::Zstd,
-            level: Some(19)
+            level: Some(19),
+            threads: Some(2)
         }
     );
     assert_eq!(

@@ -397,6 +397,7 @@ async fn upload(
     });
     let mut opts = EncodeOptions::new(up.compression.codec);
     opts.level = up.compression.level;
+    opts.threads = up.compression.threads;
     opts.pipe_through = up.pipe_through.clone();
     opts.source_check = Some(source_check);
     let mut encoded = stream::encode(SharedSend(shared), opts).with_context(ctx)?;

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::Codec;
 
 use super::channel::{pump, send_end, ChannelReader, Msg, QUEUE};
-use super::codec::{validate_level, Compressor, Flow};
+use super::codec::{default_threads, validate_level, Compressor, Flow};
 use super::error::{ErrorSlot, StreamError};
 use super::pipe::{spawn_chain, wait_all};
 use super::send_format::{SendStreamSummary, SendStreamValidator};
@@ -48,6 +48,10 @@ pub struct EncodeOptions {
     pub codec: Codec,
     /// Compression level; `None` for the codec's default (see [`validate_level`]).
     pub level: Option<i32>,
+    /// Compression threads (zstd only); `None` for [`default_threads`].
+    ///
+    /// [`default_threads`]: super::codec::default_threads
+    pub threads: Option<u32>,
     /// Commands the compressed bytes (trailer included) pass through, in order.
     pub pipe_through: Vec<Vec<String>>,
     /// Validate the raw stream as a btrfs send stream (on by default): a truncated
@@ -63,6 +67,7 @@ impl EncodeOptions {
         EncodeOptions {
             codec,
             level: None,
+            threads: None,
             pipe_through: Vec::new(),
             check_send_stream: true,
             source_check: None,
@@ -75,6 +80,7 @@ impl fmt::Debug for EncodeOptions {
         f.debug_struct("EncodeOptions")
             .field("codec", &self.codec)
             .field("level", &self.level)
+            .field("threads", &self.threads)
             .field("pipe_through", &self.pipe_through)
             .field("check_send_stream", &self.check_send_stream)
             .field("source_check", &self.source_check.is_some())
@@ -134,6 +140,7 @@ pub fn encode(
 ) -> Result<Encoded, StreamError> {
     let level = validate_level(opts.codec, opts.level)?;
     let codec = opts.codec;
+    let threads = opts.threads.unwrap_or_else(default_threads);
     let slot = Arc::new(ErrorSlot::default());
     let (to_hash, hash_rx) = mpsc::channel(QUEUE);
     let (to_comp, comp_rx) = mpsc::channel(QUEUE);
@@ -167,7 +174,7 @@ pub fn encode(
     tokio::task::spawn_blocking(move || hash_stage(hash_rx, validate, hashed_tx, &s));
     let s = slot.clone();
     tokio::task::spawn_blocking(move || {
-        compress_stage(comp_rx, codec, level, hashed_rx, out_tx, &s)
+        compress_stage(comp_rx, codec, level, threads, hashed_rx, out_tx, &s)
     });
 
     let inner = match chain {
@@ -256,11 +263,12 @@ fn compress_stage(
     mut rx: mpsc::Receiver<Msg<()>>,
     codec: Codec,
     level: Option<i32>,
+    threads: u32,
     hashed: oneshot::Receiver<Hashed>,
     out: mpsc::Sender<Msg<EncodeSummary>>,
     slot: &ErrorSlot,
 ) {
-    let mut comp = Compressor::new(codec, level);
+    let mut comp = Compressor::new(codec, level, threads);
     let mut compressed_len = 0u64;
     let mut crc = data_digest();
     let fail = |e: io::Error| {

@@ -20,7 +20,7 @@ mod pipe;
 pub mod send_format;
 pub mod trailer;
 
-pub use codec::{default_level, level_range, validate_level};
+pub use codec::{default_level, default_threads, level_range, validate_level, MAX_THREADS};
 pub use decode::{decode, decode_with, verify_object, DecodeOptions, DecodeSummary, Decoded};
 pub use encode::{encode, EncodeOptions, EncodeSummary, Encoded, SourceCheck};
 pub use error::StreamError;
