@@ -24,6 +24,7 @@ pub use error::BtrfsError;
 pub use list::list_snapshots;
 pub use naming::{parse_snapshot_time, snapshot_name};
 pub use receive::{receive, ReceiveProcess};
+pub(crate) use send::enlarge_pipe;
 pub use send::{send, SendStats, SendStream};
 pub use subvol::{
     create_snapshot, destroy_subvolume, is_btrfs, is_subvolume, rename_snapshot, subvol_info,

@@ -44,6 +44,9 @@ pub fn receive(dir: &Path) -> Result<ReceiveProcess, BtrfsError> {
         .spawn()
         .map_err(|e| BtrfsError::os(format!("start {action}"), dir, e, false))?;
     let stdin = child.stdin.take();
+    if let Some(s) = &stdin {
+        super::enlarge_pipe(s);
+    }
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     // Drain both outputs while the stream is written, so a chatty receive
     // can never block on a full stderr pipe.

@@ -16,7 +16,7 @@
 //! that goes with EPIPE is harmless.)
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -207,13 +207,15 @@ fn show(u: Option<uuid::Uuid>) -> String {
     u.map_or_else(|| "none".to_string(), |u| u.to_string())
 }
 
-/// Best effort: a small pipe only costs speed (and unprivileged users may be
-/// capped by /proc/sys/fs/pipe-max-size).
-fn enlarge_pipe(fd: &OwnedFd) {
+/// Grows a pipe to 1 MiB so a stream moves in few large writes instead of
+/// 64 KiB ones, each waking the other side. Best effort: a small pipe only
+/// costs speed (and unprivileged users may be capped by
+/// /proc/sys/fs/pipe-max-size).
+pub(crate) fn enlarge_pipe(fd: &impl AsRawFd) {
     // SAFETY: fcntl on a valid fd with an integer argument.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
     if r < 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "cannot enlarge the send pipe");
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot enlarge a stream pipe");
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod chain;
 pub mod fetch;
+pub mod flush;
 pub mod receiver;
 pub mod stream_head;
 pub mod target;
@@ -284,6 +285,20 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
         ));
         out.push(r);
     }
+    let synced = Instant::now();
+    let dir = target.dir().to_path_buf();
+    tokio::task::spawn_blocking(move || flush::sync_filesystem(&dir))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|e| RestoreError::Target {
+            dir: target.dir().to_path_buf(),
+            reason: format!("the restored data could not be written to disk (syncfs): {e}"),
+        })?;
+    (opts.progress)(&format!(
+        "synced to disk in {:.1} s",
+        synced.elapsed().as_secs_f64()
+    ));
     Ok(out)
 }
 

@@ -35,6 +35,9 @@ impl Receiver {
             .kill_on_drop(true)
             .spawn()?;
         let stdin = child.stdin.take();
+        if let Some(s) = &stdin {
+            crate::btrfs::enlarge_pipe(s);
+        }
         let mut err = child.stderr.take();
         let stderr = tokio::spawn(async move {
             let mut buf = Vec::new();
