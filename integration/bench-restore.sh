@@ -14,8 +14,10 @@
 #   subvault  subvault restore --remote s3 (download, verify, receive, prefetch)
 #   download  subvault verify --remote s3 --all (download + decode + checks, no
 #             receive: shows whether the network side could be the bottleneck)
-# and prints seconds, MB/s of raw send stream and the ratio to the limit. Both
-# receive runs start with the local files in the page cache.
+# and prints seconds, MB/s of raw send stream and the ratio to the limit (the
+# median of three alternating runs each, every run starting with no dirty page
+# cache and ending with its data on disk). The limit reads its local files
+# from the page cache.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -129,26 +131,49 @@ echo "   raw send streams: $RAW bytes, objects: $OBJ bytes"
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-echo "== limit: zstd -d < file | btrfs receive (local files, page cache warm)"
-mkdir "$DST/limit"
+# Each timed run starts with nothing dirty in the page cache (the uploads above
+# leave GBs to write back, which would land on whichever run comes first) and
+# ends when its data is on disk (`sync -f`; subvault restore also syncs
+# itself). Three runs each, alternating; the median counts.
+settle() {
+  local d
+  for d in "$@"; do
+    for s in "$d"/*; do [[ -e $s ]] && btrfs -q subvolume delete "$s"; done
+    rm -rf "$d"
+  done
+  btrfs -q subvolume sync "$DST"
+  sync
+}
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+LIMITS=() SUBVAULTS=()
 cat "${FILES[@]/#/$WORK/local/}" >/dev/null
-t0=$(now)
-for f in "${FILES[@]}"; do
-  zstd -d -q <"$WORK/local/$f" | btrfs receive -e "$DST/limit" 2>/dev/null
-done
-sync -f "$DST"
-LIMIT=$(secs "$t0" "$(now)")
+for run in 1 2 3; do
+  echo "== run $run: limit (zstd -d < file | btrfs receive, local files, page cache warm)"
+  settle "$DST/limit"
+  mkdir "$DST/limit"
+  t0=$(now)
+  for f in "${FILES[@]}"; do
+    zstd -d -q <"$WORK/local/$f" | btrfs receive -e "$DST/limit" 2>/dev/null
+  done
+  sync -f "$DST"
+  LIMITS+=("$(secs "$t0" "$(now)")")
 
-echo "== subvault restore from $S3"
-mkdir "$DST/subvault"
-t0=$(now)
-"$BIN" -c "$WORK/config.yaml" restore --remote s3 --to "$DST/subvault" >"$WORK/restore.log" 2>&1 ||
-  { cat "$WORK/restore.log" >&2; exit 1; }
-sync -f "$DST"
-SUBVAULT=$(secs "$t0" "$(now)")
-tail -1 "$WORK/restore.log"
+  echo "== run $run: subvault restore from $S3"
+  settle "$DST/subvault"
+  mkdir "$DST/subvault"
+  t0=$(now)
+  "$BIN" -c "$WORK/config.yaml" restore --remote s3 --to "$DST/subvault" >"$WORK/restore.log" 2>&1 ||
+    { cat "$WORK/restore.log" >&2; exit 1; }
+  sync -f "$DST"
+  SUBVAULTS+=("$(secs "$t0" "$(now)")")
+  tail -1 "$WORK/restore.log"
+done
+echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s"
+LIMIT=$(median "${LIMITS[@]}")
+SUBVAULT=$(median "${SUBVAULTS[@]}")
 
 echo "== download + verify only (no receive) from $S3"
+sync
 t0=$(now)
 "$BIN" -c "$WORK/config.yaml" verify --remote s3 --all >"$WORK/verify.log" 2>&1 ||
   { cat "$WORK/verify.log" >&2; exit 1; }
