@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 use uuid::Uuid;
@@ -16,8 +17,8 @@ use super::restore_cmd::{basename_of, bucket_of, open_listed, pick_remote};
 use super::{load_config, UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::model::Backup;
 use crate::remote::{AnyStore, ObjectStore};
-use crate::restore::{chain, human_bytes, restore_request_command};
-use crate::stream;
+use crate::restore::{chain, download_cause, human_bytes, restore_request_command, Fetch};
+use crate::stream::{self, StreamError};
 
 /// Arguments of `subvault verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +58,7 @@ pub fn execute(config_path: &Path, args: &VerifyArgs) -> Result<i32> {
     let mut found_uuid = args.uuid.is_none();
     for rc in remotes {
         let (store, backups) = rt.block_on(open_listed(rc))?;
+        let store = Arc::new(store);
         let selection = match select(&store, &backups, args, &mut bad) {
             Some(s) => s,
             None => continue,
@@ -161,7 +163,10 @@ enum Check {
     Archived(String),
 }
 
-async fn check(store: &AnyStore, b: &Backup, bucket: &str) -> Result<Check, String> {
+/// Bytes buffered ahead of the checker per object.
+const VERIFY_WINDOW: usize = 8 << 20;
+
+async fn check(store: &Arc<AnyStore>, b: &Backup, bucket: &str) -> Result<Check, String> {
     if matches!(
         b.storage_class.as_deref(),
         Some("GLACIER") | Some("DEEP_ARCHIVE")
@@ -171,16 +176,20 @@ async fn check(store: &AnyStore, b: &Backup, bucket: &str) -> Result<Check, Stri
             return Ok(Check::Archived(restore_request_command(bucket, &b.key)));
         }
     }
-    let body = store.get(&b.key, None).await.map_err(|e| {
-        if e.is_not_found() {
-            "the object is missing".to_string()
-        } else {
-            e.to_string()
-        }
-    })?;
+    // Through restore's downloader, so a body that breaks off midway is
+    // resumed with a ranged GET instead of failing the check.
+    let body = Fetch::start(
+        store.clone(),
+        b.key.clone(),
+        b.size.unwrap_or(u64::MAX),
+        VERIFY_WINDOW,
+    );
     let s = stream::verify_object(body, b.codec)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match &e {
+            StreamError::ObjectRead(inner) => download_cause(inner),
+            _ => e.to_string(),
+        })?;
     let how = match (&s.trailer, s.verified) {
         (Some(_), true) => "length and SHA-256 match the trailer, send-stream CRCs ok",
         _ => "no checksum trailer (not written by subvault): send-stream CRCs ok",

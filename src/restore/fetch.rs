@@ -164,6 +164,124 @@ mod tests {
     use crate::remote::LocalStore;
     use crate::remote::UploadOptions;
 
+    /// A store whose first `breaks` GETs cut the body off after `cut` bytes
+    /// with a connection reset; it records every range asked for.
+    struct Flaky {
+        data: Vec<u8>,
+        cut: usize,
+        breaks: usize,
+        asked: std::sync::Mutex<Vec<Option<std::ops::Range<u64>>>>,
+    }
+
+    struct FlakyBody {
+        data: Vec<u8>,
+        pos: usize,
+        cut_at: Option<usize>,
+    }
+
+    impl AsyncRead for FlakyBody {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.cut_at == Some(self.pos) {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            let end = self.cut_at.unwrap_or(self.data.len()).min(self.data.len());
+            let n = (end - self.pos).min(buf.remaining()).min(4096);
+            let pos = self.pos;
+            buf.put_slice(&self.data[pos..pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ObjectStore for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn prefix(&self) -> &str {
+            ""
+        }
+        async fn list(&self) -> Result<Vec<crate::remote::ObjectInfo>, RemoteError> {
+            unimplemented!()
+        }
+        async fn upload(
+            &self,
+            _: &str,
+            _: impl AsyncRead + Unpin + Send,
+            _: &UploadOptions,
+        ) -> Result<crate::remote::UploadStats, RemoteError> {
+            unimplemented!()
+        }
+        async fn get(
+            &self,
+            _: &str,
+            range: Option<std::ops::Range<u64>>,
+        ) -> Result<crate::remote::Body, RemoteError> {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push(range.clone());
+            let start = range.map_or(0, |r| r.start as usize);
+            let cut_at = (asked.len() <= self.breaks).then_some(self.cut);
+            Ok(Box::new(FlakyBody {
+                data: self.data[start..].to_vec(),
+                pos: 0,
+                cut_at,
+            }))
+        }
+        async fn head(&self, _: &str) -> Result<crate::remote::ObjectInfo, RemoteError> {
+            unimplemented!()
+        }
+        async fn delete(&self, _: &[String]) -> Result<crate::remote::DeleteReport, RemoteError> {
+            unimplemented!()
+        }
+        async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
+            unimplemented!()
+        }
+        async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), RemoteError> {
+            unimplemented!()
+        }
+    }
+
+    fn flaky(breaks: usize) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            data: (0..5 * CHUNK + 777).map(|i| (i % 253) as u8).collect(),
+            cut: CHUNK + 100,
+            breaks,
+            asked: Default::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_resumed_from_the_last_byte() {
+        let store = flaky(2);
+        let size = store.data.len() as u64;
+        let mut f = Fetch::start(store.clone(), "k".into(), size, CHUNK);
+        let mut out = Vec::new();
+        f.read_to_end(&mut out).await.unwrap();
+        assert!(out == store.data, "resumed download differs");
+        let cut = (CHUNK + 100) as u64;
+        assert_eq!(
+            *store.asked.lock().unwrap(),
+            vec![None, Some(cut..size), Some(2 * cut..size)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_breaking_fails_with_the_bytes_received() {
+        let store = flaky(usize::MAX);
+        let size = store.data.len() as u64;
+        let mut f = Fetch::start(store.clone(), "k".into(), size, CHUNK);
+        let err = f.read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("download broke off after")
+                && err.to_string().contains(&format!("of {size} bytes")),
+            "{err}"
+        );
+        assert_eq!(store.asked.lock().unwrap().len(), RESUMES as usize + 1);
+    }
+
     #[tokio::test]
     async fn reads_the_whole_object_through_a_small_window() {
         let dir = tempfile::tempdir().unwrap();

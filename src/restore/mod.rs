@@ -316,7 +316,7 @@ async fn read_some(dec: &mut stream::Decoded, buf: &mut [u8]) -> Result<usize, O
 }
 
 /// The download error inside an object-read failure, without repeating the key.
-fn download_cause(e: &std::io::Error) -> String {
+pub fn download_cause(e: &std::io::Error) -> String {
     match e
         .get_ref()
         .and_then(|i| i.downcast_ref::<fetch::FetchError>())
