@@ -18,3 +18,5 @@ pub mod restore;
 pub mod runner;
 pub mod stream;
 pub mod subvol_lock;
+#[cfg(test)]
+mod test_io;

@@ -356,11 +356,8 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    use std::task::{Context, Poll};
-    use tokio::io::ReadBuf;
 
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
@@ -373,23 +370,8 @@ mod tests {
     }
 
     /// Yields `ok` bytes, then an I/O error: a send stream that dies midway.
-    struct FailingBody {
-        ok: usize,
-    }
-    impl AsyncRead for FailingBody {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if self.ok == 0 {
-                return Poll::Ready(Err(io::Error::other("send died")));
-            }
-            let n = self.ok.min(buf.remaining()).min(4096);
-            buf.put_slice(&vec![7u8; n]);
-            self.ok -= n;
-            Poll::Ready(Ok(()))
-        }
+    fn failing_body(ok: usize) -> crate::test_io::FailingReader {
+        crate::test_io::FailingReader::new(vec![7u8; ok], Some(ok), io::ErrorKind::Other)
     }
 
     #[tokio::test]
@@ -451,11 +433,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let err = store
-            .upload(
-                "k",
-                FailingBody { ok: 3 * CHUNK },
-                &UploadOptions::default(),
-            )
+            .upload("k", failing_body(3 * CHUNK), &UploadOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(*err.kind, RemoteErrorKind::Body(_)), "{err}");
@@ -473,7 +451,7 @@ mod tests {
             .await
             .unwrap();
         let _ = store
-            .upload("k", FailingBody { ok: 10 }, &UploadOptions::default())
+            .upload("k", failing_body(10), &UploadOptions::default())
             .await
             .unwrap_err();
         assert_eq!(read_all(store.get("k", None).await.unwrap()).await, b"old");

@@ -173,30 +173,6 @@ mod tests {
         asked: std::sync::Mutex<Vec<Option<std::ops::Range<u64>>>>,
     }
 
-    struct FlakyBody {
-        data: Vec<u8>,
-        pos: usize,
-        cut_at: Option<usize>,
-    }
-
-    impl AsyncRead for FlakyBody {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if self.cut_at == Some(self.pos) {
-                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-            }
-            let end = self.cut_at.unwrap_or(self.data.len()).min(self.data.len());
-            let n = (end - self.pos).min(buf.remaining()).min(4096);
-            let pos = self.pos;
-            buf.put_slice(&self.data[pos..pos + n]);
-            self.pos += n;
-            Poll::Ready(Ok(()))
-        }
-    }
-
     impl ObjectStore for Flaky {
         fn describe(&self) -> String {
             "flaky".into()
@@ -224,11 +200,11 @@ mod tests {
             asked.push(range.clone());
             let start = range.map_or(0, |r| r.start as usize);
             let cut_at = (asked.len() <= self.breaks).then_some(self.cut);
-            Ok(Box::new(FlakyBody {
-                data: self.data[start..].to_vec(),
-                pos: 0,
+            Ok(Box::new(crate::test_io::FailingReader::new(
+                self.data[start..].to_vec(),
                 cut_at,
-            }))
+                io::ErrorKind::ConnectionReset,
+            )))
         }
         async fn head(&self, _: &str) -> Result<crate::remote::ObjectInfo, RemoteError> {
             unimplemented!()
