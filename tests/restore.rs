@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, Utc};
 use common::{
-    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, set_xattr, subvault,
-    tool, tree_hash, TestFs,
+    append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
+    set_xattr, subvault, tool, tree_hash, TestFs,
 };
 use subvault::object_key::parse_key;
 
@@ -146,12 +146,7 @@ fn build_source(src: &Path) {
 
 /// Changes the source a little, deterministically from `n`.
 fn mutate(src: &Path, n: u64) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(src.join("log.txt"))
-        .unwrap();
-    writeln!(f, "step {n}").unwrap();
+    append_line(&src.join("log.txt"), &format!("step {n}"));
     let body: Vec<u8> = (0..(2000 + n * 17) as usize)
         .map(|i| ((i as u64 * 7 + n) % 251) as u8)
         .collect();

@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, Utc};
 use common::{
-    block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint, subvault,
-    subvault_bin, tool, tree_hash, TestFs,
+    append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
+    subvault, subvault_bin, tool, tree_hash, TestFs,
 };
 use serde_json::Value;
 use subvault::object_key::parse_key;
@@ -141,12 +141,7 @@ fn snapshot_names(dir: &Path) -> BTreeSet<String> {
 
 /// Changes a few files of the source, deterministically from `day`.
 fn mutate(source: &Path, day: u64) {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(source.join("log.txt"))
-        .unwrap();
-    writeln!(f, "day {day}").unwrap();
+    append_line(&source.join("log.txt"), &format!("day {day}"));
     let name = source.join(format!("file-{}", day % 7));
     let body: Vec<u8> = (0..(4096 + day * 13) as usize)
         .map(|i| ((i as u64 * 31 + day) % 251) as u8)

@@ -630,6 +630,17 @@ fn lossless_str(name: &OsStr) -> String {
     }
 }
 
+/// Appends `line` and a newline to `path`, creating it when missing.
+pub fn append_line(path: &Path, line: &str) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    writeln!(f, "{line}").unwrap();
+}
+
 /// SHA-256 (hex) of a file's content.
 pub fn file_sha256(path: &Path) -> String {
     let mut file = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
