@@ -87,10 +87,15 @@ impl ReceiveProcess {
         let stderr = String::from_utf8_lossy(&stderr);
         let stdout = String::from_utf8_lossy(&stdout);
         if !status.success() {
+            // Its progress lines ("At subvol X") would only hide the error.
+            let complaint: Vec<&str> = stderr
+                .lines()
+                .filter(|l| received_name(l).is_none())
+                .collect();
             return Err(BtrfsError::Process {
                 action: self.action,
                 path: self.dir,
-                detail: format!("{status}: {}", tail(stderr.trim())),
+                detail: format!("{status}: {}", tail(complaint.join("; ").trim())),
             });
         }
         match received_name(&stderr).or_else(|| received_name(&stdout)) {

@@ -18,7 +18,6 @@
 pub mod chain;
 pub mod fetch;
 pub mod flush;
-pub mod receiver;
 pub mod stream_head;
 pub mod target;
 
@@ -28,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 /// Byte counts for messages (shared with `run`'s output).
@@ -41,7 +40,6 @@ use crate::btrfs;
 use crate::model::Backup;
 use crate::remote::{ObjectStore, RemoteError};
 use crate::stream::{self, StreamError};
-use receiver::Receiver;
 
 /// Default bytes buffered ahead for the next object in the chain.
 pub const DEFAULT_PREFETCH: usize = 64 << 20;
@@ -382,15 +380,11 @@ async fn receive_one(
     if target.has_entry(&head.name) {
         return Err(fail(ObjectFailure::NameTaken(dest), String::new()));
     }
-    let mut rx = Receiver::start(target.dir()).map_err(|e| {
-        fail(
-            ObjectFailure::Receive(format!("cannot start btrfs receive: {e}")),
-            String::new(),
-        )
-    })?;
+    let mut rx = btrfs::receive(target.dir())
+        .map_err(|e| fail(ObjectFailure::Receive(e.to_string()), String::new()))?;
     let mut pending: &[u8] = &head_buf;
     let stop = loop {
-        if !pending.is_empty() && rx.write(pending).await.is_err() {
+        if !pending.is_empty() && rx.write_all(pending).await.is_err() {
             break Stop::WriteFailed;
         }
         match read_some(&mut dec, &mut buf).await {
@@ -404,18 +398,23 @@ async fn receive_one(
             Ok(s) => rx
                 .finish()
                 .await
-                .map(|()| s)
-                .map_err(ObjectFailure::Receive),
+                .map(|_| s)
+                .map_err(|e| ObjectFailure::Receive(e.to_string())),
             Err(e) => {
-                rx.abort().await;
+                let _ = rx.abort().await;
                 Err(ObjectFailure::Stream(e))
             }
         },
         Stop::ReadFailed(e) => {
-            rx.abort().await;
+            let _ = rx.abort().await;
             Err(e)
         }
-        Stop::WriteFailed => Err(ObjectFailure::Receive(rx.failure().await)),
+        // A failed write means receive stopped reading: its exit status and
+        // stderr say why.
+        Stop::WriteFailed => Err(ObjectFailure::Receive(match rx.finish().await {
+            Ok(_) => "btrfs receive stopped reading its input".into(),
+            Err(e) => e.to_string(),
+        })),
     };
     let summary = match summary {
         Ok(s) => s,
