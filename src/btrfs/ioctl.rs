@@ -106,6 +106,7 @@ pub struct FsInfoArgs {
 
 mod raw {
     use super::*;
+    nix::ioctl_none!(sync, MAGIC, 8);
     nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
     nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
     nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
@@ -186,6 +187,15 @@ pub fn get_subvol_info(fd: BorrowedFd<'_>) -> io::Result<Box<GetSubvolInfoArgs>>
     // SAFETY: valid fd, pointer to a struct of the size the kernel writes.
     unsafe { raw::get_subvol_info(fd.as_raw_fd(), &mut *args) }.map_err(to_io)?;
     Ok(args)
+}
+
+/// BTRFS_IOC_SYNC on the filesystem holding `fd`: writes all dirty data and
+/// commits the transaction (what `syncfs` does, and what makes freed extents
+/// show up in the space info).
+pub fn sync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: valid fd; the ioctl takes no argument.
+    unsafe { raw::sync(fd.as_raw_fd()) }.map_err(to_io)?;
+    Ok(())
 }
 
 /// BTRFS_IOC_FS_INFO: the filesystem's fsid.

@@ -25,6 +25,7 @@ mod sys;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -246,7 +247,7 @@ fn resolve_trees(
 }
 
 fn measure(fs: &File, root: &Path) -> Result<SpaceUsed, DedupeError> {
-    sys::btrfs_sync(fs).map_err(io_err("commit the transaction of", root))?;
+    crate::btrfs::ioctl::sync(fs.as_fd()).map_err(io_err("commit the transaction of", root))?;
     sys::space_used(fs).map_err(io_err("read space info of", root))
 }
 

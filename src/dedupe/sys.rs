@@ -117,7 +117,6 @@ nix::ioctl_readwrite!(ioc_fideduperange, 0x94, 54, FileDedupeRange);
 nix::ioctl_readwrite!(ioc_fiemap, b'f', 11, Fiemap);
 nix::ioctl_read!(ioc_getflags, b'f', 1, libc::c_long);
 nix::ioctl_readwrite!(ioc_space_info, 0x94, 20, SpaceArgs);
-nix::ioctl_none!(ioc_sync, 0x94, 8);
 
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -275,13 +274,6 @@ pub fn fs_info(file: &File) -> io::Result<([u8; 16], u32)> {
     let fsid = crate::btrfs::ioctl::fsid(file.as_fd())?;
     let blksize = std::os::unix::fs::MetadataExt::blksize(&file.metadata()?);
     Ok((fsid, (blksize as u32).max(4096)))
-}
-
-/// Commit the current transaction, so freed extents show up in the space info.
-pub fn btrfs_sync(file: &File) -> io::Result<()> {
-    // SAFETY: no argument.
-    unsafe { ioc_sync(file.as_raw_fd()) }.map_err(errno)?;
-    Ok(())
 }
 
 /// Used bytes of the filesystem (logical, as `btrfs filesystem df` shows them).
