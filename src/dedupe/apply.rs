@@ -243,8 +243,9 @@ impl<'a> Applier<'a> {
             })
             .collect();
         // The kernel compares the ranges page by page with synchronous reads and
-        // no readahead; reading them into the page cache first with large async
-        // IO (readahead(2)) made the dedupe phase several times faster.
+        // no readahead of its own; starting large async reads of both first
+        // makes the compare run from the page cache (12x faster cold, see
+        // sys::READAHEAD_STEP).
         sys::readahead(&self.fds[&c.src_file], c.src_offset, c.len);
         for d in &dests {
             sys::readahead(&self.fds[&d.0], d.1, c.len);

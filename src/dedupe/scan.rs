@@ -2,7 +2,10 @@
 //!
 //! A reader thread does the syscalls (open, FS_IOC_GETFLAGS, one FIEMAP per file,
 //! big sequential `pread`s into 4 MiB buffers) while the calling thread hashes, so
-//! hashing runs on the second core. Blocks whose physical location was already
+//! hashing runs on the second core. Data is read with O_DIRECT where the
+//! filesystem allows it: one 4 MiB request goes to the device as a whole instead
+//! of as page-cache readahead (3 GiB on a loop btrfs: 2.1 s instead of 4.6-5 s),
+//! and a scan of a large tree does not push everything else out of the page cache. Blocks whose physical location was already
 //! hashed in this pass or a previous one (a snapshot sharing the live subvolume's
 //! extents) get that hash without being read; holes are never read.
 
@@ -24,6 +27,42 @@ use super::Progress;
 const READ_BUF: usize = 4 << 20;
 /// Buffers in flight between reader and hasher.
 const BUFFERS: usize = 4;
+/// Alignment of read buffers: O_DIRECT needs the filesystem's sector size (4 KiB
+/// on x86_64, up to 64 KiB where pages are larger).
+const DIRECT_ALIGN: usize = 64 << 10;
+
+/// A zeroed byte buffer whose start is aligned to [`DIRECT_ALIGN`], as O_DIRECT
+/// reads require; over-allocates a `Vec` so no unsafe allocation code is needed.
+struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let storage = vec![0u8; len + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
 
 /// Physical address -> hash of blocks hashed so far (about 28 bytes per unique
 /// block while scanning; dropped after the scan).
@@ -128,7 +167,7 @@ enum Msg {
         file: u32,
         block0: u32,
         phys: Vec<u64>,
-        buf: Vec<u8>,
+        buf: AlignedBuf,
         len: usize,
         block_size: usize,
     },
@@ -244,9 +283,11 @@ pub fn read_tree(
     let bs = block_size as usize;
     let buf_len = (READ_BUF / bs).max(1) * bs;
     let (tx, rx) = sync_channel::<Msg>(BUFFERS * 2);
-    let (buf_tx, buf_rx) = channel::<Vec<u8>>();
+    let (buf_tx, buf_rx) = channel::<AlignedBuf>();
     for _ in 0..BUFFERS {
-        buf_tx.send(vec![0u8; buf_len]).expect("receiver alive");
+        buf_tx
+            .send(AlignedBuf::new(buf_len))
+            .expect("receiver alive");
     }
     let mut dropped = vec![false; out.files.len()];
     std::thread::scope(|s| {
@@ -413,8 +454,8 @@ fn reader(
     files: &[(u32, PathBuf, fs::Metadata)],
     phys_map: &PhysMap,
     tx: std::sync::mpsc::SyncSender<Msg>,
-    buf_rx: Receiver<Vec<u8>>,
-    buf_back: Sender<Vec<u8>>,
+    buf_rx: Receiver<AlignedBuf>,
+    buf_back: Sender<AlignedBuf>,
 ) {
     let per_buf = (buf_len as u64 / bs) as u32;
     for (id, rel, meta) in files {
@@ -511,8 +552,14 @@ fn reader(
                 bytes: known_bytes,
             });
         }
+        // O_DIRECT for the data when the filesystem takes it; the buffered
+        // descriptor stays the fallback (and the one FIEMAP and flags used).
+        let mut direct = None;
         if !read_blocks.is_empty() {
-            sys::fadvise_sequential(&f);
+            direct = open_direct(&path).ok();
+            if direct.is_none() {
+                sys::fadvise_sequential(&f);
+            }
         }
         let mut ok = true;
         let mut i = 0;
@@ -529,7 +576,22 @@ fn reader(
             let off = block0 as u64 * bs;
             let want = ((n as u64 * bs).min(size - off)) as usize;
             let Ok(mut buf) = buf_rx.recv() else { return };
-            match read_full(&f, &mut buf[..want], off) {
+            let mut got = None;
+            if let Some(d) = &direct {
+                // Whole blocks (aligned); the kernel stops at end of file.
+                let req = (want as u64).div_ceil(bs) * bs;
+                match read_at_least(d, &mut buf[..req as usize], off, want) {
+                    Ok(n) if n >= want => got = Some(Ok(want)),
+                    // Anything odd (a short read, EINVAL on an unaligned tail):
+                    // read this file the ordinary way from here on.
+                    _ => {
+                        direct = None;
+                        sys::fadvise_sequential(&f);
+                    }
+                }
+            }
+            let got = got.unwrap_or_else(|| read_full(&f, &mut buf[..want], off));
+            match got {
                 Ok(got) if got == want => {
                     let phys = read_blocks[i..i + n].iter().map(|(_, p)| *p).collect();
                     if tx
@@ -585,9 +647,30 @@ fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     )
 }
 
+/// Opens `path` for O_DIRECT reads (fails where the filesystem does not support it).
+fn open_direct(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NOATIME)
+        .open(path)
+        .or_else(|_| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+        })
+}
+
 fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let len = buf.len();
+    read_at_least(f, buf, off, len)
+}
+
+/// Reads into `buf` at `off` until `want` bytes are in or end of file; returns
+/// the bytes read (up to `buf.len()`: an O_DIRECT read asks for whole blocks).
+fn read_at_least(f: &File, buf: &mut [u8], off: u64, want: usize) -> io::Result<usize> {
     let mut done = 0;
-    while done < buf.len() {
+    while done < want {
         match f.read_at(&mut buf[done..], off + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
@@ -609,6 +692,39 @@ mod tests {
             length,
             flags,
         }
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_the_direct_io_boundary() {
+        for len in [4096, 4 << 20, 5000] {
+            let mut b = AlignedBuf::new(len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr() as usize % DIRECT_ALIGN, 0);
+            b[len - 1] = 7;
+            assert_eq!(b[len - 1], 7);
+        }
+    }
+
+    /// The O_DIRECT path asks for whole blocks and must return exactly the file's
+    /// bytes at the unaligned tail. Needs a filesystem with O_DIRECT (not tmpfs):
+    /// the test file lives under /var/tmp.
+    #[test]
+    fn direct_read_of_an_unaligned_tail_returns_the_file_bytes() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("f");
+        let bs = 128 * 1024u64;
+        let data: Vec<u8> = (0..bs as usize + 5000)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        fs::write(&path, &data).unwrap();
+        let f = open_direct(&path).expect("/var/tmp takes O_DIRECT");
+        let mut buf = AlignedBuf::new(2 * bs as usize);
+        let got = read_at_least(&f, &mut buf[..2 * bs as usize], bs, 5000).unwrap();
+        assert_eq!(got, 5000);
+        assert_eq!(&buf[..5000], &data[bs as usize..]);
+        let got = read_at_least(&f, &mut buf[..2 * bs as usize], 0, bs as usize + 5000).unwrap();
+        assert_eq!(got, data.len());
+        assert_eq!(&buf[..got], &data[..]);
     }
 
     #[test]

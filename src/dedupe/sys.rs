@@ -340,11 +340,29 @@ pub fn lower_priority() -> io::Result<()> {
     Ok(())
 }
 
-/// Start reading `[off, off + len)` into the page cache (readahead(2)); advisory.
+/// Largest range handed to one readahead(2) call.
+///
+/// The kernel quietly trims each readahead(2) / POSIX_FADV_WILLNEED request to
+/// the device's readahead window (`max(read_ahead_kb, max_sectors_kb)`, e.g.
+/// 2.5 MiB on a loop device, 128 KiB on some disks), so one call for a 16 MiB
+/// dedupe range left most of it cold. 1 MiB steps stay under every window we
+/// have seen. Measured on a loop btrfs, 1 GiB FIDEDUPERANGE'd in 16 MiB calls
+/// with a cold cache: 20.6 s without readahead, 16.3 s with one call per range,
+/// 1.7 s with 1 MiB steps.
+const READAHEAD_STEP: u64 = 1 << 20;
+
+/// Start reading `[off, off + len)` into the page cache (readahead(2) in
+/// [`READAHEAD_STEP`] pieces); advisory, returns before the reads finish.
 pub fn readahead(file: &File, off: u64, len: u64) {
-    // SAFETY: advisory only; errors are harmless.
-    unsafe {
-        libc::readahead(file.as_raw_fd(), off as libc::off64_t, len as libc::size_t);
+    let end = off.saturating_add(len);
+    let mut pos = off;
+    while pos < end {
+        let step = READAHEAD_STEP.min(end - pos);
+        // SAFETY: advisory only; errors are harmless.
+        unsafe {
+            libc::readahead(file.as_raw_fd(), pos as libc::off64_t, step as libc::size_t);
+        }
+        pos += step;
     }
 }
 
