@@ -155,7 +155,10 @@ for run in 1 2 3; do
   for f in "${FILES[@]}"; do
     zstd -d -q <"$WORK/local/$f" | btrfs receive -e "$DST/limit" 2>/dev/null
   done
+  t1=$(now)
   sync -f "$DST"
+  # Where the time goes: receiving (into the page cache) vs writing it out.
+  echo "   limit: receive $(secs "$t0" "$t1") s, sync $(secs "$t1" "$(now)") s"
   LIMITS+=("$(secs "$t0" "$(now)")")
 
   echo "== run $run: subvault restore from $S3"
@@ -166,6 +169,8 @@ for run in 1 2 3; do
     { cat "$WORK/restore.log" >&2; exit 1; }
   sync -f "$DST"
   SUBVAULTS+=("$(secs "$t0" "$(now)")")
+  # subvault's own per-object receive times and its final sync.
+  grep -E '^(received|synced) ' "$WORK/restore.log" | sed 's/^/   subvault: /'
   tail -1 "$WORK/restore.log"
 done
 echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s"
