@@ -5,9 +5,10 @@
 //! hashing runs on the second core. Data is read with O_DIRECT where the
 //! filesystem allows it: one 4 MiB request goes to the device as a whole instead
 //! of as page-cache readahead (3 GiB on a loop btrfs: 2.1 s instead of 4.6-5 s),
-//! and a scan of a large tree does not push everything else out of the page cache. Blocks whose physical location was already
-//! hashed in this pass or a previous one (a snapshot sharing the live subvolume's
-//! extents) get that hash without being read; holes are never read.
+//! and a scan of a large tree does not push everything else out of the page
+//! cache. Blocks whose physical location was already hashed in this pass or a
+//! previous one (a snapshot sharing the live subvolume's extents) get that hash
+//! without being read; holes are never read.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -400,15 +401,23 @@ fn compact(out: &mut TreeScan, dropped: &[bool]) {
     });
 }
 
-fn open_noatime(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+/// Opens `path` read-only with `flags`, plus O_NOATIME where allowed (it
+/// needs ownership or CAP_FOWNER and fails with EPERM otherwise).
+fn open_read(path: &Path, flags: i32) -> io::Result<File> {
+    let open = |flags| OpenOptions::new().read(true).custom_flags(flags).open(path);
+    match open(flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
         r => r,
     }
+}
+
+fn open_noatime(path: &Path) -> io::Result<File> {
+    open_read(path, 0)
+}
+
+/// Opens `path` for O_DIRECT reads (fails where the filesystem does not support it).
+fn open_direct(path: &Path) -> io::Result<File> {
+    open_read(path, libc::O_DIRECT)
 }
 
 /// Physical address of each block if it lies inside one addressable extent (else 0),
@@ -576,22 +585,7 @@ fn reader(
             let off = block0 as u64 * bs;
             let want = ((n as u64 * bs).min(size - off)) as usize;
             let Ok(mut buf) = buf_rx.recv() else { return };
-            let mut got = None;
-            if let Some(d) = &direct {
-                // Whole blocks (aligned); the kernel stops at end of file.
-                let req = (want as u64).div_ceil(bs) * bs;
-                match read_at_least(d, &mut buf[..req as usize], off, want) {
-                    Ok(n) if n >= want => got = Some(Ok(want)),
-                    // Anything odd (a short read, EINVAL on an unaligned tail):
-                    // read this file the ordinary way from here on.
-                    _ => {
-                        direct = None;
-                        sys::fadvise_sequential(&f);
-                    }
-                }
-            }
-            let got = got.unwrap_or_else(|| read_full(&f, &mut buf[..want], off));
-            match got {
+            match read_chunk(&mut direct, &f, &mut buf, off, want, bs) {
                 Ok(got) if got == want => {
                     let phys = read_blocks[i..i + n].iter().map(|(_, p)| *p).collect();
                     if tx
@@ -647,18 +641,29 @@ fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     )
 }
 
-/// Opens `path` for O_DIRECT reads (fails where the filesystem does not support it).
-fn open_direct(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_NOATIME)
-        .open(path)
-        .or_else(|_| {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-        })
+/// Reads `want` bytes at `off` into `buf`: through `direct` while it works,
+/// asking for whole blocks (aligned; the kernel stops at end of file). Anything
+/// odd there (a short read, EINVAL on an unaligned tail) drops `direct`, and the
+/// rest of the file is read through the buffered `f`.
+fn read_chunk(
+    direct: &mut Option<File>,
+    f: &File,
+    buf: &mut [u8],
+    off: u64,
+    want: usize,
+    bs: u64,
+) -> io::Result<usize> {
+    if let Some(d) = direct {
+        let req = (want as u64).div_ceil(bs) as usize * bs as usize;
+        match read_at_least(d, &mut buf[..req], off, want) {
+            Ok(n) if n >= want => return Ok(want),
+            _ => {
+                *direct = None;
+                sys::fadvise_sequential(f);
+            }
+        }
+    }
+    read_full(f, &mut buf[..want], off)
 }
 
 fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
