@@ -324,6 +324,80 @@ async fn object_lock_is_set_on_create() {
 
 #[tokio::test]
 #[ignore = "needs S3 (moto)"]
+async fn uploads_over_loopback_skip_the_payload_hash_unless_checksummed() {
+    // The proxy listens on 127.0.0.1, so the store sends UNSIGNED-PAYLOAD
+    // (no SHA-256 pass over the body) for PutObject and UploadPart...
+    let bucket = common::new_bucket_async("unsigned").await;
+    let puts = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = puts.clone();
+    let proxy = fault_proxy(Arc::new(move |head, _| {
+        if head.starts_with("PUT ") {
+            seen.lock().unwrap().push(head.to_ascii_lowercase());
+        }
+        None
+    }))
+    .await;
+    let store = S3Store::new(settings(&bucket, "", proxy.url.clone()))
+        .await
+        .unwrap();
+    let small = data(MIB, 5);
+    let big = data(20 * MIB, 6);
+    store
+        .upload("small", &small[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    let stats = store
+        .upload("big", &big[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    assert!(stats.parts > 1);
+    let heads = std::mem::take(&mut *puts.lock().unwrap());
+    assert_eq!(heads.len(), 1 + stats.parts as usize, "{heads:?}");
+    for h in &heads {
+        assert!(h.contains("x-amz-content-sha256: unsigned-payload"), "{h}");
+    }
+    assert_eq!(
+        read_all(store.get("small", None).await.unwrap()).await,
+        small
+    );
+    assert_eq!(read_all(store.get("big", None).await.unwrap()).await, big);
+
+    // ...but an upload that carries a CRC (object lock) keeps the signed payload:
+    // unsigned, the SDK would send an aws-chunked body with a trailer instead.
+    let locked = common::unique_bucket_name("unsigned-lock");
+    common::s3_client()
+        .create_bucket()
+        .bucket(&locked)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let store = S3Store::new(settings(&locked, "", proxy.url.clone()))
+        .await
+        .unwrap();
+    let opts = UploadOptions {
+        object_lock: Some((
+            "GOVERNANCE".into(),
+            chrono::Utc::now() + chrono::Duration::days(1),
+        )),
+        ..Default::default()
+    };
+    store.upload("one", &small[..], &opts).await.unwrap();
+    let heads = std::mem::take(&mut *puts.lock().unwrap());
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let hash = heads[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-content-sha256: "))
+        .unwrap_or_default();
+    assert!(
+        hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{}",
+        heads[0]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
 async fn failing_body_leaves_no_object_and_no_multipart_upload() {
     let (store, _) = store("").await;
     // Fails after 20 MiB: the multipart upload has started and parts are up.
