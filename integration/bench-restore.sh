@@ -12,6 +12,9 @@
 # the same objects. Then, each into a fresh directory of a second btrfs:
 #   limit     for each object: zstd -d < local file | btrfs receive DIR
 #   subvault  subvault restore --remote s3 (download, verify, receive, prefetch)
+#   local     subvault restore --remote disk: the same objects from the local
+#             remote, files in the page cache like the limit's (what the
+#             pipeline does without a store process on the same cores)
 #   download  subvault verify --remote s3 --all (download + decode + checks, no
 #             receive: shows whether the network side could be the bottleneck)
 # and prints seconds, MB/s of raw send stream and the ratio to the limit (the
@@ -71,7 +74,9 @@ export AWS_EC2_METADATA_DISABLED=true SUBVAULT_LOCK_DIR=$WORK/locks
 
 mkdir -p "$SRC" "$DST" "$WORK/local"
 truncate -s $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G "$WORK/src.img"
-truncate -s $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G "$WORK/dst.img"
+# Three restores (limit, garage, local remote) live side by side, plus room
+# for the one being received while a deleted one is still being cleaned.
+truncate -s $(((FULL + MONTHLY + DAILY) * 5 / 1024 + 3))G "$WORK/dst.img"
 mkfs.btrfs -q "$WORK/src.img" >/dev/null
 mkfs.btrfs -q "$WORK/dst.img" >/dev/null
 mount -o loop "$WORK/src.img" "$SRC"
@@ -145,7 +150,7 @@ settle() {
   sync
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
-LIMITS=() SUBVAULTS=()
+LIMITS=() SUBVAULTS=() LOCALS=()
 cat "${FILES[@]/#/$WORK/local/}" >/dev/null
 for run in 1 2 3; do
   echo "== run $run: limit (zstd -d < file | btrfs receive, local files, page cache warm)"
@@ -172,10 +177,23 @@ for run in 1 2 3; do
   # subvault's own per-object receive times and its final sync.
   grep -E '^(received|synced) ' "$WORK/restore.log" | sed 's/^/   subvault: /'
   tail -1 "$WORK/restore.log"
+
+  # The same restore from the local remote (files in the page cache, like the
+  # limit's): subvault's own pipeline without a store's CPU on these cores.
+  echo "== run $run: subvault restore from the local remote"
+  settle "$DST/subvault-local"
+  mkdir "$DST/subvault-local"
+  t0=$(now)
+  "$BIN" -c "$WORK/config.yaml" restore --remote disk --to "$DST/subvault-local" >"$WORK/restore.log" 2>&1 ||
+    { cat "$WORK/restore.log" >&2; exit 1; }
+  sync -f "$DST"
+  LOCALS+=("$(secs "$t0" "$(now)")")
+  grep -E '^(received|synced) ' "$WORK/restore.log" | sed 's/^/   subvault (local): /'
 done
-echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s"
+echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s; from the local remote: ${LOCALS[*]} s"
 LIMIT=$(median "${LIMITS[@]}")
 SUBVAULT=$(median "${SUBVAULTS[@]}")
+LOCAL=$(median "${LOCALS[@]}")
 
 echo "== download + verify only (no receive) from $S3"
 sync
@@ -201,4 +219,5 @@ echo "| what | seconds | MB/s (raw) | ratio to limit |"
 echo "|---|---|---|---|"
 echo "| limit: zstd -d < file \\| btrfs receive | $LIMIT | $(mbs "$LIMIT") | 1.00x |"
 echo "| subvault restore ($S3) | $SUBVAULT | $(mbs "$SUBVAULT") | $(ratio "$SUBVAULT") |"
+echo "| subvault restore (local remote, no store process) | $LOCAL | $(mbs "$LOCAL") | $(ratio "$LOCAL") |"
 echo "| subvault verify --all ($S3, no receive) | $VERIFY | $(mbs "$VERIFY") | - |"

@@ -15,6 +15,10 @@
 # and prints seconds, MB/s of raw send stream, the ratio to the limit and peak
 # RSS (GNU time). The page cache is warm for every row (a first `btrfs send |
 # wc -c` measures the stream), so rows differ only in what they do with it.
+# The limit and the full subvault run are timed ROUNDS times (default 3),
+# alternating, each into a new prefix; the table shows each one's median (the
+# speed of this shared VM moves by 10-20% within minutes, so one pair of runs
+# can land anywhere in that range) and every round is printed as it ends.
 # Needs root; installs its tools (Debian `time`, curl; a venv with btrfs2s3 and
 # awscli; garage by cargo install, ~13 min once). Cleans up on exit.
 set -euo pipefail
@@ -24,6 +28,7 @@ REPO=$(cd "$HERE/.." && pwd)
 CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
 SIZES=("$@")
 ((${#SIZES[@]})) || SIZES=(1 4)
+ROUNDS=${ROUNDS:-3}
 
 [[ $(id -u) -eq 0 ]] || { echo "bench-run.sh: run as root" >&2; exit 1; }
 command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin
@@ -103,8 +108,43 @@ EOF
   raw=$(btrfs send -q "$MNT/snap-limit/s" | wc -c)
   echo "raw send stream: $raw bytes"
 
-  read -r limit rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q > /dev/null")
-  row "btrfs send \| zstd -3 > /dev/null (limit)" "$limit" "$rss" "$raw" "$limit" "${size} GiB"
+  # Full subvault runs, each into a new prefix with a new snapshot dir.
+  subvault_yaml() { # snapshot-dir prefix extra-compression-settings
+    cat <<EOF
+timezone: UTC
+sources:
+  - path: $MNT/data
+    snapshots: $1
+    upload_to_remotes:
+      - id: garage
+        preserve: 1y 1m 1d
+        compression: {codec: zstd, level: 3$3}
+remotes:
+  - id: garage
+    s3:
+      bucket: $GARAGE_BUCKET
+      prefix: $2
+      endpoint:
+        endpoint_url: $GARAGE_ENDPOINT
+        region_name: garage
+EOF
+  }
+  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  limits=() fulls=() full_rss=0
+  for round in $(seq 1 "$ROUNDS"); do
+    read -r t rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q > /dev/null")
+    limits+=("$t") limit_rss=$rss
+    mkdir -p "$MNT/snap-round"
+    subvault_yaml "$MNT/snap-round" "round$round-$size/" "" >"$WORK/round.yaml"
+    read -r s rss < <(measure "$BIN" -c "$WORK/round.yaml" run --now 2026-01-01T00:00:00Z)
+    fulls+=("$s")
+    ((rss > full_rss)) && full_rss=$rss
+    for x in "$MNT"/snap-round/*; do btrfs -q subvolume delete "$x"; done
+    echo "round $round: limit $t s, subvault run (full) $s s, ratio $(awk -v l="$t" -v s="$s" 'BEGIN { printf "%.2f", l / s }')"
+  done
+  limit=$(median "${limits[@]}")
+  full=$(median "${fulls[@]}")
+  row "btrfs send \| zstd -3 > /dev/null (limit, median of $ROUNDS)" "$limit" "$limit_rss" "$raw" "$limit" "${size} GiB"
 
   read -r t rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q | ${AWS[*]} s3 cp - s3://$GARAGE_BUCKET/oneliner-$size")
   row "btrfs send \| zstd -3 \| aws s3 cp -" "$t" "$rss" "$raw" "$limit" "${size} GiB"
@@ -132,26 +172,11 @@ EOF
   row "btrfs2s3 2.1.0 (pipe_through zstd -3)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
   for s in "$MNT"/snap-b2s3/*; do btrfs -q subvolume delete "$s"; done
 
-  cat >"$WORK/subvault.yaml" <<EOF
-timezone: UTC
-sources:
-  - path: $MNT/data
-    snapshots: $MNT/snap-subvault
-    upload_to_remotes:
-      - id: garage
-        preserve: 1y 1m 1d
-        compression: {codec: zstd, level: 3}
-remotes:
-  - id: garage
-    s3:
-      bucket: $GARAGE_BUCKET
-      prefix: subvault-$size/
-      endpoint:
-        endpoint_url: $GARAGE_ENDPOINT
-        region_name: garage
-EOF
-  read -r t rss < <(measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z)
-  row "subvault run (full)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
+  row "subvault run (full, median of $ROUNDS)" "$full" "$full_rss" "$raw" "$limit" "${size} GiB"
+
+  # The base of the incremental run.
+  subvault_yaml "$MNT/snap-subvault" "subvault-$size/" "" >"$WORK/subvault.yaml"
+  measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z >/dev/null
 
   # Overwrite 2% of the data in 1 MiB pieces at random offsets.
   pieces=$((size * 1024 * 2 / 100))
@@ -166,9 +191,7 @@ EOF
 
   # The same full backup with zstd on one thread, to show what the workers buy.
   mkdir -p "$MNT/snap-one"
-  sed -e "s|snapshots: $MNT/snap-subvault|snapshots: $MNT/snap-one|" \
-    -e "s|level: 3}|level: 3, threads: 1}|" -e "s|prefix: subvault-$size/|prefix: one-$size/|" \
-    "$WORK/subvault.yaml" >"$WORK/one.yaml"
+  subvault_yaml "$MNT/snap-one" "one-$size/" ", threads: 1" >"$WORK/one.yaml"
   read -r t rss < <(measure "$BIN" -c "$WORK/one.yaml" run --now 2026-01-01T00:00:00Z)
   row "subvault run (full, \`threads: 1\`)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
   for s in "$MNT"/snap-subvault/* "$MNT"/snap-one/* "$MNT"/snap-limit/*; do btrfs -q subvolume delete "$s"; done

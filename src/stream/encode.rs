@@ -11,9 +11,10 @@
 //! Every link is a bounded channel of at most [`QUEUE`] chunks of 1 MiB, so memory
 //! is bounded whatever the stream size: about 2 x 4 MiB of raw chunks (shared by
 //! both consumers), 4 MiB of compressed chunks, one chunk being filled per stage,
-//! the zstd context (about 2.5 MiB at level 3, about 90 MiB at level 19) and 64 KiB
-//! per pipe: roughly 20 MiB at the default level (measured: 20 MiB of RSS growth
-//! while encoding 2 GiB).
+//! one zstd context per worker (about 2.5 MiB at level 3, about 90 MiB at level
+//! 19) with its 4 MiB jobs in flight, and 64 KiB per pipe: about 40 MiB at the
+//! default level on two workers (measured: 39 MiB of RSS growth while encoding
+//! 256 MiB, the `encoding_memory_is_bounded` test).
 
 use std::fmt;
 use std::future::Future;
