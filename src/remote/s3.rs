@@ -224,7 +224,6 @@ fn to_chrono(t: &SdkDateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
-/// Removes `user:password@` from a URL so messages never show credentials.
 /// Whether uploads to `endpoint_url` (`None`: AWS itself) must sign their body.
 ///
 /// A SigV4 payload signature is a SHA-256 of the body: it protects the body on its
@@ -257,6 +256,21 @@ fn sign_payload(endpoint_url: Option<&str>) -> bool {
     !loopback
 }
 
+/// Sends a PutObject or UploadPart request, with `UNSIGNED-PAYLOAD` when
+/// `$unsigned`. A macro because the SDK offers the switch per operation type, not
+/// on a trait a function could name.
+macro_rules! send_upload {
+    ($req:expr, $unsigned:expr) => {{
+        let op = $req.customize();
+        if $unsigned {
+            op.disable_payload_signing().send().await
+        } else {
+            op.send().await
+        }
+    }};
+}
+
+/// Removes `user:password@` from a URL so messages never show credentials.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
@@ -509,6 +523,13 @@ impl S3Store {
         RemoteError::new(self.describe.clone(), op, key, kind)
     }
 
+    /// Whether an upload goes out as `UNSIGNED-PAYLOAD` (see [`sign_payload`]).
+    /// A checksummed upload keeps the signature: unsigned, the SDK would switch
+    /// to an aws-chunked body with a trailer, which not every store accepts.
+    fn unsigned_upload(&self, checksummed: bool) -> bool {
+        !self.sign_payload && !checksummed
+    }
+
     /// How many parts of `size` bytes may be in flight within the budget.
     fn parts_in_flight(&self, size: u64) -> usize {
         let fit = (self.buffer_budget / size.max(1)).saturating_sub(1) as usize;
@@ -531,21 +552,13 @@ impl S3Store {
                 .content_length(data.len() as i64)
                 .body(ByteStream::from(data.clone()));
             let p = CreateParams::of(opts);
-            let unsigned = !self.sign_payload && p.checksum.is_none();
+            let unsigned = self.unsigned_upload(p.checksum.is_some());
             let req = req
                 .set_storage_class(p.class)
                 .set_object_lock_mode(p.lock_mode)
                 .set_object_lock_retain_until_date(p.retain_until)
                 .set_checksum_algorithm(p.checksum);
-            async move {
-                let op = req.customize();
-                let op = if unsigned {
-                    op.disable_payload_signing()
-                } else {
-                    op
-                };
-                op.send().await.map(|_| ()).map_err(classify)
-            }
+            async move { send_upload!(req, unsigned).map(|_| ()).map_err(classify) }
         })
         .await
         .map_err(|f| self.err("PutObject", Some(key), f))
@@ -605,19 +618,8 @@ impl S3Store {
             if checksum {
                 req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
             }
-            // A checksummed upload keeps the signature: unsigned, the SDK would
-            // switch to an aws-chunked body with a trailer, which not every store
-            // accepts.
-            let unsigned = !self.sign_payload && !checksum;
-            async move {
-                let op = req.customize();
-                let op = if unsigned {
-                    op.disable_payload_signing()
-                } else {
-                    op
-                };
-                op.send().await.map_err(classify)
-            }
+            let unsigned = self.unsigned_upload(checksum);
+            async move { send_upload!(req, unsigned).map_err(classify) }
         })
         .await
         .map_err(|f| self.err(format!("UploadPart {number}"), Some(&key), f))?;
