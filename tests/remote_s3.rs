@@ -248,15 +248,8 @@ async fn small_body_is_one_put_large_body_is_multipart_and_round_trips() {
 #[tokio::test]
 #[ignore = "needs S3 (moto)"]
 async fn object_lock_is_set_on_create() {
-    let bucket = common::unique_bucket_name("lock");
+    let bucket = new_lock_bucket("lock").await;
     let client = common::s3_client();
-    client
-        .create_bucket()
-        .bucket(&bucket)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
     let store = S3Store::new(settings(&bucket, "", common::s3_endpoint()))
         .await
         .unwrap();
@@ -285,14 +278,9 @@ async fn object_lock_is_set_on_create() {
 
     // moto 5.2.5 drops the lock settings of multipart uploads, so check that
     // CreateMultipartUpload carries them on the wire instead.
-    let seen_heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sh = seen_heads.clone();
-    let proxy = fault_proxy(Arc::new(move |head, _| {
-        if head.starts_with("POST ") && head.lines().next().unwrap().contains("?uploads") {
-            sh.lock().unwrap().push(head.to_ascii_lowercase());
-        }
-        None
-    }))
+    let (proxy, seen_heads) = recording_proxy(|head| {
+        head.starts_with("POST ") && head.lines().next().unwrap().contains("?uploads")
+    })
     .await;
     let via_proxy = S3Store::new(settings(&bucket, "", proxy.url.clone()))
         .await
@@ -328,15 +316,7 @@ async fn uploads_over_loopback_skip_the_payload_hash_unless_checksummed() {
     // The proxy listens on 127.0.0.1, so the store sends UNSIGNED-PAYLOAD
     // (no SHA-256 pass over the body) for PutObject and UploadPart...
     let bucket = common::new_bucket_async("unsigned").await;
-    let puts = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = puts.clone();
-    let proxy = fault_proxy(Arc::new(move |head, _| {
-        if head.starts_with("PUT ") {
-            seen.lock().unwrap().push(head.to_ascii_lowercase());
-        }
-        None
-    }))
-    .await;
+    let (proxy, puts) = recording_proxy(|head| head.starts_with("PUT ")).await;
     let store = S3Store::new(settings(&bucket, "", proxy.url.clone()))
         .await
         .unwrap();
@@ -364,14 +344,7 @@ async fn uploads_over_loopback_skip_the_payload_hash_unless_checksummed() {
 
     // ...but an upload that carries a CRC (object lock) keeps the signed payload:
     // unsigned, the SDK would send an aws-chunked body with a trailer instead.
-    let locked = common::unique_bucket_name("unsigned-lock");
-    common::s3_client()
-        .create_bucket()
-        .bucket(&locked)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    let locked = new_lock_bucket("unsigned-lock").await;
     let store = S3Store::new(settings(&locked, "", proxy.url.clone()))
         .await
         .unwrap();
@@ -483,6 +456,36 @@ impl Drop for FaultProxy {
 }
 
 type Picker = Arc<dyn Fn(&str, u32) -> Option<u16> + Send + Sync>;
+
+/// Request heads (lowercased) seen by a [`recording_proxy`].
+type Heads = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A proxy that fails nothing and records the heads of the requests `keep` picks.
+async fn recording_proxy(keep: fn(&str) -> bool) -> (FaultProxy, Heads) {
+    let heads = Heads::default();
+    let seen = heads.clone();
+    let proxy = fault_proxy(Arc::new(move |head, _| {
+        if keep(head) {
+            seen.lock().unwrap().push(head.to_ascii_lowercase());
+        }
+        None
+    }))
+    .await;
+    (proxy, heads)
+}
+
+/// Creates a uniquely named bucket with object lock enabled.
+async fn new_lock_bucket(prefix: &str) -> String {
+    let bucket = common::unique_bucket_name(prefix);
+    common::s3_client()
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    bucket
+}
 
 async fn fault_proxy(fail: Picker) -> FaultProxy {
     let upstream = common::s3_endpoint()
