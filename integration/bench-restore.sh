@@ -150,6 +150,20 @@ settle() {
   sync
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+# Restores from REMOTE into a fresh $DST/DIR and prints the seconds until its
+# data is on disk; subvault's own per-object receive times, its final sync and
+# its last line go to stderr, each marked with LABEL.
+subvault_restore() { # REMOTE DIR LABEL
+  settle "$DST/$2"
+  mkdir "$DST/$2"
+  local t0
+  t0=$(now)
+  "$BIN" -c "$WORK/config.yaml" restore --remote "$1" --to "$DST/$2" >"$WORK/restore.log" 2>&1 ||
+    { cat "$WORK/restore.log" >&2; exit 1; }
+  sync -f "$DST"
+  secs "$t0" "$(now)"
+  grep -E '^(received|synced|restored) ' "$WORK/restore.log" | sed "s/^/   $3: /" >&2
+}
 LIMITS=() SUBVAULTS=() LOCALS=()
 cat "${FILES[@]/#/$WORK/local/}" >/dev/null
 for run in 1 2 3; do
@@ -167,28 +181,14 @@ for run in 1 2 3; do
   LIMITS+=("$(secs "$t0" "$(now)")")
 
   echo "== run $run: subvault restore from $S3"
-  settle "$DST/subvault"
-  mkdir "$DST/subvault"
-  t0=$(now)
-  "$BIN" -c "$WORK/config.yaml" restore --remote s3 --to "$DST/subvault" >"$WORK/restore.log" 2>&1 ||
-    { cat "$WORK/restore.log" >&2; exit 1; }
-  sync -f "$DST"
-  SUBVAULTS+=("$(secs "$t0" "$(now)")")
-  # subvault's own per-object receive times and its final sync.
-  grep -E '^(received|synced) ' "$WORK/restore.log" | sed 's/^/   subvault: /'
-  tail -1 "$WORK/restore.log"
+  t=$(subvault_restore s3 subvault "subvault")
+  SUBVAULTS+=("$t")
 
   # The same restore from the local remote (files in the page cache, like the
   # limit's): subvault's own pipeline without a store's CPU on these cores.
   echo "== run $run: subvault restore from the local remote"
-  settle "$DST/subvault-local"
-  mkdir "$DST/subvault-local"
-  t0=$(now)
-  "$BIN" -c "$WORK/config.yaml" restore --remote disk --to "$DST/subvault-local" >"$WORK/restore.log" 2>&1 ||
-    { cat "$WORK/restore.log" >&2; exit 1; }
-  sync -f "$DST"
-  LOCALS+=("$(secs "$t0" "$(now)")")
-  grep -E '^(received|synced) ' "$WORK/restore.log" | sed 's/^/   subvault (local): /'
+  t=$(subvault_restore disk subvault-local "subvault (local)")
+  LOCALS+=("$t")
 done
 echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s; from the local remote: ${LOCALS[*]} s"
 LIMIT=$(median "${LIMITS[@]}")

@@ -79,6 +79,29 @@ row() { # name seconds rss_kib raw_bytes limit_seconds
   ROWS+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$6" "$1" "$2" "$mbs" "$ratio" "$(($3 / 1024)) MB")")
 }
 
+# A subvault config backing up $MNT/data into garage.
+subvault_yaml() { # snapshot-dir prefix extra-compression-settings
+  cat <<EOF
+timezone: UTC
+sources:
+  - path: $MNT/data
+    snapshots: $1
+    upload_to_remotes:
+      - id: garage
+        preserve: 1y 1m 1d
+        compression: {codec: zstd, level: 3$3}
+remotes:
+  - id: garage
+    s3:
+      bucket: $GARAGE_BUCKET
+      prefix: $2
+      endpoint:
+        endpoint_url: $GARAGE_ENDPOINT
+        region_name: garage
+EOF
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
 for size in "${SIZES[@]}"; do
   echo "== $size GiB of mixed data"
   mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
@@ -108,38 +131,19 @@ EOF
   raw=$(btrfs send -q "$MNT/snap-limit/s" | wc -c)
   echo "raw send stream: $raw bytes"
 
-  # Full subvault runs, each into a new prefix with a new snapshot dir.
-  subvault_yaml() { # snapshot-dir prefix extra-compression-settings
-    cat <<EOF
-timezone: UTC
-sources:
-  - path: $MNT/data
-    snapshots: $1
-    upload_to_remotes:
-      - id: garage
-        preserve: 1y 1m 1d
-        compression: {codec: zstd, level: 3$3}
-remotes:
-  - id: garage
-    s3:
-      bucket: $GARAGE_BUCKET
-      prefix: $2
-      endpoint:
-        endpoint_url: $GARAGE_ENDPOINT
-        region_name: garage
-EOF
-  }
-  median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  # Full subvault runs, each into a new prefix; the last one's snapshot and
+  # prefix stay as the base of the incremental run below.
   limits=() fulls=() full_rss=0
   for round in $(seq 1 "$ROUNDS"); do
     read -r t rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q > /dev/null")
     limits+=("$t") limit_rss=$rss
-    mkdir -p "$MNT/snap-round"
-    subvault_yaml "$MNT/snap-round" "round$round-$size/" "" >"$WORK/round.yaml"
-    read -r s rss < <(measure "$BIN" -c "$WORK/round.yaml" run --now 2026-01-01T00:00:00Z)
+    subvault_yaml "$MNT/snap-subvault" "round$round-$size/" "" >"$WORK/subvault.yaml"
+    read -r s rss < <(measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z)
     fulls+=("$s")
     ((rss > full_rss)) && full_rss=$rss
-    for x in "$MNT"/snap-round/*; do btrfs -q subvolume delete "$x"; done
+    if ((round < ROUNDS)); then
+      for x in "$MNT"/snap-subvault/*; do btrfs -q subvolume delete "$x"; done
+    fi
     echo "round $round: limit $t s, subvault run (full) $s s, ratio $(awk -v l="$t" -v s="$s" 'BEGIN { printf "%.2f", l / s }')"
   done
   limit=$(median "${limits[@]}")
@@ -173,10 +177,6 @@ EOF
   for s in "$MNT"/snap-b2s3/*; do btrfs -q subvolume delete "$s"; done
 
   row "subvault run (full, median of $ROUNDS)" "$full" "$full_rss" "$raw" "$limit" "${size} GiB"
-
-  # The base of the incremental run.
-  subvault_yaml "$MNT/snap-subvault" "subvault-$size/" "" >"$WORK/subvault.yaml"
-  measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z >/dev/null
 
   # Overwrite 2% of the data in 1 MiB pieces at random offsets.
   pieces=$((size * 1024 * 2 / 100))
