@@ -19,6 +19,7 @@ pub mod chain;
 pub mod fetch;
 pub mod stream_head;
 pub mod target;
+pub mod writeback;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -27,7 +28,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 /// Byte counts for messages (shared with `run`'s output).
@@ -260,6 +262,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
         )
     };
     let mut out = Vec::new();
+    let writeback = writeback::Writeback::start(target.dir());
     let mut next = todo.first().map(|b| start(b));
     for (i, b) in todo.iter().enumerate() {
         let fetch = next.take().expect("a fetch per step");
@@ -283,9 +286,11 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
         ));
         out.push(r);
     }
+    writeback.stop();
     let synced = Instant::now();
     // `btrfs receive` only wrote into the page cache: "restored X" followed by
-    // a power cut must not lose X, so the data goes to disk first.
+    // a power cut must not lose X, so the data goes to disk first. (Most of it
+    // is there already: `writeback` flushed it while the chain was received.)
     let dir = target.dir().to_path_buf();
     tokio::task::spawn_blocking(move || {
         std::fs::File::open(&dir).and_then(|d| btrfs::ioctl::sync(d.as_fd()))
@@ -304,9 +309,10 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     Ok(out)
 }
 
-/// Reads from the decoder, keeping the cause of a failure.
-async fn read_some(dec: &mut stream::Decoded, buf: &mut [u8]) -> Result<usize, ObjectFailure> {
-    dec.read(buf).await.map_err(|e| {
+/// The next verified piece of the raw stream (`None` at its end), keeping the
+/// cause of a failure. Pieces go to `btrfs receive` as they come, uncopied.
+async fn next_chunk(dec: &mut stream::Decoded) -> Result<Option<Bytes>, ObjectFailure> {
+    dec.next_chunk().await.map_err(|e| {
         if let Some(s) = StreamError::from_io(&e) {
             if let StreamError::ObjectRead(inner) = s {
                 return ObjectFailure::Download(download_cause(inner));
@@ -354,23 +360,22 @@ async fn receive_one(
     };
     let before: BTreeSet<OsString> = target.subvolumes()?.into_keys().collect();
     let mut dec = stream::decode(fetch, backup.codec);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut head_buf = Vec::new();
+    let mut head_buf = BytesMut::new();
     let head = loop {
         if let Some(h) = stream_head::parse(&head_buf).map_err(|e| fail(e.into(), String::new()))? {
             break h;
         }
-        let n = read_some(&mut dec, &mut buf)
-            .await
-            .map_err(|e| fail(e, String::new()))?;
-        if n == 0 {
-            return Err(fail(
-                stream_head::HeadError::Malformed("the stream ends before its first command")
-                    .into(),
-                String::new(),
-            ));
+        match next_chunk(&mut dec).await {
+            Ok(Some(b)) => head_buf.extend_from_slice(&b),
+            Ok(None) => {
+                return Err(fail(
+                    stream_head::HeadError::Malformed("the stream ends before its first command")
+                        .into(),
+                    String::new(),
+                ))
+            }
+            Err(e) => return Err(fail(e, String::new())),
         }
-        head_buf.extend_from_slice(&buf[..n]);
     };
     if head.uuid != backup.uuid {
         tracing::warn!(
@@ -386,14 +391,14 @@ async fn receive_one(
     }
     let mut rx = btrfs::receive(target.dir())
         .map_err(|e| fail(ObjectFailure::Receive(e.to_string()), String::new()))?;
-    let mut pending: &[u8] = &head_buf;
+    let mut pending = head_buf.freeze();
     let stop = loop {
-        if !pending.is_empty() && rx.write_all(pending).await.is_err() {
+        if !pending.is_empty() && rx.write_all(&pending).await.is_err() {
             break Stop::WriteFailed;
         }
-        match read_some(&mut dec, &mut buf).await {
-            Ok(0) => break Stop::End,
-            Ok(n) => pending = &buf[..n],
+        match next_chunk(&mut dec).await {
+            Ok(None) => break Stop::End,
+            Ok(Some(b)) => pending = b,
             Err(e) => break Stop::ReadFailed(e),
         }
     };

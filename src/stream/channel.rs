@@ -141,6 +141,28 @@ impl<S> ChannelReader<S> {
         }
     }
 
+    /// The next piece of the stream as it came down the channel (no copy);
+    /// `None` at the verified end. Fails like [`Self::poll_read`].
+    pub(crate) async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            match &self.state {
+                ReadState::Done(_) => return Ok(None),
+                ReadState::Failed(e) => return Err(e.clone().into()),
+                ReadState::Reading => {}
+            }
+            if !self.chunk.is_empty() {
+                let b = std::mem::take(&mut self.chunk);
+                self.delivered += b.len() as u64;
+                return Ok(Some(b));
+            }
+            match self.rx.recv().await {
+                Some(Msg::Data(b)) => self.chunk = b,
+                Some(Msg::End(s)) => self.state = ReadState::Done(s),
+                None => self.state = ReadState::Failed(self.slot.get_or(self.what)),
+            }
+        }
+    }
+
     /// The pipeline's result: its summary after EOF, its error after a failed read.
     pub(crate) fn outcome(self) -> Result<S, StreamError> {
         match self.state {

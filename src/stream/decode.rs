@@ -149,6 +149,12 @@ impl Decoded {
         self.reader.outcome()
     }
 
+    /// The next piece of the raw stream without copying it (what a reader would
+    /// get, chunk by chunk); `None` after the verified end.
+    pub async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        self.reader.next_chunk().await
+    }
+
     /// True once the reader returned EOF or an error.
     pub fn ended(&self) -> bool {
         self.reader.ended()
@@ -302,7 +308,9 @@ fn check_data(r: &Record, actual_len: u64, actual_crc: u32) -> Result<(), Stream
 /// What the verify stage has seen of the raw stream.
 struct Tally {
     sha: Sha256,
-    crc: crc_fast::Digest,
+    /// Only for objects that may be uncompressed: their trailer's data CRC covers
+    /// the raw stream. (Compressed objects' CRC is checked on the compressed bytes.)
+    crc: Option<crc_fast::Digest>,
     raw_len: u64,
     validator: Option<SendStreamValidator>,
 }
@@ -310,7 +318,9 @@ struct Tally {
 impl Tally {
     fn take_in(&mut self, b: &[u8]) -> Result<(), StreamError> {
         self.sha.update(b);
-        self.crc.update(b);
+        if let Some(crc) = &mut self.crc {
+            crc.update(b);
+        }
         self.raw_len += b.len() as u64;
         if let Some(v) = &mut self.validator {
             v.update(b).map_err(StreamError::SendStream)?;
@@ -331,7 +341,7 @@ fn verify_stage(
     let mut hold = TailHold::new(trailer_len(Codec::None) + CMD_HEADER_LEN);
     let mut tally = Tally {
         sha: Sha256::new(),
-        crc: data_digest(),
+        crc: (!matches!(opts.codec, Some(Codec::Zstd | Codec::Gzip))).then(data_digest),
         raw_len: 0,
         validator: opts.check_send_stream.then(SendStreamValidator::new),
     };
@@ -352,7 +362,9 @@ fn verify_stage(
                 let mut tail = hold.take();
                 let mut record = d.record;
                 let mut raw_level_record = false;
-                if record.is_none() {
+                // Only an uncompressed (or unnamed) object can carry its trailer
+                // at the raw level; a compressed one's is in the codec's framing.
+                if record.is_none() && tally.crc.is_some() {
                     match parse_trailer(Codec::None, &tail) {
                         Ok(r) => {
                             record = Some(r);
@@ -374,7 +386,7 @@ fn verify_stage(
                     validator,
                 } = tally;
                 // Uncompressed objects: the "data" the trailer covers is the raw stream.
-                if let (true, Some(r)) = (raw_level_record, &record) {
+                if let (true, Some(r), Some(crc)) = (raw_level_record, &record, crc) {
                     check_data(r, raw_len, crc.finalize() as u32)?;
                 }
                 let send_stream = match &validator {
