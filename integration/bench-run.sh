@@ -175,9 +175,10 @@ EOF
 
   row "subvault run (full, median of $ROUNDS)" "$full" "$full_rss" "$raw" "$limit" "${size} GiB"
 
-  # The base of the incremental run. (Keeping the last timed run's snapshot as
-  # the base instead made the next run upload a second full backup; not
-  # investigated yet.)
+  # The base of the incremental run. It cannot be one of the timed runs: the
+  # btrfs2s3 run above prunes the whole bucket, prefixes included, and deletes
+  # the latest round's full backup (a second backup of the same source and
+  # time as an older round's, which it keeps).
   subvault_yaml "$MNT/snap-subvault" "subvault-$size/" "" >"$WORK/subvault.yaml"
   measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z >/dev/null
 
