@@ -44,6 +44,10 @@ use super::{
 
 /// DeleteObjects accepts at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
+/// Ranged GETs in flight per downloaded object (see
+/// [`ObjectStore::parallel_gets`]). Four doubled the download speed from
+/// garage on two cores (curl: one GET of 870 MB 3.2 s, four ranges 1.6 s).
+const PARALLEL_GETS: usize = 4;
 
 /// How to reach a bucket. Build with [`S3Settings::new`] and adjust fields.
 #[derive(Clone)]
@@ -878,6 +882,10 @@ impl ObjectStore for S3Store {
         .await
         .map_err(|f| self.err("GetObject", Some(key), f))?;
         Ok(Box::new(Box::pin(out.body.into_async_read())))
+    }
+
+    fn parallel_gets(&self) -> usize {
+        PARALLEL_GETS
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
