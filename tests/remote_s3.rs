@@ -20,6 +20,7 @@ use subvault::remote::retry::RetryPolicy;
 use subvault::remote::{
     list_backups, ObjectStore, RemoteErrorKind, S3Settings, S3Store, UploadOptions,
 };
+use subvault::restore::fetch::{Fetch, RANGE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -367,6 +368,47 @@ async fn uploads_over_loopback_skip_the_payload_hash_unless_checksummed() {
         "{}",
         heads[0]
     );
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
+async fn a_large_object_is_fetched_in_parallel_ranges_in_order() {
+    let (store, bucket) = store("p/").await;
+    let big = data(40 * MIB + 12345, 7);
+    store
+        .upload("p/big", &big[..], &UploadOptions::default())
+        .await
+        .unwrap();
+    let (proxy, gets) = recording_proxy(|head| head.starts_with("GET ")).await;
+    let via = Arc::new(
+        S3Store::new(settings(&bucket, "p/", proxy.url.clone()))
+            .await
+            .unwrap(),
+    );
+    let mut fetch = Fetch::start(via, "p/big".into(), big.len() as u64, MIB);
+    let mut got = Vec::new();
+    fetch.read_to_end(&mut got).await.unwrap();
+    assert!(got == big, "the pieces differ from the object");
+    let mut ranges: Vec<(u64, u64)> = gets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let r = h
+                .lines()
+                .find_map(|l| l.strip_prefix("range: bytes="))
+                .unwrap_or_else(|| panic!("a GET without a range: {h}"));
+            let (a, b) = r.trim().split_once('-').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    ranges.sort();
+    let len = big.len() as u64;
+    let want: Vec<(u64, u64)> = (0..len)
+        .step_by(RANGE as usize)
+        .map(|a| (a, (a + RANGE).min(len) - 1))
+        .collect();
+    assert_eq!(ranges, want);
 }
 
 #[tokio::test]
