@@ -30,7 +30,7 @@ FULL=${1:-900} MONTHLY=${2:-120} DAILY=${3:-60}
 
 [[ $(id -u) -eq 0 ]] || { echo "bench-restore.sh: run as root" >&2; exit 1; }
 command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin
-for tool in zstd btrfs curl; do
+for tool in zstd btrfs curl /usr/bin/time; do
   command -v $tool >/dev/null || { echo "bench-restore.sh: $tool missing (integration/setup.sh)" >&2; exit 1; }
 done
 
@@ -158,11 +158,12 @@ subvault_restore() { # REMOTE DIR LABEL
   mkdir "$DST/$2"
   local t0
   t0=$(now)
-  "$BIN" -c "$WORK/config.yaml" restore --remote "$1" --to "$DST/$2" >"$WORK/restore.log" 2>&1 ||
+  /usr/bin/time -f %M -o "$WORK/rss" "$BIN" -c "$WORK/config.yaml" restore --remote "$1" --to "$DST/$2" >"$WORK/restore.log" 2>&1 ||
     { cat "$WORK/restore.log" >&2; exit 1; }
   sync -f "$DST"
   secs "$t0" "$(now)"
   grep -E '^(received|synced|restored) ' "$WORK/restore.log" | sed "s/^/   $3: /" >&2
+  echo "   $3: peak RSS $(($(tail -1 "$WORK/rss") / 1024)) MB" >&2
 }
 LIMITS=() SUBVAULTS=() LOCALS=()
 cat "${FILES[@]/#/$WORK/local/}" >/dev/null

@@ -10,7 +10,8 @@
 //! Stores that serve one request at a time slower than we decode (S3 servers
 //! hash every block they send) get [`ObjectStore::parallel_gets`] ranged GETs
 //! of [`RANGE`] bytes in flight at once, each on its own task, delivered in
-//! order. Memory per fetch is then bounded by `window + parallel * RANGE`.
+//! order. They count against the window: memory per fetch stays about
+//! `window` (at least `parallel * RANGE` plus one chunk).
 
 use std::io;
 use std::pin::Pin;
@@ -72,10 +73,13 @@ impl Fetch {
         size: u64,
         window: usize,
     ) -> Fetch {
-        let (tx, rx) = mpsc::channel((window / CHUNK).max(1));
         let parallel = store.parallel_gets();
+        let ranged = parallel > 1 && size != u64::MAX && size > 2 * RANGE;
+        // The ranges in flight count against the window.
+        let in_ranges = if ranged { parallel * RANGE as usize } else { 0 };
+        let (tx, rx) = mpsc::channel((window.saturating_sub(in_ranges) / CHUNK).max(1));
         let task = tokio::spawn(async move {
-            let result = if parallel > 1 && size != u64::MAX && size > 2 * RANGE {
+            let result = if ranged {
                 download_in_ranges(store, key, size, parallel, &tx).await
             } else {
                 let piece = Piece {
