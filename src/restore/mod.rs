@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! listing ──chain::select/chain──> [full, monthly, daily]   (pure)
-//!   per step:  Fetch (GET, bounded prefetch of the next) ──> stream::decode
-//!              ──> first command checked (stream_head) ──> btrfs receive -e DIR
+//!   per step:  Fetch (GET or parallel ranged GETs, bounded prefetch of the
+//!              next) ──> stream::decode ──> first command checked (stream_head)
+//!              ──> btrfs receive -e DIR
+//!   meanwhile: writeback (syncfs of DIR's filesystem every 300 ms)
+//!   at the end: BTRFS_IOC_SYNC
 //! ```
 //!
 //! Safety rules: DIR must exist on btrfs and is canonicalized once ([`Target`]);
