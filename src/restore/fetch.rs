@@ -82,12 +82,7 @@ impl Fetch {
             let result = if ranged {
                 download_in_ranges(store, key, size, parallel, &tx).await
             } else {
-                let piece = Piece {
-                    range: 0..size,
-                    size,
-                    whole: true,
-                };
-                download(&*store, &key, piece, &mut |b| tx.send(Ok(b))).await
+                download(&*store, &key, 0..size, size, &mut |b| tx.send(Ok(b))).await
             };
             if let Err(e) = result {
                 let _ = tx.send(Err(e)).await;
@@ -135,12 +130,8 @@ async fn download_in_ranges<S: ObjectStore + 'static>(
             let (store, key) = (store.clone(), key.clone());
             RangeTask(tokio::spawn(async move {
                 let mut pieces = Vec::new();
-                let piece = Piece {
-                    range: start..(start + RANGE).min(size),
-                    size,
-                    whole: false,
-                };
-                download(&*store, &key, piece, &mut |b| {
+                let range = start..(start + RANGE).min(size);
+                download(&*store, &key, range, size, &mut |b| {
                     pieces.push(b);
                     std::future::ready(Ok::<(), ()>(()))
                 })
@@ -166,22 +157,16 @@ async fn download_in_ranges<S: ObjectStore + 'static>(
     Ok(())
 }
 
-/// What [`download`] fetches: the whole object (of `size` bytes, `u64::MAX`
-/// when unknown) or the byte range `range` of an object of `size` bytes.
-#[derive(Clone)]
-struct Piece {
-    range: std::ops::Range<u64>,
-    size: u64,
-    whole: bool,
-}
-
-/// Downloads `piece` of `key`, handing it to `deliver` in chunks of up to
-/// [`CHUNK`]; resumes a body that breaks off with a ranged GET from the last
-/// byte received. Stops quietly when `deliver` fails (the reader is gone).
+/// Downloads the bytes `range` of `key`, an object of `size` bytes (`u64::MAX`
+/// when unknown; then `range` is `0..u64::MAX`), handing them to `deliver` in
+/// chunks of up to [`CHUNK`]; resumes a body that breaks off with a ranged GET
+/// from the last byte received. Stops quietly when `deliver` fails (the reader
+/// is gone).
 async fn download<S, F, Fut, E>(
     store: &S,
     key: &str,
-    piece: Piece,
+    range: std::ops::Range<u64>,
+    size: u64,
     deliver: &mut F,
 ) -> Result<(), FetchError>
 where
@@ -189,7 +174,7 @@ where
     F: FnMut(Bytes) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
 {
-    let Piece { range, size, whole } = piece;
+    let whole = range == (0..size);
     let end = range.end;
     let mut got = range.start;
     let mut resumes = 0;

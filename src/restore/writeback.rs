@@ -29,8 +29,10 @@ use std::time::Duration;
 const PAUSE: Duration = Duration::from_millis(300);
 
 /// A thread that flushes the filesystem holding a directory until stopped.
+/// Dropping it (on an error path) also stops the thread, after its current
+/// `syncfs`, without waiting for it: the thread sees its channel close.
 pub struct Writeback {
-    stop: Option<mpsc::Sender<()>>,
+    stop: mpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -56,34 +58,16 @@ impl Writeback {
                 })
                 .ok()
         });
-        Writeback {
-            stop: Some(stop),
-            thread,
-        }
+        Writeback { stop, thread }
     }
 
     /// Stops the thread and waits for its last `syncfs` to return.
-    pub fn stop(mut self) {
-        self.halt(true);
-    }
-
-    fn halt(&mut self, wait: bool) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+    pub fn stop(self) {
+        let Writeback { stop, thread } = self;
+        drop(stop);
+        if let Some(t) = thread {
+            let _ = t.join();
         }
-        if let Some(t) = self.thread.take() {
-            if wait {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-impl Drop for Writeback {
-    /// On an error path: tell the thread to end after its current `syncfs`,
-    /// without waiting for it.
-    fn drop(&mut self) {
-        self.halt(false);
     }
 }
 

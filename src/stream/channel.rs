@@ -115,23 +115,17 @@ impl<S> ChannelReader<S> {
         !matches!(self.state, ReadState::Reading)
     }
 
-    pub(crate) fn poll_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    /// Makes `chunk` hold unread bytes: `Ok(true)` when it does, `Ok(false)` at
+    /// the verified end, the recorded error when the pipeline failed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         loop {
             match &self.state {
-                ReadState::Done(_) => return Poll::Ready(Ok(())),
+                ReadState::Done(_) => return Poll::Ready(Ok(false)),
                 ReadState::Failed(e) => return Poll::Ready(Err(e.clone().into())),
                 ReadState::Reading => {}
             }
             if !self.chunk.is_empty() {
-                let n = self.chunk.len().min(buf.remaining());
-                buf.put_slice(&self.chunk[..n]);
-                self.chunk.advance(n);
-                self.delivered += n as u64;
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(true));
             }
             match ready!(self.rx.poll_recv(cx)) {
                 Some(Msg::Data(b)) => self.chunk = b,
@@ -141,26 +135,29 @@ impl<S> ChannelReader<S> {
         }
     }
 
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if ready!(self.poll_fill(cx))? {
+            let n = self.chunk.len().min(buf.remaining());
+            buf.put_slice(&self.chunk[..n]);
+            self.chunk.advance(n);
+            self.delivered += n as u64;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// The next piece of the stream as it came down the channel (no copy);
     /// `None` at the verified end. Fails like [`Self::poll_read`].
     pub(crate) async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        loop {
-            match &self.state {
-                ReadState::Done(_) => return Ok(None),
-                ReadState::Failed(e) => return Err(e.clone().into()),
-                ReadState::Reading => {}
-            }
-            if !self.chunk.is_empty() {
-                let b = std::mem::take(&mut self.chunk);
-                self.delivered += b.len() as u64;
-                return Ok(Some(b));
-            }
-            match self.rx.recv().await {
-                Some(Msg::Data(b)) => self.chunk = b,
-                Some(Msg::End(s)) => self.state = ReadState::Done(s),
-                None => self.state = ReadState::Failed(self.slot.get_or(self.what)),
-            }
+        if !std::future::poll_fn(|cx| self.poll_fill(cx)).await? {
+            return Ok(None);
         }
+        let b = std::mem::take(&mut self.chunk);
+        self.delivered += b.len() as u64;
+        Ok(Some(b))
     }
 
     /// The pipeline's result: its summary after EOF, its error after a failed read.
