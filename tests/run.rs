@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -339,6 +339,49 @@ fn simulated_400_days_keep_bucket_and_snapshots_exactly_as_planned() {
     }
     assert!(restored >= 5, "only {restored} backups could be checked");
     drop(s);
+}
+
+/// An in-place rewrite of an existing file changes no btrfs tree until its data
+/// is written out (up to 30 s later), so the source's ctransid still matches the
+/// newest snapshot's. A run right after the rewrite must see it anyway.
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn a_file_rewritten_in_place_just_before_a_run_is_backed_up() {
+    let bucket = new_bucket("run-inplace");
+    let s = setup(
+        256,
+        &[("main", &bucket, "1y 1m 30d 24h", "")],
+        &s3_endpoint(),
+    );
+    let db = s.source.join("db");
+    fs::write(&db, vec![b'a'; 64 << 10]).unwrap();
+    ok(subvault(
+        &s.config,
+        &["run", "--now", "2026-01-01T10:00:00Z"],
+    ));
+
+    // No create, truncate or rename: only data written into the middle.
+    let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.seek(SeekFrom::Start(4096)).unwrap();
+    f.write_all(&[b'b'; 4096]).unwrap();
+    drop(f);
+    let out = ok(subvault(
+        &s.config,
+        &["run", "--now", "2026-01-01T11:00:00Z"],
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("nothing to do"), "{stdout}");
+
+    let names = snapshot_names(&s.snapshots);
+    assert_eq!(names.len(), 2, "{names:?}");
+    let newest = s.snapshots.join(names.iter().max().unwrap());
+    let got = fs::read(newest.join("db")).unwrap();
+    assert!(
+        got[4096..8192].iter().all(|&b| b == b'b'),
+        "the rewrite is in the snapshot"
+    );
+    assert!(got[..4096].iter().all(|&b| b == b'a'));
+    assert_eq!(list_bucket(&bucket).len(), 2, "the rewrite was uploaded");
 }
 
 /// Writes `mib` MiB of incompressible data into the source.

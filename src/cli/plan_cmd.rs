@@ -95,7 +95,7 @@ fn plan_source(
     now: chrono::DateTime<chrono::Utc>,
     heal: bool,
 ) -> Result<SourcePlan> {
-    let state = runner::read_source(source)?;
+    let state = runner::read_source_flushed(source)?;
     let input = runner::plan_input(config, source, &state, remotes, now, state.needs_snapshot())?;
     let plan = planner::plan_with(&input, planner::PlanOptions { heal });
     let mut upload_keys = HashMap::new();

@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, ReadBuf};
 use uuid::Uuid;
 
-use super::{backup_key, new_snapshot_path, plan_input, read_source, OpenRemote};
+use super::{
+    backup_key, new_snapshot_path, plan_input, read_source, read_source_flushed, OpenRemote,
+};
 use crate::btrfs::{self, SendStream};
 use crate::config::{Config, Source};
 use crate::planner::{self, Action, BackupAction, Plan};
@@ -139,7 +141,7 @@ pub async fn run_source(
             bail!("{e:#}");
         }
     }
-    let mut state = read_source(source)?;
+    let mut state = read_source_flushed(source)?;
     if state.needs_snapshot() {
         let path = new_snapshot_path(source, now);
         if path.exists() {

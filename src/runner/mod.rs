@@ -54,6 +54,14 @@ pub fn read_source(source: &Source) -> Result<SourceState> {
     Ok(SourceState { info, snapshots })
 }
 
+/// Reads the source as a run sees it: its pending writes flushed first (see
+/// [`btrfs::flush_changes`]), so the ctransid comparison of
+/// [`SourceState::needs_snapshot`] counts every write made before the run.
+pub fn read_source_flushed(source: &Source) -> Result<SourceState> {
+    btrfs::flush_changes(&source.path).with_context(|| format!("source {}", source.name))?;
+    read_source(source)
+}
+
 /// An opened remote and the backups listed on it.
 pub struct OpenRemote {
     /// The remote's config.
