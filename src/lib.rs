@@ -8,6 +8,7 @@ pub mod btrfs;
 pub mod cli;
 pub mod config;
 pub mod dedupe;
+pub mod error_line;
 pub mod model;
 pub mod object_key;
 pub mod planner;

@@ -384,6 +384,39 @@ fn a_file_rewritten_in_place_just_before_a_run_is_backed_up() {
     assert_eq!(list_bucket(&bucket).len(), 2, "the rewrite was uploaded");
 }
 
+/// Missing credentials are a setup error: the run says which settings to add at
+/// once (no retries with backoff) and touches neither the source nor the bucket.
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn a_run_without_credentials_says_what_to_set_and_takes_no_snapshot() {
+    let bucket = new_bucket("run-nocreds");
+    let s = setup(256, &[("main", &bucket, "1y 1d", "")], &s3_endpoint());
+    fs::write(s.source.join("f"), "x").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(subvault_bin())
+        .arg("-c")
+        .arg(&s.config)
+        .args(["run", "--now", "2026-01-01T10:00:00Z"])
+        .env("SUBVAULT_LOCK_DIR", s.config.parent().unwrap().join("locks"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", home.path())
+        .env("AWS_CONFIG_FILE", home.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("none"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no S3 credentials found"), "{stderr}");
+    assert!(stderr.contains("aws_access_key_id"), "{stderr}");
+    assert!(!stderr.contains("attempt 2/"), "not retried: {stderr}");
+    assert!(snapshot_names(&s.snapshots).is_empty());
+    assert!(list_bucket(&bucket).is_empty());
+}
+
 /// Writes `mib` MiB of incompressible data into the source.
 fn fill_random(source: &Path, name: &str, mib: usize) {
     let mut f = fs::File::create(source.join(name)).unwrap();

@@ -141,10 +141,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// An error chain as one line: `outer: inner: root cause`.
-pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
-}
+pub use crate::error_line::one_line;
 
 /// Loads the config, turning its error into a usage error (exit 2).
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -164,7 +161,9 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("SUBVAULT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,subvault={level}")));
+        // aws-config warns once per attempt about each credential provider
+        // that found nothing, with Debug dumps; our error says it in one line.
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,aws_config=error,subvault={level}")));
     let under_systemd =
         std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
     let builder = tracing_subscriber::fmt()

@@ -209,6 +209,13 @@ where
                 transient,
             }
         }
+        SdkError::DispatchFailure(_) if credentials_failure(&err).is_some() => Failure {
+            // The SDK's credential providers retry on their own (IMDS, STS),
+            // so what reaches us is final: no credentials, or a source that
+            // keeps failing.
+            transient: false,
+            kind: RemoteErrorKind::Config(credentials_failure(&err).unwrap_or_default()),
+        },
         SdkError::DispatchFailure(d) => Failure {
             transient: !d.is_user(),
             kind: RemoteErrorKind::Transport(DisplayErrorContext(&err).to_string()),
@@ -222,6 +229,24 @@ where
             kind: RemoteErrorKind::Transport(DisplayErrorContext(&err).to_string()),
         },
     }
+}
+
+/// What to tell the user when the request failed because no credentials could
+/// be loaded; `None` for any other failure.
+fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let found = std::iter::successors(Some(err), |e| e.source())
+        .find_map(|e| e.downcast_ref::<CredentialsError>())?;
+    const HINT: &str = "set aws_access_key_id and aws_secret_access_key (or \
+        profile_name) under the remote's endpoint, or AWS_ACCESS_KEY_ID and \
+        AWS_SECRET_ACCESS_KEY in the environment";
+    Some(match found {
+        CredentialsError::CredentialsNotLoaded(_) => format!("no S3 credentials found: {HINT}"),
+        other => format!(
+            "cannot load S3 credentials ({HINT}): {}",
+            crate::error_line::std_one_line(other)
+        ),
+    })
 }
 
 fn to_chrono(t: &SdkDateTime) -> Option<DateTime<Utc>> {

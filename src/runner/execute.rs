@@ -138,7 +138,7 @@ pub async fn run_source(
     };
     for up in &source.upload_to_remotes {
         if let Some(Err(e)) = remotes.get(&up.id) {
-            bail!("{e:#}");
+            bail!(crate::error_line::one_line(e));
         }
     }
     let mut state = read_source_flushed(source)?;
@@ -177,7 +177,9 @@ pub async fn run_source(
             send_parent_uuid,
         } = action
         {
-            let open = remotes[remote].as_ref().map_err(|e| anyhow!("{e:#}"))?;
+            let open = remotes[remote]
+                .as_ref()
+                .map_err(|e| anyhow!(crate::error_line::one_line(e)))?;
             let stats = upload(
                 config,
                 source,
@@ -229,7 +231,9 @@ pub async fn run_source(
         }
     }
     for (remote, keys) in deletes {
-        let open = remotes[remote].as_ref().map_err(|e| anyhow!("{e:#}"))?;
+        let open = remotes[remote]
+            .as_ref()
+            .map_err(|e| anyhow!(crate::error_line::one_line(e)))?;
         match open.store.delete(&keys).await {
             Ok(rep) => {
                 for key in &rep.deleted {

@@ -100,7 +100,8 @@ async fn open_and_list(config: RemoteConfig) -> Result<OpenRemote> {
         .with_context(|| format!("remote {}: cannot open", config.id))?;
     let (backups, _ignored) = remote::list_backups(&store, store.prefix())
         .await
-        .with_context(|| format!("remote {}: cannot list {}", config.id, store.describe()))?;
+        // The error names the store and the operation.
+        .with_context(|| format!("remote {}", config.id))?;
     Ok(OpenRemote {
         config,
         store,
@@ -138,7 +139,7 @@ pub fn plan_input(
     for up in &source.upload_to_remotes {
         let remote = match remotes.get(&up.id) {
             Some(Ok(r)) => r,
-            Some(Err(e)) => return Err(anyhow::anyhow!("{e:#}")),
+            Some(Err(e)) => return Err(anyhow::anyhow!(crate::error_line::one_line(e))),
             None => anyhow::bail!("remote {} was not opened", up.id),
         };
         inputs.push(RemoteInput {

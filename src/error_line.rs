@@ -1,0 +1,57 @@
+//! Error chains as the one line a user reads on stderr or in the journal.
+
+/// An error chain as one line: `outer: inner: root cause`.
+///
+/// Many error types print their cause in their own message *and* return it from
+/// `source()` (thiserror's `#[error("...: {0}")]` next to `#[source]`), so the
+/// plain `{:#}` chain repeats each such cause. A cause whose text the line
+/// already holds is skipped.
+pub fn one_line(e: &anyhow::Error) -> String {
+    join(e.chain())
+}
+
+/// [`one_line`] for a plain error and its `source()` chain.
+pub fn std_one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    join(std::iter::successors(Some(e), |e| e.source()))
+}
+
+fn join<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+    let mut line = String::new();
+    for cause in chain {
+        let msg = cause.to_string();
+        if msg.is_empty() || line.contains(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("upload failed: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn causes_already_printed_are_not_repeated() {
+        let io = std::io::Error::other("connection reset");
+        let e = anyhow::Error::new(Outer(io)).context("source data");
+        assert_eq!(one_line(&e), "source data: upload failed: connection reset");
+        let io = std::io::Error::other("connection reset");
+        assert_eq!(std_one_line(&Outer(io)), "upload failed: connection reset");
+    }
+
+    #[test]
+    fn distinct_causes_are_all_kept_on_one_line() {
+        let e = anyhow::anyhow!("root\ncause")
+            .context("middle")
+            .context("top");
+        assert_eq!(one_line(&e), "top: middle: root cause");
+    }
+}
