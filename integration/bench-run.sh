@@ -13,8 +13,14 @@
 #               after overwriting 2% of the data (incremental), then the full
 #               again with `threads: 1` (zstd on one thread, like the limit)
 # and prints seconds, MB/s of raw send stream, the ratio to the limit and peak
-# RSS (GNU time). The page cache is warm for every row (a first `btrfs send |
-# wc -c` measures the stream), so rows differ only in what they do with it.
+# RSS (GNU time). The limit, the one-liner and every full subvault run send the
+# same read-only snapshot, made beforehand where `subvault run` finds it
+# (`snap-subvault/data.<time>`: the source has not changed since, so the run
+# uploads it instead of taking another), and its page cache is warm (a first
+# `btrfs send | wc -c` measures the stream), so these rows differ only in what
+# they do with the stream. (A new snapshot has new inodes and so a cold page
+# cache: read through the loop device, that costs CPU in kernel threads that
+# the 2-core runs compete for.) btrfs2s3 takes its own snapshot.
 # The limit and the full subvault run are timed ROUNDS times (default 3),
 # alternating, each into a new prefix; the table shows each one's median (the
 # speed of this shared VM moves by 10-20% within minutes, so one pair of runs
@@ -111,7 +117,7 @@ for size in "${SIZES[@]}"; do
   mkdir -p "$MNT"
   mount -o loop "$WORK/fs.img" "$MNT"
   btrfs -q subvolume create "$MNT/data"
-  mkdir -p "$MNT/snap-limit" "$MNT/snap-b2s3" "$MNT/snap-subvault"
+  mkdir -p "$MNT/snap-b2s3" "$MNT/snap-subvault"
   half=$((size * 512))
   head -c "${half}M" /dev/urandom >"$MNT/data/random.bin"
   python3 - "$MNT/data/text.txt" "$half" <<'EOF'
@@ -127,27 +133,35 @@ with open(sys.argv[1], "w") as f:
         written += len(line)
 EOF
   sync
-  btrfs -q subvolume snapshot -r "$MNT/data" "$MNT/snap-limit/s"
-  raw=$(btrfs send -q "$MNT/snap-limit/s" | wc -c)
+  snap=$MNT/snap-subvault/data.2026-01-01T00:00:00Z
+  btrfs -q subvolume snapshot -r "$MNT/data" "$snap"
+  raw=$(btrfs send -q "$snap" | wc -c)
   echo "raw send stream: $raw bytes"
 
-  # Full subvault runs, each into a new prefix with a fresh snapshot dir.
+  # A full run into a new prefix uploads $snap (and must not take a snapshot).
+  full_run() { # prefix extra-compression-settings
+    subvault_yaml "$MNT/snap-subvault" "$1" "$2" >"$WORK/subvault.yaml"
+    measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z
+    if grep -q "took snapshot" "$WORK/cmd.log"; then
+      echo "bench-run.sh: the full run took a snapshot instead of uploading $snap" >&2
+      exit 1
+    fi
+  }
   limits=() fulls=() full_rss=0
   for round in $(seq 1 "$ROUNDS"); do
-    read -r t rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q > /dev/null")
+    read -r t rss < <(measure sh -c "btrfs send -q '$snap' | zstd -3 -q > /dev/null")
     limits+=("$t") limit_rss=$rss
-    subvault_yaml "$MNT/snap-subvault" "round$round-$size/" "" >"$WORK/subvault.yaml"
-    read -r s rss < <(measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z)
+    read -r s rss < <(full_run "round$round-$size/" "")
+    [[ -n ${rss:-} ]] || exit 1
     fulls+=("$s")
     ((rss > full_rss)) && full_rss=$rss
-    for x in "$MNT"/snap-subvault/*; do btrfs -q subvolume delete "$x"; done
     echo "round $round: limit $t s, subvault run (full) $s s, ratio $(awk -v l="$t" -v s="$s" 'BEGIN { printf "%.2f", l / s }')"
   done
   limit=$(median "${limits[@]}")
   full=$(median "${fulls[@]}")
   row "btrfs send \| zstd -3 > /dev/null (limit, median of $ROUNDS)" "$limit" "$limit_rss" "$raw" "$limit" "${size} GiB"
 
-  read -r t rss < <(measure sh -c "btrfs send -q '$MNT/snap-limit/s' | zstd -3 -q | ${AWS[*]} s3 cp - s3://$GARAGE_BUCKET/oneliner-$size")
+  read -r t rss < <(measure sh -c "btrfs send -q '$snap' | zstd -3 -q | ${AWS[*]} s3 cp - s3://$GARAGE_BUCKET/oneliner-$size")
   row "btrfs send \| zstd -3 \| aws s3 cp -" "$t" "$rss" "$raw" "$limit" "${size} GiB"
 
   cat >"$WORK/b2s3.yaml" <<EOF
@@ -169,18 +183,26 @@ remotes:
         aws_access_key_id: $AWS_ACCESS_KEY_ID
         aws_secret_access_key: $AWS_SECRET_ACCESS_KEY
 EOF
+  # btrfs2s3 reads the whole bucket as its own, prefixes included, and stops
+  # on the same snapshot uploaded under several prefixes (the rounds above):
+  # it starts from an empty bucket.
+  "${AWS[@]}" s3 rm --recursive --quiet "s3://$GARAGE_BUCKET/"
   read -r t rss < <(measure "$VENV/bin/btrfs2s3" update --force "$WORK/b2s3.yaml")
   row "btrfs2s3 2.1.0 (pipe_through zstd -3)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
   for s in "$MNT"/snap-b2s3/*; do btrfs -q subvolume delete "$s"; done
 
   row "subvault run (full, median of $ROUNDS)" "$full" "$full_rss" "$raw" "$limit" "${size} GiB"
 
+  # The same full backup with zstd on one thread, to show what the workers buy.
+  read -r t rss < <(full_run "one-$size/" ", threads: 1")
+  [[ -n ${rss:-} ]] || exit 1
+  one_row=("subvault run (full, \`threads: 1\`)" "$t" "$rss" "$raw" "$limit" "${size} GiB")
+
   # The base of the incremental run. It cannot be one of the timed runs: the
   # btrfs2s3 run above prunes the whole bucket, prefixes included, and deletes
   # the latest round's full backup (a second backup of the same source and
   # time as an older round's, which it keeps).
-  subvault_yaml "$MNT/snap-subvault" "subvault-$size/" "" >"$WORK/subvault.yaml"
-  measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z >/dev/null
+  full_run "subvault-$size/" "" >/dev/null
 
   # Overwrite 2% of the data in 1 MiB pieces at random offsets.
   pieces=$((size * 1024 * 2 / 100))
@@ -192,13 +214,8 @@ EOF
   inc=$(( pieces * 1048576 ))
   row "subvault run (incremental, 2% overwritten)" "$t" "$rss" "$inc" - "${size} GiB"
   grep -h "^source" "$WORK/cmd.log" || true
-
-  # The same full backup with zstd on one thread, to show what the workers buy.
-  mkdir -p "$MNT/snap-one"
-  subvault_yaml "$MNT/snap-one" "one-$size/" ", threads: 1" >"$WORK/one.yaml"
-  read -r t rss < <(measure "$BIN" -c "$WORK/one.yaml" run --now 2026-01-01T00:00:00Z)
-  row "subvault run (full, \`threads: 1\`)" "$t" "$rss" "$raw" "$limit" "${size} GiB"
-  for s in "$MNT"/snap-subvault/* "$MNT"/snap-one/* "$MNT"/snap-limit/*; do btrfs -q subvolume delete "$s"; done
+  row "${one_row[@]}"
+  for s in "$MNT"/snap-subvault/*; do btrfs -q subvolume delete "$s"; done
 done
 
 echo

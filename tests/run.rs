@@ -397,7 +397,10 @@ fn a_run_without_credentials_says_what_to_set_and_takes_no_snapshot() {
         .arg("-c")
         .arg(&s.config)
         .args(["run", "--now", "2026-01-01T10:00:00Z"])
-        .env("SUBVAULT_LOCK_DIR", s.config.parent().unwrap().join("locks"))
+        .env(
+            "SUBVAULT_LOCK_DIR",
+            s.config.parent().unwrap().join("locks"),
+        )
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
@@ -415,6 +418,32 @@ fn a_run_without_credentials_says_what_to_set_and_takes_no_snapshot() {
     assert!(!stderr.contains("attempt 2/"), "not retried: {stderr}");
     assert!(snapshot_names(&s.snapshots).is_empty());
     assert!(list_bucket(&bucket).is_empty());
+}
+
+/// A snapshot directory that does not exist yet: `plan` shows the first backup
+/// without creating anything, and the first run creates the directory.
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn the_first_run_creates_a_missing_snapshot_directory() {
+    let bucket = new_bucket("run-mkdir");
+    let s = setup(256, &[("main", &bucket, "1y 1d", "")], &s3_endpoint());
+    fs::remove_dir(&s.snapshots).unwrap();
+    fs::write(s.source.join("f"), "x").unwrap();
+    let plan = plan_json(&s.config, "2026-01-01T10:00:00Z");
+    assert!(
+        !plan["actions"].as_array().unwrap().is_empty(),
+        "the plan has work to do: {plan}"
+    );
+    assert!(
+        !s.snapshots.exists(),
+        "plan --dry-run created the directory"
+    );
+    ok(subvault(
+        &s.config,
+        &["run", "--now", "2026-01-01T10:00:00Z"],
+    ));
+    assert_eq!(snapshot_names(&s.snapshots).len(), 1);
+    assert_eq!(list_bucket(&bucket).len(), 1);
 }
 
 /// Writes `mib` MiB of incompressible data into the source.

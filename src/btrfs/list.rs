@@ -27,7 +27,12 @@ pub fn list_snapshots(
     let action = format!("list snapshots in {}", snapshot_dir.display());
     let os_err = |e: io::Error| BtrfsError::os(&action, snapshot_dir, e, false);
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(snapshot_dir).map_err(os_err)? {
+    let entries = match std::fs::read_dir(snapshot_dir) {
+        // Not created yet: the first run creates it with the first snapshot.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        other => other.map_err(os_err)?,
+    };
+    for entry in entries {
         let entry = entry.map_err(os_err)?;
         let path = entry.path();
         // symlink_metadata: a symlink to a snapshot elsewhere is not ours.

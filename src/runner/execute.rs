@@ -294,6 +294,20 @@ async fn take_snapshot(source: &Source, path: &Path) -> Result<()> {
         .expect("snapshot paths have a name")
         .to_string_lossy()
         .into_owned();
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "source {}: cannot create the snapshot directory {}",
+                source.name,
+                dir.display()
+            )
+        })?;
+        tracing::info!(
+            "source {}: created snapshot directory {}",
+            source.name,
+            dir.display()
+        );
+    }
     match &source.postgres {
         None => {
             btrfs::create_snapshot(&source.path, dir, &name, true)
