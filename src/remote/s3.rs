@@ -177,6 +177,17 @@ fn classify<E>(err: SdkError<E>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let SdkError::DispatchFailure(_) = &err {
+        if let Some(message) = credentials_failure(&err) {
+            // The SDK's credential providers retry on their own (IMDS, STS),
+            // so what reaches us is final: no credentials, or a source that
+            // keeps failing.
+            return Failure {
+                transient: false,
+                kind: RemoteErrorKind::Config(message),
+            };
+        }
+    }
     match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -209,13 +220,6 @@ where
                 transient,
             }
         }
-        SdkError::DispatchFailure(_) if credentials_failure(&err).is_some() => Failure {
-            // The SDK's credential providers retry on their own (IMDS, STS),
-            // so what reaches us is final: no credentials, or a source that
-            // keeps failing.
-            transient: false,
-            kind: RemoteErrorKind::Config(credentials_failure(&err).unwrap_or_default()),
-        },
         SdkError::DispatchFailure(d) => Failure {
             transient: !d.is_user(),
             kind: RemoteErrorKind::Transport(DisplayErrorContext(&err).to_string()),
