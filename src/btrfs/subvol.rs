@@ -112,8 +112,8 @@ pub fn subvol_info(path: &Path) -> Result<SubvolInfo, BtrfsError> {
 /// rewritten a moment before a run would read as "no change since the newest
 /// snapshot". Taking a snapshot writes the same data anyway.
 pub fn flush_changes(path: &Path) -> Result<(), BtrfsError> {
+    let dir = open_subvolume(path, &format!("open subvolume {}", path.display()))?;
     let action = format!("write out pending changes of {}", path.display());
-    let dir = open_subvolume(path, &action)?;
     nix::unistd::syncfs(&dir).map_err(|e| BtrfsError::os(&action, path, io::Error::from(e), false))
 }
 

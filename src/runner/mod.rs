@@ -47,10 +47,10 @@ pub fn needs_snapshot(source_ctransid: u64, snapshots: &[Snapshot]) -> bool {
 
 /// Reads the source subvolume and its snapshots.
 pub fn read_source(source: &Source) -> Result<SourceState> {
-    let info = btrfs::subvol_info(&source.path)
-        .with_context(|| format!("source {}: cannot read the source subvolume", source.name))?;
+    // No "source NAME:" here: `run` and `plan` print it before every error.
+    let info = btrfs::subvol_info(&source.path).context("cannot read the source subvolume")?;
     let snapshots = btrfs::list_snapshots(&source.snapshots, info.uuid, &source.name)
-        .with_context(|| format!("source {}: cannot list snapshots", source.name))?;
+        .context("cannot list snapshots")?;
     Ok(SourceState { info, snapshots })
 }
 
@@ -58,7 +58,7 @@ pub fn read_source(source: &Source) -> Result<SourceState> {
 /// [`btrfs::flush_changes`]), so the ctransid comparison of
 /// [`SourceState::needs_snapshot`] counts every write made before the run.
 pub fn read_source_flushed(source: &Source) -> Result<SourceState> {
-    btrfs::flush_changes(&source.path).with_context(|| format!("source {}", source.name))?;
+    btrfs::flush_changes(&source.path).context("cannot read the source subvolume")?;
     read_source(source)
 }
 
