@@ -22,9 +22,10 @@
 # cache: read through the loop device, that costs CPU in kernel threads that
 # the 2-core runs compete for.) btrfs2s3 takes its own snapshot.
 # The limit and the full subvault run are timed ROUNDS times (default 3),
-# alternating, each into a new prefix; the table shows each one's median (the
-# speed of this shared VM moves by 10-20% within minutes, so one pair of runs
-# can land anywhere in that range) and every round is printed as it ends.
+# alternating, each into a new prefix, after one uncounted warm-up round; the
+# table shows each one's median (the speed of this shared VM moves by 10-20%
+# within minutes, so one pair of runs can land anywhere in that range) and
+# every round is printed as it ends.
 # Needs root; installs its tools (Debian `time`, curl; a venv with btrfs2s3 and
 # awscli; garage by cargo install, ~13 min once). Cleans up on exit.
 set -euo pipefail
@@ -147,15 +148,24 @@ EOF
       exit 1
     fi
   }
+  # Round 0 is a warm-up, printed but not counted: the first full run after
+  # the setup (GBs written and synced, and for the second size the first
+  # size's objects deleted, which garage cleans up in the background) was
+  # often the slowest of a script run, by up to 0.2x.
   limits=() fulls=() full_rss=0
-  for round in $(seq 1 "$ROUNDS"); do
-    read -r t rss < <(measure sh -c "btrfs send -q '$snap' | zstd -3 -q > /dev/null")
-    limits+=("$t") limit_rss=$rss
+  for round in $(seq 0 "$ROUNDS"); do
+    read -r t lrss < <(measure sh -c "btrfs send -q '$snap' | zstd -3 -q > /dev/null")
     read -r s rss < <(full_run "round$round-$size/" "")
     [[ -n ${rss:-} ]] || exit 1
+    ratio=$(awk -v l="$t" -v s="$s" 'BEGIN { printf "%.2f", l / s }')
+    if ((round == 0)); then
+      echo "round 0 (warm-up, not counted): limit $t s, subvault run (full) $s s, ratio $ratio"
+      continue
+    fi
+    limits+=("$t") limit_rss=$lrss
     fulls+=("$s")
     ((rss > full_rss)) && full_rss=$rss
-    echo "round $round: limit $t s, subvault run (full) $s s, ratio $(awk -v l="$t" -v s="$s" 'BEGIN { printf "%.2f", l / s }')"
+    echo "round $round: limit $t s, subvault run (full) $s s, ratio $ratio"
   done
   limit=$(median "${limits[@]}")
   full=$(median "${fulls[@]}")
