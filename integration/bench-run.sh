@@ -149,9 +149,9 @@ EOF
     fi
   }
   # Round 0 is a warm-up, printed but not counted: the first full run after
-  # the setup (GBs written and synced, and for the second size the first
-  # size's objects deleted, which garage cleans up in the background) was
-  # often the slowest of a script run, by up to 0.2x.
+  # the setup (GBs written and synced; for the second size the first size's
+  # objects were just deleted, which garage may still be cleaning up) was
+  # often the slowest of a script run, by up to 0.2x; cause not pinned down.
   limits=() fulls=() full_rss=0
   for round in $(seq 0 "$ROUNDS"); do
     read -r t lrss < <(measure sh -c "btrfs send -q '$snap' | zstd -3 -q > /dev/null")
