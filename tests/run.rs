@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use chrono::{DateTime, Duration, Utc};
 use common::{
     append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
-    subvault, subvault_bin, tool, tree_hash, TestFs,
+    subvault, subvault_command, tool, tree_hash, TestFs,
 };
 use serde_json::Value;
 use subvault::object_key::parse_key;
@@ -122,6 +122,11 @@ fn ok(out: Output) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `subvault run --now NOW` on the setup's config, which must succeed.
+fn run_at(s: &Setup, now: &str) -> Output {
+    ok(subvault(&s.config, &["run", "--now", now]))
 }
 
 fn plan_json(config: &Path, now: &str) -> Value {
@@ -295,7 +300,7 @@ fn simulated_400_days_keep_bucket_and_snapshots_exactly_as_planned() {
         for (hour, minute) in runs {
             mutate(&s.source, (day * 10 + hour) as u64);
             let now = day_time(start, day, hour, minute);
-            ok(subvault(&s.config, &["run", "--now", &now]));
+            run_at(&s, &now);
             let newest = snapshot_names(&s.snapshots).into_iter().max().unwrap();
             hashes.insert(newest.clone(), tree_hash(&s.snapshots.join(&newest)));
             if day % 10 == 0 || day > 390 || hour > 0 {
@@ -305,7 +310,7 @@ fn simulated_400_days_keep_bucket_and_snapshots_exactly_as_planned() {
         // A run without changes does nothing and says so.
         if day % 50 == 0 {
             let now = day_time(start, day, 0, 5);
-            let out = ok(subvault(&s.config, &["run", "--now", &now]));
+            let out = run_at(&s, &now);
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(stdout.contains("nothing to do"), "{stdout}");
         }
@@ -355,20 +360,14 @@ fn a_file_rewritten_in_place_just_before_a_run_is_backed_up() {
     );
     let db = s.source.join("db");
     fs::write(&db, vec![b'a'; 64 << 10]).unwrap();
-    ok(subvault(
-        &s.config,
-        &["run", "--now", "2026-01-01T10:00:00Z"],
-    ));
+    run_at(&s, "2026-01-01T10:00:00Z");
 
     // No create, truncate or rename: only data written into the middle.
     let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
     f.seek(SeekFrom::Start(4096)).unwrap();
     f.write_all(&[b'b'; 4096]).unwrap();
     drop(f);
-    let out = ok(subvault(
-        &s.config,
-        &["run", "--now", "2026-01-01T11:00:00Z"],
-    ));
+    let out = run_at(&s, "2026-01-01T11:00:00Z");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("nothing to do"), "{stdout}");
 
@@ -393,14 +392,7 @@ fn a_run_without_credentials_says_what_to_set_and_takes_no_snapshot() {
     let s = setup(256, &[("main", &bucket, "1y 1d", "")], &s3_endpoint());
     fs::write(s.source.join("f"), "x").unwrap();
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(subvault_bin())
-        .arg("-c")
-        .arg(&s.config)
-        .args(["run", "--now", "2026-01-01T10:00:00Z"])
-        .env(
-            "SUBVAULT_LOCK_DIR",
-            s.config.parent().unwrap().join("locks"),
-        )
+    let out = subvault_command(&s.config, &["run", "--now", "2026-01-01T10:00:00Z"])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
@@ -438,10 +430,7 @@ fn the_first_run_creates_a_missing_snapshot_directory() {
         !s.snapshots.exists(),
         "plan --dry-run created the directory"
     );
-    ok(subvault(
-        &s.config,
-        &["run", "--now", "2026-01-01T10:00:00Z"],
-    ));
+    run_at(&s, "2026-01-01T10:00:00Z");
     assert_eq!(snapshot_names(&s.snapshots).len(), 1);
     assert_eq!(list_bucket(&bucket).len(), 1);
 }
@@ -498,10 +487,7 @@ fn a_stream_killed_midway_leaves_no_object_and_no_multipart_upload() {
         &[("main", &bucket, "1d", "        compression: zstd\n")],
         &s3_endpoint(),
     );
-    ok(subvault(
-        &s.config,
-        &["run", "--now", "2026-01-01T11:00:00Z"],
-    ));
+    run_at(&s, "2026-01-01T11:00:00Z");
     assert_eq!(list_bucket(&bucket).len(), 1);
     check_converged(&s, &[("main", &bucket)], "2026-01-01T11:00:00Z");
 }
@@ -618,10 +604,7 @@ fn an_upload_error_midway_aborts_the_multipart_upload_and_the_next_run_completes
         &[("main", &bucket, "1d", "")],
         &s3_endpoint(),
     );
-    ok(subvault(
-        &s.config,
-        &["run", "--now", "2026-01-01T11:00:00Z"],
-    ));
+    run_at(&s, "2026-01-01T11:00:00Z");
     assert_eq!(list_bucket(&bucket).len(), 1);
 }
 
@@ -632,14 +615,7 @@ fn concurrent_runs_never_upload_twice() {
     let s = setup(512, &[("main", &bucket, "1y 1d", "")], &s3_endpoint());
     fill_random(&s.source, "big", 48);
     let spawn = || {
-        Command::new(subvault_bin())
-            .arg("-c")
-            .arg(&s.config)
-            .args(["run", "--now", "2026-01-01T10:00:00Z"])
-            .env(
-                "SUBVAULT_LOCK_DIR",
-                s.config.parent().unwrap().join("locks"),
-            )
+        subvault_command(&s.config, &["run", "--now", "2026-01-01T10:00:00Z"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -825,10 +801,7 @@ fn dedupe_after_run_shares_identical_files() {
         first_physical(&s.source.join("a")),
         first_physical(&s.source.join("b"))
     );
-    ok(subvault(
-        &s.config,
-        &["run", "--now", "2026-01-01T10:00:00Z"],
-    ));
+    run_at(&s, "2026-01-01T10:00:00Z");
     assert_eq!(
         first_physical(&s.source.join("a")),
         first_physical(&s.source.join("b")),

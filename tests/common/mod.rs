@@ -702,14 +702,20 @@ pub fn put_object(bucket: &str, key: &str, body: Vec<u8>) {
     })
 }
 
-/// Runs the built `subvault -c CONFIG ARGS...` with its locks in a `locks` dir
-/// next to the config (so concurrent tests never share a run lock).
-pub fn subvault(config: &Path, args: &[&str]) -> Output {
-    Command::new(subvault_bin())
-        .arg("-c")
+/// The built `subvault -c CONFIG ARGS...` with its locks in a `locks` dir next
+/// to the config (so concurrent tests never share a run lock), not started.
+pub fn subvault_command(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(subvault_bin());
+    cmd.arg("-c")
         .arg(config)
         .args(args)
-        .env("SUBVAULT_LOCK_DIR", config.parent().unwrap().join("locks"))
+        .env("SUBVAULT_LOCK_DIR", config.parent().unwrap().join("locks"));
+    cmd
+}
+
+/// Runs [`subvault_command`] to completion.
+pub fn subvault(config: &Path, args: &[&str]) -> Output {
+    subvault_command(config, args)
         .output()
         .expect("start subvault")
 }
