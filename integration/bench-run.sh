@@ -16,11 +16,15 @@
 # RSS (GNU time). The limit, the one-liner and every full subvault run send the
 # same read-only snapshot, made beforehand where `subvault run` finds it
 # (`snap-subvault/data.<time>`: the source has not changed since, so the run
-# uploads it instead of taking another), and its page cache is warm (a first
-# `btrfs send | wc -c` measures the stream), so these rows differ only in what
-# they do with the stream. (A new snapshot has new inodes and so a cold page
-# cache: read through the loop device, that costs CPU in kernel threads that
-# the 2-core runs compete for.) btrfs2s3 takes its own snapshot.
+# uploads it instead of taking another), and its files are read once with
+# `cat` so every row sends them from the page cache: these rows differ only in
+# what they do with the stream. (A send does not fill the page cache: it drops
+# again the pages it had to read in, kernel 6.18 here, so without the `cat`
+# every row reads the whole snapshot through the loop device, and the loop
+# worker's copying is CPU that a 2-core run competes for while the limit's
+# second core absorbs it (vmstat `bi` 65-295 MB/s during every row; see
+# README for the figures). btrfs2s3 takes its own snapshot, whose new inodes
+# start uncached.
 # The limit and the full subvault run are timed ROUNDS times (default 3),
 # alternating, each into a new prefix, after one uncounted warm-up round; the
 # table shows each one's median (the speed of this shared VM moves by 10-20%
@@ -136,6 +140,8 @@ EOF
   sync
   snap=$MNT/snap-subvault/data.2026-01-01T00:00:00Z
   btrfs -q subvolume snapshot -r "$MNT/data" "$snap"
+  # See the header: a send reads what is not cached and does not keep it.
+  find "$snap" -type f -exec cat {} + >/dev/null
   raw=$(btrfs send -q "$snap" | wc -c)
   echo "raw send stream: $raw bytes"
 
