@@ -27,6 +27,6 @@ pub use receive::{receive, ReceiveProcess};
 pub(crate) use send::enlarge_pipe;
 pub use send::{send, SendStats, SendStream};
 pub use subvol::{
-    create_snapshot, destroy_subvolume, flush_changes, is_btrfs, is_subvolume, rename_snapshot,
-    subvol_info, SubvolInfo,
+    create_snapshot, destroy_subvolume, flushed_subvol_info, is_btrfs, is_subvolume,
+    rename_snapshot, subvol_info, SubvolInfo,
 };

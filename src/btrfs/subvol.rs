@@ -103,18 +103,25 @@ pub fn subvol_info(path: &Path) -> Result<SubvolInfo, BtrfsError> {
     info_of_open(&dir, path, &action)
 }
 
-/// Writes the dirty data of the filesystem holding the subvolume at `path` and
-/// commits its transaction (`syncfs`).
+/// [`subvol_info`] after writing out the dirty data of the filesystem holding
+/// the subvolume at `path` and committing its transaction (`syncfs`), on one
+/// open of the subvolume.
 ///
 /// btrfs bumps a subvolume's ctransid only when a transaction that changed its
 /// tree commits, and an in-place write into an existing file changes the tree
-/// only when its data is written out (up to 30 s later). Without this, a file
-/// rewritten a moment before a run would read as "no change since the newest
-/// snapshot". Taking a snapshot writes the same data anyway.
-pub fn flush_changes(path: &Path) -> Result<(), BtrfsError> {
+/// only when its data is written out (up to 30 s later). Without the sync, a
+/// file rewritten a moment before a run would read as "no change since the
+/// newest snapshot". Taking a snapshot writes the same data anyway.
+pub fn flushed_subvol_info(path: &Path) -> Result<SubvolInfo, BtrfsError> {
     let dir = open_subvolume(path, &format!("open subvolume {}", path.display()))?;
     let action = format!("write out pending changes of {}", path.display());
-    nix::unistd::syncfs(&dir).map_err(|e| BtrfsError::os(&action, path, io::Error::from(e), false))
+    nix::unistd::syncfs(&dir)
+        .map_err(|e| BtrfsError::os(&action, path, io::Error::from(e), false))?;
+    info_of_open(
+        &dir,
+        path,
+        &format!("read subvolume info of {}", path.display()),
+    )
 }
 
 /// [`subvol_info`] for an already opened and checked subvolume root.

@@ -9,13 +9,13 @@ pub mod lock;
 pub mod pg_record;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::btrfs::{self, SubvolInfo};
+use crate::btrfs::{self, BtrfsError, SubvolInfo};
 use crate::config::{Config, RemoteConfig, Source, UploadConfig};
 use crate::model::{Backup, Codec, Snapshot};
 use crate::object_key::{self, KeyInfo};
@@ -47,19 +47,25 @@ pub fn needs_snapshot(source_ctransid: u64, snapshots: &[Snapshot]) -> bool {
 
 /// Reads the source subvolume and its snapshots.
 pub fn read_source(source: &Source) -> Result<SourceState> {
-    // No "source NAME:" here: `run` and `plan` print it before every error.
-    let info = btrfs::subvol_info(&source.path).context("cannot read the source subvolume")?;
-    let snapshots = btrfs::list_snapshots(&source.snapshots, info.uuid, &source.name)
-        .context("cannot list snapshots")?;
-    Ok(SourceState { info, snapshots })
+    read_source_with(source, btrfs::subvol_info)
 }
 
 /// Reads the source as a run sees it: its pending writes flushed first (see
-/// [`btrfs::flush_changes`]), so the ctransid comparison of
+/// [`btrfs::flushed_subvol_info`]), so the ctransid comparison of
 /// [`SourceState::needs_snapshot`] counts every write made before the run.
 pub fn read_source_flushed(source: &Source) -> Result<SourceState> {
-    btrfs::flush_changes(&source.path).context("cannot read the source subvolume")?;
-    read_source(source)
+    read_source_with(source, btrfs::flushed_subvol_info)
+}
+
+fn read_source_with(
+    source: &Source,
+    info: fn(&Path) -> Result<SubvolInfo, BtrfsError>,
+) -> Result<SourceState> {
+    // No "source NAME:" here: `run` and `plan` print it before every error.
+    let info = info(&source.path).context("cannot read the source subvolume")?;
+    let snapshots = btrfs::list_snapshots(&source.snapshots, info.uuid, &source.name)
+        .context("cannot list snapshots")?;
+    Ok(SourceState { info, snapshots })
 }
 
 /// An opened remote and the backups listed on it.
