@@ -8,7 +8,7 @@ pub mod btrfs;
 pub mod cli;
 pub mod config;
 pub mod dedupe;
-pub mod error_line;
+pub mod errors;
 pub mod model;
 pub mod object_key;
 pub mod planner;
@@ -21,3 +21,4 @@ pub mod stream;
 pub mod subvol_lock;
 #[cfg(test)]
 mod test_io;
+pub mod units;

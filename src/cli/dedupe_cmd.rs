@@ -139,7 +139,7 @@ fn source_paths(config_path: &Path, names: &[String]) -> anyhow::Result<Vec<Path
     for name in names {
         let Some(source) = config.source(name) else {
             let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-            return Err(crate::cli::UsageError(format!(
+            return Err(crate::errors::UsageError(format!(
                 "no source named {name:?} in {} (configured: {})",
                 config_path.display(),
                 known.join(", ")
@@ -165,7 +165,7 @@ pub fn execute(config_path: &Path, args: &DedupeArgs) -> anyhow::Result<i32> {
     }
     paths.extend(args.paths.iter().cloned());
     if paths.is_empty() {
-        return Err(crate::cli::UsageError(
+        return Err(crate::errors::UsageError(
             "dedupe needs --source NAME or at least one PATH".into(),
         )
         .into());
@@ -188,7 +188,7 @@ pub fn execute(config_path: &Path, args: &DedupeArgs) -> anyhow::Result<i32> {
     let report = match result {
         Ok(r) => r,
         Err(e @ (dedupe::DedupeError::BadBlockSize { .. } | dedupe::DedupeError::NoPaths)) => {
-            return Err(crate::cli::UsageError(e.to_string()).into())
+            return Err(crate::errors::UsageError(e.to_string()).into())
         }
         Err(e) => return Err(e.into()),
     };

@@ -15,14 +15,15 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::restore_cmd::{basename_of, open_listed, pick_remote, show_time, source_uuids};
-use super::{load_config, EXIT_FAILURE, EXIT_OK};
+use super::load_config;
+use super::restore_cmd::{basename_of, open_listed, pick_remote, source_uuids};
 use crate::config::Config;
+use crate::errors::{EXIT_FAILURE, EXIT_OK};
 use crate::model::Backup;
 use crate::planner::{self, BackupAction};
 use crate::remote::ObjectStore;
-use crate::restore::human_bytes;
 use crate::runner::{self, OpenRemote};
+use crate::units::{human_bytes, show_time};
 
 /// Arguments of `subvault list`.
 #[derive(Debug, Clone, clap::Args)]
@@ -108,7 +109,7 @@ pub fn execute(config_path: &Path, args: &ListArgs) -> Result<i32> {
         match r {
             Ok(r) => listings.push(listing(&config, id, r, &reasons, &uuids)),
             Err(e) => {
-                eprintln!("subvault: {}", super::one_line(e));
+                eprintln!("subvault: {}", crate::errors::one_line(e));
                 failed = true;
             }
         }

@@ -22,19 +22,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
-
-/// Exit status: everything worked.
-pub const EXIT_OK: i32 = 0;
-/// Exit status: a source, object or operation failed.
-pub const EXIT_FAILURE: i32 = 1;
-/// Exit status: bad config or bad command-line usage.
-pub const EXIT_USAGE: i32 = 2;
-
-/// An error the user fixes by changing the config file or the command line.
-/// Reported as one line on stderr, exit status 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+use crate::errors::{one_line, UsageError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 /// Differential btrfs backups to S3-compatible object storage.
 ///
@@ -140,8 +128,6 @@ pub fn main() -> i32 {
         }
     }
 }
-
-pub use crate::error_line::one_line;
 
 /// Loads the config, turning its error into a usage error (exit 2).
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {

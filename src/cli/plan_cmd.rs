@@ -7,10 +7,11 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::load_config;
 use super::plan_view::{render_json, render_text, SourcePlan};
 use super::time_arg::parse_time;
-use super::{load_config, UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::config::{Config, Source};
+use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::planner::{self, Action};
 use crate::remote::ObjectStore;
 use crate::runner::{self, backup_key, OpenRemote};
@@ -75,7 +76,11 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
         match plan_source(&config, source, &remotes, now, args.heal) {
             Ok(p) => plans.push(p),
             Err(e) => {
-                eprintln!("subvault: source {}: {}", source.name, super::one_line(&e));
+                eprintln!(
+                    "subvault: source {}: {}",
+                    source.name,
+                    crate::errors::one_line(&e)
+                );
                 failed = true;
             }
         }

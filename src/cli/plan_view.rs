@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::planner::{Action, BackupAction, BackupPlan, Plan, SnapshotAction};
-use crate::runner::execute::human_bytes;
+use crate::units::human_bytes;
 
 /// A planned source, with what the renderer needs besides the plan.
 #[derive(Debug, Clone)]

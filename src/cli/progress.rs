@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::remote::ProgressFn;
-use crate::runner::execute::{human_bytes, Progress};
+use crate::runner::execute::Progress;
+use crate::units::human_bytes;
 
 /// How often a non-terminal progress line is logged per upload.
 const LOG_EVERY: Duration = Duration::from_secs(60);

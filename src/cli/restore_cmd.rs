@@ -9,19 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use uuid::Uuid;
 
+use super::load_config;
 use super::time_arg::parse_time;
-use super::{load_config, UsageError, EXIT_OK};
 use crate::config::{Config, RemoteConfig, RemoteKind, Source};
+use crate::errors::{UsageError, EXIT_OK};
 use crate::model::Backup;
 use crate::object_key;
 use crate::remote::{self, AnyStore, ObjectStore};
-use crate::restore::{
-    self, chain, human_bytes, ReceiveOptions, RestoreError, Selector, StepAction, Target,
-};
+use crate::restore::{self, chain, ReceiveOptions, RestoreError, Selector, StepAction, Target};
+use crate::units::{human_bytes, show_time};
 
 /// Arguments of `subvault restore`.
 #[derive(Debug, Clone, clap::Args)]
@@ -143,13 +141,6 @@ fn of_source(
                 || basename_of(prefix, &b.key).as_deref() == Some(&source.name)
         })
         .collect()
-}
-
-/// A time in the configured zone, for people.
-pub(crate) fn show_time(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S %Z")
-        .to_string()
 }
 
 /// Runs `subvault restore`.

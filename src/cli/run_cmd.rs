@@ -6,7 +6,8 @@ use anyhow::Result;
 
 use super::plan_cmd::select_sources;
 use super::time_arg::parse_time;
-use super::{load_config, progress, UsageError, EXIT_FAILURE, EXIT_OK};
+use super::{load_config, progress};
+use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::postgres::PgError;
 use crate::runner::{self, execute::run_source, lock::RunLock};
 
@@ -54,7 +55,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
                     eprintln!(
                         "subvault: source {}: FAILED: {}",
                         source.name,
-                        super::one_line(&e)
+                        crate::errors::one_line(&e)
                     );
                     // A signal during a PostgreSQL backup: the backup was stopped;
                     // stop here too instead of starting the next source.

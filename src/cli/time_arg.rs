@@ -7,7 +7,7 @@
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::UsageError;
+use crate::errors::UsageError;
 
 /// Parses a time given on the command line.
 pub fn parse_time(s: &str, tz: Tz, flag: &str) -> Result<DateTime<Utc>, UsageError> {

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use anyhow::Result;
 use uuid::Uuid;
 
+use super::load_config;
 use super::restore_cmd::{basename_of, bucket_of, open_listed, pick_remote};
-use super::{load_config, UsageError, EXIT_FAILURE, EXIT_OK};
+use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::model::Backup;
 use crate::remote::{AnyStore, ObjectStore};
-use crate::restore::{chain, download_cause, human_bytes, restore_request_command, Fetch};
+use crate::restore::{chain, download_cause, restore_request_command, Fetch};
 use crate::stream::{self, StreamError};
+use crate::units::human_bytes;
 
 /// Arguments of `subvault verify`.
 #[derive(Debug, Clone, clap::Args)]

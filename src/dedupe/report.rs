@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::sys::SpaceUsed;
-use crate::runner::execute::human_bytes as human;
+use crate::units::{human_bytes as human, human_signed};
 
 /// Why a file (or directory) was not considered for dedupe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -154,14 +154,6 @@ pub struct DedupeReport {
     pub dedupe_seconds: f64,
     /// Wall time in seconds.
     pub seconds: f64,
-}
-
-fn human_signed(b: i64) -> String {
-    if b < 0 {
-        format!("-{}", human(b.unsigned_abs()))
-    } else {
-        human(b as u64)
-    }
 }
 
 impl fmt::Display for DedupeReport {

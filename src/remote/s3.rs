@@ -248,7 +248,7 @@ fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<String
         CredentialsError::CredentialsNotLoaded(_) => format!("no S3 credentials found: {HINT}"),
         other => format!(
             "cannot load S3 credentials ({HINT}): {}",
-            crate::error_line::std_one_line(other)
+            crate::errors::std_one_line(other)
         ),
     })
 }

@@ -35,8 +35,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-/// Byte counts for messages (shared with `run`'s output).
-pub use crate::runner::execute::human_bytes;
 pub use chain::{ChainError, Selector};
 pub use fetch::Fetch;
 pub use target::{Present, Target};
@@ -45,6 +43,7 @@ use crate::btrfs;
 use crate::model::Backup;
 use crate::remote::{ObjectStore, RemoteError};
 use crate::stream::{self, StreamError};
+use crate::units::human_bytes;
 
 /// Default bytes buffered ahead for the next object in the chain (and at most
 /// for the current one). 32 MiB is ample: with ranged GETs the next object

@@ -27,6 +27,7 @@ use crate::planner::{self, Action, BackupAction, Plan};
 use crate::remote::{ObjectStore, ProgressFn, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
 use crate::subvol_lock::SubvolLock;
+use crate::units::{human_bytes, plural};
 
 /// How long an upload waits for a dedupe of the same snapshot to finish.
 const SEND_LOCK_WAIT: Duration = Duration::from_secs(6 * 3600);
@@ -99,30 +100,6 @@ impl SourceReport {
     }
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
-/// Bytes in binary units, e.g. `12.3 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// One pass over one source: snapshot if changed, plan, upload, prune.
 pub async fn run_source(
     config: &Config,
@@ -138,7 +115,7 @@ pub async fn run_source(
     };
     for up in &source.upload_to_remotes {
         if let Some(Err(e)) = remotes.get(&up.id) {
-            bail!(crate::error_line::one_line(e));
+            bail!(crate::errors::one_line(e));
         }
     }
     let mut state = read_source_flushed(source)?;
@@ -179,7 +156,7 @@ pub async fn run_source(
         {
             let open = remotes[remote]
                 .as_ref()
-                .map_err(|e| anyhow!(crate::error_line::one_line(e)))?;
+                .map_err(|e| anyhow!(crate::errors::one_line(e)))?;
             let stats = upload(
                 config,
                 source,
@@ -233,7 +210,7 @@ pub async fn run_source(
     for (remote, keys) in deletes {
         let open = remotes[remote]
             .as_ref()
-            .map_err(|e| anyhow!(crate::error_line::one_line(e)))?;
+            .map_err(|e| anyhow!(crate::errors::one_line(e)))?;
         match open.store.delete(&keys).await {
             Ok(rep) => {
                 for key in &rep.deleted {
@@ -500,12 +477,5 @@ mod tests {
             "source data: snapshot data.2026-11-27T04:00:00Z, uploaded 2 objects, 3.0 MiB in 2.0 s \
              (5.0 MB/s of send stream), deleted 1 object, destroyed 0 snapshots"
         );
-    }
-
-    #[test]
-    fn human_bytes_uses_binary_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 }

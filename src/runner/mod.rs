@@ -145,7 +145,7 @@ pub fn plan_input(
     for up in &source.upload_to_remotes {
         let remote = match remotes.get(&up.id) {
             Some(Ok(r)) => r,
-            Some(Err(e)) => return Err(anyhow::anyhow!(crate::error_line::one_line(e))),
+            Some(Err(e)) => return Err(anyhow::anyhow!(crate::errors::one_line(e))),
             None => anyhow::bail!("remote {} was not opened", up.id),
         };
         inputs.push(RemoteInput {

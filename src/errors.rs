@@ -1,4 +1,22 @@
-//! Error chains as the one line a user reads on stderr or in the journal.
+//! What every layer needs to say about failure: the exit status a timer acts
+//! on, the error kind that means "fix your config or command line", and error
+//! chains as the one line a user reads on stderr or in the journal.
+//!
+//! A leaf module: it imports nothing from subvault, so any layer can raise a
+//! [`UsageError`] (restic's `errors.Fatal`) without depending on `cli`.
+
+/// Exit status: everything worked.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a source, object or operation failed.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit status: bad config or bad command-line usage.
+pub const EXIT_USAGE: i32 = 2;
+
+/// An error the user fixes by changing the config file or the command line.
+/// Reported as one line on stderr, exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// An error chain as one line: `outer: inner: root cause`.
 ///

@@ -1,0 +1,71 @@
+//! Numbers and times as people read them: byte counts in binary units, plurals,
+//! and timestamps in the configured zone. A leaf module, shared by every command's
+//! output and by log lines.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+/// Bytes in binary units, e.g. `12.3 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// [`human_bytes`] with a sign, for differences (`-1.5 MiB`).
+pub fn human_signed(b: i64) -> String {
+    if b < 0 {
+        format!("-{}", human_bytes(b.unsigned_abs()))
+    } else {
+        human_bytes(b as u64)
+    }
+}
+
+/// The plural ending for `n` things: `""` for one, `"s"` otherwise.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A time in the configured zone, for people (`2026-11-27 13:00:00 CET`).
+pub fn show_time(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(human_signed(-1536), "-1.5 KiB");
+    }
+
+    #[test]
+    fn times_show_in_the_configured_zone() {
+        let t = "2026-01-15T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            show_time(t, chrono_tz::Europe::Berlin),
+            "2026-01-15 13:00:00 CET"
+        );
+        assert_eq!(plural(1), "");
+        assert_eq!(plural(2), "s");
+    }
+}
