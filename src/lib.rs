@@ -14,6 +14,7 @@ pub mod object_key;
 pub mod planner;
 pub mod policy;
 pub mod postgres;
+pub mod progress;
 pub mod remote;
 pub mod restore;
 pub mod runner;

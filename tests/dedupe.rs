@@ -29,7 +29,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{run, tool, tree_hash, TestFs};
-use subvault::dedupe::{dedupe_paths, DedupeOptions, DedupeReport, NoProgress, SkipReason};
+use subvault::dedupe::{dedupe_paths, DedupeOptions, DedupeReport, SkipReason};
+use subvault::progress::NoProgress;
 
 const B: usize = 128 * 1024;
 

@@ -1,13 +1,10 @@
 //! `subvault dedupe`: share identical blocks between a source's live subvolume and
 //! its snapshots (or any paths on one btrfs), then report what it found and freed.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
 
 use crate::config::Config;
-use crate::dedupe::{self, DedupeOptions, Progress};
+use crate::dedupe::{self, DedupeOptions};
 
 /// Arguments of `subvault dedupe`.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,82 +50,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("{s:?} is not a size (examples: 131072, 128K, 1G)"))
-}
-
-/// Progress as a bar on a terminal, as plain lines otherwise (systemd, pipes).
-enum Reporter {
-    Bar(Mutex<Option<indicatif::ProgressBar>>),
-    Lines(Mutex<(u64, u64, u8)>),
-}
-
-impl Progress for Reporter {
-    fn phase(&self, name: &str, total: u64) {
-        match self {
-            Reporter::Bar(bar) => {
-                let mut b = bar.lock().expect("progress lock");
-                if let Some(old) = b.take() {
-                    old.finish_and_clear();
-                }
-                let pb = if total > 0 {
-                    indicatif::ProgressBar::new(total)
-                } else {
-                    indicatif::ProgressBar::new_spinner()
-                };
-                pb.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg:40} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                pb.set_message(name.to_owned());
-                pb.enable_steady_tick(Duration::from_millis(200));
-                *b = Some(pb);
-            }
-            Reporter::Lines(state) => {
-                *state.lock().expect("progress lock") = (0, total, 0);
-                eprintln!(
-                    "dedupe: {name}{}",
-                    if total > 0 {
-                        format!(" ({total} bytes)")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-        }
-    }
-
-    fn advance(&self, bytes: u64) {
-        match self {
-            Reporter::Bar(bar) => {
-                if let Some(b) = bar.lock().expect("progress lock").as_ref() {
-                    b.inc(bytes);
-                }
-            }
-            Reporter::Lines(state) => {
-                let mut s = state.lock().expect("progress lock");
-                s.0 += bytes;
-                if let Some(pct) = s.0.saturating_mul(100).checked_div(s.1) {
-                    let pct = pct.min(100) as u8;
-                    // One line per 10%, so a journal is not flooded.
-                    if pct / 10 > s.2 / 10 {
-                        s.2 = pct;
-                        eprintln!("dedupe: {pct}%");
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Reporter {
-    fn finish(&self) {
-        if let Reporter::Bar(bar) = self {
-            if let Some(b) = bar.lock().expect("progress lock").take() {
-                b.finish_and_clear();
-            }
-        }
-    }
 }
 
 /// The trees of a configured source: the live subvolume first, then its read-only
@@ -178,13 +99,9 @@ pub fn execute(config_path: &Path, args: &DedupeArgs) -> anyhow::Result<i32> {
         low_priority: !args.no_nice,
         ..Default::default()
     };
-    let reporter = if std::io::stderr().is_terminal() {
-        Reporter::Bar(Mutex::new(None))
-    } else {
-        Reporter::Lines(Mutex::new((0, 0, 0)))
-    };
-    let result = dedupe::dedupe_paths(&paths, &opts, &reporter);
-    reporter.finish();
+    let progress = super::progress::for_stderr("dedupe");
+    let result = dedupe::dedupe_paths(&paths, &opts, progress.as_ref());
+    progress.finish();
     let report = match result {
         Ok(r) => r,
         Err(e @ (dedupe::DedupeError::BadBlockSize { .. } | dedupe::DedupeError::NoPaths)) => {

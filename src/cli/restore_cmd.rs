@@ -255,10 +255,10 @@ async fn restore_async(
         }
         return Err(e.into());
     }
-    let progress = |line: &str| eprintln!("{line}");
+    let progress = super::progress::for_stderr("restore");
     let opts = ReceiveOptions {
         prefetch: args.prefetch_mib.max(1) << 20,
-        progress: &progress,
+        progress: progress.as_ref(),
     };
     let before = target.subvolumes()?;
     let received = tokio::select! {

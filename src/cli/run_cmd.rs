@@ -42,7 +42,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     }
     let _lock = RunLock::acquire(config_path)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let progress = progress::for_stderr();
+    let progress = progress::for_stderr("run");
     let mut failed = 0;
     let mut interrupted = false;
     rt.block_on(async {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use super::plan::Call;
 use super::report::DedupeReport;
 use super::sys::{self, DedupeDest, FILE_DEDUPE_RANGE_DIFFERS, FILE_DEDUPE_RANGE_SAME};
-use super::{FileTable, Progress};
+use super::FileTable;
+use crate::progress::Progress;
 use crate::subvol_lock::{LockError, SubvolLock};
 
 /// Open file descriptors kept at most (closed all at once when exceeded).

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::progress::Progress;
 pub use report::{DedupeReport, SkipCount, SkipReason, Skips, TreeReport};
 pub use sys::SpaceUsed;
 
@@ -78,23 +79,6 @@ impl Default for DedupeOptions {
             retry_for: Duration::from_secs(60),
         }
     }
-}
-
-/// Receives progress; implementations draw bars or print lines.
-pub trait Progress: Sync {
-    /// A new phase begins; `total` bytes of work (0 if unknown).
-    fn phase(&self, name: &str, total: u64);
-    /// `bytes` more of the current phase are done.
-    fn advance(&self, bytes: u64);
-}
-
-/// Progress that goes nowhere.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn phase(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
 }
 
 /// Why a pass could not run.

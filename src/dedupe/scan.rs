@@ -22,7 +22,7 @@ use super::index::FileEntry;
 use super::plan::BlockRec;
 use super::report::{SkipReason, Skips};
 use super::sys;
-use super::Progress;
+use crate::progress::Progress;
 
 /// Size of one read; a multiple of the block size.
 const READ_BUF: usize = 4 << 20;

@@ -14,7 +14,6 @@ pub mod s3;
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
@@ -63,7 +62,7 @@ impl ObjectInfo {
 }
 
 /// Called with the number of bytes uploaded so far.
-pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+pub use crate::progress::ProgressFn;
 
 /// How to store an uploaded object.
 #[derive(Clone, Default)]

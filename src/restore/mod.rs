@@ -41,6 +41,7 @@ pub use target::{Present, Target};
 
 use crate::btrfs;
 use crate::model::Backup;
+use crate::progress::Progress;
 use crate::remote::{ObjectStore, RemoteError};
 use crate::stream::{self, StreamError};
 use crate::units::human_bytes;
@@ -241,8 +242,8 @@ pub struct Received {
 pub struct ReceiveOptions<'a> {
     /// Bytes to buffer ahead of the object being received (see [`Fetch`]).
     pub prefetch: usize,
-    /// Called with a progress line before and after each step.
-    pub progress: &'a (dyn Fn(&str) + Sync),
+    /// Told a line before and after each step.
+    pub progress: &'a dyn Progress,
 }
 
 /// Receives the steps marked [`StepAction::Receive`] in order, prefetching the
@@ -273,7 +274,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     for (i, b) in todo.iter().enumerate() {
         let fetch = next.take().expect("a fetch per step");
         next = todo.get(i + 1).map(|n| start(n));
-        (opts.progress)(&format!(
+        opts.progress.note(&format!(
             "receiving {}/{}: {} ({})",
             i + 1,
             todo.len(),
@@ -283,7 +284,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .unwrap_or_else(|| "size unknown".into())
         ));
         let r = receive_one(fetch, b, target).await?;
-        (opts.progress)(&format!(
+        opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
             human_bytes(r.raw_len),
@@ -308,7 +309,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
         dir: target.dir().to_path_buf(),
         reason: format!("the restored data could not be written to disk (BTRFS_IOC_SYNC): {e}"),
     })?;
-    (opts.progress)(&format!(
+    opts.progress.note(&format!(
         "synced to disk in {:.1} s",
         synced.elapsed().as_secs_f64()
     ));

@@ -24,21 +24,14 @@ use super::{
 use crate::btrfs::{self, SendStream};
 use crate::config::{Config, Source};
 use crate::planner::{self, Action, BackupAction, Plan};
-use crate::remote::{ObjectStore, ProgressFn, UploadOptions};
+use crate::progress::Progress;
+use crate::remote::{ObjectStore, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
 use crate::subvol_lock::SubvolLock;
 use crate::units::{human_bytes, plural};
 
 /// How long an upload waits for a dedupe of the same snapshot to finish.
 const SEND_LOCK_WAIT: Duration = Duration::from_secs(6 * 3600);
-
-/// Reports progress of long work: bars on a terminal, log lines otherwise.
-pub trait Progress: Send + Sync {
-    /// An upload starts; returns the callback for bytes uploaded so far.
-    fn upload_started(&self, key: &str, description: &str) -> Option<ProgressFn>;
-    /// An upload ended (successfully or not).
-    fn upload_finished(&self, key: &str);
-}
 
 /// What one source's run did.
 #[derive(Debug, Default, Clone)]
@@ -248,7 +241,7 @@ async fn dedupe_after_run(source: &Source) -> Result<()> {
         crate::dedupe::dedupe_paths(
             &paths,
             &crate::dedupe::DedupeOptions::default(),
-            &crate::dedupe::NoProgress,
+            &crate::progress::NoProgress,
         )
     })
     .await?
