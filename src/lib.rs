@@ -7,12 +7,9 @@
 pub mod btrfs;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod dedupe;
 pub mod errors;
-pub mod model;
-pub mod object_key;
-pub mod planner;
-pub mod policy;
 pub mod postgres;
 pub mod progress;
 pub mod remote;

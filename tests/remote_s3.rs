@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use subvault::model::Codec;
-use subvault::object_key::{format_key, KeyInfo};
+use subvault::core::model::Codec;
+use subvault::core::object_key::{format_key, KeyInfo};
 use subvault::remote::retry::RetryPolicy;
 use subvault::remote::{
     list_backups, ObjectStore, RemoteErrorKind, S3Settings, S3Store, UploadOptions,

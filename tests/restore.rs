@@ -15,7 +15,7 @@ use common::{
     append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
     set_xattr, subvault, tool, tree_hash, TestFs,
 };
-use subvault::object_key::parse_key;
+use subvault::core::object_key::parse_key;
 
 fn list_keys(bucket: &str) -> Vec<String> {
     let bucket = bucket.to_string();

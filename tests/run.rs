@@ -16,7 +16,7 @@ use common::{
     subvault, subvault_command, tool, tree_hash, TestFs,
 };
 use serde_json::Value;
-use subvault::object_key::parse_key;
+use subvault::core::object_key::parse_key;
 
 /// Every object in a bucket: key -> (size, etag).
 fn list_bucket(bucket: &str) -> BTreeMap<String, (i64, String)> {

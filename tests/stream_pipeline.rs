@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use subvault::model::Codec;
+use subvault::core::model::Codec;
 use subvault::stream::send_format::{synthetic, CMD_END};
 use subvault::stream::trailer::{parse_trailer, trailer_len};
 use subvault::stream::{

@@ -10,7 +10,7 @@ use super::error::BtrfsError;
 use super::ioctl::FIRST_FREE_OBJECTID;
 use super::naming::parse_snapshot_time;
 use super::subvol::subvol_info;
-use crate::model::Snapshot;
+use crate::core::model::Snapshot;
 
 /// The snapshots of the source `source_uuid` (named `source_name`) that lie
 /// directly in `snapshot_dir`: read-only subvolumes whose parent uuid is the

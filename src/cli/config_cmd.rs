@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::config::{Config, RemoteKind, Source, UploadConfig, Verify};
+use crate::core::policy::Timeframe;
 use crate::errors::EXIT_USAGE;
-use crate::policy::Timeframe;
 
 /// Validate `config_path`; print a summary to stdout and return 0, or print the
 /// one-line error to stderr and return 2.

@@ -18,9 +18,9 @@ use uuid::Uuid;
 use super::load_config;
 use super::restore_cmd::{basename_of, open_listed, pick_remote, source_uuids};
 use crate::config::Config;
+use crate::core::model::Backup;
+use crate::core::planner::{self, BackupAction};
 use crate::errors::{EXIT_FAILURE, EXIT_OK};
-use crate::model::Backup;
-use crate::planner::{self, BackupAction};
 use crate::remote::ObjectStore;
 use crate::runner::{self, OpenRemote};
 use crate::units::{human_bytes, show_time};
@@ -65,7 +65,7 @@ pub struct Entry {
     pub depth: usize,
     /// For a PostgreSQL source: server version, checkpoint/backup LSN, timeline
     /// and mode, as recorded in the key.
-    pub postgres: Option<crate::runner::pg_record::PgRecord>,
+    pub postgres: Option<crate::core::pg_record::PgRecord>,
 }
 
 /// One remote's listing.
@@ -197,7 +197,7 @@ fn listing(
         codec: b.codec.map(|c| c.as_str().to_string()),
         orphan,
         depth,
-        postgres: crate::runner::pg_record::from_key(&b.key),
+        postgres: crate::core::pg_record::from_key(&b.key),
     };
     // An orphan by source: its source uuid is no configured source's current
     // uuid, unless a configured source of that name cannot be read here.

@@ -11,8 +11,8 @@ use super::load_config;
 use super::plan_view::{render_json, render_text, SourcePlan};
 use super::time_arg::parse_time;
 use crate::config::{Config, Source};
+use crate::core::planner::{self, Action};
 use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
-use crate::planner::{self, Action};
 use crate::remote::ObjectStore;
 use crate::runner::{self, backup_key, OpenRemote};
 

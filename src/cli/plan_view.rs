@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::planner::{Action, BackupAction, BackupPlan, Plan, SnapshotAction};
+use crate::core::planner::{Action, BackupAction, BackupPlan, Plan, SnapshotAction};
 use crate::units::human_bytes;
 
 /// A planned source, with what the renderer needs besides the plan.
@@ -253,8 +253,8 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backup, Snapshot};
-    use crate::planner::{plan, PlanInput, RemoteInput};
+    use crate::core::model::{Backup, Snapshot};
+    use crate::core::planner::{plan, PlanInput, RemoteInput};
     use chrono::{DateTime, Utc};
     use std::path::PathBuf;
 

@@ -14,11 +14,12 @@ use uuid::Uuid;
 use super::load_config;
 use super::time_arg::parse_time;
 use crate::config::{Config, RemoteConfig, RemoteKind, Source};
+use crate::core::chain;
+use crate::core::model::Backup;
+use crate::core::object_key;
 use crate::errors::{UsageError, EXIT_OK};
-use crate::model::Backup;
-use crate::object_key;
 use crate::remote::{self, AnyStore, ObjectStore};
-use crate::restore::{self, chain, ReceiveOptions, RestoreError, Selector, StepAction, Target};
+use crate::restore::{self, ReceiveOptions, RestoreError, Selector, StepAction, Target};
 use crate::units::{human_bytes, show_time};
 
 /// Arguments of `subvault restore`.

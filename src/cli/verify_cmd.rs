@@ -15,10 +15,11 @@ use uuid::Uuid;
 
 use super::load_config;
 use super::restore_cmd::{basename_of, bucket_of, open_listed, pick_remote};
+use crate::core::chain;
+use crate::core::model::Backup;
 use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
-use crate::model::Backup;
 use crate::remote::{AnyStore, ObjectStore};
-use crate::restore::{chain, download_cause, restore_request_command, Fetch};
+use crate::restore::{download_cause, restore_request_command, Fetch};
 use crate::stream::{self, StreamError};
 use crate::units::human_bytes;
 

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::model::Codec;
-use crate::policy::{Policy, Timeframe};
+use crate::core::model::Codec;
+use crate::core::policy::{Policy, Timeframe};
 
 /// The whole config file.
 #[derive(Debug, Clone)]

@@ -19,8 +19,8 @@ use super::{
     PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Secret, Source, StorageClasses,
     UploadConfig, Verify,
 };
-use crate::model::Codec;
-use crate::policy::{Policy, Timeframe};
+use crate::core::model::Codec;
+use crate::core::policy::{Policy, Timeframe};
 
 const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes"];
 const SOURCE_KEYS: &[&str] = &[

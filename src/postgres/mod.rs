@@ -24,6 +24,7 @@ mod pgpass;
 mod restore;
 mod seal;
 mod session;
+pub mod sidecar;
 
 use std::path::{Path, PathBuf};
 

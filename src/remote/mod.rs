@@ -3,7 +3,7 @@
 //! The rest of subvault sees only [`ObjectStore`]: list the objects under the
 //! remote's prefix, stream one up, stream one down, delete some. Each store lives
 //! in its own file; retries are a policy inside the S3 store (`retry.rs`), and the
-//! key format is `crate::object_key`'s business, not the store's.
+//! key format is `crate::core::object_key`'s business, not the store's.
 
 mod error;
 pub mod local;
@@ -23,8 +23,8 @@ pub use local::LocalStore;
 pub use s3::{S3Settings, S3Store};
 
 use crate::config::{RemoteConfig, RemoteKind, Verify};
-use crate::model::Backup;
-use crate::object_key;
+use crate::core::model::Backup;
+use crate::core::object_key;
 
 /// What a listing or HeadObject says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,6 @@
 //! instead of received again; any failure kills the receive before its input
 //! ends and deletes the half-received subvolume.
 
-pub mod chain;
 pub mod fetch;
 pub mod stream_head;
 pub mod target;
@@ -35,12 +34,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-pub use chain::{ChainError, Selector};
+pub use crate::core::chain::{ChainError, Selector};
 pub use fetch::Fetch;
 pub use target::{Present, Target};
 
 use crate::btrfs;
-use crate::model::Backup;
+use crate::core::model::Backup;
 use crate::progress::Progress;
 use crate::remote::{ObjectStore, RemoteError};
 use crate::stream::{self, StreamError};

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::btrfs::{self, SendStream};
 use crate::config::{Config, Source};
-use crate::planner::{self, Action, BackupAction, Plan};
+use crate::core::planner::{self, Action, BackupAction, Plan};
 use crate::progress::Progress;
 use crate::remote::{ObjectStore, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
@@ -177,7 +177,7 @@ pub async fn run_source(
         if let Action::DestroySnapshot { path, .. } = action {
             match btrfs::destroy_subvolume(path) {
                 Ok(()) => {
-                    super::pg_record::remove(path);
+                    crate::postgres::sidecar::remove(path);
                     tracing::info!(
                         "source {}: destroyed snapshot {}",
                         source.name,
@@ -292,7 +292,7 @@ async fn take_snapshot(source: &Source, path: &Path) -> Result<()> {
             })
             .await
             .with_context(|| format!("source {}: PostgreSQL snapshot", source.name))?;
-            if let Err(e) = super::pg_record::write(path, &(&info).into()) {
+            if let Err(e) = crate::postgres::sidecar::write(path, &(&info).into()) {
                 tracing::warn!(
                     "source {}: cannot record the PostgreSQL LSN next to {}: {e}",
                     source.name,

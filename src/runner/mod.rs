@@ -6,7 +6,6 @@
 
 pub mod execute;
 pub mod lock;
-pub mod pg_record;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +16,9 @@ use uuid::Uuid;
 
 use crate::btrfs::{self, BtrfsError, SubvolInfo};
 use crate::config::{Config, RemoteConfig, Source, UploadConfig};
-use crate::model::{Backup, Codec, Snapshot};
-use crate::object_key::{self, KeyInfo};
-use crate::planner::{PlanInput, RemoteInput};
+use crate::core::model::{Backup, Codec, Snapshot};
+use crate::core::object_key::{self, KeyInfo};
+use crate::core::planner::{PlanInput, RemoteInput};
 use crate::remote::{self, AnyStore, ObjectStore};
 
 /// What the local side of a source looks like now.
@@ -194,8 +193,8 @@ pub fn backup_key(
     time: DateTime<Utc>,
     source_uuid: Uuid,
 ) -> String {
-    let pg = pg_record::read(snapshot_path)
-        .map(|r| pg_record::key_suffix(&r))
+    let pg = crate::postgres::sidecar::read(snapshot_path)
+        .map(|r| crate::core::pg_record::key_suffix(&r))
         .unwrap_or_default();
     let key = object_key::format_key(
         prefix,

@@ -16,7 +16,7 @@ use async_compression::zstd::CParameter;
 use async_compression::Level;
 use bytes::Bytes;
 
-use crate::model::Codec;
+use crate::core::model::Codec;
 
 use super::error::StreamError;
 

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
-use crate::model::Codec;
+use crate::core::model::Codec;
 
 use super::channel::{pump, send_end, ChannelReader, Msg, TailHold, QUEUE};
 use super::codec::{sniff, Decompressor, Flow, GZIP_MAGIC, ZSTD_MAGIC};

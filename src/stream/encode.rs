@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::process::ChildStdout;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::Codec;
+use crate::core::model::Codec;
 
 use super::channel::{pump, send_end, ChannelReader, Msg, QUEUE};
 use super::codec::{default_threads, validate_level, Compressor, Flow};

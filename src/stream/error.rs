@@ -4,7 +4,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use crate::model::Codec;
+use crate::core::model::Codec;
 
 use super::send_format::SendStreamError;
 use super::trailer::TrailerError;

@@ -21,7 +21,7 @@
 //! preceding 64 bytes (u32). "Data" is every object byte before the trailer (the
 //! compressed stream; for codec none, the raw stream itself).
 
-use crate::model::Codec;
+use crate::core::model::Codec;
 
 /// Magic bytes that open the record.
 pub const RECORD_MAGIC: &[u8; 8] = b"SUBVAULT";

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
-use crate::model::{Backup, Snapshot};
-use crate::policy::{Count, Policy, Timeframe};
+use crate::core::model::{Backup, Snapshot};
+use crate::core::policy::{Count, Policy, Timeframe};
 
 const SOURCE: Uuid = Uuid::from_u128(0x5000);
 

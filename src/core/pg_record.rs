@@ -1,17 +1,13 @@
-//! What a PostgreSQL snapshot recorded (server version, LSN, timeline), kept with
-//! the snapshot and with its backup.
+//! What a PostgreSQL snapshot recorded (server version, LSN, timeline), and how
+//! a backup's key carries it.
 //!
-//! - Locally: a sidecar file `<snapshot>.pg.json` next to the snapshot (the
-//!   snapshot itself is read-only, and an upload may happen in a later run).
-//! - In the bucket: key suffixes, so one listing shows them without a HEAD per
-//!   object: `.pgvn<server_version_num>.pgtl<timeline>.pgls<LSN, '/' as '-'>.pgmd<mode>`.
-//!   Readers that do not know them (btrfs2s3) ignore unknown suffixes.
-
-use std::path::{Path, PathBuf};
+//! In the bucket the record is a set of key suffixes, so one listing shows them
+//! without a HEAD per object: `.pgvn<server_version_num>.pgtl<timeline>.pgls<LSN,
+//! '/' as '-'>.pgmd<mode>`. Readers that do not know them (btrfs2s3) ignore
+//! unknown suffixes. Locally the record is a sidecar file next to the snapshot
+//! (`postgres::sidecar`).
 
 use serde::{Deserialize, Serialize};
-
-use crate::postgres::PgSnapshotInfo;
 
 /// The part of [`PgSnapshotInfo`] recorded with a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,49 +26,6 @@ pub struct PgRecord {
     pub stop_lsn: Option<String>,
     /// Timeline.
     pub timeline: u32,
-}
-
-impl From<&PgSnapshotInfo> for PgRecord {
-    fn from(i: &PgSnapshotInfo) -> Self {
-        PgRecord {
-            server_version_num: i.server_version_num,
-            server_version: i.server_version.clone(),
-            mode: i.mode.as_str().to_string(),
-            lsn: i.lsn.clone(),
-            stop_lsn: i.stop_lsn.clone(),
-            timeline: i.timeline,
-        }
-    }
-}
-
-/// The sidecar path of a snapshot.
-pub fn sidecar(snapshot: &Path) -> PathBuf {
-    let mut name = snapshot.as_os_str().to_owned();
-    name.push(".pg.json");
-    PathBuf::from(name)
-}
-
-/// Writes the sidecar (temp file + rename, so a crash leaves no half file).
-pub fn write(snapshot: &Path, record: &PgRecord) -> std::io::Result<()> {
-    let path = sidecar(snapshot);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(record).expect("serializable"),
-    )?;
-    std::fs::rename(&tmp, &path)
-}
-
-/// Reads the sidecar of a snapshot, if it has one (and it parses).
-pub fn read(snapshot: &Path) -> Option<PgRecord> {
-    let text = std::fs::read(sidecar(snapshot)).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
-/// Removes the sidecar of a destroyed snapshot (missing is fine).
-pub fn remove(snapshot: &Path) {
-    let _ = std::fs::remove_file(sidecar(snapshot));
 }
 
 /// The key suffixes for a record.
@@ -135,26 +88,7 @@ mod tests {
         );
         assert!(!key_suffix(&r).contains('/'));
         assert_eq!(from_key(&key), Some(r));
-        crate::object_key::parse_key("pfx/", &key).expect("still a backup key");
+        crate::core::object_key::parse_key("pfx/", &key).expect("still a backup key");
         assert_eq!(from_key("pfx/db.ctim2026.mdvn1"), None);
-    }
-
-    #[test]
-    fn sidecar_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let snap = dir.path().join("db.2026-01-01T00:00:00Z");
-        assert_eq!(read(&snap), None);
-        let r = PgRecord {
-            server_version_num: 150018,
-            server_version: "15.18".into(),
-            mode: "checkpoint".into(),
-            lsn: "0/3000060".into(),
-            stop_lsn: None,
-            timeline: 2,
-        };
-        write(&snap, &r).unwrap();
-        assert_eq!(read(&snap), Some(r));
-        remove(&snap);
-        assert!(!sidecar(&snap).exists());
     }
 }

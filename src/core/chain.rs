@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::Backup;
+use crate::core::model::Backup;
 
 /// Which point to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub fn broken(backups: &[Backup]) -> Vec<(&Backup, Uuid)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Codec;
+    use crate::core::model::Codec;
     use chrono::TimeZone;
 
     fn b(n: u128, parent: Option<u128>, day: u32) -> Backup {

@@ -30,8 +30,8 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::model::{Backup, Snapshot};
-use crate::policy::{Policy, Span, Timeframe};
+use crate::core::model::{Backup, Snapshot};
+use crate::core::policy::{Policy, Span, Timeframe};
 
 /// Reason string for the newest snapshot and its backup.
 pub const REASON_MOST_RECENT: &str = "most recent";
@@ -695,5 +695,4 @@ fn choose_parent(
 }
 
 #[cfg(test)]
-#[path = "planner/tests.rs"]
 mod tests;

@@ -19,7 +19,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use uuid::Uuid;
 
-use crate::model::{Backup, Codec};
+use crate::core::model::{Backup, Codec};
 
 const CTIM: &str = "ctim";
 const CTID: &str = "ctid";

@@ -1,0 +1,14 @@
+//! The pure core: the nouns (snapshots, backups), preservation policies and
+//! their calendar spans, the object key format, the planner and restore chains.
+//!
+//! Nothing here does I/O or reads the clock: every function is a function of its
+//! arguments, so every rule is tested without root, btrfs or object storage.
+//! Everything else in subvault depends on this layer; it depends on nothing of
+//! subvault's.
+
+pub mod chain;
+pub mod model;
+pub mod object_key;
+pub mod pg_record;
+pub mod planner;
+pub mod policy;
