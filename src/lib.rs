@@ -4,7 +4,6 @@
 //! tested without root; the adapters (`btrfs`, `remote`, `stream`, `dedupe`) talk to
 //! the kernel, object stores and processes; `cli` wires them to commands.
 
-pub mod btrfs;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -16,7 +15,7 @@ pub mod remote;
 pub mod restore;
 pub mod runner;
 pub mod stream;
-pub mod subvol_lock;
+pub mod sys;
 #[cfg(test)]
 mod test_io;
 pub mod units;

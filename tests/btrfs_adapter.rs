@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use common::{run, set_xattr, tool, tree_hash, tree_manifest, TestFs};
-use subvault::btrfs::{
+use subvault::sys::btrfs::{
     create_snapshot, destroy_subvolume, is_btrfs, is_subvolume, list_snapshots,
     parse_snapshot_time, receive, rename_snapshot, send, snapshot_name, subvol_info, BtrfsError,
 };

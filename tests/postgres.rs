@@ -175,7 +175,7 @@ fn btrfs_snapshot(
 ) -> impl FnOnce(bool) -> anyhow::Result<PathBuf> {
     let (source, dir, name) = (source.to_path_buf(), dir.to_path_buf(), name.to_string());
     move |readonly| {
-        Ok(subvault::btrfs::create_snapshot(
+        Ok(subvault::sys::btrfs::create_snapshot(
             &source, &dir, &name, readonly,
         )?)
     }
@@ -556,7 +556,7 @@ async fn faults_give_their_error_and_leave_nothing_behind() {
         .unwrap_or_else(|e| panic!("checkpoint as pg_checkpoint member: {e}"));
     std::env::remove_var("PGPASSFILE");
     assert!(is_readonly(&info.snapshot));
-    subvault::btrfs::destroy_subvolume(&info.snapshot).unwrap();
+    subvault::sys::btrfs::destroy_subvolume(&info.snapshot).unwrap();
 
     // Insufficient privilege names what is needed.
     let cfg = pg_config(cluster.connection("weak", Some("weak")), PgMode::Checkpoint);
@@ -594,7 +594,7 @@ async fn faults_give_their_error_and_leave_nothing_behind() {
     let port = cluster.port;
     let (sv, sd) = (subvol.clone(), snaps.clone());
     let err = snapshot_with(&superuser, &subvol, "killed", move |ro| {
-        let path = subvault::btrfs::create_snapshot(&sv, &sd, "killed", ro)?;
+        let path = subvault::sys::btrfs::create_snapshot(&sv, &sd, "killed", ro)?;
         let out = Command::new(format!("{PG_BIN}/psql"))
             .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-p", &port.to_string()])
             .args(["-d", "postgres", "-c"])
@@ -620,7 +620,7 @@ async fn faults_give_their_error_and_leave_nothing_behind() {
     // SIGINT while the backup runs: stopped, snapshot discarded.
     let (sv, sd) = (subvol.clone(), snaps.clone());
     let err = snapshot_with(&superuser, &subvol, "sig", move |ro| {
-        let path = subvault::btrfs::create_snapshot(&sv, &sd, "sig", ro)?;
+        let path = subvault::sys::btrfs::create_snapshot(&sv, &sd, "sig", ro)?;
         // SAFETY: raise has no preconditions; snapshot_with handles SIGINT now.
         unsafe { libc::raise(libc::SIGINT) };
         std::thread::sleep(Duration::from_millis(100));

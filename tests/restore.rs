@@ -304,7 +304,7 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
             sparse.blocks() * 512 < 1 << 20,
             "the sparse file was restored dense"
         );
-        assert!(subvault::btrfs::subvol_info(&got).unwrap().readonly);
+        assert!(subvault::sys::btrfs::subvol_info(&got).unwrap().readonly);
     }
 
     // Several points in one DIR: the second daily of the month reuses the
@@ -433,7 +433,7 @@ fn expect_failure(s: &Setup, target: &TestFs, case: &str, key: &str, phrases: &[
         text(&out)
     );
     for name in entries(&dir) {
-        let info = subvault::btrfs::subvol_info(&dir.join(&name)).unwrap();
+        let info = subvault::sys::btrfs::subvol_info(&dir.join(&name)).unwrap();
         assert!(
             info.readonly && info.received_uuid.is_some(),
             "{case}: partial subvolume {name} left behind"
@@ -575,7 +575,7 @@ fn objects_written_like_btrfs2s3_restore() {
     let bucket = new_bucket("restore-b2s3");
     let s = setup(512, &bucket, "1y 3m");
     build_source(&s.source);
-    let info = subvault::btrfs::subvol_info(&s.source).unwrap();
+    let info = subvault::sys::btrfs::subvol_info(&s.source).unwrap();
     let btrfs = tool("btrfs");
     let mut prev: Option<(PathBuf, uuid::Uuid)> = None;
     let mut last = None;
@@ -589,7 +589,7 @@ fn objects_written_like_btrfs2s3_restore() {
             .args(["subvolume", "snapshot", "-r"])
             .arg(&s.source)
             .arg(&snap));
-        let si = subvault::btrfs::subvol_info(&snap).unwrap();
+        let si = subvault::sys::btrfs::subvol_info(&snap).unwrap();
         // The real pipeline btrfs2s3 runs with `pipe_through: [[gzip]]`.
         let parent_arg = prev
             .as_ref()

@@ -656,7 +656,7 @@ fn plan_dry_run_reads_btrfs2s3_backups_and_changes_nothing() {
     // Three snapshots named and uploaded the way btrfs2s3 does it: key scheme
     // without .cmpr, objects made by the real `btrfs send | gzip`.
     let btrfs = tool("btrfs");
-    let source_uuid = subvault::btrfs::subvol_info(&s.source).unwrap().uuid;
+    let source_uuid = subvault::sys::btrfs::subvol_info(&s.source).unwrap().uuid;
     let mut made: Vec<(String, uuid::Uuid)> = Vec::new();
     for (i, (t, parent)) in [
         ("2026-01-01T00:00:00+00:00", None),
@@ -668,13 +668,13 @@ fn plan_dry_run_reads_btrfs2s3_backups_and_changes_nothing() {
     {
         fs::write(s.source.join(format!("f{i}")), format!("content {i}")).unwrap();
         s.fs.sync();
-        let info = subvault::btrfs::subvol_info(&s.source).unwrap();
+        let info = subvault::sys::btrfs::subvol_info(&s.source).unwrap();
         let name = format!("data.{t}.{}", info.ctransid);
         run(Command::new(&btrfs)
             .args(["subvolume", "snapshot", "-r"])
             .arg(&s.source)
             .arg(s.snapshots.join(&name)));
-        let snap = subvault::btrfs::subvol_info(&s.snapshots.join(&name)).unwrap();
+        let snap = subvault::sys::btrfs::subvol_info(&s.snapshots.join(&name)).unwrap();
         let mut send = format!("{} send -q", btrfs.display());
         if let Some(p) = parent {
             let pname = &made[p].0;

@@ -67,9 +67,9 @@ fn source_paths(config_path: &Path, names: &[String]) -> anyhow::Result<Vec<Path
             ))
             .into());
         };
-        let info = crate::btrfs::subvol_info(&source.path)?;
+        let info = crate::sys::btrfs::subvol_info(&source.path)?;
         out.push(source.path.clone());
-        let mut snaps = crate::btrfs::list_snapshots(&source.snapshots, info.uuid, name)?;
+        let mut snaps = crate::sys::btrfs::list_snapshots(&source.snapshots, info.uuid, name)?;
         snaps.reverse();
         out.extend(snaps.into_iter().map(|s| s.path));
     }

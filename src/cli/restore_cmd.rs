@@ -116,7 +116,7 @@ pub(crate) fn source_uuids(config: &Config) -> HashMap<String, Option<Uuid>> {
         .sources
         .iter()
         .map(|s| {
-            let u = crate::btrfs::subvol_info(&s.path).ok().map(|i| i.uuid);
+            let u = crate::sys::btrfs::subvol_info(&s.path).ok().map(|i| i.uuid);
             (s.name.clone(), u)
         })
         .collect()
@@ -301,7 +301,7 @@ async fn restore_async(
                 .unwrap_or_default()
         );
         let dir = last.path.parent().unwrap_or(&last.path);
-        let rw = crate::btrfs::create_snapshot(&last.path, dir, &name, false)
+        let rw = crate::sys::btrfs::create_snapshot(&last.path, dir, &name, false)
             .map_err(|e| anyhow::anyhow!("PostgreSQL: cannot make a writable copy: {e}"))?;
         let done = crate::postgres::prepare_restored_datadir(&rw)
             .map_err(|e| anyhow::anyhow!("PostgreSQL: cannot prepare {}: {e}", rw.display()))?;

@@ -9,7 +9,8 @@ use super::time_arg::parse_time;
 use super::{load_config, progress};
 use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::postgres::PgError;
-use crate::runner::{self, execute::run_source, lock::RunLock};
+use crate::runner::{self, execute::run_source};
+use crate::sys::lock::RunLock;
 
 /// Arguments of `subvault run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,8 +37,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
         Some(s) => parse_time(s, config.timezone, "--now")?,
         None => chrono::Utc::now(),
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Err(UsageError("subvault run needs root (btrfs snapshots and send)".into()).into());
     }
     let _lock = RunLock::acquire(config_path)?;

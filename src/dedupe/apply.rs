@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::plan::Call;
 use super::report::DedupeReport;
-use super::sys::{self, DedupeDest, FILE_DEDUPE_RANGE_DIFFERS, FILE_DEDUPE_RANGE_SAME};
 use super::FileTable;
 use crate::progress::Progress;
-use crate::subvol_lock::{LockError, SubvolLock};
+use crate::sys::extent::{self, DedupeDest, FILE_DEDUPE_RANGE_DIFFERS, FILE_DEDUPE_RANGE_SAME};
+use crate::sys::io_hints;
+use crate::sys::lock::{LockError, SubvolLock};
 
 /// Open file descriptors kept at most (closed all at once when exceeded).
 const FD_CACHE: usize = 512;
@@ -109,7 +110,7 @@ impl<'a> Applier<'a> {
                     // does not see our open files.
                     self.fds.clear();
                 }
-                Err(LockError::Busy { .. }) => retry.extend(calls[i..j].iter().cloned()),
+                Err(LockError::SubvolBusy { .. }) => retry.extend(calls[i..j].iter().cloned()),
                 Err(e) => {
                     self.error(format!("lock for {}: {e}", tree.root.display()));
                     for c in &calls[i..j] {
@@ -142,7 +143,7 @@ impl<'a> Applier<'a> {
         let path = self.table.path(file);
         // Root may dedupe into files opened read-only (CAP_SYS_ADMIN), which is
         // what makes read-only snapshots work; others need write access.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         let f = if root {
             None
         } else {
@@ -172,12 +173,12 @@ impl<'a> Applier<'a> {
     /// shared, or None if any part is not addressable (hole, compressed, inline).
     fn segments(&self, file: u32, off: u64, len: u64) -> Option<(Vec<(u64, u64)>, bool)> {
         let f = self.fds.get(&file)?;
-        let exts = sys::fiemap(f, off, len).ok()?;
+        let exts = extent::fiemap(f, off, len).ok()?;
         let mut segs: Vec<(u64, u64)> = Vec::new();
         let mut pos = off;
         let mut shared = true;
         for e in exts {
-            shared &= e.flags & sys::FIEMAP_EXTENT_SHARED != 0;
+            shared &= e.flags & extent::FIEMAP_EXTENT_SHARED != 0;
             if !e.addressable() || e.logical > pos {
                 return None;
             }
@@ -246,13 +247,13 @@ impl<'a> Applier<'a> {
         // The kernel compares the ranges page by page with synchronous reads and
         // no readahead of its own; starting large async reads of both first
         // makes the compare run from the page cache (12x faster cold, see
-        // sys::READAHEAD_STEP).
-        sys::readahead(&self.fds[&c.src_file], c.src_offset, c.len);
+        // io_hints::READAHEAD_STEP).
+        io_hints::readahead(&self.fds[&c.src_file], c.src_offset, c.len);
         for d in &dests {
-            sys::readahead(&self.fds[&d.0], d.1, c.len);
+            io_hints::readahead(&self.fds[&d.0], d.1, c.len);
         }
         self.report.ioctl_calls += 1;
-        let res = sys::fideduperange(&self.fds[&c.src_file], c.src_offset, c.len, &mut raw);
+        let res = extent::fideduperange(&self.fds[&c.src_file], c.src_offset, c.len, &mut raw);
         self.progress.advance(c.len * dests.len() as u64);
         let mut busy = Vec::new();
         match res {

@@ -20,7 +20,6 @@ mod index;
 mod plan;
 mod report;
 mod scan;
-mod sys;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -32,8 +31,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::progress::Progress;
+use crate::sys::btrfs::fs as btrfs_fs;
+pub use crate::sys::btrfs::fs::SpaceUsed;
+use crate::sys::{extent, io_hints};
 pub use report::{DedupeReport, SkipCount, SkipReason, Skips, TreeReport};
-pub use sys::SpaceUsed;
 
 use index::{FileEntry, IndexError, IndexHeader};
 use plan::{BlockRec, FileFacts};
@@ -170,7 +171,7 @@ pub fn dedupe_paths(
     }
     std::thread::scope(|s| {
         s.spawn(|| {
-            if let Err(e) = sys::lower_priority() {
+            if let Err(e) = io_hints::lower_priority() {
                 tracing::warn!("could not lower CPU/IO priority: {e}");
             }
             run_pass(paths, opts, progress)
@@ -202,8 +203,10 @@ fn resolve_trees(
         }
         let dir = File::open(&root).map_err(io_err("open", &root))?;
         let meta = dir.metadata().map_err(io_err("stat", &root))?;
-        let (fsid, sector) = sys::fs_info(&dir).map_err(|_| DedupeError::NotBtrfs(root.clone()))?;
-        let facts = sys::subvol_facts(&dir).map_err(io_err("read subvolume info of", &root))?;
+        let (fsid, sector) =
+            btrfs_fs::fs_info(&dir).map_err(|_| DedupeError::NotBtrfs(root.clone()))?;
+        let facts =
+            btrfs_fs::subvol_facts(&dir).map_err(io_err("read subvolume info of", &root))?;
         match &fs_handle {
             Some((_, id, _, first)) if *id != fsid => {
                 return Err(DedupeError::DifferentFilesystems(first.clone(), root))
@@ -231,8 +234,9 @@ fn resolve_trees(
 }
 
 fn measure(fs: &File, root: &Path) -> Result<SpaceUsed, DedupeError> {
-    crate::btrfs::ioctl::sync(fs.as_fd()).map_err(io_err("commit the transaction of", root))?;
-    sys::space_used(fs).map_err(io_err("read space info of", root))
+    crate::sys::btrfs::ioctl::sync(fs.as_fd())
+        .map_err(io_err("commit the transaction of", root))?;
+    btrfs_fs::space_used(fs).map_err(io_err("read space info of", root))
 }
 
 /// A tree's scan result while the pass runs.
@@ -253,7 +257,7 @@ fn run_pass(
     let started = Instant::now();
     let (trees, fs_file, sector) = resolve_trees(paths, opts)?;
     let bs = opts.block_size;
-    if bs == 0 || bs % sector as u64 != 0 || bs > sys::MAX_DEDUPE_LEN || bs > u32::MAX as u64 {
+    if bs == 0 || bs % sector as u64 != 0 || bs > extent::MAX_DEDUPE_LEN || bs > u32::MAX as u64 {
         return Err(DedupeError::BadBlockSize { size: bs, sector });
     }
     let mut report = DedupeReport {
@@ -500,7 +504,7 @@ fn scan_match_apply(
             f.pending = outcome.still_pending.contains(&(st.base + i as u32));
         }
         let generation = File::open(&tree.root)
-            .and_then(|d| sys::subvol_facts(&d))
+            .and_then(|d| btrfs_fs::subvol_facts(&d))
             .map(|f| f.generation)
             .unwrap_or(0);
         let hdr = IndexHeader {

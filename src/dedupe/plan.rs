@@ -6,7 +6,7 @@
 //! pairs on the same "diagonal" (same file pair, same offset difference) merge into
 //! one range of at most 16 MiB; ranges with the same source range share one call.
 
-use super::sys::{MAX_DEDUPE_DESTS, MAX_DEDUPE_LEN};
+use crate::sys::extent::{MAX_DEDUPE_DESTS, MAX_DEDUPE_LEN};
 
 /// One hashed block of one file: 32 bytes, the unit of memory accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

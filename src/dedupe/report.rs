@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::sys::SpaceUsed;
+use crate::sys::btrfs::fs::SpaceUsed;
 use crate::units::{human_bytes as human, human_signed};
 
 /// Why a file (or directory) was not considered for dedupe.

@@ -21,8 +21,8 @@ use std::sync::Mutex;
 use super::index::FileEntry;
 use super::plan::BlockRec;
 use super::report::{SkipReason, Skips};
-use super::sys;
 use crate::progress::Progress;
+use crate::sys::{extent, io_hints};
 
 /// Size of one read; a multiple of the block size.
 const READ_BUF: usize = 4 << 20;
@@ -422,7 +422,7 @@ fn open_direct(path: &Path) -> io::Result<File> {
 
 /// Physical address of each block if it lies inside one addressable extent (else 0),
 /// or `None` for a block that is entirely a hole or inline data.
-fn block_phys(exts: &[sys::Extent], size: u64, bs: u64) -> Vec<Option<u64>> {
+fn block_phys(exts: &[extent::Extent], size: u64, bs: u64) -> Vec<Option<u64>> {
     let nblocks = size.div_ceil(bs) as usize;
     let mut out = vec![None; nblocks];
     let mut k = 0usize;
@@ -439,7 +439,7 @@ fn block_phys(exts: &[sys::Extent], size: u64, bs: u64) -> Vec<Option<u64>> {
         while j < exts.len() && exts[j].logical < end {
             let e = &exts[j];
             covered = true;
-            if e.flags & sys::FIEMAP_EXTENT_DATA_INLINE != 0 {
+            if e.flags & extent::FIEMAP_EXTENT_DATA_INLINE != 0 {
                 inline = true;
             }
             if e.logical <= start && e.logical + e.length >= end && e.addressable() {
@@ -497,8 +497,8 @@ fn reader(
             ));
             continue;
         }
-        match sys::inode_flags(&f) {
-            Ok(fl) if fl & sys::FS_NOCOW_FL != 0 => {
+        match extent::inode_flags(&f) {
+            Ok(fl) if fl & extent::FS_NOCOW_FL != 0 => {
                 let _ = tx.send(skip(SkipReason::NoDataCow, path.display().to_string()));
                 continue;
             }
@@ -512,7 +512,7 @@ fn reader(
             }
         }
         let size = before.size();
-        let exts = match sys::fiemap(&f, 0, size) {
+        let exts = match extent::fiemap(&f, 0, size) {
             Ok(x) => x,
             Err(e) => {
                 let _ = tx.send(skip(
@@ -524,7 +524,7 @@ fn reader(
         };
         if exts
             .iter()
-            .any(|e| e.flags & sys::FIEMAP_EXTENT_DATA_INLINE != 0)
+            .any(|e| e.flags & extent::FIEMAP_EXTENT_DATA_INLINE != 0)
             && size <= bs
         {
             let _ = tx.send(skip(SkipReason::Tiny, path.display().to_string()));
@@ -567,7 +567,7 @@ fn reader(
         if !read_blocks.is_empty() {
             direct = open_direct(&path).ok();
             if direct.is_none() {
-                sys::fadvise_sequential(&f);
+                io_hints::fadvise_sequential(&f);
             }
         }
         let mut ok = true;
@@ -659,7 +659,7 @@ fn read_chunk(
             Ok(n) if n >= want => return Ok(want),
             _ => {
                 *direct = None;
-                sys::fadvise_sequential(f);
+                io_hints::fadvise_sequential(f);
             }
         }
     }
@@ -690,8 +690,8 @@ fn read_at_least(f: &File, buf: &mut [u8], off: u64, want: usize) -> io::Result<
 mod tests {
     use super::*;
 
-    fn ext(logical: u64, physical: u64, length: u64, flags: u32) -> sys::Extent {
-        sys::Extent {
+    fn ext(logical: u64, physical: u64, length: u64, flags: u32) -> extent::Extent {
+        extent::Extent {
             logical,
             physical,
             length,
@@ -739,7 +739,7 @@ mod tests {
             ext(0, 1000, 16, 0), // blocks 0,1 inside one extent
             ext(16, 5000, 4, 0), // block 2 split across two extents
             ext(20, 7000, 4, 0),
-            ext(40, 9000, 8, sys::FIEMAP_EXTENT_ENCODED), // block 5 compressed
+            ext(40, 9000, 8, extent::FIEMAP_EXTENT_ENCODED), // block 5 compressed
         ];
         // size 50: blocks 0..=6; block 3,4 hole; block 6 (48..50) hole
         let p = block_phys(&exts, 50, bs);

@@ -71,7 +71,7 @@ fn serialize_mode<S: serde::Serializer>(mode: &PgMode, s: S) -> Result<S::Ok, S:
 /// source subvolume). `label` names the backup on the server (backup mode).
 ///
 /// `take_snapshot(readonly)` must create the snapshot atomically (e.g.
-/// `crate::btrfs::create_snapshot(source, dir, name, readonly)`) and return its
+/// `crate::sys::btrfs::create_snapshot(source, dir, name, readonly)`) and return its
 /// path. It is asked for a read-only snapshot in checkpoint mode, and for a
 /// read-write one in backup mode: `backup_label` is written into it and it is then
 /// made read-only here, so either way a read-only snapshot comes back
@@ -231,7 +231,7 @@ struct HalfMade(Option<PathBuf>);
 impl Drop for HalfMade {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
-            match crate::btrfs::destroy_subvolume(&path) {
+            match crate::sys::btrfs::destroy_subvolume(&path) {
                 Ok(()) => tracing::info!("discarded the half-made snapshot {}", path.display()),
                 Err(e) => tracing::error!(
                     "could not discard the half-made snapshot {}: {e}; delete it with \

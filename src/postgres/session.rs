@@ -231,21 +231,11 @@ fn pgpass_password(config: &Config) -> Option<String> {
 
 /// The name of the effective OS user (what libpq uses when no user is given).
 fn os_user() -> Option<String> {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: all-zero is a valid `passwd` (pointers null, numbers zero).
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live memory of the stated size; on success
-    // `pw_name` points into `buf`, which outlives the read below.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// `host:port` (or the socket directory) for messages.

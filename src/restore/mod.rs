@@ -38,11 +38,11 @@ pub use crate::core::chain::{ChainError, Selector};
 pub use fetch::Fetch;
 pub use target::{Present, Target};
 
-use crate::btrfs;
 use crate::core::model::Backup;
 use crate::progress::Progress;
 use crate::remote::{ObjectStore, RemoteError};
 use crate::stream::{self, StreamError};
+use crate::sys::btrfs;
 use crate::units::human_bytes;
 
 /// Default bytes buffered ahead for the next object in the chain (and at most

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::RestoreError;
-use crate::btrfs;
+use crate::sys::btrfs;
 
 /// Inode number of every subvolume root on btrfs.
 const SUBVOL_INO: u64 = 256;

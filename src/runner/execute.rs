@@ -21,13 +21,13 @@ use uuid::Uuid;
 use super::{
     backup_key, new_snapshot_path, plan_input, read_source, read_source_flushed, OpenRemote,
 };
-use crate::btrfs::{self, SendStream};
 use crate::config::{Config, Source};
 use crate::core::planner::{self, Action, BackupAction, Plan};
 use crate::progress::Progress;
 use crate::remote::{ObjectStore, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
-use crate::subvol_lock::SubvolLock;
+use crate::sys::btrfs::{self, SendStream};
+use crate::sys::lock::SubvolLock;
 use crate::units::{human_bytes, plural};
 
 /// How long an upload waits for a dedupe of the same snapshot to finish.

@@ -5,7 +5,6 @@
 //! everything that touches the kernel or a remote happens here or in `execute`.
 
 pub mod execute;
-pub mod lock;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,12 +13,12 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::btrfs::{self, BtrfsError, SubvolInfo};
 use crate::config::{Config, RemoteConfig, Source, UploadConfig};
 use crate::core::model::{Backup, Codec, Snapshot};
 use crate::core::object_key::{self, KeyInfo};
 use crate::core::planner::{PlanInput, RemoteInput};
 use crate::remote::{self, AnyStore, ObjectStore};
+use crate::sys::btrfs::{self, BtrfsError, SubvolInfo};
 
 /// What the local side of a source looks like now.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! btrfs adapter: subvolume info, snapshots, send streams and receive.
 //!
-//! Everything the kernel can do is done through its ioctls (see `ioctl`, the
-//! only module with `unsafe`): GET_SUBVOL_INFO, SUBVOL_GETFLAGS,
-//! SNAP_CREATE_V2, SNAP_DESTROY_V2 and SEND. Receiving has no ioctl, so
-//! [`receive`] runs `btrfs receive`.
+//! Everything the kernel can do is done through its ioctls (the raw calls and
+//! their argument structs are in `ioctl`): GET_SUBVOL_INFO, SUBVOL_GETFLAGS
+//! and SETFLAGS, SNAP_CREATE_V2, SNAP_DESTROY_V2, SEND, FS_INFO, SPACE_INFO and
+//! SYNC. Receiving has no ioctl, so [`receive`] runs `btrfs receive`.
 //!
 //! ctransid facts the runner relies on (checked by tests/btrfs_adapter.rs):
 //! a snapshot's `ctransid` equals its source's `ctransid` at the moment it was
@@ -12,7 +12,8 @@
 //! equals the newest snapshot's" means "nothing changed, no new snapshot".
 
 mod error;
-/// Raw ioctl wrappers, shared with the dedupe engine (GET_SUBVOL_INFO, FS_INFO).
+pub mod fs;
+/// Raw ioctl wrappers, shared with the dedupe engine and the PostgreSQL seal.
 pub(crate) mod ioctl;
 mod list;
 mod naming;

@@ -1,13 +1,15 @@
-//! Raw kernel interfaces the dedupe engine needs: FIDEDUPERANGE, FIEMAP,
-//! FS_IOC_GETFLAGS, a few btrfs ioctls, and CPU/IO priority.
+//! File extent ioctls of the VFS, which the dedupe engine is built on:
+//! FIDEDUPERANGE (share identical ranges; the kernel compares the bytes),
+//! FIEMAP (where a file's extents are, and which are shared) and
+//! FS_IOC_GETFLAGS (nodatacow files).
 //!
-//! Struct layouts follow the kernel's uapi headers (`linux/fs.h`, `linux/fiemap.h`,
-//! `linux/btrfs.h`); their sizes are unit-tested against the values the kernel's
-//! headers give, because the ioctl numbers encode those sizes.
+//! Struct layouts follow the kernel's uapi headers (`linux/fs.h`,
+//! `linux/fiemap.h`); their sizes are unit-tested against the values the
+//! kernel's headers give, because the ioctl numbers encode those sizes.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 /// `struct file_dedupe_range` (24 bytes) without its flexible array.
 #[repr(C)]
@@ -84,39 +86,9 @@ pub const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
 /// `FS_NOCOW_FL`: the file is nodatacow (and therefore nodatasum).
 pub const FS_NOCOW_FL: u32 = 0x0080_0000;
 
-/// `struct btrfs_ioctl_space_args` header (16 bytes).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SpaceArgs {
-    pub space_slots: u64,
-    pub total_spaces: u64,
-}
-
-/// `struct btrfs_ioctl_space_info` (24 bytes).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SpaceInfo {
-    pub flags: u64,
-    pub total_bytes: u64,
-    pub used_bytes: u64,
-}
-
-/// Block group type bit for data.
-pub const BTRFS_BLOCK_GROUP_DATA: u64 = 1;
-/// Block group type bit for metadata.
-pub const BTRFS_BLOCK_GROUP_METADATA: u64 = 4;
-/// The global reserve pseudo space info; not real usage.
-pub const BTRFS_SPACE_INFO_GLOBAL_RSV: u64 = 1 << 49;
-
-/// Root item flag (BTRFS_ROOT_SUBVOL_RDONLY): the subvolume is read-only.
-/// BTRFS_IOC_GET_SUBVOL_INFO returns the root item's flags, where read-only is
-/// bit 0 (bit 1 is the different BTRFS_SUBVOL_RDONLY of SUBVOL_GETFLAGS).
-pub const BTRFS_ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
-
 nix::ioctl_readwrite!(ioc_fideduperange, 0x94, 54, FileDedupeRange);
 nix::ioctl_readwrite!(ioc_fiemap, b'f', 11, Fiemap);
 nix::ioctl_read!(ioc_getflags, b'f', 1, libc::c_long);
-nix::ioctl_readwrite!(ioc_space_info, 0x94, 20, SpaceArgs);
 
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -250,145 +222,19 @@ pub fn inode_flags(file: &File) -> io::Result<u32> {
     Ok(v as u32)
 }
 
-/// Subvolume facts of the subvolume containing `fd`.
-#[derive(Debug, Clone, Copy)]
-pub struct SubvolFacts {
-    pub uuid: [u8; 16],
-    pub generation: u64,
-    pub readonly: bool,
-}
-
-/// `BTRFS_IOC_GET_SUBVOL_INFO` on an open file or directory (the btrfs adapter's ioctl).
-pub fn subvol_facts(file: &File) -> io::Result<SubvolFacts> {
-    let a = crate::btrfs::ioctl::get_subvol_info(file.as_fd())?;
-    Ok(SubvolFacts {
-        uuid: a.uuid,
-        generation: a.generation,
-        readonly: a.flags & BTRFS_ROOT_SUBVOL_RDONLY != 0,
-    })
-}
-
-/// Filesystem uuid (`BTRFS_IOC_FS_INFO`) and block size (`st_blksize`, which
-/// btrfs sets to its sector size).
-pub fn fs_info(file: &File) -> io::Result<([u8; 16], u32)> {
-    let fsid = crate::btrfs::ioctl::fsid(file.as_fd())?;
-    let blksize = std::os::unix::fs::MetadataExt::blksize(&file.metadata()?);
-    Ok((fsid, (blksize as u32).max(4096)))
-}
-
-/// Used bytes of the filesystem (logical, as `btrfs filesystem df` shows them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SpaceUsed {
-    pub data: u64,
-    pub metadata: u64,
-}
-
-/// `BTRFS_IOC_SPACE_INFO`: data and metadata bytes used, summed over profiles.
-pub fn space_used(file: &File) -> io::Result<SpaceUsed> {
-    let mut hdr = SpaceArgs::default();
-    // SAFETY: with space_slots = 0 the kernel only fills total_spaces.
-    unsafe { ioc_space_info(file.as_raw_fd(), &mut hdr) }.map_err(errno)?;
-    let n = hdr.total_spaces as usize;
-    let words = (16 + 24 * n) / 8;
-    let mut buf = vec![0u64; words.max(2)];
-    buf[0] = n as u64;
-    let base = buf.as_mut_ptr() as *mut u8;
-    let mut used = SpaceUsed::default();
-    // SAFETY: buf holds the header plus n infos, 8-aligned.
-    unsafe {
-        ioc_space_info(file.as_raw_fd(), base as *mut SpaceArgs).map_err(errno)?;
-        let got = (*(base as *const SpaceArgs)).total_spaces.min(n as u64) as usize;
-        let infos = base.add(16) as *const SpaceInfo;
-        for i in 0..got {
-            let s = *infos.add(i);
-            if s.flags & BTRFS_SPACE_INFO_GLOBAL_RSV != 0 {
-                continue;
-            }
-            if s.flags & BTRFS_BLOCK_GROUP_DATA != 0 {
-                used.data += s.used_bytes;
-            } else if s.flags & BTRFS_BLOCK_GROUP_METADATA != 0 {
-                used.metadata += s.used_bytes;
-            }
-        }
-    }
-    Ok(used)
-}
-
-/// Lower the calling thread (and threads it spawns later) to nice 19 and the idle
-/// IO class. Linux applies both per thread, so the engine calls this at the start
-/// of its own worker thread and leaves the caller's thread alone.
-pub fn lower_priority() -> io::Result<()> {
-    // SAFETY: plain syscalls on the calling thread.
-    unsafe {
-        if libc::setpriority(libc::PRIO_PROCESS, 0, 19) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-        const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
-        let prio = IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT;
-        if libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            0 as libc::c_long,
-            prio,
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Largest range handed to one readahead(2) call.
-///
-/// The kernel quietly trims each readahead(2) / POSIX_FADV_WILLNEED request to
-/// the device's readahead window (`max(read_ahead_kb, max_sectors_kb)`, e.g.
-/// 2.5 MiB on a loop device, 128 KiB on some disks), so one call for a 16 MiB
-/// dedupe range left most of it cold. 1 MiB steps stay under every window we
-/// have seen. Measured on a loop btrfs, 1 GiB FIDEDUPERANGE'd in 16 MiB calls
-/// with a cold cache: 20.6 s without readahead, 16.3 s with one call per range,
-/// 1.7 s with 1 MiB steps.
-const READAHEAD_STEP: u64 = 1 << 20;
-
-/// Start reading `[off, off + len)` into the page cache (readahead(2) in
-/// [`READAHEAD_STEP`] pieces); advisory, returns before the reads finish.
-pub fn readahead(file: &File, off: u64, len: u64) {
-    let end = off.saturating_add(len);
-    let mut pos = off;
-    while pos < end {
-        let step = READAHEAD_STEP.min(end - pos);
-        // SAFETY: advisory only; errors are harmless.
-        unsafe {
-            libc::readahead(file.as_raw_fd(), pos as libc::off64_t, step as libc::size_t);
-        }
-        pos += step;
-    }
-}
-
-/// Hint sequential access (bigger readahead) for the whole file.
-pub fn fadvise_sequential(file: &File) {
-    // SAFETY: advisory only; errors are harmless.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::mem::size_of;
 
     // Expected sizes are the kernel uapi headers' sizeof() values (checked with a C
-    // compiler against /usr/include/linux/{fs,fiemap,btrfs}.h).
+    // compiler against /usr/include/linux/{fs,fiemap}.h).
     #[test]
     fn struct_sizes_match_kernel_headers() {
         assert_eq!(size_of::<FileDedupeRange>(), 24);
         assert_eq!(size_of::<FileDedupeRangeInfo>(), 32);
         assert_eq!(size_of::<Fiemap>(), 32);
         assert_eq!(size_of::<FiemapExtent>(), 56);
-        assert_eq!(size_of::<SpaceArgs>(), 16);
-        assert_eq!(size_of::<SpaceInfo>(), 24);
     }
 
     #[test]
@@ -404,10 +250,6 @@ mod tests {
         assert_eq!(
             nix::request_code_read!(b'f', 1, size_of::<libc::c_long>()) as u64,
             0x8008_6601
-        );
-        assert_eq!(
-            nix::request_code_readwrite!(0x94, 20, size_of::<SpaceArgs>()) as u64,
-            0xc010_9414
         );
     }
 

@@ -1,7 +1,7 @@
 //! Raw btrfs ioctls: `#[repr(C)]` mirrors of the argument structs in
 //! `linux/btrfs.h` (uapi) and the request numbers, wrapped by nix's ioctl macros.
 //!
-//! Only this module contains `unsafe`. The structs are plain old data; the unit
+//! The structs are plain old data; the unit
 //! tests pin their sizes and request numbers to the kernel header's values so a
 //! layout slip cannot silently corrupt an argument block.
 
@@ -104,12 +104,43 @@ pub struct FsInfoArgs {
     pub reserved: [u8; 944],
 }
 
+/// `struct btrfs_ioctl_space_args` header (16 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpaceArgs {
+    pub space_slots: u64,
+    pub total_spaces: u64,
+}
+
+/// `struct btrfs_ioctl_space_info` (24 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpaceInfo {
+    pub flags: u64,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// Block group type bit for data.
+pub const BLOCK_GROUP_DATA: u64 = 1;
+/// Block group type bit for metadata.
+pub const BLOCK_GROUP_METADATA: u64 = 4;
+/// The global reserve pseudo space info; not real usage.
+pub const SPACE_INFO_GLOBAL_RSV: u64 = 1 << 49;
+
+/// Root item flag (BTRFS_ROOT_SUBVOL_RDONLY): the subvolume is read-only.
+/// BTRFS_IOC_GET_SUBVOL_INFO returns the root item's flags, where read-only is
+/// bit 0 (bit 1 is the different BTRFS_SUBVOL_RDONLY of SUBVOL_GETFLAGS).
+pub const ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
+
 mod raw {
     use super::*;
     nix::ioctl_none!(sync, MAGIC, 8);
     nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
+    nix::ioctl_readwrite!(space_info, MAGIC, 20, SpaceArgs);
     nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
     nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
+    nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
     nix::ioctl_read!(fs_info, MAGIC, 31, FsInfoArgs);
     nix::ioctl_write_ptr!(send, MAGIC, 38, SendArgs);
     nix::ioctl_read!(get_subvol_info, MAGIC, 60, GetSubvolInfoArgs);
@@ -178,6 +209,34 @@ pub fn subvol_getflags(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: valid fd, pointer to a u64 the kernel writes.
     unsafe { raw::subvol_getflags(fd.as_raw_fd(), &mut flags) }.map_err(to_io)?;
     Ok(flags)
+}
+
+/// BTRFS_IOC_SUBVOL_SETFLAGS: replace the subvolume's flags (e.g. add
+/// `SUBVOL_RDONLY`).
+pub fn subvol_setflags(fd: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
+    // SAFETY: valid fd, pointer to a u64 the kernel reads.
+    unsafe { raw::subvol_setflags(fd.as_raw_fd(), &flags) }.map_err(to_io)?;
+    Ok(())
+}
+
+/// BTRFS_IOC_SPACE_INFO: one entry per block group type and profile.
+pub fn space_info(fd: BorrowedFd<'_>) -> io::Result<Vec<SpaceInfo>> {
+    let mut hdr = SpaceArgs::default();
+    // SAFETY: with space_slots = 0 the kernel only fills total_spaces.
+    unsafe { raw::space_info(fd.as_raw_fd(), &mut hdr) }.map_err(to_io)?;
+    let n = hdr.total_spaces as usize;
+    // One u64 buffer keeps the header and the entries 8-aligned.
+    let mut buf = vec![0u64; ((16 + 24 * n) / 8).max(2)];
+    buf[0] = n as u64;
+    let base = buf.as_mut_ptr() as *mut u8;
+    // SAFETY: buf holds the header plus n entries; the kernel writes at most
+    // space_slots (= n) of them and says how many in total_spaces.
+    unsafe {
+        raw::space_info(fd.as_raw_fd(), base as *mut SpaceArgs).map_err(to_io)?;
+        let got = (*(base as *const SpaceArgs)).total_spaces.min(n as u64) as usize;
+        let infos = base.add(16) as *const SpaceInfo;
+        Ok((0..got).map(|i| *infos.add(i)).collect())
+    }
 }
 
 /// BTRFS_IOC_GET_SUBVOL_INFO for the subvolume containing `fd`.
@@ -251,6 +310,8 @@ mod tests {
         assert_eq!(size_of::<GetSubvolInfoArgs>(), 504);
         assert_eq!(size_of::<SendArgs>(), 72);
         assert_eq!(size_of::<FsInfoArgs>(), 1024);
+        assert_eq!(size_of::<SpaceArgs>(), 16);
+        assert_eq!(size_of::<SpaceInfo>(), 24);
     }
 
     /// Request numbers as the kernel header's _IOW/_IOR macros compute them.
@@ -258,12 +319,17 @@ mod tests {
     // The request type is u64 on glibc but c_int on musl: keep the cast.
     #[allow(clippy::unnecessary_cast)]
     fn request_numbers_match_the_kernel_header() {
-        use nix::{request_code_read, request_code_write};
+        use nix::{request_code_read, request_code_readwrite, request_code_write};
         let w = |nr, size| request_code_write!(MAGIC, nr, size) as u64;
         let r = |nr, size| request_code_read!(MAGIC, nr, size) as u64;
         assert_eq!(w(15, size_of::<VolArgs>()), 0x5000_940f);
+        assert_eq!(
+            request_code_readwrite!(MAGIC, 20, size_of::<SpaceArgs>()) as u64,
+            0xc010_9414
+        );
         assert_eq!(w(23, size_of::<VolArgsV2>()), 0x5000_9417);
         assert_eq!(r(25, size_of::<u64>()), 0x8008_9419);
+        assert_eq!(w(26, size_of::<u64>()), 0x4008_941a);
         assert_eq!(r(31, size_of::<FsInfoArgs>()), 0x8400_941f);
         assert_eq!(w(38, size_of::<SendArgs>()), 0x4048_9426);
         assert_eq!(r(60, size_of::<GetSubvolInfoArgs>()), 0x81f8_943c);

@@ -1,0 +1,268 @@
+//! Advisory locks between subvault processes (and threads): the run lock, so
+//! two `subvault run`s of one config never overlap, and per-subvolume locks, so
+//! a send and a dedupe of the same subvolume never overlap (the kernel would
+//! fail one of them with EAGAIN).
+//!
+//! Both are an exclusive `flock` on a file in the lock directory
+//! (`/run/subvault/locks`, created with mode 0700; `SUBVAULT_LOCK_DIR`
+//! overrides it, for tests): `run-<hash of the config path>.lock` and
+//! `<subvolume uuid>.lock`. flock belongs to the open file, so two locks taken
+//! in one process exclude each other too, and the kernel drops a lock when its
+//! holder exits, however it exits: a crashed run never leaves a stale lock.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Where locks live unless `SUBVAULT_LOCK_DIR` says otherwise.
+pub const DEFAULT_LOCK_DIR: &str = "/run/subvault/locks";
+
+/// How often a waiting [`SubvolLock::exclusive`] retries.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Taking a lock failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock file or its directory could not be created or locked.
+    #[error("cannot {action} {}: {error}", .path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The lock file or directory.
+        path: PathBuf,
+        /// The system error.
+        error: io::Error,
+    },
+    /// Another run of the same config holds the run lock.
+    #[error("another subvault run with this config is in progress (lock {} held{holder}); this run does nothing", .path.display())]
+    RunBusy {
+        /// The lock file.
+        path: PathBuf,
+        /// ` by pid N` when the holder wrote its pid.
+        holder: String,
+    },
+    /// Someone else holds the subvolume's lock.
+    #[error(
+        "subvolume {uuid} is busy: another send or dedupe holds {} (waited {waited:?}); \
+         try again when it is done",
+        .path.display()
+    )]
+    SubvolBusy {
+        /// The subvolume.
+        uuid: Uuid,
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited before giving up.
+        waited: Duration,
+    },
+}
+
+/// `SUBVAULT_LOCK_DIR` or [`DEFAULT_LOCK_DIR`].
+fn lock_dir() -> PathBuf {
+    std::env::var_os("SUBVAULT_LOCK_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_DIR))
+}
+
+/// Opens (creating it and its directory) the lock file `name` in the lock
+/// directory.
+fn open_lock_file(name: &str) -> Result<(File, PathBuf), LockError> {
+    let dir = lock_dir();
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|error| LockError::Io {
+            action: "create the lock directory",
+            path: dir.clone(),
+            error,
+        })?;
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| LockError::Io {
+            action: "open the lock file",
+            path: path.clone(),
+            error,
+        })?;
+    Ok((file, path))
+}
+
+/// One non-blocking attempt: `Ok(Ok(lock))`, or `Ok(Err(file))` when another
+/// holder has it (the file comes back for the next attempt).
+fn try_lock(mut file: File, path: &Path) -> Result<Result<Flock<File>, File>, LockError> {
+    loop {
+        return match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Ok(lock)),
+            Err((f, Errno::EWOULDBLOCK)) => Ok(Err(f)),
+            Err((f, Errno::EINTR)) => {
+                file = f;
+                continue;
+            }
+            Err((_, e)) => Err(LockError::Io {
+                action: "lock",
+                path: path.to_path_buf(),
+                error: e.into(),
+            }),
+        };
+    }
+}
+
+/// Held for the whole run; released on drop (or process exit).
+#[derive(Debug)]
+pub struct RunLock {
+    _lock: Flock<File>,
+}
+
+/// The run lock file for a config.
+pub fn run_lock_path(config_path: &Path) -> PathBuf {
+    lock_dir().join(run_lock_name(config_path))
+}
+
+fn run_lock_name(config_path: &Path) -> String {
+    let canonical =
+        std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    format!("run-{}.lock", hex::encode(&digest[..8]))
+}
+
+impl RunLock {
+    /// Takes the run lock of `config_path` without waiting.
+    pub fn acquire(config_path: &Path) -> Result<RunLock, LockError> {
+        let (file, path) = open_lock_file(&run_lock_name(config_path))?;
+        match try_lock(file, &path)? {
+            Ok(mut lock) => {
+                // Best effort: the pid helps the user find the other run.
+                let _ = lock.set_len(0);
+                let _ = write!(*lock, "{}", std::process::id());
+                Ok(RunLock { _lock: lock })
+            }
+            Err(_) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|pid| format!(" by pid {pid}"))
+                    .unwrap_or_default();
+                Err(LockError::RunBusy { path, holder })
+            }
+        }
+    }
+}
+
+/// An exclusive lock on one subvolume, released on drop.
+#[derive(Debug)]
+pub struct SubvolLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl SubvolLock {
+    /// Takes the exclusive lock for the subvolume `uuid`. `wait: None` tries
+    /// once; `Some(d)` retries for up to `d`. Blocks the calling thread while
+    /// waiting (use `spawn_blocking` from async code).
+    pub fn exclusive(uuid: Uuid, wait: Option<Duration>) -> Result<SubvolLock, LockError> {
+        let (mut file, path) = open_lock_file(&format!("{uuid}.lock"))?;
+        let started = Instant::now();
+        let deadline = wait.map(|w| started + w);
+        loop {
+            file = match try_lock(file, &path)? {
+                Ok(lock) => return Ok(SubvolLock { _lock: lock, path }),
+                Err(file) => file,
+            };
+            let now = Instant::now();
+            match deadline {
+                Some(d) if now < d => std::thread::sleep(POLL.min(d - now)),
+                _ => {
+                    return Err(LockError::SubvolBusy {
+                        uuid,
+                        path,
+                        waited: now - started,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The lock file this lock holds.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Both lock kinds read SUBVAULT_LOCK_DIR, which is process-wide: one test
+    // sets it and runs every case, so parallel tests cannot race on it.
+    #[test]
+    fn locks_exclude_release_on_drop_and_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_dir = dir.path().join("locks");
+        std::env::set_var("SUBVAULT_LOCK_DIR", &lock_dir);
+        subvolume_locks(&lock_dir);
+        run_locks(dir.path());
+        std::env::remove_var("SUBVAULT_LOCK_DIR");
+    }
+
+    fn subvolume_locks(lock_dir: &Path) {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+
+        let held = SubvolLock::exclusive(a, None).unwrap();
+        assert_eq!(held.path(), lock_dir.join(format!("{a}.lock")));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(lock_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let busy = SubvolLock::exclusive(a, None).unwrap_err();
+        assert!(
+            matches!(busy, LockError::SubvolBusy { uuid, .. } if uuid == a),
+            "{busy}"
+        );
+        let t = Instant::now();
+        let busy = SubvolLock::exclusive(a, Some(Duration::from_millis(200))).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(200), "{busy}");
+
+        let other = SubvolLock::exclusive(b, None).unwrap();
+
+        let waiter = std::thread::spawn(move || {
+            SubvolLock::exclusive(a, Some(Duration::from_secs(10))).map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+        drop(other);
+    }
+
+    fn run_locks(dir: &Path) {
+        let cfg = dir.join("config.yaml");
+        std::fs::write(&cfg, "").unwrap();
+        let first = RunLock::acquire(&cfg).unwrap();
+        let err = RunLock::acquire(&cfg).unwrap_err();
+        assert!(matches!(err, LockError::RunBusy { .. }));
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        let other = dir.join("other.yaml");
+        std::fs::write(&other, "").unwrap();
+        let _unrelated = RunLock::acquire(&other).expect("another config is not blocked");
+        drop(first);
+        RunLock::acquire(&cfg).expect("free again after drop");
+    }
+}
