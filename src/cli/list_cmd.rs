@@ -148,7 +148,7 @@ fn planner_reasons(
         for b in planner::plan(&input).backups {
             let reasons = match b.action {
                 BackupAction::Delete => vec!["pruned by the next run".to_string()],
-                _ => b.reasons,
+                _ => b.reasons.iter().map(ToString::to_string).collect(),
             };
             out.insert((b.remote, b.uuid), reasons);
         }

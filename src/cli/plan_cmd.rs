@@ -11,10 +11,10 @@ use super::load_config;
 use super::plan_view::{render_json, render_text, SourcePlan};
 use super::time_arg::parse_time;
 use crate::config::{Config, Source};
-use crate::core::planner::{self, Action};
+use crate::core::planner;
 use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
 use crate::remote::ObjectStore;
-use crate::runner::{self, backup_key, OpenRemote};
+use crate::runner::{self, KeyNaming, OpenRemote};
 
 /// Arguments of `subvault plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -110,39 +110,17 @@ fn plan_source(
             described.insert(up.id.clone(), (r.store.describe(), up.preserve.describe()));
         }
     }
-    for a in &plan.actions {
-        if let Action::UploadBackup {
-            remote,
-            uuid,
-            send_parent_uuid,
-            snapshot_path,
-            ..
-        } = a
-        {
-            let (Some(Ok(r)), Some(up), Some(entry)) = (
-                remotes.get(remote),
-                source.upload_to_remotes.iter().find(|u| &u.id == remote),
-                plan.backups
-                    .iter()
-                    .find(|b| &b.remote == remote && b.uuid == *uuid),
-            ) else {
-                continue;
-            };
-            if !uuid.is_nil() {
-                let key = backup_key(
-                    snapshot_path,
-                    config,
-                    source,
-                    up,
-                    r.store.prefix(),
-                    *uuid,
-                    *send_parent_uuid,
-                    entry.ctransid,
-                    entry.time,
-                    state.info.uuid,
-                );
-                upload_keys.insert((remote.clone(), *uuid), key);
-            }
+    for u in plan.uploads() {
+        let (Some(Ok(r)), Some(up)) = (
+            remotes.get(&u.remote),
+            source.upload_to_remotes.iter().find(|up| up.id == u.remote),
+        ) else {
+            continue;
+        };
+        if !u.uuid.is_nil() {
+            let pg = crate::postgres::sidecar::read(&u.snapshot_path);
+            let naming = KeyNaming::new(config, source, up, r.store.prefix(), state.info.uuid);
+            upload_keys.insert((u.remote.clone(), u.uuid), naming.key(u, pg.as_ref()));
         }
     }
     Ok(SourcePlan {

@@ -10,7 +10,9 @@ use chrono_tz::Tz;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::core::planner::{Action, BackupAction, BackupPlan, Plan, SnapshotAction};
+use crate::core::planner::{
+    Action, BackupAction, BackupPlan, KeepReason, Plan, SnapshotAction, Upload,
+};
 use crate::units::human_bytes;
 
 /// A planned source, with what the renderer needs besides the plan.
@@ -34,6 +36,14 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+fn reasons_text(reasons: &[KeepReason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn marker(b: &BackupPlan) -> &'static str {
     match (b.action, b.broken_chain) {
         (BackupAction::Upload, _) => "+",
@@ -53,7 +63,7 @@ fn backup_line(b: &BackupPlan, tz: Tz) -> String {
     let reasons = if b.reasons.is_empty() {
         "not preserved".to_string()
     } else {
-        b.reasons.join(", ")
+        reasons_text(&b.reasons)
     };
     let size = b.size.map(human_bytes).unwrap_or_else(|| "-".to_string());
     let class = b.storage_class.clone().unwrap_or_else(|| "-".to_string());
@@ -150,7 +160,7 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
             let reasons = if s.reasons.is_empty() {
                 String::new()
             } else {
-                format!("  [{}]", s.reasons.join(", "))
+                format!("  [{}]", reasons_text(&s.reasons))
             };
             let _ = writeln!(out, "    {action} {}{reasons}", file_name(&s.snapshot.path));
         }
@@ -164,12 +174,12 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
         for (n, a) in sp.plan.actions.iter().enumerate() {
             let text = match a {
                 Action::CreateSnapshot { path } => format!("create snapshot {}", path.display()),
-                Action::UploadBackup {
+                Action::UploadBackup(Upload {
                     remote,
                     snapshot_path,
                     send_parent_path,
                     ..
-                } => match send_parent_path {
+                }) => match send_parent_path {
                     None => format!("upload {} to {remote} (full)", file_name(snapshot_path)),
                     Some(p) => format!(
                         "upload {} to {remote} (relative to {})",
@@ -238,7 +248,7 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             let mut v = serde_json::to_value(a).expect("actions serialize");
             if let Value::Object(m) = &mut v {
                 m.insert("source".into(), json!(sp.name));
-                if let Action::UploadBackup { remote, uuid, .. } = a {
+                if let Action::UploadBackup(Upload { remote, uuid, .. }) = a {
                     if let Some(k) = sp.upload_keys.get(&(remote.clone(), *uuid)) {
                         m.insert("key".into(), json!(k));
                     }

@@ -553,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn preserved_spans_of_the_issue_example() {
+    fn preserved_spans_of_1y_3m_30d_24h() {
         let p: Policy = "1y 3m 30d 24h".parse().unwrap();
         let now = utc("2025-03-10T12:34:56Z");
         let z = Tz::UTC;

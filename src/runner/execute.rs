@@ -19,10 +19,10 @@ use tokio::io::{AsyncRead, ReadBuf};
 use uuid::Uuid;
 
 use super::{
-    backup_key, new_snapshot_path, plan_input, read_source, read_source_flushed, OpenRemote,
+    new_snapshot_path, plan_input, read_source, read_source_flushed, KeyNaming, OpenRemote,
 };
 use crate::config::{Config, Source};
-use crate::core::planner::{self, Action, BackupAction, Plan};
+use crate::core::planner::{self, Action, Upload};
 use crate::progress::Progress;
 use crate::remote::{ObjectStore, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
@@ -138,36 +138,15 @@ pub async fn run_source(
 
     let started = Instant::now();
     let mut uploaded_keys: Vec<(String, String)> = Vec::new();
-    for action in &plan.actions {
-        if let Action::UploadBackup {
-            remote,
-            snapshot_path,
-            uuid,
-            send_parent_path,
-            send_parent_uuid,
-        } = action
-        {
-            let open = remotes[remote]
-                .as_ref()
-                .map_err(|e| anyhow!(crate::errors::one_line(e)))?;
-            let stats = upload(
-                config,
-                source,
-                &plan,
-                open,
-                snapshot_path,
-                *uuid,
-                send_parent_path.as_deref(),
-                *send_parent_uuid,
-                state.info.uuid,
-                progress,
-            )
-            .await?;
-            report.uploaded += 1;
-            report.bytes += stats.0;
-            report.raw_bytes += stats.1;
-            uploaded_keys.push((remote.clone(), stats.2));
-        }
+    for u in plan.uploads() {
+        let open = remotes[&u.remote]
+            .as_ref()
+            .map_err(|e| anyhow!(crate::errors::one_line(e)))?;
+        let stats = upload(config, source, open, u, state.info.uuid, progress).await?;
+        report.uploaded += 1;
+        report.bytes += stats.0;
+        report.raw_bytes += stats.1;
+        uploaded_keys.push((u.remote.clone(), stats.2));
     }
     report.upload_seconds = started.elapsed().as_secs_f64();
 
@@ -314,43 +293,24 @@ async fn take_snapshot(source: &Source, path: &Path) -> Result<()> {
 }
 
 /// Sends one snapshot, encodes it and uploads it. Returns (stored bytes, raw bytes, key).
-#[allow(clippy::too_many_arguments)]
 async fn upload(
     config: &Config,
     source: &Source,
-    plan: &Plan,
     remote: &OpenRemote,
-    snapshot_path: &Path,
-    uuid: Uuid,
-    send_parent_path: Option<&Path>,
-    send_parent_uuid: Option<Uuid>,
+    u: &Upload,
     source_uuid: Uuid,
     progress: &dyn Progress,
 ) -> Result<(u64, u64, String)> {
     let up = source
         .upload_to_remotes
         .iter()
-        .find(|u| u.id == remote.config.id)
+        .find(|up| up.id == remote.config.id)
         .expect("plan remotes come from the source's uploads");
-    let entry = plan
-        .backups
-        .iter()
-        .find(|b| {
-            b.remote == remote.config.id && b.uuid == uuid && b.action == BackupAction::Upload
-        })
-        .expect("every upload action has a backup entry");
-    let key = backup_key(
-        snapshot_path,
-        config,
-        source,
-        up,
-        remote.store.prefix(),
-        uuid,
-        send_parent_uuid,
-        entry.ctransid,
-        entry.time,
-        source_uuid,
-    );
+    let pg = crate::postgres::sidecar::read(&u.snapshot_path);
+    let key =
+        KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid).key(u, pg.as_ref());
+    let (snapshot_path, uuid) = (u.snapshot_path.as_path(), u.uuid);
+    let (send_parent_path, send_parent_uuid) = (u.send_parent_path.as_deref(), u.send_parent_uuid);
     let what = match send_parent_path {
         None => "full".to_string(),
         Some(p) => format!("relative to {}", p.display()),
@@ -392,10 +352,10 @@ async fn upload(
     opts.source_check = Some(source_check);
     let mut encoded = stream::encode(SharedSend(shared), opts).with_context(ctx)?;
 
-    let class = up.storage_class.r#for(entry.timeframe);
+    let class = up.storage_class.r#for(u.timeframe);
     let upload_opts = UploadOptions {
         storage_class: (class != "STANDARD").then_some(class),
-        object_lock: match (&up.object_lock, entry.retain_until) {
+        object_lock: match (&up.object_lock, u.retain_until) {
             (Some(lock), Some(until)) => Some((lock.mode.as_str().to_string(), until)),
             _ => None,
         },

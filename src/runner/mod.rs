@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::config::{Config, RemoteConfig, Source, UploadConfig};
 use crate::core::model::{Backup, Codec, Snapshot};
 use crate::core::object_key::{self, KeyInfo};
-use crate::core::planner::{PlanInput, RemoteInput};
+use crate::core::pg_record::{self, PgRecord};
+use crate::core::planner::{PlanInput, RemoteInput, Upload};
 use crate::remote::{self, AnyStore, ObjectStore};
 use crate::sys::btrfs::{self, BtrfsError, SubvolInfo};
 
@@ -177,37 +178,57 @@ pub fn key_codec(up: &UploadConfig) -> Option<Codec> {
     }
 }
 
-/// The object key for a new backup of the snapshot at `snapshot_path` (whose
-/// PostgreSQL record, if any, adds its suffixes).
-#[allow(clippy::too_many_arguments)]
-pub fn backup_key(
-    snapshot_path: &std::path::Path,
-    config: &Config,
-    source: &Source,
-    up: &UploadConfig,
-    prefix: &str,
-    uuid: Uuid,
-    send_parent_uuid: Option<Uuid>,
-    ctransid: u64,
-    time: DateTime<Utc>,
-    source_uuid: Uuid,
-) -> String {
-    let pg = crate::postgres::sidecar::read(snapshot_path)
-        .map(|r| crate::core::pg_record::key_suffix(&r))
-        .unwrap_or_default();
-    let key = object_key::format_key(
-        prefix,
-        &KeyInfo {
-            basename: source.name.clone(),
-            time: time.with_timezone(&config.timezone).fixed_offset(),
-            ctransid,
-            uuid,
-            send_parent_uuid,
-            source_uuid,
+/// How the new objects of one source on one remote are named.
+pub struct KeyNaming<'a> {
+    /// The key's base name (the source's name).
+    pub basename: &'a str,
+    /// The zone the key's time is written in.
+    pub tz: chrono_tz::Tz,
+    /// The codec the key records (see [`key_codec`]).
+    pub codec: Option<Codec>,
+    /// The remote's prefix.
+    pub prefix: &'a str,
+    /// The source subvolume's uuid (`.prnt`).
+    pub source_uuid: Uuid,
+}
+
+impl<'a> KeyNaming<'a> {
+    /// The naming of `source`'s uploads to the remote `up` describes, under `prefix`.
+    pub fn new(
+        config: &Config,
+        source: &'a Source,
+        up: &UploadConfig,
+        prefix: &'a str,
+        source_uuid: Uuid,
+    ) -> Self {
+        KeyNaming {
+            basename: &source.name,
+            tz: config.timezone,
             codec: key_codec(up),
-        },
-    );
-    key + &pg
+            prefix,
+            source_uuid,
+        }
+    }
+
+    /// The key of `upload`; a PostgreSQL snapshot's record adds its suffixes.
+    pub fn key(&self, upload: &Upload, pg: Option<&PgRecord>) -> String {
+        let key = object_key::format_key(
+            self.prefix,
+            &KeyInfo {
+                basename: self.basename.to_string(),
+                time: upload.time.with_timezone(&self.tz).fixed_offset(),
+                ctransid: upload.ctransid,
+                uuid: upload.uuid,
+                send_parent_uuid: upload.send_parent_uuid,
+                source_uuid: self.source_uuid,
+                codec: self.codec,
+            },
+        );
+        match pg {
+            Some(r) => key + &pg_record::key_suffix(r),
+            None => key,
+        }
+    }
 }
 
 #[cfg(test)]

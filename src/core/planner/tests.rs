@@ -1,4 +1,4 @@
-//! Planner tests: the cases of issue 2 and property tests over simulated histories.
+//! Planner tests: hand-worked cases and property tests over simulated histories.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -122,12 +122,12 @@ impl Sim {
         for action in &plan.actions {
             match action {
                 Action::CreateSnapshot { .. } => self.snapshots.push(snap(now, new.unwrap())),
-                Action::UploadBackup {
+                Action::UploadBackup(Upload {
                     remote,
                     snapshot_path,
                     send_parent_path,
                     ..
-                } => {
+                }) => {
                     let s = self
                         .snapshots
                         .iter()
@@ -175,7 +175,7 @@ impl Sim {
     }
 }
 
-/// The invariants every plan must satisfy (DESIGN.md section 2).
+/// The invariants every plan must satisfy (docs/design.md, "The backup tree").
 fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
     let destroyed: HashSet<&PathBuf> = plan
         .actions
@@ -243,7 +243,7 @@ fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
 }
 
 #[test]
-fn issue_case_daily_rolls_up_into_monthly() {
+fn each_new_daily_or_monthly_replaces_the_last_and_chains_to_the_yearly() {
     // `1y 1m 1d`: 01-01T00:00[100], 01-01T06:00[110], 01-02T00:00[120], 02-01T00:00[140].
     let mut sim = Sim::new(Tz::UTC, &["1y 1m 1d"]);
     sim.run(utc("2025-01-01T00:00:00"), Some(100));
@@ -259,7 +259,7 @@ fn issue_case_daily_rolls_up_into_monthly() {
 }
 
 #[test]
-fn issue_case_hourly_chain() {
+fn hourlies_chain_to_their_daily_and_only_span_representatives_are_kept() {
     // `1y 1m 1d 1h`: 00:00[10], 00:30[20], 01:00[30], 01:20[40], now 01:20.
     let mut sim = Sim::new(Tz::UTC, &["1y 1m 1d 1h"]);
     for (t, c) in [("00:00", 10), ("00:30", 20), ("01:00", 30), ("01:20", 40)] {
@@ -285,7 +285,7 @@ fn issue_case_hourly_chain() {
         vec!["2025 yearly", "2025-05 monthly", "2025-05-05 daily"]
     );
     assert_eq!(reasons(30), vec!["2025-05-05T01 hourly"]);
-    assert_eq!(reasons(40), vec![REASON_MOST_RECENT]);
+    assert_eq!(reasons(40), vec![KeepReason::MostRecent]);
     assert!(plan
         .backups
         .iter()
@@ -293,7 +293,7 @@ fn issue_case_hourly_chain() {
 }
 
 #[test]
-fn issue_case_weeks_cross_months() {
+fn a_week_that_crosses_a_month_boundary_chains_to_its_own_month() {
     // `2m 2w`: 03-01[10], Monday 03-31[20], 04-01[30], 04-02[40].
     let mut sim = Sim::new(Tz::UTC, &["2m 2w"]);
     for (d, c) in [
@@ -312,7 +312,7 @@ fn issue_case_weeks_cross_months() {
 }
 
 #[test]
-fn issue_case_years_in_the_configured_zone() {
+fn years_begin_at_midnight_in_the_configured_zone() {
     // `2y` in America/Los_Angeles: 2025-01-01T07:30Z is still 2024 there.
     let la: Tz = "America/Los_Angeles".parse().unwrap();
     let mut sim = Sim::new(la, &["2y"]);
@@ -329,11 +329,11 @@ fn issue_case_years_in_the_configured_zone() {
     let b1 = plan.backups.iter().find(|b| b.ctransid == 1).unwrap();
     assert_eq!(b1.reasons, vec!["2024 yearly"]);
     let b3 = plan.backups.iter().find(|b| b.ctransid == 3).unwrap();
-    assert_eq!(b3.reasons, vec!["2025 yearly", REASON_MOST_RECENT]);
+    assert_eq!(b3.reasons, vec!["2025 yearly", "most recent"]);
 }
 
 #[test]
-fn issue_case_year_rollover_keeps_ancestor_backup() {
+fn a_new_year_keeps_last_years_full_as_the_ancestor_of_a_kept_monthly() {
     // `1y 2m`: 2006-01-01[1] full, 2006-12-01[2] relative to 1; at 2007-01-01 a new [3].
     let mut sim = Sim::new(Tz::UTC, &["1y 2m"]);
     sim.run(utc("2006-01-01"), Some(1));
@@ -343,7 +343,7 @@ fn issue_case_year_rollover_keeps_ancestor_backup() {
     assert_eq!(sim.backup_ids(0), vec![(1, None), (2, Some(1)), (3, None)]);
     assert_eq!(sim.snapshot_ids(), vec![2, 3], "snapshot 1 is destroyed");
     let b1 = plan.backups.iter().find(|b| b.ctransid == 1).unwrap();
-    assert_eq!(b1.reasons, vec![REASON_ANCESTOR]);
+    assert_eq!(b1.reasons, vec![KeepReason::Ancestor]);
     let b2 = plan.backups.iter().find(|b| b.ctransid == 2).unwrap();
     assert_eq!(b2.reasons, vec!["2006-12 monthly"]);
 }
@@ -640,4 +640,26 @@ fn healing_reuploads_a_broken_chain_and_deletes_the_broken_object_after() {
     let after = plan(&sim.input(utc("2025-01-06T01:00:00"), None));
     assert!(after.warnings.is_empty(), "{:?}", after.warnings);
     check_invariants(&after, &sim.remotes);
+}
+
+#[test]
+fn keep_reasons_sort_like_the_words_they_show() {
+    let mut reasons = vec![
+        KeepReason::SendParent,
+        KeepReason::MostRecent,
+        KeepReason::Preserved("2025-05-05 daily".into()),
+        KeepReason::Ancestor,
+        KeepReason::Preserved("2025 yearly".into()),
+    ];
+    let mut words: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    reasons.sort();
+    words.sort();
+    assert_eq!(
+        reasons,
+        words.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        serde_json::to_value(&reasons).unwrap(),
+        serde_json::json!(words)
+    );
 }

@@ -1,0 +1,278 @@
+//! One remote's decision: which items its policy keeps (and why), and the send
+//! parent of every upload it needs. The orchestration in `mod.rs` merges these
+//! decisions over the remotes of a source.
+
+use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use uuid::Uuid;
+
+use super::{KeepReason, RemoteInput};
+use crate::core::model::{Backup, Snapshot};
+use crate::core::policy::{Policy, Span, Timeframe};
+
+/// An item: a snapshot, a backup on the remote being planned, or both.
+#[derive(Debug, Clone)]
+pub(super) struct Item<'a> {
+    pub uuid: Uuid,
+    pub ctransid: u64,
+    pub time: DateTime<Utc>,
+    pub snapshot: Option<&'a Snapshot>,
+    pub backups: Vec<&'a Backup>,
+}
+
+impl Item<'_> {
+    /// Sort key: ctransid first (content order), then time, then uuid for determinism.
+    fn order(&self) -> (u64, DateTime<Utc>, Uuid) {
+        (self.ctransid, self.time, self.uuid)
+    }
+
+    /// A snapshot that exists (planned snapshots cannot be send parents).
+    fn sendable(&self) -> bool {
+        self.snapshot.is_some_and(|s| !s.planned)
+    }
+}
+
+/// How long an item's backup is preserved: the longest timeframe whose
+/// preserved span it represents, and when the policy stops preserving it
+/// (`None`: unknown, or forever).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Preservation {
+    pub timeframe: Option<Timeframe>,
+    pub retain_until: Option<DateTime<Utc>>,
+}
+
+/// Per-remote decisions, before they are merged with the other remotes'.
+pub(super) struct RemoteDecision {
+    /// Item index -> reasons, for every kept item.
+    pub kept: BTreeMap<usize, Vec<KeepReason>>,
+    /// Item index -> parent item index (None = full), for uploads.
+    pub upload_parent: BTreeMap<usize, Option<usize>>,
+    /// Items whose existing backup's parent object is missing.
+    pub broken: BTreeSet<usize>,
+    /// Item index -> how long it is preserved, for items a policy span keeps.
+    pub preservation: HashMap<usize, Preservation>,
+}
+
+/// The items of one remote: every snapshot plus that remote's backups of this source,
+/// merged by uuid, oldest first.
+pub(super) fn collect_items<'a>(
+    snapshots: &[&'a Snapshot],
+    remote: &'a RemoteInput,
+    source_uuid: Uuid,
+) -> Vec<Item<'a>> {
+    let mut by_uuid: BTreeMap<Uuid, Item<'a>> = BTreeMap::new();
+    let mut items: Vec<Item<'a>> = Vec::new();
+    for s in snapshots {
+        let item = Item {
+            uuid: s.uuid,
+            ctransid: s.ctransid,
+            time: s.time,
+            snapshot: Some(s),
+            backups: Vec::new(),
+        };
+        if s.planned {
+            items.push(item);
+        } else {
+            by_uuid.insert(s.uuid, item);
+        }
+    }
+    for b in &remote.backups {
+        if b.source_uuid != source_uuid || b.uuid.is_nil() {
+            continue;
+        }
+        by_uuid
+            .entry(b.uuid)
+            .or_insert_with(|| Item {
+                uuid: b.uuid,
+                ctransid: b.ctransid,
+                time: b.time,
+                snapshot: None,
+                backups: Vec::new(),
+            })
+            .backups
+            .push(b);
+    }
+    items.extend(by_uuid.into_values());
+    items.sort_by_key(|i| i.order());
+    items
+}
+
+/// Where every item stands in the calendar, per timeframe of the policy.
+struct Spans {
+    /// Per timeframe: span -> representative (the first item in it).
+    reps: Vec<HashMap<Span, usize>>,
+    /// Per item: the spans it represents, one per timeframe at most, longest first.
+    represents: Vec<Vec<(usize, Span)>>,
+    /// Per item: the span of each timeframe that contains it.
+    containing: Vec<Vec<Span>>,
+}
+
+impl Spans {
+    fn of(items: &[Item<'_>], timeframes: &[Timeframe], tz: Tz) -> Spans {
+        let mut spans = Spans {
+            reps: Vec::with_capacity(timeframes.len()),
+            represents: vec![Vec::new(); items.len()],
+            containing: vec![Vec::with_capacity(timeframes.len()); items.len()],
+        };
+        for (ti, tf) in timeframes.iter().enumerate() {
+            let mut map = HashMap::new();
+            // Items are sorted, so the first one seen in a span is its representative.
+            for (idx, item) in items.iter().enumerate() {
+                let span = tf.span_containing(item.time, tz);
+                spans.containing[idx].push(span);
+                if let hash_map::Entry::Vacant(e) = map.entry(span) {
+                    e.insert(idx);
+                    spans.represents[idx].push((ti, span));
+                }
+            }
+            spans.reps.push(map);
+        }
+        spans
+    }
+}
+
+/// Decide what one remote keeps and uploads.
+pub(super) fn decide_remote(
+    items: &[Item<'_>],
+    policy: &Policy,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> RemoteDecision {
+    let spans = Spans::of(items, &policy.timeframes(), tz);
+    let (mut kept, preservation) = preserved(&spans, policy, now, tz);
+    keep_newest(items, &mut kept);
+    let (upload_parent, broken) = close_over_ancestors(items, &spans, &mut kept);
+    RemoteDecision {
+        kept,
+        upload_parent,
+        broken,
+        preservation,
+    }
+}
+
+type Kept = BTreeMap<usize, Vec<KeepReason>>;
+
+/// The items that represent a span the policy preserves, with their reasons
+/// and how long they are preserved.
+fn preserved(
+    spans: &Spans,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> (Kept, HashMap<usize, Preservation>) {
+    let mut kept = Kept::new();
+    let mut preservation = HashMap::new();
+    for (idx, represented) in spans.represents.iter().enumerate() {
+        let mut reasons = Vec::new();
+        let mut longest = None;
+        let mut until: Option<DateTime<Utc>> = None;
+        let mut forever = false;
+        for (_, span) in represented {
+            if policy.preserves(span, now, tz) {
+                reasons.push(KeepReason::Preserved(span.reason(tz)));
+                longest = longest.or(Some(span.timeframe));
+                match policy.preserved_until(span, tz) {
+                    Some(t) => until = Some(until.map_or(t, |u| u.max(t))),
+                    None => forever = true,
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            kept.insert(idx, reasons);
+            preservation.insert(
+                idx,
+                Preservation {
+                    timeframe: longest,
+                    retain_until: if forever { None } else { until },
+                },
+            );
+        }
+    }
+    (kept, preservation)
+}
+
+/// The newest item and the newest snapshot's item (they differ only when newer
+/// snapshots were removed by hand) are always kept.
+fn keep_newest(items: &[Item<'_>], kept: &mut Kept) {
+    let newest_snapshot = items.iter().rposition(|i| i.snapshot.is_some());
+    for idx in items
+        .len()
+        .checked_sub(1)
+        .into_iter()
+        .chain(newest_snapshot)
+    {
+        let reasons = kept.entry(idx).or_default();
+        if !reasons.contains(&KeepReason::MostRecent) {
+            reasons.push(KeepReason::MostRecent);
+        }
+    }
+}
+
+/// Walks each kept item's parent chain, keeping every ancestor. An item with a
+/// backup reuses it as it is (its parent is whatever it was sent relative to;
+/// a parent missing from the remote makes it `broken`); an item without one
+/// gets an upload whose parent [`choose_parent`] picks.
+fn close_over_ancestors(
+    items: &[Item<'_>],
+    spans: &Spans,
+    kept: &mut Kept,
+) -> (BTreeMap<usize, Option<usize>>, BTreeSet<usize>) {
+    let index_of: HashMap<Uuid, usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| !i.backups.is_empty())
+        .map(|(idx, i)| (i.uuid, idx))
+        .collect();
+    let mut upload_parent: BTreeMap<usize, Option<usize>> = BTreeMap::new();
+    let mut broken = BTreeSet::new();
+    let mut stack: Vec<usize> = kept.keys().copied().collect();
+    let mut visited = BTreeSet::new();
+    while let Some(idx) = stack.pop() {
+        if !visited.insert(idx) {
+            continue;
+        }
+        let item = &items[idx];
+        let parent = if let Some(backup) = item.backups.first() {
+            match backup.send_parent_uuid {
+                None => None,
+                Some(p) => match index_of.get(&p) {
+                    Some(&pidx) => Some(pidx),
+                    None => {
+                        broken.insert(idx);
+                        None
+                    }
+                },
+            }
+        } else {
+            let parent = choose_parent(idx, items, spans);
+            upload_parent.insert(idx, parent);
+            parent
+        };
+        if let Some(p) = parent {
+            let reasons = kept.entry(p).or_default();
+            if reasons.is_empty() {
+                reasons.push(KeepReason::Ancestor);
+            }
+            stack.push(p);
+        }
+    }
+    (upload_parent, broken)
+}
+
+/// The send parent for a new upload of item `idx`, or `None` for a full backup.
+fn choose_parent(idx: usize, items: &[Item<'_>], spans: &Spans) -> Option<usize> {
+    // Index of the longest timeframe this item represents; an item representing
+    // nothing behaves as if it represented a span just below the shortest timeframe.
+    let longest = spans.represents[idx]
+        .first()
+        .map(|(ti, _)| *ti)
+        .unwrap_or(spans.reps.len());
+    let item = &items[idx];
+    (0..longest).rev().find_map(|ti| {
+        let candidate = spans.reps[ti][&spans.containing[idx][ti]];
+        let c = &items[candidate];
+        (candidate != idx && c.sendable() && c.order() < item.order()).then_some(candidate)
+    })
+}
