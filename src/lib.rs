@@ -1,19 +1,25 @@
 //! subvault: a tree of differential btrfs backups in S3-compatible object storage.
 //!
-//! The pure core (`policy`, `planner`, `object_key`, `model`) does no I/O and is
-//! tested without root; the adapters (`btrfs`, `remote`, `stream`, `dedupe`) talk to
-//! the kernel, object stores and processes; `cli` wires them to commands.
+//! Layers, each using only the ones below it (docs/architecture.md draws them):
+//! - `cli`: argument parsing and rendering, nothing else;
+//! - `ops`: what each command does (run, plan, restore, verify, list, dedupe),
+//!   returning data;
+//! - adapters: `remote` (object stores), `stream` (send stream -> compressed
+//!   object and back), `postgres`, `dedupe` (the block dedupe engine), `sys`
+//!   (btrfs ioctls, extent ioctls, locks), and `config`;
+//! - `core`: the pure model, policy, object keys, planner and restore chains,
+//!   tested without root;
+//! - leaves every layer may use: `errors`, `units`, `progress`.
 
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod dedupe;
 pub mod errors;
+pub mod ops;
 pub mod postgres;
 pub mod progress;
 pub mod remote;
-pub mod restore;
-pub mod runner;
 pub mod stream;
 pub mod sys;
 #[cfg(test)]

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use subvault::core::model::Codec;
 use subvault::core::object_key::{format_key, KeyInfo};
+use subvault::ops::restore::fetch::{Fetch, RANGE};
 use subvault::remote::retry::RetryPolicy;
 use subvault::remote::{
     list_backups, ObjectStore, RemoteErrorKind, S3Settings, S3Store, UploadOptions,
 };
-use subvault::restore::fetch::{Fetch, RANGE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -52,37 +52,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size (examples: 131072, 128K, 1G)"))
 }
 
-/// The trees of a configured source: the live subvolume first, then its read-only
-/// snapshots newest first (the newest shares the most with the live data).
-fn source_paths(config_path: &Path, names: &[String]) -> anyhow::Result<Vec<PathBuf>> {
-    let config = Config::load(config_path)?;
-    let mut out = Vec::new();
-    for name in names {
-        let Some(source) = config.source(name) else {
-            let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-            return Err(crate::errors::UsageError(format!(
-                "no source named {name:?} in {} (configured: {})",
-                config_path.display(),
-                known.join(", ")
-            ))
-            .into());
-        };
-        let info = crate::sys::btrfs::subvol_info(&source.path)?;
-        out.push(source.path.clone());
-        let mut snaps = crate::sys::btrfs::list_snapshots(&source.snapshots, info.uuid, name)?;
-        snaps.reverse();
-        out.extend(snaps.into_iter().map(|s| s.path));
-    }
-    Ok(out)
-}
-
 /// Run `subvault dedupe`. Exit status 0 when every range was handled (deduped,
 /// found different, or deferred because a send held the subvolume), 1 when some
 /// ranges failed, 2 for usage errors.
 pub fn execute(config_path: &Path, args: &DedupeArgs) -> anyhow::Result<i32> {
     let mut paths = Vec::new();
     if !args.sources.is_empty() {
-        paths.extend(source_paths(config_path, &args.sources)?);
+        let config = Config::load(config_path)?;
+        paths.extend(crate::ops::dedupe::source_trees(&config, &args.sources)?);
     }
     paths.extend(args.paths.iter().cloned());
     if paths.is_empty() {

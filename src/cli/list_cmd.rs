@@ -1,28 +1,15 @@
-//! `subvault list`: the backups on each remote as a tree.
-//!
-//! Full backups are roots and each backup hangs under its send parent, so the
-//! tree shows exactly which objects a restore of any point needs. Each line
-//! carries the time (configured zone), why the policy keeps it (the planner's
-//! reasons, when the source is readable here), size, storage class and codec.
-//! Backups that cannot be restored as they are (a send parent missing) or that
-//! belong to no configured source are listed under "orphans".
+//! `subvault list`: the backups on each remote as a tree (see `ops::list`),
+//! as text or JSON.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::Result;
 use chrono_tz::Tz;
-use serde::Serialize;
-use uuid::Uuid;
 
 use super::load_config;
-use super::restore_cmd::{basename_of, open_listed, pick_remote, source_uuids};
-use crate::config::Config;
-use crate::core::model::Backup;
-use crate::core::planner::{self, BackupAction};
 use crate::errors::{EXIT_FAILURE, EXIT_OK};
-use crate::remote::ObjectStore;
-use crate::runner::{self, OpenRemote};
+use crate::ops::list::{Entry, RemoteListing};
+use crate::ops::{self, remotes};
 use crate::units::{human_bytes, show_time};
 
 /// Arguments of `subvault list`.
@@ -36,80 +23,21 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// One backup as listed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    /// Object key.
-    pub key: String,
-    /// Base name in the key (usually the source's name).
-    pub name: String,
-    /// Snapshot uuid (what `restore --uuid` takes).
-    pub uuid: Uuid,
-    /// Send parent, `None` for a full backup.
-    pub send_parent_uuid: Option<Uuid>,
-    /// Source subvolume uuid.
-    pub source_uuid: Uuid,
-    /// Snapshot time, RFC 3339 in the configured zone.
-    pub time: String,
-    /// Why it is kept (planner reasons; empty when the source is not readable here).
-    pub reasons: Vec<String>,
-    /// Object size in bytes.
-    pub size: Option<u64>,
-    /// Storage class (`STANDARD` when the listing does not say).
-    pub storage_class: String,
-    /// Codec from the key; `None` = sniffed on read (btrfs2s3 objects).
-    pub codec: Option<String>,
-    /// Why it is an orphan, if it is one.
-    pub orphan: Option<String>,
-    /// Depth in the tree (0 = root or orphan).
-    pub depth: usize,
-    /// For a PostgreSQL source: server version, checkpoint/backup LSN, timeline
-    /// and mode, as recorded in the key.
-    pub postgres: Option<crate::core::pg_record::PgRecord>,
-}
-
-/// One remote's listing.
-#[derive(Debug, Clone, Serialize)]
-pub struct RemoteListing {
-    /// Remote id.
-    pub id: String,
-    /// Where it points.
-    pub location: String,
-    /// The tree, depth-first (roots, then their children by time).
-    pub backups: Vec<Entry>,
-    /// Orphans (with their descendants), depth-first.
-    pub orphans: Vec<Entry>,
-}
-
 /// Runs `subvault list`.
 pub fn execute(config_path: &Path, args: &ListArgs) -> Result<i32> {
     let config = load_config(config_path)?;
-    let ids: Vec<String> = match &args.remote {
-        Some(id) => vec![pick_remote(&config, Some(id), None)?.id.clone()],
-        None => config.remotes.iter().map(|r| r.id.clone()).collect(),
+    let ids: Vec<&str> = match &args.remote {
+        Some(id) => vec![remotes::pick(&config, Some(id), None)?.id.as_str()],
+        None => config.remotes.iter().map(|r| r.id.as_str()).collect(),
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let mut opened: BTreeMap<String, Result<OpenRemote>> = BTreeMap::new();
-    for id in &ids {
-        let rc = config.remote(id).expect("picked from the config").clone();
-        let r = rt
-            .block_on(open_listed(&rc))
-            .map(|(store, backups)| OpenRemote {
-                config: rc,
-                store,
-                backups,
-            });
-        opened.insert(id.clone(), r);
-    }
-    let reasons = planner_reasons(&config, &opened);
-    let uuids = source_uuids(&config);
     let mut listings = Vec::new();
     let mut failed = false;
-    for (id, r) in &opened {
-        match r {
-            Ok(r) => listings.push(listing(&config, id, r, &reasons, &uuids)),
+    for result in rt.block_on(ops::list::list(&config, &ids)) {
+        match result {
+            Ok(l) => listings.push(l),
             Err(e) => {
-                eprintln!("subvault: {}", crate::errors::one_line(e));
+                eprintln!("subvault: {e}");
                 failed = true;
             }
         }
@@ -120,139 +48,6 @@ pub fn execute(config_path: &Path, args: &ListArgs) -> Result<i32> {
         print!("{}", render(&listings, config.timezone));
     }
     Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
-}
-
-/// The planner's reasons per (remote, uuid), for sources readable on this host
-/// whose remotes all opened. The planner runs as `plan` would now, without a
-/// new snapshot, so a reason reads as "why this object is kept".
-fn planner_reasons(
-    config: &Config,
-    opened: &BTreeMap<String, Result<OpenRemote>>,
-) -> HashMap<(String, Uuid), Vec<String>> {
-    let mut out = HashMap::new();
-    for source in &config.sources {
-        if source
-            .upload_to_remotes
-            .iter()
-            .any(|u| !matches!(opened.get(&u.id), Some(Ok(_))))
-        {
-            continue; // a remote not listed: no plan, only the tree
-        }
-        let Ok(state) = runner::read_source(source) else {
-            continue;
-        };
-        let now = chrono::Utc::now();
-        let Ok(input) = runner::plan_input(config, source, &state, opened, now, false) else {
-            continue;
-        };
-        for b in planner::plan(&input).backups {
-            let reasons = match b.action {
-                BackupAction::Delete => vec!["pruned by the next run".to_string()],
-                _ => b.reasons.iter().map(ToString::to_string).collect(),
-            };
-            out.insert((b.remote, b.uuid), reasons);
-        }
-    }
-    out
-}
-
-fn listing(
-    config: &Config,
-    id: &str,
-    r: &OpenRemote,
-    reasons: &HashMap<(String, Uuid), Vec<String>>,
-    uuids: &HashMap<String, Option<Uuid>>,
-) -> RemoteListing {
-    let prefix = r.store.prefix();
-    let tz = config.timezone;
-    let known: HashSet<Uuid> = uuids.values().flatten().copied().collect();
-    let unreadable: HashSet<&str> = uuids
-        .iter()
-        .filter(|(_, u)| u.is_none())
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let present: HashSet<Uuid> = r.backups.iter().map(|b| b.uuid).collect();
-    let mut children: HashMap<Uuid, Vec<&Backup>> = HashMap::new();
-    for b in &r.backups {
-        if let Some(p) = b.send_parent_uuid {
-            children.entry(p).or_default().push(b);
-        }
-    }
-    for v in children.values_mut() {
-        v.sort_by_key(|b| (b.time, b.ctransid));
-    }
-    let entry = |b: &Backup, depth: usize, orphan: Option<String>| Entry {
-        key: b.key.clone(),
-        name: basename_of(prefix, &b.key).unwrap_or_default(),
-        uuid: b.uuid,
-        send_parent_uuid: b.send_parent_uuid,
-        source_uuid: b.source_uuid,
-        time: b.time.with_timezone(&tz).to_rfc3339(),
-        reasons: reasons
-            .get(&(id.to_string(), b.uuid))
-            .cloned()
-            .unwrap_or_default(),
-        size: b.size,
-        storage_class: b.storage_class.clone().unwrap_or_else(|| "STANDARD".into()),
-        codec: b.codec.map(|c| c.as_str().to_string()),
-        orphan,
-        depth,
-        postgres: crate::core::pg_record::from_key(&b.key),
-    };
-    // An orphan by source: its source uuid is no configured source's current
-    // uuid, unless a configured source of that name cannot be read here.
-    let foreign = |b: &Backup| {
-        !known.contains(&b.source_uuid)
-            && !basename_of(prefix, &b.key).is_some_and(|n| unreadable.contains(n.as_str()))
-    };
-    let mut roots: Vec<(&Backup, Option<String>)> = Vec::new();
-    for b in &r.backups {
-        let why = match b.send_parent_uuid {
-            Some(p) if !present.contains(&p) => Some(format!("send parent {p} is missing")),
-            _ if foreign(b) => Some(format!(
-                "source {} is not a configured source's subvolume",
-                b.source_uuid
-            )),
-            _ => None,
-        };
-        // Children are shown under their parent (in its section), never twice.
-        if !matches!(b.send_parent_uuid, Some(p) if present.contains(&p)) {
-            roots.push((b, why));
-        }
-    }
-    roots.sort_by_key(|(b, _)| (b.time, b.ctransid));
-    let mut backups = Vec::new();
-    let mut orphans = Vec::new();
-    let mut seen = HashSet::new();
-    for (root, why) in roots {
-        let out = if why.is_some() {
-            &mut orphans
-        } else {
-            &mut backups
-        };
-        let mut stack = vec![(root, 0usize, why)];
-        while let Some((b, depth, why)) = stack.pop() {
-            if !seen.insert(&b.key) {
-                continue;
-            }
-            out.push(entry(b, depth, why));
-            for c in children.get(&b.uuid).into_iter().flatten().rev() {
-                stack.push((c, depth + 1, None));
-            }
-        }
-    }
-    // Anything not reached (duplicate uuids, loops) is shown as an orphan too.
-    for b in &r.backups {
-        if !seen.contains(&b.key) {
-            orphans.push(entry(b, 0, Some("not reachable from a full backup".into())));
-        }
-    }
-    RemoteListing {
-        id: id.to_string(),
-        location: r.store.describe(),
-        backups,
-        orphans,
-    }
 }
 
 fn line(e: &Entry, tz: Tz) -> String {

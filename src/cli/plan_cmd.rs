@@ -2,19 +2,15 @@
 //!
 //! Reads the snapshot directories and the remotes' listings, changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Result;
 
 use super::load_config;
-use super::plan_view::{render_json, render_text, SourcePlan};
+use super::plan_view::{render_json, render_text};
 use super::time_arg::parse_time;
-use crate::config::{Config, Source};
-use crate::core::planner;
-use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
-use crate::remote::ObjectStore;
-use crate::runner::{self, KeyNaming, OpenRemote};
+use crate::errors::{EXIT_FAILURE, EXIT_OK};
+use crate::ops::{self, sources::select_sources};
 
 /// Arguments of `subvault plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,29 +33,6 @@ pub struct PlanArgs {
     pub heal: bool,
 }
 
-/// Picks the sources named on the command line (all when none are named).
-pub fn select_sources<'a>(
-    config: &'a Config,
-    names: &[String],
-) -> Result<Vec<&'a Source>, UsageError> {
-    if names.is_empty() {
-        return Ok(config.sources.iter().collect());
-    }
-    names
-        .iter()
-        .map(|n| {
-            config.source(n).ok_or_else(|| {
-                let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-                UsageError(format!(
-                    "--source {n:?}: no such source in {} (sources: {})",
-                    config.path.display(),
-                    known.join(", ")
-                ))
-            })
-        })
-        .collect()
-}
-
 /// Runs `subvault plan`.
 pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
     let config = load_config(config_path)?;
@@ -69,11 +42,11 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
         None => chrono::Utc::now(),
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let remotes = rt.block_on(runner::open_remotes(&config, &sources));
+    let results = rt.block_on(ops::plan::plan_sources(&config, &sources, now, args.heal));
     let mut plans = Vec::new();
     let mut failed = false;
-    for source in sources {
-        match plan_source(&config, source, &remotes, now, args.heal) {
+    for (source, result) in sources.iter().zip(results) {
+        match result {
             Ok(p) => plans.push(p),
             Err(e) => {
                 eprintln!(
@@ -91,43 +64,4 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
         print!("{}", render_text(&plans, config.timezone));
     }
     Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
-}
-
-fn plan_source(
-    config: &Config,
-    source: &Source,
-    remotes: &BTreeMap<String, Result<OpenRemote>>,
-    now: chrono::DateTime<chrono::Utc>,
-    heal: bool,
-) -> Result<SourcePlan> {
-    let state = runner::read_source_flushed(source)?;
-    let input = runner::plan_input(config, source, &state, remotes, now, state.needs_snapshot())?;
-    let plan = planner::plan_with(&input, planner::PlanOptions { heal });
-    let mut upload_keys = HashMap::new();
-    let mut described = BTreeMap::new();
-    for up in &source.upload_to_remotes {
-        if let Some(Ok(r)) = remotes.get(&up.id) {
-            described.insert(up.id.clone(), (r.store.describe(), up.preserve.describe()));
-        }
-    }
-    for u in plan.uploads() {
-        let (Some(Ok(r)), Some(up)) = (
-            remotes.get(&u.remote),
-            source.upload_to_remotes.iter().find(|up| up.id == u.remote),
-        ) else {
-            continue;
-        };
-        if !u.uuid.is_nil() {
-            let pg = crate::postgres::sidecar::read(&u.snapshot_path);
-            let naming = KeyNaming::new(config, source, up, r.store.prefix(), state.info.uuid);
-            upload_keys.insert((u.remote.clone(), u.uuid), naming.key(u, pg.as_ref()));
-        }
-    }
-    Ok(SourcePlan {
-        name: source.name.clone(),
-        path: source.path.display().to_string(),
-        plan,
-        remotes: described,
-        upload_keys,
-    })
 }

@@ -2,7 +2,7 @@
 //!
 //! Pure functions over [`SourcePlan`], so the output is tested without btrfs or S3.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,25 +10,9 @@ use chrono_tz::Tz;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::core::planner::{
-    Action, BackupAction, BackupPlan, KeepReason, Plan, SnapshotAction, Upload,
-};
+use crate::core::planner::{Action, BackupAction, BackupPlan, KeepReason, SnapshotAction, Upload};
+use crate::ops::plan::SourcePlan;
 use crate::units::human_bytes;
-
-/// A planned source, with what the renderer needs besides the plan.
-#[derive(Debug, Clone)]
-pub struct SourcePlan {
-    /// Source name.
-    pub name: String,
-    /// Source subvolume path.
-    pub path: String,
-    /// The plan.
-    pub plan: Plan,
-    /// Remote id -> (description such as `s3://bucket/prefix`, policy in words).
-    pub remotes: BTreeMap<String, (String, String)>,
-    /// (remote, snapshot uuid) -> the key an upload will get (known for existing snapshots).
-    pub upload_keys: HashMap<(String, Uuid), String>,
-}
 
 fn file_name(p: &Path) -> String {
     p.file_name()
@@ -328,7 +312,7 @@ mod tests {
                     "1 yearly (full), 1 daily".to_string(),
                 ),
             )]),
-            upload_keys: HashMap::new(),
+            upload_keys: std::collections::HashMap::new(),
         }
     }
 

@@ -4,13 +4,14 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::plan_cmd::select_sources;
 use super::time_arg::parse_time;
 use super::{load_config, progress};
 use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
-use crate::postgres::PgError;
-use crate::runner::{self, execute::run_source};
+use crate::ops::run::{run_sources, SourceReport};
+use crate::ops::sources::select_sources;
+use crate::ops::subvols::Btrfs;
 use crate::sys::lock::RunLock;
+use crate::units::{human_bytes, plural};
 
 /// Arguments of `subvault run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,38 +44,91 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     let _lock = RunLock::acquire(config_path)?;
     let rt = tokio::runtime::Runtime::new()?;
     let progress = progress::for_stderr("run");
-    let mut failed = 0;
-    let mut interrupted = false;
-    rt.block_on(async {
-        let remotes = runner::open_remotes(&config, &sources).await;
-        for source in &sources {
-            match run_source(&config, source, &remotes, now, args.heal, progress.as_ref()).await {
-                Ok(report) => println!("{}", report.summary()),
-                Err(e) => {
-                    failed += 1;
-                    eprintln!(
-                        "subvault: source {}: FAILED: {}",
-                        source.name,
-                        crate::errors::one_line(&e)
-                    );
-                    // A signal during a PostgreSQL backup: the backup was stopped;
-                    // stop here too instead of starting the next source.
-                    if e.chain().any(|c| {
-                        matches!(c.downcast_ref::<PgError>(), Some(PgError::Interrupted(_)))
-                    }) {
-                        interrupted = true;
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    Ok(if interrupted {
+    let outcome = rt.block_on(run_sources(
+        &config,
+        &sources,
+        now,
+        args.heal,
+        &Btrfs,
+        progress.as_ref(),
+        |source, result| match result {
+            Ok(report) => println!("{}", summary(report)),
+            Err(e) => eprintln!(
+                "subvault: source {}: FAILED: {}",
+                source.name,
+                crate::errors::one_line(e)
+            ),
+        },
+    ));
+    Ok(if outcome.interrupted {
         // 128 + SIGINT/SIGTERM, as a shell reports a killed command.
         130
-    } else if failed > 0 {
+    } else if outcome.failed > 0 {
         EXIT_FAILURE
     } else {
         EXIT_OK
     })
+}
+
+/// The one summary line printed per source.
+fn summary(r: &SourceReport) -> String {
+    if r.created.is_none() && r.uploaded == 0 && r.deleted == 0 && r.destroyed == 0 {
+        return format!(
+            "source {}: nothing to do (no change since the last run)",
+            r.source
+        );
+    }
+    let mut parts = Vec::new();
+    if let Some(name) = &r.created {
+        parts.push(format!("snapshot {name}"));
+    }
+    let secs = r.upload_seconds.max(0.001);
+    parts.push(format!(
+        "uploaded {} object{}, {} in {:.1} s ({:.1} MB/s of send stream)",
+        r.uploaded,
+        plural(r.uploaded),
+        human_bytes(r.bytes),
+        r.upload_seconds,
+        r.raw_bytes as f64 / secs / 1e6
+    ));
+    parts.push(format!("deleted {} object{}", r.deleted, plural(r.deleted)));
+    parts.push(format!(
+        "destroyed {} snapshot{}",
+        r.destroyed,
+        plural(r.destroyed)
+    ));
+    format!("source {}: {}", r.source, parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lines_say_what_happened() {
+        let idle = SourceReport {
+            source: "data".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            summary(&idle),
+            "source data: nothing to do (no change since the last run)"
+        );
+        let busy = SourceReport {
+            source: "data".into(),
+            created: Some("data.2026-11-27T04:00:00Z".into()),
+            uploaded: 2,
+            bytes: 3 * 1024 * 1024,
+            raw_bytes: 10_000_000,
+            upload_seconds: 2.0,
+            deleted: 1,
+            destroyed: 0,
+            warnings: vec![],
+        };
+        assert_eq!(
+            summary(&busy),
+            "source data: snapshot data.2026-11-27T04:00:00Z, uploaded 2 objects, 3.0 MiB in 2.0 s \
+             (5.0 MB/s of send stream), deleted 1 object, destroyed 0 snapshots"
+        );
+    }
 }

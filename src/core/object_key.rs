@@ -1,4 +1,4 @@
-//! Object key naming: the public, stable key format (DESIGN.md section 3).
+//! Object key naming: the public, stable key format (docs/design.md, "Object format").
 //!
 //! A backup's metadata lives entirely in its key, so one listing rebuilds the
 //! state. The scheme is btrfs2s3's: `<prefix><basename>` followed by dot-suffixes,

@@ -106,7 +106,7 @@ pub struct DedupeReport {
     /// extent (a copy referenced from N snapshots counts N times).
     pub duplicate_bytes: u64,
     /// Bytes of distinct duplicate copies on disk (each physical copy once): the
-    /// most that sharing can free, before the bookend effect (see README).
+    /// most that sharing can free, before the bookend effect (see docs/dedupe.md).
     pub duplicate_extent_bytes: u64,
     /// Bytes in duplicate blocks already sharing the chosen source's extent.
     pub already_shared_bytes: u64,

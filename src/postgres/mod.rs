@@ -1,7 +1,7 @@
 //! PostgreSQL sources: consistent snapshots of a data directory on btrfs, and
 //! preparing a restored copy to start.
 //!
-//! Two modes (DESIGN.md section 5, `postgres.mode`):
+//! Two modes (docs/design.md, "PostgreSQL sources"; `postgres.mode`):
 //! - `checkpoint`: `CHECKPOINT`, then one atomic snapshot. Everything the server
 //!   needs (data directory, `pg_wal`, tablespaces) is in the subvolume, so the
 //!   snapshot is exactly what a power cut would leave: it starts on its own with

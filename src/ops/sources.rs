@@ -1,24 +1,20 @@
-//! The runner: gathers the state of a source (its subvolume, snapshots and the
-//! backups on each remote), asks the planner what to do, and executes the plan.
-//!
-//! `plan` uses only the gathering half; `run` uses both. The planner stays pure:
-//! everything that touches the kernel or a remote happens here or in `execute`.
+//! A source's local side (its subvolume and snapshots) and the questions every
+//! command asks about sources: which ones the command line names, which
+//! backups are theirs, and what the planner is given for them.
 
-pub mod execute;
-
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::config::{Config, RemoteConfig, Source, UploadConfig};
-use crate::core::model::{Backup, Codec, Snapshot};
-use crate::core::object_key::{self, KeyInfo};
-use crate::core::pg_record::{self, PgRecord};
-use crate::core::planner::{PlanInput, RemoteInput, Upload};
-use crate::remote::{self, AnyStore, ObjectStore};
+use super::remotes::OpenRemotes;
+use crate::config::{Config, Source};
+use crate::core::model::{Backup, Snapshot};
+use crate::core::object_key;
+use crate::core::planner::{PlanInput, RemoteInput};
+use crate::errors::UsageError;
 use crate::sys::btrfs::{self, BtrfsError, SubvolInfo};
 
 /// What the local side of a source looks like now.
@@ -67,51 +63,27 @@ fn read_source_with(
     Ok(SourceState { info, snapshots })
 }
 
-/// An opened remote and the backups listed on it.
-pub struct OpenRemote {
-    /// The remote's config.
-    pub config: RemoteConfig,
-    /// The store.
-    pub store: AnyStore,
-    /// Every backup key found under the prefix (all sources).
-    pub backups: Vec<Backup>,
-}
-
-/// Opens and lists every remote that the given sources upload to (once each).
-pub async fn open_remotes(
-    config: &Config,
-    sources: &[&Source],
-) -> BTreeMap<String, Result<OpenRemote>> {
-    let mut out = BTreeMap::new();
-    for source in sources {
-        for up in &source.upload_to_remotes {
-            if out.contains_key(&up.id) {
-                continue;
-            }
-            let remote_cfg = config
-                .remote(&up.id)
-                .expect("config validation guarantees remote ids exist")
-                .clone();
-            let opened = open_and_list(remote_cfg).await;
-            out.insert(up.id.clone(), opened);
-        }
+/// Picks the sources named on the command line (all when none are named).
+pub fn select_sources<'a>(
+    config: &'a Config,
+    names: &[String],
+) -> Result<Vec<&'a Source>, UsageError> {
+    if names.is_empty() {
+        return Ok(config.sources.iter().collect());
     }
-    out
-}
-
-async fn open_and_list(config: RemoteConfig) -> Result<OpenRemote> {
-    let store = remote::open(&config)
-        .await
-        .with_context(|| format!("remote {}: cannot open", config.id))?;
-    let (backups, _ignored) = remote::list_backups(&store, store.prefix())
-        .await
-        // The error names the store and the operation.
-        .with_context(|| format!("remote {}", config.id))?;
-    Ok(OpenRemote {
-        config,
-        store,
-        backups,
-    })
+    names
+        .iter()
+        .map(|n| {
+            config.source(n).ok_or_else(|| {
+                let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+                UsageError(format!(
+                    "--source {n:?}: no such source in {} (sources: {})",
+                    config.path.display(),
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Path of the snapshot a run at `now` would take of `source`.
@@ -127,7 +99,7 @@ pub fn plan_input(
     config: &Config,
     source: &Source,
     state: &SourceState,
-    remotes: &BTreeMap<String, Result<OpenRemote>>,
+    remotes: &OpenRemotes,
     now: DateTime<Utc>,
     planned_snapshot: bool,
 ) -> Result<PlanInput> {
@@ -167,68 +139,39 @@ pub fn plan_input(
     })
 }
 
-/// The codec recorded in the key for an upload: ours, unless `pipe_through`
-/// commands transform the bytes after compression. Then the key says nothing
-/// (as btrfs2s3's keys) and readers sniff the object's magic bytes.
-pub fn key_codec(up: &UploadConfig) -> Option<Codec> {
-    if up.pipe_through.is_empty() {
-        Some(up.compression.codec)
-    } else {
-        None
-    }
+/// Each configured source's current subvolume uuid (`None` when unreadable,
+/// e.g. after the disaster the restore is for).
+pub fn source_uuids(config: &Config) -> HashMap<String, Option<Uuid>> {
+    config
+        .sources
+        .iter()
+        .map(|s| {
+            let u = crate::sys::btrfs::subvol_info(&s.path).ok().map(|i| i.uuid);
+            (s.name.clone(), u)
+        })
+        .collect()
 }
 
-/// How the new objects of one source on one remote are named.
-pub struct KeyNaming<'a> {
-    /// The key's base name (the source's name).
-    pub basename: &'a str,
-    /// The zone the key's time is written in.
-    pub tz: chrono_tz::Tz,
-    /// The codec the key records (see [`key_codec`]).
-    pub codec: Option<Codec>,
-    /// The remote's prefix.
-    pub prefix: &'a str,
-    /// The source subvolume's uuid (`.prnt`).
-    pub source_uuid: Uuid,
+/// The base name in a backup key (usually the source's name).
+pub fn basename_of(prefix: &str, key: &str) -> Option<String> {
+    object_key::parse_key(prefix, key).ok().map(|k| k.basename)
 }
 
-impl<'a> KeyNaming<'a> {
-    /// The naming of `source`'s uploads to the remote `up` describes, under `prefix`.
-    pub fn new(
-        config: &Config,
-        source: &'a Source,
-        up: &UploadConfig,
-        prefix: &'a str,
-        source_uuid: Uuid,
-    ) -> Self {
-        KeyNaming {
-            basename: &source.name,
-            tz: config.timezone,
-            codec: key_codec(up),
-            prefix,
-            source_uuid,
-        }
-    }
-
-    /// The key of `upload`; a PostgreSQL snapshot's record adds its suffixes.
-    pub fn key(&self, upload: &Upload, pg: Option<&PgRecord>) -> String {
-        let key = object_key::format_key(
-            self.prefix,
-            &KeyInfo {
-                basename: self.basename.to_string(),
-                time: upload.time.with_timezone(&self.tz).fixed_offset(),
-                ctransid: upload.ctransid,
-                uuid: upload.uuid,
-                send_parent_uuid: upload.send_parent_uuid,
-                source_uuid: self.source_uuid,
-                codec: self.codec,
-            },
-        );
-        match pg {
-            Some(r) => key + &pg_record::key_suffix(r),
-            None => key,
-        }
-    }
+/// Backups of `source`: by its current uuid, or by the base name in the key
+/// (the source may be gone, or be a new subvolume since the disaster).
+pub fn backups_of_source(
+    backups: Vec<Backup>,
+    prefix: &str,
+    source: &Source,
+    uuid: Option<Uuid>,
+) -> Vec<Backup> {
+    backups
+        .into_iter()
+        .filter(|b| {
+            Some(b.source_uuid) == uuid
+                || basename_of(prefix, &b.key).as_deref() == Some(&source.name)
+        })
+        .collect()
 }
 
 #[cfg(test)]

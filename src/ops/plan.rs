@@ -1,0 +1,84 @@
+//! `plan`: what a run would do now, for each source, changing nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::keys::KeyNaming;
+use super::remotes::{self, OpenRemotes};
+use super::sources::{plan_input, read_source_flushed};
+use crate::config::{Config, Source};
+use crate::core::planner::{self, Plan, PlanOptions};
+use crate::remote::ObjectStore;
+
+/// A planned source, with what a renderer needs besides the plan.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// Source name.
+    pub name: String,
+    /// Source subvolume path.
+    pub path: String,
+    /// The plan.
+    pub plan: Plan,
+    /// Remote id -> (description such as `s3://bucket/prefix`, policy in words).
+    pub remotes: BTreeMap<String, (String, String)>,
+    /// (remote, snapshot uuid) -> the key an upload will get (known for existing snapshots).
+    pub upload_keys: HashMap<(String, Uuid), String>,
+}
+
+/// Plans every source (opening each remote once); a source that cannot be
+/// planned gives its error in its place.
+pub async fn plan_sources(
+    config: &Config,
+    sources: &[&Source],
+    now: DateTime<Utc>,
+    heal: bool,
+) -> Vec<Result<SourcePlan>> {
+    let remotes = remotes::open_for_sources(config, sources).await;
+    sources
+        .iter()
+        .map(|source| plan_source(config, source, &remotes, now, heal))
+        .collect()
+}
+
+/// The plan of one source as a run at `now` would make it (with the snapshot
+/// it would take, when the source changed).
+pub fn plan_source(
+    config: &Config,
+    source: &Source,
+    remotes: &OpenRemotes,
+    now: DateTime<Utc>,
+    heal: bool,
+) -> Result<SourcePlan> {
+    let state = read_source_flushed(source)?;
+    let input = plan_input(config, source, &state, remotes, now, state.needs_snapshot())?;
+    let plan = planner::plan_with(&input, PlanOptions { heal });
+    let mut described = BTreeMap::new();
+    for up in &source.upload_to_remotes {
+        if let Some(Ok(r)) = remotes.get(&up.id) {
+            described.insert(up.id.clone(), (r.store.describe(), up.preserve.describe()));
+        }
+    }
+    let mut upload_keys = HashMap::new();
+    // The snapshot this run would take has no uuid yet, so no key.
+    for u in plan.uploads().filter(|u| !u.uuid.is_nil()) {
+        let (Some(Ok(r)), Some(up)) = (
+            remotes.get(&u.remote),
+            source.upload_to_remotes.iter().find(|up| up.id == u.remote),
+        ) else {
+            continue;
+        };
+        let pg = crate::postgres::sidecar::read(&u.snapshot_path);
+        let naming = KeyNaming::new(config, source, up, r.store.prefix(), state.info.uuid);
+        upload_keys.insert((u.remote.clone(), u.uuid), naming.key(u, pg.as_ref()));
+    }
+    Ok(SourcePlan {
+        name: source.name.clone(),
+        path: source.path.display().to_string(),
+        plan,
+        remotes: described,
+        upload_keys,
+    })
+}

@@ -1,0 +1,143 @@
+//! One upload: send the snapshot, encode the stream (compress, checksum
+//! trailer) and stream it into the remote under its key.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncRead, ReadBuf};
+use uuid::Uuid;
+
+use crate::config::{Config, Source};
+use crate::core::planner::Upload;
+use crate::ops::keys::KeyNaming;
+use crate::ops::remotes::OpenRemote;
+use crate::ops::subvols::{SendSource, Subvolumes};
+use crate::progress::Progress;
+use crate::remote::{ObjectStore, UploadOptions};
+use crate::stream::{self, EncodeOptions, SourceCheck};
+use crate::units::human_bytes;
+
+/// An object this run stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The remote's id.
+    pub remote: String,
+    /// The object's key.
+    pub key: String,
+    /// Bytes stored (after compression).
+    pub stored_bytes: u64,
+    /// Bytes of raw send stream.
+    pub raw_bytes: u64,
+}
+
+/// Sends one snapshot, encodes it and uploads it.
+pub(super) async fn upload<S: Subvolumes>(
+    config: &Config,
+    source: &Source,
+    remote: &OpenRemote,
+    u: &Upload,
+    source_uuid: Uuid,
+    subvols: &S,
+    progress: &dyn Progress,
+) -> Result<Uploaded> {
+    let up = source
+        .upload_to_remotes
+        .iter()
+        .find(|up| up.id == remote.config.id)
+        .expect("plan remotes come from the source's uploads");
+    let pg = crate::postgres::sidecar::read(&u.snapshot_path);
+    let key =
+        KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid).key(u, pg.as_ref());
+    let what = match &u.send_parent_path {
+        None => "full".to_string(),
+        Some(p) => format!("relative to {}", p.display()),
+    };
+    let ctx = || {
+        format!(
+            "source {}: upload {} ({what}) to remote {}",
+            source.name, key, remote.config.id
+        )
+    };
+
+    let parent = u.send_parent_path.as_deref().zip(u.send_parent_uuid);
+    let send = subvols
+        .send(&u.snapshot_path, u.uuid, parent)
+        .await
+        .with_context(ctx)?;
+    let mut opts = EncodeOptions::new(up.compression.codec);
+    opts.level = up.compression.level;
+    opts.threads = up.compression.threads;
+    opts.pipe_through = up.pipe_through.clone();
+    let (send, check) = checked(send);
+    opts.source_check = Some(check);
+    let mut encoded = stream::encode(send, opts).with_context(ctx)?;
+
+    let class = up.storage_class.r#for(u.timeframe);
+    let upload_opts = UploadOptions {
+        storage_class: (class != "STANDARD").then_some(class),
+        object_lock: match (&up.object_lock, u.retain_until) {
+            (Some(lock), Some(until)) => Some((lock.mode.as_str().to_string(), until)),
+            _ => None,
+        },
+        progress: progress.upload_started(&key, &what),
+    };
+    tracing::info!(
+        "source {}: uploading {key} ({what}) to remote {}",
+        source.name,
+        remote.config.id
+    );
+    let result = remote.store.upload(&key, &mut encoded, &upload_opts).await;
+    progress.upload_finished(&key);
+    let stats = result.with_context(ctx)?;
+    let summary = encoded.finish().await.with_context(ctx)?;
+    tracing::info!(
+        "source {}: uploaded {key}: {} ({} raw) in {:.1} s",
+        source.name,
+        human_bytes(stats.bytes),
+        human_bytes(summary.record.raw_len),
+        stats.seconds
+    );
+    Ok(Uploaded {
+        remote: remote.config.id.clone(),
+        key,
+        stored_bytes: stats.bytes,
+        raw_bytes: summary.record.raw_len,
+    })
+}
+
+/// Splits a send into the reader the encoder consumes and the check the encoder
+/// awaits at the stream's end (which takes the send out to learn whether it
+/// was complete).
+fn checked(send: Box<dyn SendSource>) -> (SharedSend, SourceCheck) {
+    let shared = Arc::new(Mutex::new(Some(send)));
+    let handle = shared.clone();
+    let check: SourceCheck = Box::pin(async move {
+        let send = handle.lock().expect("send lock").take();
+        match send {
+            Some(s) => s.finish().await,
+            None => Err("the send stream was already finished".to_string()),
+        }
+    });
+    (SharedSend(shared), check)
+}
+
+/// A send stream shared between the encoder (which reads it) and the encoder's
+/// end-of-stream check (which takes it out to learn whether the send succeeded).
+struct SharedSend(Arc<Mutex<Option<Box<dyn SendSource>>>>);
+
+impl AsyncRead for SharedSend {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut guard = self.0.lock().expect("send lock");
+        match guard.as_mut() {
+            Some(send) => Pin::new(send).poll_read(cx, buf),
+            // Taken by the check: the stream is over.
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
