@@ -19,7 +19,8 @@ use subvault::core::object_key::{format_key, KeyInfo};
 use subvault::ops::restore::fetch::{Fetch, RANGE};
 use subvault::remote::retry::RetryPolicy;
 use subvault::remote::{
-    list_backups, ObjectStore, RemoteErrorKind, S3Settings, S3Store, UploadOptions,
+    list_backups, BackupListing, MultipartUpload, ObjectStore, RemoteErrorKind, S3Settings,
+    S3Store, UploadOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -95,7 +96,7 @@ impl AsyncRead for BrokenBody {
     }
 }
 
-async fn wait_for_no_multipart_uploads(store: &S3Store) -> Vec<(String, String)> {
+async fn wait_for_no_multipart_uploads(store: &S3Store) -> Vec<MultipartUpload> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let open = store.list_multipart_uploads().await.unwrap();
@@ -159,7 +160,7 @@ async fn list_paginates_and_finds_backups() {
     got.dedup();
     assert_eq!(got.len(), 1052, "no key listed twice across pages");
 
-    let (backups, ignored) = list_backups(&store, "host1/").await.unwrap();
+    let BackupListing { backups, ignored } = list_backups(&store, "host1/").await.unwrap();
     let mut bkeys: Vec<&str> = backups.iter().map(|b| b.key.as_str()).collect();
     bkeys.sort();
     let mut want = vec![backup_key.as_str(), foreign];

@@ -121,14 +121,26 @@ pub fn chain(backups: &[Backup], leaf: &Backup) -> Result<Vec<Backup>, ChainErro
     Ok(out)
 }
 
-/// Every object whose send parent is missing from `backups`, with that parent.
-pub fn broken(backups: &[Backup]) -> Vec<(&Backup, Uuid)> {
+/// A backup whose send parent has no object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenLink<'a> {
+    /// The backup that cannot be restored as it is.
+    pub backup: &'a Backup,
+    /// The send parent's uuid, missing from the listing.
+    pub missing_parent: Uuid,
+}
+
+/// Every object whose send parent is missing from `backups`.
+pub fn broken(backups: &[Backup]) -> Vec<BrokenLink<'_>> {
     let unique = by_uuid(backups);
     backups
         .iter()
         .filter_map(|b| {
             let p = b.send_parent_uuid?;
-            (!unique.contains_key(&p)).then_some((b, p))
+            (!unique.contains_key(&p)).then_some(BrokenLink {
+                backup: b,
+                missing_parent: p,
+            })
         })
         .collect()
 }
@@ -217,7 +229,7 @@ mod tests {
         );
         let msg = err.to_string();
         assert!(msg.contains("p/s.4") && msg.contains(&Uuid::from_u128(2).to_string()));
-        let bad: Vec<u128> = broken(&t).iter().map(|(b, _)| b.uuid.as_u128()).collect();
+        let bad: Vec<u128> = broken(&t).iter().map(|l| l.backup.uuid.as_u128()).collect();
         assert_eq!(bad.len(), 2);
         assert!(bad.contains(&3) && bad.contains(&4));
     }

@@ -203,8 +203,10 @@ fn resolve_trees(
         }
         let dir = File::open(&root).map_err(io_err("open", &root))?;
         let meta = dir.metadata().map_err(io_err("stat", &root))?;
-        let (fsid, sector) =
-            btrfs_fs::fs_info(&dir).map_err(|_| DedupeError::NotBtrfs(root.clone()))?;
+        let btrfs_fs::FsFacts {
+            fsid,
+            sector_size: sector,
+        } = btrfs_fs::fs_info(&dir).map_err(|_| DedupeError::NotBtrfs(root.clone()))?;
         let facts =
             btrfs_fs::subvol_facts(&dir).map_err(io_err("read subvolume info of", &root))?;
         match &fs_handle {

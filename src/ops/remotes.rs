@@ -27,14 +27,14 @@ pub async fn open(config: RemoteConfig) -> Result<OpenRemote> {
     let store = remote::open(&config)
         .await
         .with_context(|| format!("remote {}: cannot open", config.id))?;
-    let (backups, _ignored) = remote::list_backups(&store, store.prefix())
+    let listing = remote::list_backups(&store, store.prefix())
         .await
         // The error names the store and the operation.
         .with_context(|| format!("remote {}", config.id))?;
     Ok(OpenRemote {
         config,
         store,
-        backups,
+        backups: listing.backups,
     })
 }
 

@@ -128,10 +128,13 @@ fn select(
         let leaf = chain::select(backups, chain::Selector::Uuid(u)).ok()?;
         add_chain(leaf, bad);
     } else if selection.all {
-        for (b, parent) in chain::broken(backups) {
+        for link in chain::broken(backups) {
             bad.push(Bad {
-                key: b.key.clone(),
-                problem: format!("its send parent {parent} has no object (missing chain object)"),
+                key: link.backup.key.clone(),
+                problem: format!(
+                    "its send parent {} has no object (missing chain object)",
+                    link.missing_parent
+                ),
             });
         }
         out.extend(backups.iter().map(|b| (b.key.clone(), b.clone())));

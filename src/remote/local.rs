@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    Body, DeleteReport, ObjectInfo, ObjectStore, RemoteError, RemoteErrorKind, UploadOptions,
-    UploadStats,
+    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, RemoteError, RemoteErrorKind,
+    UploadOptions, UploadStats,
 };
 
 /// Name prefix of in-progress uploads; such files are never objects.
@@ -312,15 +312,15 @@ impl ObjectStore for LocalStore {
         Ok(report)
     }
 
-    async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
+    async fn list_multipart_uploads(&self) -> Result<Vec<MultipartUpload>, RemoteError> {
         let files = self.walk_off_thread("list temp files").await?;
         Ok(files
             .into_iter()
             .filter(|(_, tmp, _)| *tmp)
             .filter_map(|(path, _, _)| {
                 let key = self.key_of(&path)?;
-                let id = path.file_name()?.to_string_lossy().into_owned();
-                Some((key, id))
+                let upload_id = path.file_name()?.to_string_lossy().into_owned();
+                Some(MultipartUpload { key, upload_id })
             })
             .collect())
     }
@@ -472,11 +472,14 @@ mod tests {
         let pending = store.list_multipart_uploads().await.unwrap();
         assert_eq!(
             pending,
-            [("sub/.tmp-0123".to_string(), ".tmp-0123".to_string())]
+            [MultipartUpload {
+                key: "sub/.tmp-0123".to_string(),
+                upload_id: ".tmp-0123".to_string()
+            }]
         );
         assert!(store.abort_multipart("sub/x", ".tmp-0123").await.is_err());
         store
-            .abort_multipart(&pending[0].0, &pending[0].1)
+            .abort_multipart(&pending[0].key, &pending[0].upload_id)
             .await
             .unwrap();
         assert!(store.list_multipart_uploads().await.unwrap().is_empty());

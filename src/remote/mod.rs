@@ -105,6 +105,24 @@ pub struct DeleteReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// An unfinished multipart upload (or, in a local store, a leftover temp file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    /// The key the upload would create.
+    pub key: String,
+    /// The store's id of the upload, for [`ObjectStore::abort_multipart`].
+    pub upload_id: String,
+}
+
+/// The objects under a prefix, sorted into backups and the rest.
+#[derive(Debug, Clone, Default)]
+pub struct BackupListing {
+    /// Objects whose key parses as a backup key.
+    pub backups: Vec<Backup>,
+    /// Keys that do not (never touched).
+    pub ignored: Vec<String>,
+}
+
 /// A streaming object body.
 pub type Body = Box<dyn AsyncRead + Unpin + Send>;
 
@@ -155,10 +173,10 @@ pub trait ObjectStore: Send + Sync {
         keys: &[String],
     ) -> impl Future<Output = Result<DeleteReport, RemoteError>> + Send;
 
-    /// Unfinished multipart uploads under the prefix: (key, upload id).
+    /// Unfinished multipart uploads under the prefix.
     fn list_multipart_uploads(
         &self,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, RemoteError>> + Send;
+    ) -> impl Future<Output = Result<Vec<MultipartUpload>, RemoteError>> + Send;
 
     /// Aborts one unfinished multipart upload.
     fn abort_multipart(
@@ -215,7 +233,7 @@ impl ObjectStore for AnyStore {
     async fn delete(&self, keys: &[String]) -> Result<DeleteReport, RemoteError> {
         delegate!(self, s => s.delete(keys).await)
     }
-    async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
+    async fn list_multipart_uploads(&self) -> Result<Vec<MultipartUpload>, RemoteError> {
         delegate!(self, s => s.list_multipart_uploads().await)
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), RemoteError> {
@@ -266,17 +284,16 @@ pub async fn open(remote: &RemoteConfig) -> Result<AnyStore, RemoteError> {
 pub async fn list_backups(
     store: &impl ObjectStore,
     prefix: &str,
-) -> Result<(Vec<Backup>, Vec<String>), RemoteError> {
+) -> Result<BackupListing, RemoteError> {
     let objects = store.list().await?;
     Ok(split_backups(prefix, objects))
 }
 
-fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> (Vec<Backup>, Vec<String>) {
-    let mut backups = Vec::new();
-    let mut ignored = Vec::new();
+fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> BackupListing {
+    let mut out = BackupListing::default();
     for o in objects {
         match object_key::parse_key(prefix, &o.key) {
-            Ok(info) => backups.push(object_key::to_backup(
+            Ok(info) => out.backups.push(object_key::to_backup(
                 &o.key,
                 &info,
                 Some(o.size),
@@ -284,11 +301,11 @@ fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> (Vec<Backup>, Vec<St
             )),
             Err(e) => {
                 tracing::debug!("ignoring object: {e}");
-                ignored.push(o.key);
+                out.ignored.push(o.key);
             }
         }
     }
-    (backups, ignored)
+    out
 }
 
 #[cfg(test)]
@@ -313,7 +330,7 @@ mod tests {
             obj("p/notes.txt", None, None),
             obj(&format!("p/sub/{}", &good[2..]), None, None),
         ];
-        let (backups, ignored) = split_backups("p/", objects);
+        let BackupListing { backups, ignored } = split_backups("p/", objects);
         assert_eq!(backups.len(), 1);
         assert_eq!(backups[0].key, good);
         assert_eq!(backups[0].size, Some(7));

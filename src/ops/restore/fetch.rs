@@ -309,7 +309,9 @@ mod tests {
         async fn delete(&self, _: &[String]) -> Result<crate::remote::DeleteReport, RemoteError> {
             unimplemented!()
         }
-        async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
+        async fn list_multipart_uploads(
+            &self,
+        ) -> Result<Vec<crate::remote::MultipartUpload>, RemoteError> {
             unimplemented!()
         }
         async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), RemoteError> {

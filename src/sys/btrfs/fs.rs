@@ -26,12 +26,23 @@ pub fn subvol_facts(file: &File) -> io::Result<SubvolFacts> {
     })
 }
 
-/// Filesystem uuid (`BTRFS_IOC_FS_INFO`) and block size (`st_blksize`, which
-/// btrfs sets to its sector size).
-pub fn fs_info(file: &File) -> io::Result<([u8; 16], u32)> {
+/// Which btrfs filesystem a file is on, and its sector size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsFacts {
+    /// The filesystem's uuid (`BTRFS_IOC_FS_INFO`).
+    pub fsid: [u8; 16],
+    /// Its sector size (`st_blksize`, which btrfs sets to the sector size).
+    pub sector_size: u32,
+}
+
+/// The [`FsFacts`] of the filesystem holding `file`.
+pub fn fs_info(file: &File) -> io::Result<FsFacts> {
     let fsid = ioctl::fsid(file.as_fd())?;
     let blksize = std::os::unix::fs::MetadataExt::blksize(&file.metadata()?);
-    Ok((fsid, (blksize as u32).max(4096)))
+    Ok(FsFacts {
+        fsid,
+        sector_size: (blksize as u32).max(4096),
+    })
 }
 
 /// Used bytes of the filesystem (logical, as `btrfs filesystem df` shows them).

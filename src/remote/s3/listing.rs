@@ -1,0 +1,188 @@
+//! Reading the bucket: listing objects and unfinished multipart uploads under
+//! the prefix, and deleting objects in batches.
+
+use std::collections::{HashMap, HashSet};
+
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+use super::client::{classify, to_chrono};
+use super::S3Store;
+use crate::remote::retry::with_retries;
+use crate::remote::{DeleteReport, MultipartUpload, ObjectInfo, RemoteError, RemoteErrorKind};
+
+/// DeleteObjects accepts at most this many keys per request.
+const DELETE_BATCH: usize = 1000;
+
+impl S3Store {
+    /// Every object under the prefix (ListObjectsV2, all pages).
+    pub(super) async fn list_objects(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let what = format!("{}: ListObjectsV2", self.describe);
+            let page = with_retries(&self.retry, &what, || {
+                let mut req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .set_continuation_token(token.clone());
+                if !self.prefix.is_empty() {
+                    req = req.prefix(&self.prefix);
+                }
+                async move { req.send().await.map_err(classify) }
+            })
+            .await
+            .map_err(|f| self.err("ListObjectsV2", None, f))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                out.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    storage_class: o.storage_class().map(|c| c.as_str().to_string()),
+                    last_modified: o.last_modified().and_then(to_chrono),
+                    restore: None,
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes `keys` in batches; the report says which deletes the store confirmed.
+    pub(super) async fn delete_keys(&self, keys: &[String]) -> Result<DeleteReport, RemoteError> {
+        let mut report = DeleteReport::default();
+        for batch in keys.chunks(DELETE_BATCH) {
+            // Builders fail only on a missing required field: a bug, not the store.
+            let build_err = |e: aws_sdk_s3::error::BuildError| {
+                self.fatal(
+                    "DeleteObjects",
+                    None,
+                    RemoteErrorKind::Config(e.to_string()),
+                )
+            };
+            let ids: Vec<ObjectIdentifier> = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<_, _>>()
+                .map_err(build_err)?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(false)
+                .build()
+                .map_err(build_err)?;
+            let what = format!("{}: DeleteObjects", self.describe);
+            let out = with_retries(&self.retry, &what, || {
+                let req = self
+                    .client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete.clone());
+                async move { req.send().await.map_err(classify) }
+            })
+            .await
+            .map_err(|f| self.err("DeleteObjects", None, f))?;
+            let confirmed: HashSet<&str> = out.deleted().iter().filter_map(|d| d.key()).collect();
+            let failed: HashMap<&str, String> = out
+                .errors()
+                .iter()
+                .filter_map(|e| {
+                    let msg = format!(
+                        "{}: {}",
+                        e.code().unwrap_or("error"),
+                        e.message().unwrap_or_default()
+                    );
+                    Some((e.key()?, msg))
+                })
+                .collect();
+            judge_deletes(batch, &confirmed, &failed, &mut report);
+        }
+        Ok(report)
+    }
+
+    /// The unfinished multipart uploads under the prefix (all pages).
+    pub(super) async fn list_uploads(&self) -> Result<Vec<MultipartUpload>, RemoteError> {
+        let mut out = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let what = format!("{}: ListMultipartUploads", self.describe);
+            let page = with_retries(&self.retry, &what, || {
+                let mut req = self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .set_key_marker(markers.0.clone())
+                    .set_upload_id_marker(markers.1.clone());
+                if !self.prefix.is_empty() {
+                    req = req.prefix(&self.prefix);
+                }
+                async move { req.send().await.map_err(classify) }
+            })
+            .await
+            .map_err(|f| self.err("ListMultipartUploads", None, f))?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push(MultipartUpload {
+                        key: k.to_string(),
+                        upload_id: id.to_string(),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            let next = (
+                page.next_key_marker().map(str::to_string),
+                page.next_upload_id_marker().map(str::to_string),
+            );
+            if next == markers || next.0.is_none() {
+                break;
+            }
+            markers = next;
+        }
+        Ok(out)
+    }
+}
+
+/// Sorts each requested key into deleted or failed. A key the store did not
+/// mention either way counts as failed: never assume a delete happened.
+fn judge_deletes(
+    batch: &[String],
+    confirmed: &HashSet<&str>,
+    failed: &HashMap<&str, String>,
+    report: &mut DeleteReport,
+) {
+    for k in batch {
+        if let Some(msg) = failed.get(k.as_str()) {
+            report.failed.push((k.clone(), msg.clone()));
+        } else if confirmed.contains(k.as_str()) {
+            report.deleted.push(k.clone());
+        } else {
+            report
+                .failed
+                .push((k.clone(), "the store did not confirm the delete".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletes_are_judged_per_key() {
+        let batch: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let confirmed: HashSet<&str> = ["a", "b"].into_iter().collect();
+        let failed: HashMap<&str, String> = [("b", "AccessDenied: locked".to_string())].into();
+        let mut report = DeleteReport::default();
+        judge_deletes(&batch, &confirmed, &failed, &mut report);
+        assert_eq!(report.deleted, ["a"]);
+        assert_eq!(
+            report.failed[0],
+            ("b".into(), "AccessDenied: locked".into())
+        );
+        assert_eq!(report.failed[1].0, "c");
+    }
+}
