@@ -70,116 +70,132 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
         let _ = writeln!(out, "source {} ({})", sp.name, sp.path);
         for (remote, (desc, policy)) in &sp.remotes {
             let _ = writeln!(out, "  remote {remote} {desc}, keeping {policy}");
-            let backups: Vec<&BackupPlan> = sp
-                .plan
-                .backups
-                .iter()
-                .filter(|b| &b.remote == remote)
-                .collect();
-            if backups.is_empty() {
-                let _ = writeln!(out, "    (no backups)");
-                continue;
-            }
-            let present: HashSet<Uuid> = backups.iter().map(|b| b.uuid).collect();
-            let mut children: BTreeMap<Option<Uuid>, Vec<&BackupPlan>> = BTreeMap::new();
-            for b in &backups {
-                let parent = b.send_parent_uuid.filter(|p| present.contains(p));
-                children.entry(parent).or_default().push(b);
-            }
-            fn walk(
-                out: &mut String,
-                children: &BTreeMap<Option<Uuid>, Vec<&BackupPlan>>,
-                parent: Option<Uuid>,
-                prefix: &str,
-                tz: Tz,
-                seen: &mut HashSet<Uuid>,
-            ) {
-                let Some(kids) = children.get(&parent) else {
-                    return;
-                };
-                let mut kids = kids.clone();
-                kids.sort_by_key(|b| (b.ctransid, b.time));
-                for (i, b) in kids.iter().enumerate() {
-                    let last = i + 1 == kids.len();
-                    let branch = if parent.is_none() {
-                        ""
-                    } else if last {
-                        "└─ "
-                    } else {
-                        "├─ "
-                    };
-                    let _ = writeln!(
-                        out,
-                        "  {} {prefix}{branch}{}",
-                        marker(b),
-                        backup_line(b, tz)
-                    );
-                    // Guard against cycles in a corrupt bucket and duplicate uuids.
-                    if !seen.insert(b.uuid) {
-                        continue;
-                    }
-                    let next = if parent.is_none() {
-                        format!("{prefix}  ")
-                    } else if last {
-                        format!("{prefix}   ")
-                    } else {
-                        format!("{prefix}│  ")
-                    };
-                    walk(out, children, Some(b.uuid), &next, tz, seen);
-                }
-            }
-            let mut seen = HashSet::new();
-            walk(&mut out, &children, None, "  ", tz, &mut seen);
+            write_tree(&mut out, sp, remote, tz);
         }
-        let _ = writeln!(out, "  snapshots:");
-        if sp.plan.snapshots.is_empty() {
-            let _ = writeln!(out, "    (none)");
-        }
-        for s in &sp.plan.snapshots {
-            let action = match s.action {
-                SnapshotAction::Keep => "keep   ",
-                SnapshotAction::Create => "create ",
-                SnapshotAction::Destroy => "destroy",
-            };
-            let reasons = if s.reasons.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", reasons_text(&s.reasons))
-            };
-            let _ = writeln!(out, "    {action} {}{reasons}", file_name(&s.snapshot.path));
-        }
+        write_snapshots(&mut out, sp);
         for w in &sp.plan.warnings {
             let _ = writeln!(out, "  warning: {w}");
         }
-        let _ = writeln!(out, "  actions:");
-        if sp.plan.actions.is_empty() {
-            let _ = writeln!(out, "    nothing to do");
-        }
-        for (n, a) in sp.plan.actions.iter().enumerate() {
-            let text = match a {
-                Action::CreateSnapshot { path } => format!("create snapshot {}", path.display()),
-                Action::UploadBackup(Upload {
-                    remote,
-                    snapshot_path,
-                    send_parent_path,
-                    ..
-                }) => match send_parent_path {
-                    None => format!("upload {} to {remote} (full)", file_name(snapshot_path)),
-                    Some(p) => format!(
-                        "upload {} to {remote} (relative to {})",
-                        file_name(snapshot_path),
-                        file_name(p)
-                    ),
-                },
-                Action::DestroySnapshot { path, .. } => {
-                    format!("destroy snapshot {}", path.display())
-                }
-                Action::DeleteBackup { remote, key } => format!("delete {key} from {remote}"),
-            };
-            let _ = writeln!(out, "    {}. {text}", n + 1);
-        }
+        write_actions(&mut out, sp);
     }
     out
+}
+
+/// One remote's backups as a tree: full backups as roots, each backup under
+/// its send parent.
+fn write_tree(out: &mut String, sp: &SourcePlan, remote: &str, tz: Tz) {
+    let backups: Vec<&BackupPlan> = sp
+        .plan
+        .backups
+        .iter()
+        .filter(|b| b.remote == remote)
+        .collect();
+    if backups.is_empty() {
+        let _ = writeln!(out, "    (no backups)");
+        return;
+    }
+    let present: HashSet<Uuid> = backups.iter().map(|b| b.uuid).collect();
+    let mut children: BTreeMap<Option<Uuid>, Vec<&BackupPlan>> = BTreeMap::new();
+    for b in &backups {
+        let parent = b.send_parent_uuid.filter(|p| present.contains(p));
+        children.entry(parent).or_default().push(b);
+    }
+    let mut seen = HashSet::new();
+    write_children(out, &children, None, "  ", tz, &mut seen);
+}
+
+/// The children of `parent` (roots for `None`), each followed by its own.
+fn write_children(
+    out: &mut String,
+    children: &BTreeMap<Option<Uuid>, Vec<&BackupPlan>>,
+    parent: Option<Uuid>,
+    prefix: &str,
+    tz: Tz,
+    seen: &mut HashSet<Uuid>,
+) {
+    let Some(kids) = children.get(&parent) else {
+        return;
+    };
+    let mut kids = kids.clone();
+    kids.sort_by_key(|b| (b.ctransid, b.time));
+    for (i, b) in kids.iter().enumerate() {
+        let last = i + 1 == kids.len();
+        let branch = if parent.is_none() {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
+        let _ = writeln!(
+            out,
+            "  {} {prefix}{branch}{}",
+            marker(b),
+            backup_line(b, tz)
+        );
+        // Guard against cycles in a corrupt bucket and duplicate uuids.
+        if !seen.insert(b.uuid) {
+            continue;
+        }
+        let next = if parent.is_none() {
+            format!("{prefix}  ")
+        } else if last {
+            format!("{prefix}   ")
+        } else {
+            format!("{prefix}│  ")
+        };
+        write_children(out, children, Some(b.uuid), &next, tz, seen);
+    }
+}
+
+fn write_snapshots(out: &mut String, sp: &SourcePlan) {
+    let _ = writeln!(out, "  snapshots:");
+    if sp.plan.snapshots.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for s in &sp.plan.snapshots {
+        let action = match s.action {
+            SnapshotAction::Keep => "keep   ",
+            SnapshotAction::Create => "create ",
+            SnapshotAction::Destroy => "destroy",
+        };
+        let reasons = if s.reasons.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", reasons_text(&s.reasons))
+        };
+        let _ = writeln!(out, "    {action} {}{reasons}", file_name(&s.snapshot.path));
+    }
+}
+
+fn write_actions(out: &mut String, sp: &SourcePlan) {
+    let _ = writeln!(out, "  actions:");
+    if sp.plan.actions.is_empty() {
+        let _ = writeln!(out, "    nothing to do");
+    }
+    for (n, a) in sp.plan.actions.iter().enumerate() {
+        let text = match a {
+            Action::CreateSnapshot { path } => format!("create snapshot {}", path.display()),
+            Action::UploadBackup(Upload {
+                remote,
+                snapshot_path,
+                send_parent_path,
+                ..
+            }) => match send_parent_path {
+                None => format!("upload {} to {remote} (full)", file_name(snapshot_path)),
+                Some(p) => format!(
+                    "upload {} to {remote} (relative to {})",
+                    file_name(snapshot_path),
+                    file_name(p)
+                ),
+            },
+            Action::DestroySnapshot { path, .. } => {
+                format!("destroy snapshot {}", path.display())
+            }
+            Action::DeleteBackup { remote, key } => format!("delete {key} from {remote}"),
+        };
+        let _ = writeln!(out, "    {}. {text}", n + 1);
+    }
 }
 
 fn opt_uuid(u: Uuid) -> Value {

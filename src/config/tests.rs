@@ -130,6 +130,8 @@ fn every_shipped_example_loads() {
     );
 }
 
+// One config that sets every field, checked field by field: long, because the
+// schema is, and one file shows that every field is read together with all others.
 #[test]
 fn full_schema_with_every_option() {
     let c = load(
