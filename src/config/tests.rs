@@ -1,6 +1,6 @@
 //! Loading good configs: btrfs2s3 compatibility, defaults, credentials, and a
 //! few error positions checked in-process (the full error table runs the real
-//! binary in `tests/config_errors.rs`).
+//! binary in `tests/integration/config_errors.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -387,7 +387,7 @@ fn unreadable_file_error() {
 }
 
 /// Cases whose position is easy to state in-process; the big table is in
-/// tests/config_errors.rs.
+/// tests/integration/config_errors.rs.
 fn error_at(text: &str) -> (usize, usize, String) {
     let e = load_err(text);
     let (line, column) = e.position().expect("a position");

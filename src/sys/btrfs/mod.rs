@@ -5,7 +5,7 @@
 //! and SETFLAGS, SNAP_CREATE_V2, SNAP_DESTROY_V2, SEND, FS_INFO, SPACE_INFO and
 //! SYNC. Receiving has no ioctl, so [`receive`] runs `btrfs receive`.
 //!
-//! ctransid facts the runner relies on (checked by tests/btrfs_adapter.rs):
+//! ctransid facts the runner relies on (checked by tests/integration/btrfs_adapter.rs):
 //! a snapshot's `ctransid` equals its source's `ctransid` at the moment it was
 //! taken, and taking it does not change the source's `ctransid` as long as
 //! the snapshot directory is not inside the source. So "the source's ctransid

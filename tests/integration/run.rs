@@ -1,22 +1,24 @@
 //! End-to-end tests of `subvault run` and `subvault plan` on real btrfs and a real
 //! S3 server (moto on 127.0.0.1, started by integration/with-services.sh).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
-use common::{
+use crate::common::{
     append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
     subvault, subvault_command, tool, tree_hash, TestFs,
 };
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use subvault::core::object_key::parse_key;
+
+use crate::common::proxy::FaultProxy;
 
 /// Every object in a bucket: key -> (size, etag).
 fn list_bucket(bucket: &str) -> BTreeMap<String, (i64, String)> {
@@ -492,94 +494,22 @@ fn a_stream_killed_midway_leaves_no_object_and_no_multipart_upload() {
     check_converged(&s, &[("main", &bucket)], "2026-01-01T11:00:00Z");
 }
 
-/// A loopback HTTP proxy to the S3 server that answers 500 to every UploadPart
-/// after the first, so a multipart upload fails in the middle.
-struct FailingProxy {
-    port: u16,
-}
-
-impl FailingProxy {
-    fn start(upstream: &str) -> FailingProxy {
-        use std::io::{BufRead, BufReader, Read};
-        use std::net::{TcpListener, TcpStream};
-        let upstream = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let parts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { continue };
-                let upstream = upstream.clone();
-                let parts = parts.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(client.try_clone().unwrap());
-                    let mut head = Vec::new();
-                    let mut content_length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            content_length = v.trim().parse().unwrap_or(0);
-                        }
-                        if lower.starts_with("connection:") {
-                            continue;
-                        }
-                        if line == "\r\n" {
-                            head.extend_from_slice(b"Connection: close\r\n\r\n");
-                            break;
-                        }
-                        head.extend_from_slice(line.as_bytes());
-                    }
-                    let mut body = vec![0u8; content_length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let first = String::from_utf8_lossy(&head)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    if first.starts_with("PUT ")
-                        && first.contains("partNumber=")
-                        && parts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1
-                    {
-                        let msg =
-                            "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
-                        let _ = write!(
-                            client,
-                            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
-                            msg.len()
-                        );
-                        return;
-                    }
-                    let Ok(mut up) = TcpStream::connect(&upstream) else {
-                        return;
-                    };
-                    up.write_all(&head).unwrap();
-                    up.write_all(&body).unwrap();
-                    let _ = std::io::copy(&mut up, &mut client);
-                });
-            }
-        });
-        FailingProxy { port }
-    }
-}
-
 #[test]
 #[ignore = "needs root + btrfs + S3"]
 fn an_upload_error_midway_aborts_the_multipart_upload_and_the_next_run_completes() {
     let bucket = new_bucket("run-uperr");
-    let proxy = FailingProxy::start(&s3_endpoint());
+    // Every UploadPart after the first fails: the multipart upload fails midway.
+    let parts = Arc::new(AtomicU32::new(0));
+    let proxy = FaultProxy::start(Arc::new(move |head, _| {
+        (head.starts_with("PUT ")
+            && head.contains("partNumber=")
+            && parts.fetch_add(1, Ordering::SeqCst) >= 1)
+            .then_some(500)
+    }));
     let s = setup(
         512,
         &[("main", &bucket, "1d", "        compression: none\n")],
-        &format!("http://127.0.0.1:{}", proxy.port),
+        &proxy.url,
     );
     fill_random(&s.source, "big", 40);
     let out = subvault(&s.config, &["run", "--now", "2026-01-01T10:00:00Z"]);
@@ -589,6 +519,7 @@ fn an_upload_error_midway_aborts_the_multipart_upload_and_the_next_run_completes
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(proxy.injected() >= 1, "the proxy failed no UploadPart");
     assert!(
         list_bucket(&bucket).is_empty(),
         "an object exists after a failed upload"

@@ -10,14 +10,12 @@
 //!
 //! The tests share the machine's two cores with pgbench, so they run one at a time.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run, tool, TestFs};
+use crate::common::{run, tool, TestFs};
 use subvault::config::{PgMode, PostgresConfig, Secret};
 use subvault::postgres::{prepare_restored_datadir, snapshot_with, PgError, PgSnapshotInfo};
 
@@ -696,7 +694,7 @@ async fn cli_run_list_restore_and_start(mode: PgMode) {
     )
     .unwrap();
     let subvault = |args: &[&str]| {
-        let out = Command::new(common::subvault_bin())
+        let out = Command::new(crate::common::subvault_bin())
             .arg("-c")
             .arg(&cfg)
             .args(args)

@@ -20,15 +20,13 @@
 //! extent: btrfs frees an extent only when no block of it is referenced any more
 //! (the "bookend" effect), and per-block extents make the expected saving exact.
 
-mod common;
-
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run, tool, tree_hash, TestFs};
+use crate::common::{run, tool, tree_hash, TestFs};
 use subvault::dedupe::{dedupe_paths, DedupeOptions, DedupeReport, SkipReason};
 use subvault::progress::NoProgress;
 
@@ -217,7 +215,7 @@ fn dedupe_frees_the_expected_space_and_changes_no_content() {
     let used0 = data_used(&fs);
 
     // Dry run through the CLI: computes the duplicates, changes nothing.
-    let out = run(Command::new(common::subvault_bin())
+    let out = run(Command::new(crate::common::subvault_bin())
         .args([
             "-c",
             "/nonexistent/config.yaml",

@@ -3,8 +3,6 @@
 //! a restore could get wrong and nothing a restore legitimately changes, and
 //! the S3 helpers reach the test server.
 
-mod common;
-
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -13,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     is_mounted, loop_devices_for, run, set_xattr, tool, tree_hash, tree_manifest, TestFs,
 };
 
@@ -305,12 +303,12 @@ fn tree_hash_matches_after_copy_and_send_receive_and_sees_every_change() {
 #[tokio::test]
 #[ignore = "needs S3: run through integration/with-services.sh"]
 async fn new_bucket_creates_a_reachable_bucket() {
-    let first = common::new_bucket("Harness_Test");
-    let second = common::new_bucket_async("harness-test").await;
+    let first = crate::common::new_bucket("Harness_Test");
+    let second = crate::common::new_bucket_async("harness-test").await;
     assert_ne!(first, second, "bucket names must be unique");
     assert!(first.starts_with("harness-test-"), "{first}");
 
-    let client = common::s3_client();
+    let client = crate::common::s3_client();
     client
         .head_bucket()
         .bucket(&first)

@@ -3,8 +3,6 @@
 //! restores with the real `zstd` and `gzip` CLIs, objects in btrfs2s3's formats,
 //! memory bound and throughput figures, and (as root) real `btrfs send` streams.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -605,7 +603,7 @@ fn encoding_memory_is_bounded() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "memory_probe_child",
+            "stream_pipeline::memory_probe_child",
             "--nocapture",
             "--test-threads",
             "1",
@@ -724,7 +722,7 @@ fn throughput_against_the_zstd_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + btrfs"]
 async fn real_send_streams_validate_and_restore_by_hand() {
-    let fs = common::TestFs::new(400);
+    let fs = crate::common::TestFs::new(400);
     let src = fs.subvolume("src");
     let big: Vec<u8> = (0..4_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 20) as u8)
@@ -733,10 +731,10 @@ async fn real_send_streams_validate_and_restore_by_hand() {
     std::fs::write(src.join("text"), "hello btrfs\n".repeat(1000)).unwrap();
     std::fs::create_dir(src.join("dir")).unwrap();
     std::os::unix::fs::symlink("text", src.join("dir/link")).unwrap();
-    let btrfs = common::tool("btrfs");
+    let btrfs = crate::common::tool("btrfs");
     let snap = |name: &str| {
         let p = fs.path().join(name);
-        common::run(
+        crate::common::run(
             Command::new(&btrfs)
                 .args(["subvolume", "snapshot", "-r"])
                 .arg(&src)
@@ -792,7 +790,7 @@ async fn real_send_streams_validate_and_restore_by_hand() {
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
-            common::run(
+            crate::common::run(
                 Command::new(&btrfs)
                     .args(["receive"])
                     .arg(&into)
@@ -820,11 +818,11 @@ async fn real_send_streams_validate_and_restore_by_hand() {
                 path.display()
             ),
         };
-        common::run(Command::new("bash").args(["-o", "pipefail", "-c", &shell]));
+        crate::common::run(Command::new("bash").args(["-o", "pipefail", "-c", &shell]));
         let name = target.file_name().unwrap();
         assert_eq!(
-            common::tree_hash(&into.join(name)),
-            common::tree_hash(target),
+            crate::common::tree_hash(&into.join(name)),
+            crate::common::tree_hash(target),
             "{codec}: restored tree differs"
         );
 
@@ -844,8 +842,8 @@ async fn real_send_streams_validate_and_restore_by_hand() {
         assert!(recv.wait().await.unwrap().success());
         assert!(dec.finish().await.unwrap().verified);
         assert_eq!(
-            common::tree_hash(&into.join(name)),
-            common::tree_hash(target)
+            crate::common::tree_hash(&into.join(name)),
+            crate::common::tree_hash(target)
         );
     }
 }

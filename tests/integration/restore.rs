@@ -1,20 +1,19 @@
 //! End-to-end tests of `subvault restore`, `list` and `verify` on real btrfs and a
 //! real S3 server (moto on 127.0.0.1, started by integration/with-services.sh).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, Utc};
-use common::{
+use crate::common::{
     append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
     set_xattr, subvault, tool, tree_hash, TestFs,
 };
+use chrono::{DateTime, Duration, Utc};
 use subvault::core::object_key::parse_key;
 
 fn list_keys(bucket: &str) -> Vec<String> {
@@ -200,16 +199,122 @@ fn depth(key: &str, keys: &[String]) -> usize {
     n
 }
 
-#[test]
-#[ignore = "needs root + btrfs + S3"]
-fn restores_ten_points_of_a_simulated_history_exactly() {
+/// The 400-day history that the restore tests below share: built once (it takes
+/// minutes), used by each of them, and dropped (unmounted) when the last one
+/// is done, passed or failed.
+struct History {
+    s: Setup,
+    /// Every object in the bucket.
+    keys: Vec<String>,
+    /// Snapshot name -> tree hash of the snapshot when it was taken.
+    hashes: BTreeMap<String, String>,
+    /// The end of the simulated time.
+    end: DateTime<Utc>,
+}
+
+impl History {
+    /// The keys whose chain is `depth` objects long (1 = full, 2 = monthly, ...).
+    fn at_depth(&self, depth_: usize) -> Vec<&String> {
+        self.keys
+            .iter()
+            .filter(|k| depth(k, &self.keys) == depth_)
+            .collect()
+    }
+
+    /// Snapshot times of every backup, oldest first.
+    fn times(&self) -> Vec<DateTime<Utc>> {
+        let mut times: Vec<DateTime<Utc>> = self
+            .keys
+            .iter()
+            .map(|k| parse_key("", k).unwrap().time.with_timezone(&Utc))
+            .collect();
+        times.sort();
+        times
+    }
+
+    /// Restores with `args` into `dir` and checks the result is exactly the
+    /// snapshot `want` (content, metadata, sparseness, read-only).
+    fn restore_exactly(&self, dir: &Path, want: &str, args: &[String]) {
+        fs::create_dir(dir).unwrap();
+        let mut a = vec!["restore", "--to", dir.to_str().unwrap()];
+        a.extend(args.iter().map(String::as_str));
+        let out = ok(subvault(&self.s.config, &a));
+        let got = restored_path(&out);
+        assert_eq!(
+            got.file_name().unwrap().to_string_lossy(),
+            want,
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert_eq!(
+            &tree_hash(&got),
+            self.hashes.get(want).expect("hash recorded"),
+            "restore {args:?} differs from {want}"
+        );
+        let sparse = fs::metadata(got.join("sparse")).unwrap();
+        assert!(
+            sparse.blocks() * 512 < 1 << 20,
+            "the sparse file was restored dense"
+        );
+        assert!(subvault::sys::btrfs::subvol_info(&got).unwrap().readonly);
+    }
+}
+
+/// How many tests use the shared history (each holds a [`HistoryUse`]). When a
+/// test filter leaves some of them out, the history stays mounted until the
+/// process ends and `integration/with-services.sh` cleans up what it left.
+const HISTORY_USERS: usize = 5;
+
+struct SharedHistory {
+    history: Option<Arc<History>>,
+    /// Tests that have not yet finished with it.
+    users_left: usize,
+}
+
+static HISTORY: Mutex<SharedHistory> = Mutex::new(SharedHistory {
+    history: None,
+    users_left: HISTORY_USERS,
+});
+
+/// One test's use of the shared history; the last use to end drops it.
+struct HistoryUse(Arc<History>);
+
+impl std::ops::Deref for HistoryUse {
+    type Target = History;
+    fn deref(&self) -> &History {
+        &self.0
+    }
+}
+
+impl Drop for HistoryUse {
+    fn drop(&mut self) {
+        let mut shared = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
+        shared.users_left = shared.users_left.saturating_sub(1);
+        if shared.users_left == 0 {
+            // The mounts go with the last reference (this guard's, just after).
+            shared.history = None;
+        }
+    }
+}
+
+/// The shared history, built by the first test that asks (the others wait).
+fn history() -> HistoryUse {
+    let mut shared = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
+    let h = shared
+        .history
+        .get_or_insert_with(|| Arc::new(build_history()))
+        .clone();
+    HistoryUse(h)
+}
+
+/// The 400-day history of the run tests: 2025-06-01 .. 2026-07-05, a run
+/// every day at 08:00 UTC, a few extra runs later on every 37th day, and
+/// hourly runs on the last day, so the newest hourly chains yearly ->
+/// monthly -> daily -> hourly. `1y` keeps the current year's full only.
+fn build_history() -> History {
     let bucket = new_bucket("restore-hist");
     let s = setup(1024, &bucket, "1y 3m 30d 24h");
     build_source(&s.source);
-    // The 400-day history of the run tests: 2025-06-01 .. 2026-07-05, a run
-    // every day at 08:00 UTC, a few extra runs later on every 37th day, and
-    // hourly runs on the last day, so the newest hourly chains yearly ->
-    // monthly -> daily -> hourly. `1y` keeps the current year's full only.
     const DAYS: i64 = 400;
     let start: DateTime<Utc> = "2025-06-01T08:00:00Z".parse().unwrap();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
@@ -232,85 +337,98 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
         }
     }
     let keys = list_keys(&bucket);
-    let by_depth =
-        |d: usize| -> Vec<&String> { keys.iter().filter(|k| depth(k, &keys) == d).collect() };
+    let h = History {
+        s,
+        keys,
+        hashes,
+        end: start + Duration::days(DAYS),
+    };
     let (fulls, monthlies, dailies, hourlies) =
-        (by_depth(1), by_depth(2), by_depth(3), by_depth(4));
+        (h.at_depth(1), h.at_depth(2), h.at_depth(3), h.at_depth(4));
     assert!(
         fulls.len() == 1 && !monthlies.is_empty() && !dailies.is_empty() && !hourlies.is_empty(),
-        "history lacks a timeframe: {keys:#?}"
+        "history lacks a timeframe: {:#?}",
+        h.keys
     );
+    h
+}
 
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn the_latest_and_each_timeframes_backups_restore_exactly() {
+    let h = history();
     let target = TestFs::new(1024);
-    let mut points: Vec<(String, Vec<String>)> = Vec::new(); // (expected snapshot, args)
-    let newest = keys
+    let newest = h
+        .keys
         .iter()
         .max_by_key(|k| parse_key("", k).unwrap().time)
         .unwrap();
-    points.push((snapshot_name_of(newest), vec!["--latest".into()]));
-    for k in [
+    h.restore_exactly(
+        &target.path().join("latest"),
+        &snapshot_name_of(newest),
+        &["--latest".into()],
+    );
+    let (fulls, monthlies, dailies, hourlies) =
+        (h.at_depth(1), h.at_depth(2), h.at_depth(3), h.at_depth(4));
+    for (i, k) in [
         fulls[0],
         monthlies[0],
         monthlies[monthlies.len() - 1],
         dailies[0],
         dailies[dailies.len() / 2],
         hourlies[0],
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let uuid = parse_key("", k).unwrap().uuid.to_string();
-        points.push((snapshot_name_of(k), vec!["--uuid".into(), uuid]));
+        h.restore_exactly(
+            &target.path().join(format!("p{i}")),
+            &snapshot_name_of(k),
+            &["--uuid".into(), uuid],
+        );
     }
-    // Random times between the oldest kept backup and the end of the history:
-    // the newest backup at or before them.
-    let mut times: Vec<DateTime<Utc>> = keys
-        .iter()
-        .map(|k| parse_key("", k).unwrap().time.with_timezone(&Utc))
-        .collect();
-    times.sort();
-    let span = (start + Duration::days(DAYS) - times[0]).num_minutes();
-    for _ in 0..4 {
-        let at = times[0] + Duration::minutes(fastrand::i64(0..span));
+}
+
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn restore_at_a_time_gives_the_newest_backup_at_or_before_it() {
+    let h = history();
+    let target = TestFs::new(1024);
+    let times = h.times();
+    let newest_before = |at: DateTime<Utc>| {
         let want = times.iter().filter(|t| **t <= at).max().unwrap();
-        let name = format!("data.{}", want.format("%Y-%m-%dT%H:%M:%SZ"));
-        points.push((name, vec!["--at".into(), at.to_rfc3339()]));
+        format!("data.{}", want.format("%Y-%m-%dT%H:%M:%SZ"))
+    };
+    // Random times between the oldest kept backup and the end of the history.
+    let span = (h.end - times[0]).num_minutes();
+    for i in 0..4 {
+        let at = times[0] + Duration::minutes(fastrand::i64(0..span));
+        h.restore_exactly(
+            &target.path().join(format!("t{i}")),
+            &newest_before(at),
+            &["--at".into(), at.to_rfc3339()],
+        );
     }
     // A local time in the configured zone: 00:30 Berlin is 23:30 UTC the day before.
     let at: DateTime<Utc> = "2026-01-31T23:30:00Z".parse().unwrap();
-    let want = times.iter().filter(|t| **t <= at).max().unwrap();
-    points.push((
-        format!("data.{}", want.format("%Y-%m-%dT%H:%M:%SZ")),
-        vec!["--at".into(), "2026-02-01T00:30".into()],
-    ));
-    assert!(points.len() >= 10);
-    for (i, (want, args)) in points.iter().enumerate() {
-        let dir = target.path().join(format!("p{i}"));
-        fs::create_dir(&dir).unwrap();
-        let mut a = vec!["restore", "--to", dir.to_str().unwrap()];
-        a.extend(args.iter().map(String::as_str));
-        let out = ok(subvault(&s.config, &a));
-        let got = restored_path(&out);
-        assert_eq!(
-            got.file_name().unwrap().to_string_lossy(),
-            *want,
-            "{args:?}: {}",
-            text(&out)
-        );
-        assert_eq!(
-            &tree_hash(&got),
-            hashes.get(want).expect("hash recorded"),
-            "restore {args:?} differs from {want}"
-        );
-        let sparse = fs::metadata(got.join("sparse")).unwrap();
-        assert!(
-            sparse.blocks() * 512 < 1 << 20,
-            "the sparse file was restored dense"
-        );
-        assert!(subvault::sys::btrfs::subvol_info(&got).unwrap().readonly);
-    }
+    h.restore_exactly(
+        &target.path().join("local"),
+        &newest_before(at),
+        &["--at".into(), "2026-02-01T00:30".into()],
+    );
+}
 
-    // Several points in one DIR: the second daily of the month reuses the
-    // yearly and monthly received for the first, downloading one object.
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn a_second_point_in_one_dir_reuses_its_received_steps_and_a_point_already_there_is_refused() {
+    let h = history();
+    let target = TestFs::new(1024);
+    // The second daily of the month reuses the yearly and monthly received for
+    // the first, downloading one object.
     let shared = target.path().join("shared");
     fs::create_dir(&shared).unwrap();
+    let dailies = h.at_depth(3);
     let d = dailies
         .iter()
         .filter(|k| {
@@ -323,7 +441,7 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
     for (i, k) in d.iter().enumerate() {
         let uuid = parse_key("", k).unwrap().uuid.to_string();
         let out = ok(subvault(
-            &s.config,
+            &h.s.config,
             &["restore", "--to", shared.to_str().unwrap(), "--uuid", &uuid],
         ));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -334,14 +452,14 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
         );
         assert_eq!(
             tree_hash(&restored_path(&out)),
-            hashes[&snapshot_name_of(k)]
+            h.hashes[&snapshot_name_of(k)]
         );
     }
     // Restoring a point that is already in DIR is refused and changes nothing.
     let before = entries(&shared);
     let uuid = parse_key("", d[0]).unwrap().uuid.to_string();
     let out = subvault(
-        &s.config,
+        &h.s.config,
         &["restore", "--to", shared.to_str().unwrap(), "--uuid", &uuid],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -351,12 +469,22 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
         text(&out)
     );
     assert_eq!(entries(&shared), before);
+}
 
-    // Dry run: the chain and the bytes, nothing received.
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn a_dry_run_restore_prints_the_chain_and_receives_nothing() {
+    let h = history();
+    let target = TestFs::new(256);
+    let newest = h
+        .keys
+        .iter()
+        .max_by_key(|k| parse_key("", k).unwrap().time)
+        .unwrap();
     let dry = target.path().join("dry");
     fs::create_dir(&dry).unwrap();
     let out = ok(subvault(
-        &s.config,
+        &h.s.config,
         &["restore", "--to", dry.to_str().unwrap(), "--dry-run"],
     ));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -365,21 +493,23 @@ fn restores_ten_points_of_a_simulated_history_exactly() {
         "{stdout}"
     );
     assert!(entries(&dry).is_empty());
+}
 
-    // list shows every object once, and verify --all passes.
-    let out = ok(subvault(&s.config, &["list", "--json"]));
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn list_shows_every_object_once_and_verify_all_passes() {
+    let h = history();
+    let out = ok(subvault(&h.s.config, &["list", "--json"]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let listed = v[0]["backups"].as_array().unwrap();
-    assert_eq!(listed.len(), keys.len());
+    assert_eq!(listed.len(), h.keys.len());
     assert!(v[0]["orphans"].as_array().unwrap().is_empty());
     assert!(listed
         .iter()
         .any(|e| e["reasons"].to_string().contains("yearly")));
-    let out = ok(subvault(&s.config, &["verify", "--all"]));
+    let out = ok(subvault(&h.s.config, &["verify", "--all"]));
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains(&format!("{} object(s) checked, 0 bad", keys.len())));
-    drop(target);
-    drop(s);
+        .contains(&format!("{} object(s) checked, 0 bad", h.keys.len())));
 }
 
 /// A source with 3 backups (full, monthly, daily) of a few MiB each.

@@ -2,16 +2,14 @@
 //! snapshot / rename / destroy, snapshot listing, the ctransid facts the runner
 //! relies on, and send streams checked by receiving them with btrfs-progs.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::{run, set_xattr, tool, tree_hash, tree_manifest, TestFs};
 use chrono::{TimeZone, Utc};
-use common::{run, set_xattr, tool, tree_hash, tree_manifest, TestFs};
 use subvault::sys::btrfs::{
     create_snapshot, destroy_subvolume, is_btrfs, is_subvolume, list_snapshots,
     parse_snapshot_time, receive, rename_snapshot, send, snapshot_name, subvol_info, BtrfsError,

@@ -1,10 +1,6 @@
 //! Shared harness for the integration tests: throwaway loop-mounted btrfs
 //! filesystems, the S3 endpoint started by `integration/with-services.sh`, and a
 //! tree digest for comparing a source snapshot with a restored one.
-//!
-//! Every test binary includes this file with `mod common;` and uses a different
-//! subset of it, hence the blanket `dead_code` allowance.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
@@ -18,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+pub mod proxy;
 
 /// Distinguishes the filesystems and buckets one test process creates.
 static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -1,10 +1,8 @@
 //! The S3 object store against a real S3 server (moto on 127.0.0.1).
 //!
-//! Run with `integration/with-services.sh cargo test --test remote_s3 -- --include-ignored`.
+//! Run with `integration/with-services.sh cargo test --test integration remote_s3:: -- --include-ignored`.
 //! Fault injection uses a small loopback HTTP proxy in front of moto that answers
 //! chosen requests with 500/503 itself; the store under test is unchanged.
-
-mod common;
 
 use std::io;
 use std::pin::Pin;
@@ -22,12 +20,13 @@ use subvault::remote::{
     list_backups, BackupListing, MultipartUpload, ObjectStore, RemoteErrorKind, S3Settings,
     S3Store, UploadOptions,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-const MIB: usize = 1 << 20;
+use crate::common::proxy::FaultProxy;
 
-fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
+pub(crate) const MIB: usize = 1 << 20;
+
+pub(crate) fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
     let env_or = |name: &str| {
         std::env::var(name)
             .ok()
@@ -36,7 +35,7 @@ fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
     };
     let mut s = S3Settings::new(bucket, prefix);
     s.endpoint_url = Some(endpoint);
-    s.region = Some(common::s3_region());
+    s.region = Some(crate::common::s3_region());
     s.access_key_id = Some(env_or("AWS_ACCESS_KEY_ID"));
     s.secret_access_key = Some(env_or("AWS_SECRET_ACCESS_KEY"));
     s.retry = RetryPolicy {
@@ -47,16 +46,16 @@ fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
     s
 }
 
-async fn store(prefix: &str) -> (S3Store, String) {
-    let bucket = common::new_bucket_async("remote").await;
-    let s = S3Store::new(settings(&bucket, prefix, common::s3_endpoint()))
+pub(crate) async fn store(prefix: &str) -> (S3Store, String) {
+    let bucket = crate::common::new_bucket_async("remote").await;
+    let s = S3Store::new(settings(&bucket, prefix, crate::common::s3_endpoint()))
         .await
         .unwrap();
     (s, bucket)
 }
 
 /// Deterministic, incompressible-looking bytes.
-fn data(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn data(n: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut v = vec![0u8; n];
     rng.fill(&mut v);
@@ -251,8 +250,8 @@ async fn small_body_is_one_put_large_body_is_multipart_and_round_trips() {
 #[ignore = "needs S3 (moto)"]
 async fn object_lock_is_set_on_create() {
     let bucket = new_lock_bucket("lock").await;
-    let client = common::s3_client();
-    let store = S3Store::new(settings(&bucket, "", common::s3_endpoint()))
+    let client = crate::common::s3_client();
+    let store = S3Store::new(settings(&bucket, "", crate::common::s3_endpoint()))
         .await
         .unwrap();
     let until = chrono::Utc::now() + chrono::Duration::days(2);
@@ -280,10 +279,9 @@ async fn object_lock_is_set_on_create() {
 
     // moto 5.2.5 drops the lock settings of multipart uploads, so check that
     // CreateMultipartUpload carries them on the wire instead.
-    let (proxy, seen_heads) = recording_proxy(|head| {
+    let (proxy, seen_heads) = FaultProxy::recording(|head| {
         head.starts_with("POST ") && head.lines().next().unwrap().contains("?uploads")
-    })
-    .await;
+    });
     let via_proxy = S3Store::new(settings(&bucket, "", proxy.url.clone()))
         .await
         .unwrap();
@@ -317,8 +315,8 @@ async fn object_lock_is_set_on_create() {
 async fn uploads_over_loopback_skip_the_payload_hash_unless_checksummed() {
     // The proxy listens on 127.0.0.1, so the store sends UNSIGNED-PAYLOAD
     // (no SHA-256 pass over the body) for PutObject and UploadPart...
-    let bucket = common::new_bucket_async("unsigned").await;
-    let (proxy, puts) = recording_proxy(|head| head.starts_with("PUT ")).await;
+    let bucket = crate::common::new_bucket_async("unsigned").await;
+    let (proxy, puts) = FaultProxy::recording(|head| head.starts_with("PUT "));
     let store = S3Store::new(settings(&bucket, "", proxy.url.clone()))
         .await
         .unwrap();
@@ -380,7 +378,7 @@ async fn a_large_object_is_fetched_in_parallel_ranges_in_order() {
         .upload("p/big", &big[..], &UploadOptions::default())
         .await
         .unwrap();
-    let (proxy, gets) = recording_proxy(|head| head.starts_with("GET ")).await;
+    let (proxy, gets) = FaultProxy::recording(|head| head.starts_with("GET "));
     let via = Arc::new(
         S3Store::new(settings(&bucket, "p/", proxy.url.clone()))
             .await
@@ -482,45 +480,10 @@ async fn dropping_the_upload_midway_aborts_the_multipart_upload() {
     assert!(store.head("cancelled").await.unwrap_err().is_not_found());
 }
 
-/// A loopback HTTP proxy to the S3 server that answers the requests `fail`
-/// picks (given the request head and its sequence number) with an error status
-/// itself. One request per connection (it asks the
-/// server to close), which is all the SDK needs.
-struct FaultProxy {
-    url: String,
-    failed: Arc<AtomicU32>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-type Picker = Arc<dyn Fn(&str, u32) -> Option<u16> + Send + Sync>;
-
-/// Request heads (lowercased) seen by a [`recording_proxy`].
-type Heads = Arc<std::sync::Mutex<Vec<String>>>;
-
-/// A proxy that fails nothing and records the heads of the requests `keep` picks.
-async fn recording_proxy(keep: fn(&str) -> bool) -> (FaultProxy, Heads) {
-    let heads = Heads::default();
-    let seen = heads.clone();
-    let proxy = fault_proxy(Arc::new(move |head, _| {
-        if keep(head) {
-            seen.lock().unwrap().push(head.to_ascii_lowercase());
-        }
-        None
-    }))
-    .await;
-    (proxy, heads)
-}
-
 /// Creates a uniquely named bucket with object lock enabled.
 async fn new_lock_bucket(prefix: &str) -> String {
-    let bucket = common::unique_bucket_name(prefix);
-    common::s3_client()
+    let bucket = crate::common::unique_bucket_name(prefix);
+    crate::common::s3_client()
         .create_bucket()
         .bucket(&bucket)
         .object_lock_enabled_for_bucket(true)
@@ -530,109 +493,15 @@ async fn new_lock_bucket(prefix: &str) -> String {
     bucket
 }
 
-async fn fault_proxy(fail: Picker) -> FaultProxy {
-    let upstream = common::s3_endpoint()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let failed = Arc::new(AtomicU32::new(0));
-    let seen = Arc::new(AtomicU32::new(0));
-    let f2 = failed.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                return;
-            };
-            let (upstream, fail, failed, seen) =
-                (upstream.clone(), fail.clone(), f2.clone(), seen.clone());
-            tokio::spawn(async move {
-                let _ = proxy_one(conn, &upstream, fail, failed, seen).await;
-            });
-        }
-    });
-    FaultProxy { url, failed, task }
-}
-
-async fn proxy_one(
-    mut conn: TcpStream,
-    upstream: &str,
-    fail: Picker,
-    failed: Arc<AtomicU32>,
-    seen: Arc<AtomicU32>,
-) -> io::Result<()> {
-    // Read the request head.
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 4096];
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let mut chunk = vec![0u8; 64 * 1024];
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    let nth = seen.fetch_add(1, Ordering::SeqCst);
-    if let Some(status) = fail(&head, nth) {
-        failed.fetch_add(1, Ordering::SeqCst);
-        let (reason, code) = if status == 503 {
-            ("Service Unavailable", "SlowDown")
-        } else {
-            ("Internal Server Error", "InternalError")
-        };
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
-             <Message>injected by the test proxy</Message></Error>"
-        );
-        let resp = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-            xml.len()
-        );
-        conn.write_all(resp.as_bytes()).await?;
-        return conn.shutdown().await;
-    }
-    let mut up = TcpStream::connect(upstream).await?;
-    // Forward the raw bytes, with `Connection: close` after the request line.
-    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
-    up.write_all(&buf[..line_end]).await?;
-    up.write_all(b"Connection: close\r\n").await?;
-    up.write_all(&buf[line_end..head_end]).await?;
-    up.write_all(&body).await?;
-    tokio::io::copy(&mut up, &mut conn).await?;
-    conn.shutdown().await
-}
-
 #[tokio::test]
 #[ignore = "needs S3 (moto)"]
 async fn transient_errors_are_retried_and_the_upload_completes() {
-    let bucket = common::new_bucket_async("retry").await;
+    let bucket = crate::common::new_bucket_async("retry").await;
     // Fail the first three requests of any kind (CreateMultipartUpload gets
     // them), then every second UploadPart request once more each: 500 and 503.
     let parts_failed = Arc::new(AtomicU32::new(0));
     let pf = parts_failed.clone();
-    let proxy = fault_proxy(Arc::new(move |line, nth| {
+    let proxy = FaultProxy::start(Arc::new(move |line, nth| {
         if nth < 3 {
             return Some(if nth % 2 == 0 { 503 } else { 500 });
         }
@@ -640,8 +509,7 @@ async fn transient_errors_are_retried_and_the_upload_completes() {
             return Some(503);
         }
         None
-    }))
-    .await;
+    }));
     let store = S3Store::new(settings(&bucket, "", proxy.url.clone()))
         .await
         .unwrap();
@@ -652,9 +520,9 @@ async fn transient_errors_are_retried_and_the_upload_completes() {
         .unwrap();
     assert_eq!(stats.parts, 4);
     assert!(
-        proxy.failed.load(Ordering::SeqCst) >= 5,
+        proxy.injected() >= 5,
         "only {} injected failures",
-        proxy.failed.load(Ordering::SeqCst)
+        proxy.injected()
     );
     assert_eq!(
         read_all(store.get("retried", None).await.unwrap()).await,
@@ -664,13 +532,12 @@ async fn transient_errors_are_retried_and_the_upload_completes() {
 
     // A store that keeps failing: the error names the code and, since the
     // multipart upload could not be completed, it is aborted.
-    let direct = S3Store::new(settings(&bucket, "", common::s3_endpoint()))
+    let direct = S3Store::new(settings(&bucket, "", crate::common::s3_endpoint()))
         .await
         .unwrap();
-    let always = fault_proxy(Arc::new(|line, _| {
+    let always = FaultProxy::start(Arc::new(|line, _| {
         line.contains("partNumber=").then_some(500)
-    }))
-    .await;
+    }));
     let failing = S3Store::new(settings(&bucket, "", always.url.clone()))
         .await
         .unwrap();
@@ -681,26 +548,4 @@ async fn transient_errors_are_retried_and_the_upload_completes() {
     assert!(err.to_string().contains("InternalError"), "{err}");
     assert!(direct.head("never").await.unwrap_err().is_not_found());
     assert!(direct.list_multipart_uploads().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-#[ignore = "needs S3 (moto)"]
-async fn upload_throughput_256_mib() {
-    let (store, _) = store("").await;
-    let body = data(256 * MIB, 5);
-    let stats = store
-        .upload("bench", &body[..], &UploadOptions::default())
-        .await
-        .unwrap();
-    let mbps = stats.bytes as f64 / 1e6 / stats.seconds;
-    println!(
-        "upload to {}: {} bytes in {} parts, {:.1} s, {:.1} MB/s",
-        store.describe(),
-        stats.bytes,
-        stats.parts,
-        stats.seconds,
-        mbps
-    );
-    assert_eq!(stats.parts, 32);
-    assert_eq!(store.head("bench").await.unwrap().size, body.len() as u64);
 }

@@ -1,0 +1,184 @@
+//! A loopback HTTP proxy in front of the S3 server, for fault injection: it
+//! answers the requests a picker chooses with an error status itself and passes
+//! the rest through, so the code under test talks to a real store that fails
+//! exactly where a test wants. One request per connection (it asks the server
+//! to close), which is all the SDK needs.
+//!
+//! It runs on its own thread and runtime, so tests that run the `subvault`
+//! binary and async tests that call the library use it alike.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Chooses the status to answer a request with, given its head and its
+/// sequence number (0 for the first request); `None` passes it through.
+pub type Picker = Arc<dyn Fn(&str, u32) -> Option<u16> + Send + Sync>;
+
+/// Request heads (lowercased) seen by a [`FaultProxy::recording`] proxy.
+pub type Heads = Arc<Mutex<Vec<String>>>;
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`, to use as the endpoint.
+    pub url: String,
+    failed: Arc<AtomicU32>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// A proxy to the test S3 server that fails the requests `fail` picks.
+    pub fn start(fail: Picker) -> FaultProxy {
+        let upstream = super::s3_endpoint()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let failed = Arc::new(AtomicU32::new(0));
+        let (stop, stopped) = oneshot::channel();
+        let counter = failed.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(serve(listener, upstream, fail, counter, stopped));
+        });
+        FaultProxy {
+            url,
+            failed,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A proxy that fails nothing and records the heads of the requests `keep` picks.
+    pub fn recording(keep: fn(&str) -> bool) -> (FaultProxy, Heads) {
+        let heads = Heads::default();
+        let seen = heads.clone();
+        let proxy = FaultProxy::start(Arc::new(move |head, _| {
+            if keep(head) {
+                seen.lock().unwrap().push(head.to_ascii_lowercase());
+            }
+            None
+        }));
+        (proxy, heads)
+    }
+
+    /// Injected failures so far.
+    pub fn injected(&self) -> u32 {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    upstream: String,
+    fail: Picker,
+    failed: Arc<AtomicU32>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let listener = TcpListener::from_std(listener).unwrap();
+    let seen = Arc::new(AtomicU32::new(0));
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => match c {
+                Ok((conn, _)) => conn,
+                Err(_) => return,
+            },
+            _ = &mut stop => return,
+        };
+        let (upstream, fail, failed, seen) =
+            (upstream.clone(), fail.clone(), failed.clone(), seen.clone());
+        tokio::spawn(async move {
+            let _ = proxy_one(conn, &upstream, fail, failed, seen).await;
+        });
+    }
+}
+
+async fn proxy_one(
+    mut conn: TcpStream,
+    upstream: &str,
+    fail: Picker,
+    failed: Arc<AtomicU32>,
+    seen: Arc<AtomicU32>,
+) -> io::Result<()> {
+    // Read the request head.
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let nth = seen.fetch_add(1, Ordering::SeqCst);
+    if let Some(status) = fail(&head, nth) {
+        failed.fetch_add(1, Ordering::SeqCst);
+        let (reason, code) = if status == 503 {
+            ("Service Unavailable", "SlowDown")
+        } else {
+            ("Internal Server Error", "InternalError")
+        };
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+             <Message>injected by the test proxy</Message></Error>"
+        );
+        let resp = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            xml.len()
+        );
+        conn.write_all(resp.as_bytes()).await?;
+        return conn.shutdown().await;
+    }
+    let mut up = TcpStream::connect(upstream).await?;
+    // Forward the raw bytes, with `Connection: close` after the request line.
+    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    up.write_all(&buf[..line_end]).await?;
+    up.write_all(b"Connection: close\r\n").await?;
+    up.write_all(&buf[line_end..head_end]).await?;
+    up.write_all(&body).await?;
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
+}

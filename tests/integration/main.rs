@@ -1,0 +1,21 @@
+//! subvault's integration tests: one test binary, one module per area, one
+//! shared harness (`common`).
+//!
+//! Tests that need root, loop-device btrfs, the S3 server or PostgreSQL are
+//! `#[ignore]`d with the reason ("needs root + btrfs + S3", ...), so a plain
+//! `cargo test` runs the rest; `integration/test.sh` runs them all with the
+//! services up. Benchmarks that print figures live in `benchmarks` and are
+//! ignored as "benchmark: ...".
+
+mod common;
+
+mod benchmarks;
+mod btrfs_adapter;
+mod config_errors;
+mod dedupe;
+mod harness;
+mod postgres;
+mod remote_s3;
+mod restore;
+mod run;
+mod stream_pipeline;
