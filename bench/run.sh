@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark of `subvault run` against the limit and what users run instead.
 #
-#   sudo integration/bench-run.sh [SIZE_GIB...]     (default: 1 4)
+#   sudo bench/run.sh [SIZE_GIB...]                 (default: 1 4)
 #
 # For each size: a loop-device btrfs holding one subvolume of SIZE GiB of mixed
 # data (half random bytes, half text-like: random words from a 2,000-word
-# vocabulary), uploaded to a local single-node garage (integration/garage.sh):
+# vocabulary), uploaded to a local single-node garage (bench/garage.sh):
 #   limit       btrfs send | zstd -3 > /dev/null          (no upload at all)
 #   one-liner   btrfs send | zstd -3 | aws s3 cp - s3://...
 #   btrfs2s3    btrfs2s3 2.1.0 update --force, pipe_through [[zstd, -3]]

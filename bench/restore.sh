@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark of `subvault restore` against the limit.
 #
-#   sudo integration/bench-restore.sh [FULL_MIB] [MONTHLY_MIB] [DAILY_MIB]
-#                                      (default: 900 120 60, >= 1 GiB raw in all)
+#   sudo bench/restore.sh [FULL_MIB] [MONTHLY_MIB] [DAILY_MIB]
+#                            (default: 900 120 60, >= 1 GiB raw in all)
 #
 # A source subvolume gets FULL_MIB of mixed data (half random bytes, half
 # base64 text), then MONTHLY_MIB and DAILY_MIB more; `subvault run` at three
 # times makes the chain full -> monthly -> daily (zstd -3) on two remotes at
-# once: a single-node garage on 127.0.0.1 (integration/garage.sh; moto when
+# once: a single-node garage on 127.0.0.1 (bench/garage.sh; moto when
 # garage is not installed or BENCH_S3=moto) and a local directory, so both hold
 # the same objects. Then, each into a fresh directory of a second btrfs:
 #   limit     for each object: zstd -d < local file | btrfs receive DIR
@@ -49,7 +49,7 @@ MOTO_STATE=$WORK/moto
 cleanup() {
   set +e
   if [[ $S3 == garage ]]; then "$HERE/garage.sh" stop "$WORK/garage"; fi
-  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$MOTO_STATE "$HERE/moto.sh" stop >/dev/null 2>&1; fi
+  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$MOTO_STATE "$REPO/integration/moto.sh" stop >/dev/null 2>&1; fi
   for m in "$SRC" "$DST"; do
     if mountpoint -q "$m" 2>/dev/null; then umount "$m" 2>/dev/null || umount -l "$m"; fi
   done
@@ -62,7 +62,7 @@ if [[ $S3 == garage ]]; then
   ENDPOINT=$GARAGE_ENDPOINT BUCKET=$GARAGE_BUCKET REGION=garage
 else
   echo "== garage is not installed ($CACHE/garage/bin/garage): using moto"
-  ENDPOINT=$(SUBVAULT_MOTO_STATE=$MOTO_STATE "$HERE/moto.sh" start)
+  ENDPOINT=$(SUBVAULT_MOTO_STATE=$MOTO_STATE "$REPO/integration/moto.sh" start)
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
   BUCKET=bench REGION=us-east-1
   "$CACHE/venv/bin/python" - "$ENDPOINT" <<'PY'

@@ -2,7 +2,7 @@
 # The demo of the main job, on a throwaway loop-device btrfs with a local
 # directory as the object store:
 #
-#   sudo integration/demo.sh
+#   sudo demo/demo.sh
 #
 # It builds subvault, makes a 1 GiB btrfs image, and simulates 40 days of a
 # source that changes daily (plus a busy day with hourly runs) with

@@ -2,7 +2,7 @@
 # Benchmark: `subvault dedupe` against `duperemove -dr --hashfile=...` on the same
 # generated btrfs, each on a fresh copy of one filesystem image, same block size.
 #
-#   sudo integration/bench-dedupe.sh            # builds the release binary first
+#   sudo bench/dedupe.sh            # builds the release binary first
 #
 # Dataset (generated once into a loop btrfs image, ~4.5 GiB of data extents,
 # ~6 GiB of file data per snapshot view, 2.25 GiB of it duplicate extents):

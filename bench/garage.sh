@@ -2,10 +2,10 @@
 # A single-node garage S3 server on 127.0.0.1 for the benchmarks (moto is too
 # slow to measure an uploader with).
 #
-#   integration/garage.sh install        cargo install garage (~13 min, once)
-#   integration/garage.sh start DIR      start it with its data under DIR; prints
+#   bench/garage.sh install              cargo install garage (~13 min, once)
+#   bench/garage.sh start DIR            start it with its data under DIR; prints
 #                                        export lines for the endpoint, keys, bucket
-#   integration/garage.sh stop DIR       stop it (idempotent)
+#   bench/garage.sh stop DIR             stop it (idempotent)
 #
 # The binary lives in ${SUBVAULT_CACHE:-/var/cache/subvault}/garage/bin.
 # Data compression is off (compression_level = "none") so the server does not

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: subvault's PostgreSQL backups next to what an operator would do instead.
 #
-#   sudo integration/bench-postgres.sh            (scale 110: a ~1.6 GB pgbench database)
+#   sudo bench/postgres.sh            (scale 110: a ~1.6 GB pgbench database)
 #
 # One PostgreSQL 15 cluster in a subvolume of a loop-mounted btrfs, filled with
 # `pgbench -i -s $SCALE`. Measured, each as wall time and bytes stored:
@@ -44,7 +44,7 @@ sock=$BENCH_DIR/sock
 
 cleanup() {
     set +e
-    "$here/pg.sh" stop "$data" 2>/dev/null
+    "$repo/integration/pg.sh" stop "$data" 2>/dev/null
     mountpoint -q "$mnt" && umount "$mnt"
     rm -rf "$BENCH_DIR"
 }
@@ -83,7 +83,7 @@ pgbr() { runuser -u postgres -- pgbackrest --config="$pgbr/pgbackrest.conf" --st
 
 PG_SOCKET_DIR=$sock PG_LOG=$BENCH_DIR/pg.log \
     PG_ARCHIVE_COMMAND="pgbackrest --config=$pgbr/pgbackrest.conf --stanza=bench archive-push %p" \
-    "$here/pg.sh" start "$data" "$PORT"
+    "$repo/integration/pg.sh" start "$data" "$PORT"
 psql() { "$PG_BIN/psql" -XAt -h 127.0.0.1 -p "$PORT" -U postgres -d postgres "$@"; }
 
 echo "initialising pgbench scale $SCALE ..." >&2
