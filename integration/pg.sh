@@ -48,6 +48,7 @@ start)
         chown postgres:postgres "$datadir"
         chmod 700 "$datadir"
         as_pg test -w "$datadir" || die "user postgres cannot write $datadir (make its parents searchable)"
+        # shellcheck disable=SC2086 # PG_INITDB_OPTS holds several options: split on spaces
         as_pg "$PG_BIN/initdb" -D "$datadir" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
             -E UTF8 --locale=C.UTF-8 ${PG_INITDB_OPTS:-} >/dev/null
         # The superuser connects without a password (also for replication, e.g.

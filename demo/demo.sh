@@ -2,7 +2,7 @@
 # The demo of the main job, on a throwaway loop-device btrfs with a local
 # directory as the object store:
 #
-#   sudo integration/demo.sh
+#   sudo demo/demo.sh
 #
 # It builds subvault, makes a 1 GiB btrfs image, and simulates 40 days of a
 # source that changes daily (plus a busy day with hourly runs) with
@@ -14,6 +14,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../integration/loopfs.sh
+source "$REPO/integration/loopfs.sh"
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "demo.sh: run as root (it mounts a loop-device btrfs): sudo $0" >&2
@@ -38,17 +40,16 @@ cleanup() {
     echo "demo.sh: kept $WORK (umount $MNT && rm -rf $WORK when done)"
     return
   fi
-  if mountpoint -q "$MNT"; then
-    umount "$MNT" 2>/dev/null || umount -l "$MNT"
-  fi
+  loopfs_teardown "$WORK/fs.img"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-truncate -s 1G "$WORK/fs.img"
-mkfs.btrfs -q "$WORK/fs.img"
-mkdir -p "$MNT" "$WORK/store"
-mount -o loop "$WORK/fs.img" "$MNT"
+loopfs_make "$WORK/fs.img" 1G
+mkdir -p "$WORK/store"
+loopfs_mount "$WORK/fs.img" "$MNT"
 btrfs -q subvolume create "$MNT/data"
 mkdir "$MNT/snapshots"
 

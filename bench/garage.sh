@@ -2,10 +2,10 @@
 # A single-node garage S3 server on 127.0.0.1 for the benchmarks (moto is too
 # slow to measure an uploader with).
 #
-#   integration/garage.sh install        cargo install garage (~13 min, once)
-#   integration/garage.sh start DIR      start it with its data under DIR; prints
+#   bench/garage.sh install              cargo install garage (~13 min, once)
+#   bench/garage.sh start DIR            start it with its data under DIR; prints
 #                                        export lines for the endpoint, keys, bucket
-#   integration/garage.sh stop DIR       stop it (idempotent)
+#   bench/garage.sh stop DIR             stop it and wait until it is gone (idempotent)
 #
 # The binary lives in ${SUBVAULT_CACHE:-/var/cache/subvault}/garage/bin.
 # Data compression is off (compression_level = "none") so the server does not
@@ -68,12 +68,22 @@ EOF
   exit 1
 }
 
+# Stops the server and waits until it is gone (SIGKILL after 10 s), so that
+# callers can remove DIR right after. A pid that is no longer garage's (the
+# server died and the pid was reused) is left alone.
 stop() {
-  local dir=$1
-  if [[ -f $dir/garage.pid ]]; then
-    kill "$(cat "$dir/garage.pid")" 2>/dev/null || true
-    rm -f "$dir/garage.pid"
+  local dir=$1 pid i
+  [[ -f $dir/garage.pid ]] || return 0
+  pid=$(<"$dir/garage.pid")
+  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q garage; then
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
   fi
+  rm -f "$dir/garage.pid"
 }
 
 case ${1:-} in

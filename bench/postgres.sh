@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: subvault's PostgreSQL backups next to what an operator would do instead.
 #
-#   sudo integration/bench-postgres.sh            (scale 110: a ~1.6 GB pgbench database)
+#   sudo bench/postgres.sh            (scale 110: a ~1.6 GB pgbench database)
 #
 # One PostgreSQL 15 cluster in a subvolume of a loop-mounted btrfs, filled with
 # `pgbench -i -s $SCALE`. Measured, each as wall time and bytes stored:
@@ -15,24 +15,23 @@
 # pgBackRest's WAL archive (archive-push) is not counted; neither tool needs it
 # here for the comparison of backup sizes.
 #
-# Environment: SCALE (default 110), SUBVAULT (binary, default target/release/subvault,
-# built if missing), BENCH_DIR (default /var/tmp/subvault-bench). Everything is
+# Environment: SCALE (default 110), SUBVAULT (binary to use instead of building the
+# release one), BENCH_DIR (default /var/tmp/subvault-bench). Everything is
 # removed on exit.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
 SCALE=${SCALE:-110}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/subvault-bench}
-SUBVAULT=${SUBVAULT:-$repo/target/release/subvault}
 PORT=${PORT:-54329}
 
-[[ $(id -u) == 0 ]] || { echo "bench-postgres.sh: run as root (loop devices, mount)" >&2; exit 1; }
-command -v pgbackrest >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y pgbackrest >&2
-if [[ ! -x $SUBVAULT ]]; then
-    (cd "$repo" && cargo build --release) >&2
-fi
+bench_require_root
+bench_apt pgbackrest zstd btrfs-progs
+bench_build_release >&2
+SUBVAULT=$SUBVAULT_BIN
 
 img=$BENCH_DIR/fs.img
 mnt=$BENCH_DIR/mnt
@@ -44,19 +43,19 @@ sock=$BENCH_DIR/sock
 
 cleanup() {
     set +e
-    "$here/pg.sh" stop "$data" 2>/dev/null
-    mountpoint -q "$mnt" && umount "$mnt"
+    "$REPO/integration/pg.sh" stop "$data" 2>/dev/null
+    loopfs_teardown "$img"
     rm -rf "$BENCH_DIR"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 cleanup
 mkdir -p "$BENCH_DIR" "$mnt" "$remote" "$pgbr/repo" "$pgbr/log" "$pgbr/lock" "$sock"
 chmod 755 "$BENCH_DIR"
-truncate -s 16G "$img"
-mkfs.btrfs -q "$img"
-mount -o loop "$img" "$mnt"
+loopfs_make "$img" 16G
+loopfs_mount "$img" "$mnt"
 btrfs subvolume create "$sub" >/dev/null
 mkdir -p "$mnt/snapshots"
 chown -R postgres:postgres "$pgbr" "$sock"
@@ -83,7 +82,7 @@ pgbr() { runuser -u postgres -- pgbackrest --config="$pgbr/pgbackrest.conf" --st
 
 PG_SOCKET_DIR=$sock PG_LOG=$BENCH_DIR/pg.log \
     PG_ARCHIVE_COMMAND="pgbackrest --config=$pgbr/pgbackrest.conf --stanza=bench archive-push %p" \
-    "$here/pg.sh" start "$data" "$PORT"
+    "$REPO/integration/pg.sh" start "$data" "$PORT"
 psql() { "$PG_BIN/psql" -XAt -h 127.0.0.1 -p "$PORT" -U postgres -d postgres "$@"; }
 
 echo "initialising pgbench scale $SCALE ..." >&2
@@ -109,30 +108,28 @@ remotes:
       path: $remote
 EOF
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 bytes_of() { du -sb "$1" | cut -f1; }
 
 # Full backups.
-t0=$(now); "$SUBVAULT" -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T10:00:00Z >/dev/null; t1=$(now)
-sv_full_t=$(elapsed "$t0" "$t1"); sv_full_b=$(bytes_of "$remote")
-t0=$(now)
+t0=$(bench_now); "$SUBVAULT" -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T10:00:00Z >/dev/null; t1=$(bench_now)
+sv_full_t=$(bench_secs "$t0" "$t1" 1); sv_full_b=$(bytes_of "$remote")
+t0=$(bench_now)
 bb_full_b=$("$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -X fetch -D - | zstd -3 -T0 -q | wc -c)
-t1=$(now); bb_full_t=$(elapsed "$t0" "$t1")
-t0=$(now); pgbr --type=full backup; t1=$(now)
-br_full_t=$(elapsed "$t0" "$t1"); br_full_b=$(bytes_of "$pgbr/repo/backup")
+t1=$(bench_now); bb_full_t=$(bench_secs "$t0" "$t1" 1)
+t0=$(bench_now); pgbr --type=full backup; t1=$(bench_now)
+br_full_t=$(bench_secs "$t0" "$t1" 1); br_full_b=$(bytes_of "$pgbr/repo/backup")
 
 echo "running 10,000 pgbench transactions ..." >&2
 "$PG_BIN/pgbench" -c 4 -j 2 -t 2500 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
 
 # Incrementals.
-t0=$(now); "$SUBVAULT" -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T11:00:00Z >/dev/null; t1=$(now)
-sv_inc_t=$(elapsed "$t0" "$t1"); sv_inc_b=$(( $(bytes_of "$remote") - sv_full_b ))
-t0=$(now)
+t0=$(bench_now); "$SUBVAULT" -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T11:00:00Z >/dev/null; t1=$(bench_now)
+sv_inc_t=$(bench_secs "$t0" "$t1" 1); sv_inc_b=$(( $(bytes_of "$remote") - sv_full_b ))
+t0=$(bench_now)
 bb_inc_b=$("$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -X fetch -D - | zstd -3 -T0 -q | wc -c)
-t1=$(now); bb_inc_t=$(elapsed "$t0" "$t1")
-t0=$(now); pgbr --type=incr backup; t1=$(now)
-br_inc_t=$(elapsed "$t0" "$t1"); br_inc_b=$(( $(bytes_of "$pgbr/repo/backup") - br_full_b ))
+t1=$(bench_now); bb_inc_t=$(bench_secs "$t0" "$t1" 1)
+t0=$(bench_now); pgbr --type=incr backup; t1=$(bench_now)
+br_inc_t=$(bench_secs "$t0" "$t1" 1); br_inc_b=$(( $(bytes_of "$pgbr/repo/backup") - br_full_b ))
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 echo

@@ -2,7 +2,7 @@
 # Benchmark: `subvault dedupe` against `duperemove -dr --hashfile=...` on the same
 # generated btrfs, each on a fresh copy of one filesystem image, same block size.
 #
-#   sudo integration/bench-dedupe.sh            # builds the release binary first
+#   sudo bench/dedupe.sh            # builds the release binary first
 #
 # Dataset (generated once into a loop btrfs image, ~4.5 GiB of data extents,
 # ~6 GiB of file data per snapshot view, 2.25 GiB of it duplicate extents):
@@ -22,7 +22,8 @@
 # All snapshots are read-only and live in `snaps/`, as subvault keeps them.
 #
 # Environment: BENCH_DIR (default /var/tmp/subvault-bench-dedupe), BLOCK (default 128K),
-# SUBVAULT (binary; default target/release/subvault, built if missing),
+# IMG_SIZE (of the dataset image, default 12G),
+# SUBVAULT (binary to use instead of building the release one),
 # SUBVAULT_ARGS (extra dedupe arguments, default --no-nice so both tools run at
 # the same CPU/IO priority), BENCH_IMAGE (reuse this unmounted dataset image
 # instead of generating one; BENCH_SAVE_IMAGE=PATH keeps the generated one).
@@ -30,19 +31,14 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
 BENCH_DIR=${BENCH_DIR:-/var/tmp/subvault-bench-dedupe}
 BLOCK=${BLOCK:-128K}
-SUBVAULT=${SUBVAULT:-$REPO/target/release/subvault}
 IMG_SIZE=${IMG_SIZE:-12G}
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "bench-dedupe.sh: run as root (loop devices, mounts)" >&2
-  exit 1
-fi
-for t in duperemove /usr/bin/time mkfs.btrfs btrfs losetup; do
-  command -v "$t" >/dev/null || { echo "bench-dedupe.sh: $t missing (apt-get install duperemove time btrfs-progs)" >&2; exit 1; }
-done
+bench_require_root
+bench_apt duperemove time btrfs-progs util-linux
 mkdir -p "$BENCH_DIR"
 WORK=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 MNT=$WORK/mnt
@@ -50,21 +46,17 @@ mkdir -p "$MNT"
 
 cleanup() {
   set +e
-  if mountpoint -q "$MNT"; then
-    umount "$MNT" || umount -l "$MNT"
-  fi
-  for img in "$WORK"/*.img; do
-    [[ -e $img ]] || continue
-    losetup -j "$img" | cut -d: -f1 | while read -r dev; do losetup -d "$dev"; done
-  done
+  loopfs_teardown "$WORK"/*.img
   mkdir -p "$BENCH_DIR/last"
   cp "$WORK"/*.out "$WORK"/*.err "$WORK"/*.time "$BENCH_DIR/last/" 2>/dev/null
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-mount_img() { mount -o loop,noatime "$1" "$MNT"; }
-unmount() { btrfs filesystem sync "$MNT" >/dev/null; umount "$MNT"; }
+mount_img() { loopfs_mount "$1" "$MNT" noatime; }
+unmount() { btrfs filesystem sync "$MNT" >/dev/null; loopfs_umount "$MNT"; }
 data_used() {
   btrfs filesystem sync "$MNT" >/dev/null
   btrfs filesystem df -b "$MNT" | awk -F'used=' '/^Data,/ {print $2}'
@@ -82,8 +74,7 @@ if [[ -n ${BENCH_IMAGE:-} ]]; then
   unmount
 else
 echo "== generating dataset in $WORK/base.img"
-truncate -s "$IMG_SIZE" "$WORK/base.img"
-mkfs.btrfs -q "$WORK/base.img"
+loopfs_make "$WORK/base.img" "$IMG_SIZE"
 mount_img "$WORK/base.img"
 btrfs -q subvolume create "$MNT/data"
 mkdir -p "$MNT/snaps" "$MNT/data/base" "$MNT/data/copies" "$MNT/data/modified" "$MNT/data/unique"
@@ -122,19 +113,16 @@ measure() {
   sync; echo 3 > /proc/sys/vm/drop_caches
   local before after
   before=$(data_used)
-  /usr/bin/time -v -o "$log" "$@" > "$WORK/$name.out" 2> "$WORK/$name.err" || {
-    echo "$name failed:"; tail -20 "$WORK/$name.err"; exit 1; }
+  bench_timed -e "$WORK/$name.err" "$log" "$WORK/$name.out" "$@"
   after=$(data_used)
-  WALL[$name]=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log")
-  RSS[$name]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+  WALL[$name]=$(bench_time_field "$log" wall)
+  RSS[$name]=$(bench_time_field "$log" rss_kib)
   FREED[$name]=$(( before - after ))
   printf '%-28s wall %-10s peak RSS %8s KiB  freed %6d MiB (%d bytes)\n' \
     "$name" "${WALL[$name]}" "${RSS[$name]}" $(( FREED[$name] / 1048576 )) "${FREED[$name]}"
 }
 
-if [[ ! -x $SUBVAULT ]]; then
-  (cd "$REPO" && cargo build --release --quiet)
-fi
+bench_build_release
 
 echo "== duperemove -dr --hashfile (block $BLOCK) on a fresh copy"
 cp --sparse=always "$WORK/base.img" "$WORK/dr.img"
@@ -147,9 +135,9 @@ echo "== subvault dedupe (block $BLOCK) on a fresh copy"
 cp --sparse=always "$WORK/base.img" "$WORK/sv.img"
 mount_img "$WORK/sv.img"
 # shellcheck disable=SC2086
-measure subvault_first "$SUBVAULT" dedupe --json $SUBVAULT_ARGS --block-size "$BLOCK" --index-dir "$WORK/index" "${TREES[@]}"
+measure subvault_first "$SUBVAULT_BIN" dedupe --json $SUBVAULT_ARGS --block-size "$BLOCK" --index-dir "$WORK/index" "${TREES[@]}"
 # shellcheck disable=SC2086
-measure subvault_second "$SUBVAULT" dedupe --json $SUBVAULT_ARGS --block-size "$BLOCK" --index-dir "$WORK/index" "${TREES[@]}"
+measure subvault_second "$SUBVAULT_BIN" dedupe --json $SUBVAULT_ARGS --block-size "$BLOCK" --index-dir "$WORK/index" "${TREES[@]}"
 python3 - "$WORK/subvault_first.out" <<'EOF' || true
 import json, sys
 r = json.load(open(sys.argv[1]))

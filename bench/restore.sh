@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark of `subvault restore` against the limit.
 #
-#   sudo integration/bench-restore.sh [FULL_MIB] [MONTHLY_MIB] [DAILY_MIB]
-#                                      (default: 900 120 60, >= 1 GiB raw in all)
+#   sudo bench/restore.sh [FULL_MIB] [MONTHLY_MIB] [DAILY_MIB]
+#                            (default: 900 120 60, >= 1 GiB raw in all)
 #
 # A source subvolume gets FULL_MIB of mixed data (half random bytes, half
 # base64 text), then MONTHLY_MIB and DAILY_MIB more; `subvault run` at three
 # times makes the chain full -> monthly -> daily (zstd -3) on two remotes at
-# once: a single-node garage on 127.0.0.1 (integration/garage.sh; moto when
+# once: a single-node garage on 127.0.0.1 (bench/garage.sh; moto when
 # garage is not installed or BENCH_S3=moto) and a local directory, so both hold
 # the same objects. Then, each into a fresh directory of a second btrfs:
 #   limit     for each object: zstd -d < local file | btrfs receive DIR
@@ -24,24 +24,23 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
-CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
 FULL=${1:-900} MONTHLY=${2:-120} DAILY=${3:-60}
-
-[[ $(id -u) -eq 0 ]] || { echo "bench-restore.sh: run as root" >&2; exit 1; }
-command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin
-for tool in zstd btrfs curl /usr/bin/time; do
-  command -v $tool >/dev/null || { echo "bench-restore.sh: $tool missing (integration/setup.sh)" >&2; exit 1; }
+for mib in "$FULL" "$MONTHLY" "$DAILY"; do
+  [[ $mib =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: sizes are whole MiB, 1 or more, not '$mib'" >&2; exit 2; }
 done
+
+bench_require_root
+bench_apt zstd btrfs-progs curl time
 
 S3=${BENCH_S3:-}
 if [[ -z $S3 ]]; then
   if [[ -x $CACHE/garage/bin/garage ]]; then S3=garage; else S3=moto; fi
 fi
 
-echo "== building subvault (release)"
-(cd "$REPO" && cargo build --release --quiet)
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/subvault
+bench_build_release
+BIN=$SUBVAULT_BIN
 
 WORK=$(mktemp -d /var/tmp/subvault-bench-restore.XXXXXX)
 SRC=$WORK/src DST=$WORK/dst
@@ -49,20 +48,20 @@ MOTO_STATE=$WORK/moto
 cleanup() {
   set +e
   if [[ $S3 == garage ]]; then "$HERE/garage.sh" stop "$WORK/garage"; fi
-  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$MOTO_STATE "$HERE/moto.sh" stop >/dev/null 2>&1; fi
-  for m in "$SRC" "$DST"; do
-    if mountpoint -q "$m" 2>/dev/null; then umount "$m" 2>/dev/null || umount -l "$m"; fi
-  done
+  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$MOTO_STATE "$REPO/integration/moto.sh" stop >/dev/null 2>&1; fi
+  loopfs_teardown "$WORK/src.img" "$WORK/dst.img"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [[ $S3 == garage ]]; then
   eval "$(GARAGE_PORT=${GARAGE_PORT:-3910} GARAGE_RPC_PORT=${GARAGE_RPC_PORT:-3911} "$HERE/garage.sh" start "$WORK/garage")"
   ENDPOINT=$GARAGE_ENDPOINT BUCKET=$GARAGE_BUCKET REGION=garage
 else
   echo "== garage is not installed ($CACHE/garage/bin/garage): using moto"
-  ENDPOINT=$(SUBVAULT_MOTO_STATE=$MOTO_STATE "$HERE/moto.sh" start)
+  ENDPOINT=$(SUBVAULT_MOTO_STATE=$MOTO_STATE "$REPO/integration/moto.sh" start)
   export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
   BUCKET=bench REGION=us-east-1
   "$CACHE/venv/bin/python" - "$ENDPOINT" <<'PY'
@@ -72,15 +71,13 @@ PY
 fi
 export AWS_EC2_METADATA_DISABLED=true SUBVAULT_LOCK_DIR=$WORK/locks
 
-mkdir -p "$SRC" "$DST" "$WORK/local"
-truncate -s $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G "$WORK/src.img"
+mkdir -p "$WORK/local"
+loopfs_make "$WORK/src.img" $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G
 # Three restores (limit, garage, local remote) live side by side, plus room
 # for the one being received while a deleted one is still being cleaned.
-truncate -s $(((FULL + MONTHLY + DAILY) * 5 / 1024 + 3))G "$WORK/dst.img"
-mkfs.btrfs -q "$WORK/src.img" >/dev/null
-mkfs.btrfs -q "$WORK/dst.img" >/dev/null
-mount -o loop "$WORK/src.img" "$SRC"
-mount -o loop "$WORK/dst.img" "$DST"
+loopfs_make "$WORK/dst.img" $(((FULL + MONTHLY + DAILY) * 5 / 1024 + 3))G
+loopfs_mount "$WORK/src.img" "$SRC"
+loopfs_mount "$WORK/dst.img" "$DST"
 btrfs subvolume create "$SRC/data" >/dev/null
 mkdir "$SRC/snapshots"
 
@@ -123,8 +120,8 @@ fill "$SRC/data/daily" "$DAILY"
 "$BIN" -c "$WORK/config.yaml" run --now 2026-02-05T10:00:00Z >/dev/null
 
 # Chain order: by the ctim in the key (full, monthly, daily).
-mapfile -t FILES < <(ls "$WORK/local" | sort -t. -k2)
-((${#FILES[@]} == 3)) || { echo "bench-restore.sh: expected 3 objects, got ${#FILES[@]}" >&2; exit 1; }
+mapfile -t FILES < <(find "$WORK/local" -mindepth 1 -maxdepth 1 ! -name '.*' -printf '%f\n' | sort -t. -k2)
+((${#FILES[@]} == 3)) || { echo "$BENCH_NAME: expected 3 objects, got ${#FILES[@]}" >&2; exit 1; }
 RAW=0
 for f in "${FILES[@]}"; do
   n=$(zstd -d -q -c <"$WORK/local/$f" | wc -c)
@@ -133,8 +130,6 @@ done
 OBJ=$(cat "${FILES[@]/#/$WORK/local/}" | wc -c)
 echo "   raw send streams: $RAW bytes, objects: $OBJ bytes"
 
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # Each timed run starts with nothing dirty in the page cache (the uploads above
 # leave GBs to write back, which would land on whichever run comes first) and
@@ -149,7 +144,6 @@ settle() {
   btrfs -q subvolume sync "$DST"
   sync
 }
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 # Restores from REMOTE into a fresh $DST/DIR and prints the seconds until its
 # data is on disk; subvault's own per-object receive times, its final sync and
 # its last line go to stderr, each marked with LABEL.
@@ -157,13 +151,12 @@ subvault_restore() { # REMOTE DIR LABEL
   settle "$DST/$2"
   mkdir "$DST/$2"
   local t0
-  t0=$(now)
-  /usr/bin/time -f %M -o "$WORK/rss" "$BIN" -c "$WORK/config.yaml" restore --remote "$1" --to "$DST/$2" >"$WORK/restore.log" 2>&1 ||
-    { cat "$WORK/restore.log" >&2; exit 1; }
+  t0=$(bench_now)
+  bench_timed "$WORK/rss" "$WORK/restore.log" "$BIN" -c "$WORK/config.yaml" restore --remote "$1" --to "$DST/$2"
   sync -f "$DST"
-  secs "$t0" "$(now)"
+  bench_secs "$t0" "$(bench_now)"
   grep -E '^(received|synced|restored) ' "$WORK/restore.log" | sed "s/^/   $3: /" >&2
-  echo "   $3: peak RSS $(($(tail -1 "$WORK/rss") / 1024)) MB" >&2
+  echo "   $3: peak RSS $(($(bench_time_field "$WORK/rss" rss_kib) / 1024)) MB" >&2
 }
 LIMITS=() SUBVAULTS=() LOCALS=()
 cat "${FILES[@]/#/$WORK/local/}" >/dev/null
@@ -174,15 +167,15 @@ for run in 0 1 2 3; do
   echo "== run $run: limit (zstd -d < file | btrfs receive, local files, page cache warm)"
   settle "$DST/limit"
   mkdir "$DST/limit"
-  t0=$(now)
+  t0=$(bench_now)
   for f in "${FILES[@]}"; do
     zstd -d -q <"$WORK/local/$f" | btrfs receive -e "$DST/limit" 2>/dev/null
   done
-  t1=$(now)
+  t1=$(bench_now)
   sync -f "$DST"
   # Where the time goes: receiving (into the page cache) vs writing it out.
-  echo "   limit: receive $(secs "$t0" "$t1") s, sync $(secs "$t1" "$(now)") s"
-  ((run == 0)) || LIMITS+=("$(secs "$t0" "$(now)")")
+  echo "   limit: receive $(bench_secs "$t0" "$t1") s, sync $(bench_secs "$t1" "$(bench_now)") s"
+  ((run == 0)) || LIMITS+=("$(bench_secs "$t0" "$(bench_now)")")
 
   echo "== run $run: subvault restore from $S3"
   t=$(subvault_restore s3 subvault "subvault")
@@ -201,16 +194,16 @@ LOCAL=$(median "${LOCALS[@]}")
 
 echo "== download + verify only (no receive) from $S3"
 sync
-t0=$(now)
+t0=$(bench_now)
 "$BIN" -c "$WORK/config.yaml" verify --remote s3 --all >"$WORK/verify.log" 2>&1 ||
   { cat "$WORK/verify.log" >&2; exit 1; }
-VERIFY=$(secs "$t0" "$(now)")
+VERIFY=$(bench_secs "$t0" "$(bench_now)")
 
 # Same trees?
 for d in "$DST"/limit/*; do
   n=$(basename "$d")
   if ! diff -r -q "$d" "$DST/subvault/$n" >/dev/null; then
-    echo "bench-restore.sh: $n differs between the limit and subvault restores" >&2
+    echo "$BENCH_NAME: $n differs between the limit and subvault restores" >&2
     exit 1
   fi
 done

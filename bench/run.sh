@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark of `subvault run` against the limit and what users run instead.
 #
-#   sudo integration/bench-run.sh [SIZE_GIB...]     (default: 1 4)
+#   sudo bench/run.sh [SIZE_GIB...]                 (default: 1 4)
 #
 # For each size: a loop-device btrfs holding one subvolume of SIZE GiB of mixed
 # data (half random bytes, half text-like: random words from a 2,000-word
-# vocabulary), uploaded to a local single-node garage (integration/garage.sh):
+# vocabulary), uploaded to a local single-node garage (bench/garage.sh):
 #   limit       btrfs send | zstd -3 > /dev/null          (no upload at all)
 #   one-liner   btrfs send | zstd -3 | aws s3 cp - s3://...
 #   btrfs2s3    btrfs2s3 2.1.0 update --force, pipe_through [[zstd, -3]]
@@ -35,50 +35,48 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
-CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
 SIZES=("$@")
 ((${#SIZES[@]})) || SIZES=(1 4)
 ROUNDS=${ROUNDS:-3}
-
-[[ $(id -u) -eq 0 ]] || { echo "bench-run.sh: run as root" >&2; exit 1; }
-command -v cargo >/dev/null || PATH=$PATH:${HOME:-/root}/.cargo/bin
-for pkg in time curl btrfs-progs zstd; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
+for size in "${SIZES[@]}"; do
+  [[ $size =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: SIZE_GIB must be a whole number of GiB, not '$size'" >&2; exit 2; }
 done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: ROUNDS must be 1 or more, not '$ROUNDS'" >&2; exit 2; }
+
+bench_require_root
+bench_apt time curl btrfs-progs zstd python3-venv
 VENV=$CACHE/bench-venv
 if [[ ! -x $VENV/bin/btrfs2s3 || ! -x $VENV/bin/aws ]]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q btrfs2s3==2.1.0 awscli
+  rm -rf "$VENV"
+  bench_venv "$VENV" btrfs2s3==2.1.0 awscli
 fi
 "$HERE/garage.sh" install
 
-echo "== building subvault (release)"
-(cd "$REPO" && cargo build --release --quiet)
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/subvault
+bench_build_release
+BIN=$SUBVAULT_BIN
 
 WORK=$(mktemp -d /var/tmp/subvault-bench-run.XXXXXX)
 MNT=$WORK/mnt
 cleanup() {
   "$HERE/garage.sh" stop "$WORK/garage" || true
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  loopfs_teardown "$WORK/fs.img"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 eval "$("$HERE/garage.sh" start "$WORK/garage")"
 export AWS_EC2_METADATA_DISABLED=true SUBVAULT_LOCK_DIR=$WORK/locks
 AWS=("$VENV/bin/aws" --endpoint-url "$GARAGE_ENDPOINT")
 
-# Seconds (3 decimals) and peak RSS (KiB) of a command, via GNU time.
+# Seconds (2 decimals) and peak RSS (KiB) of a command, via GNU time; its
+# output goes to $WORK/cmd.log.
 measure() {
-  local out=$WORK/time.txt
-  /usr/bin/time -f '%e %M' -o "$out" "$@" >"$WORK/cmd.log" 2>&1 || {
-    echo "bench-run.sh: failed: $*" >&2
-    cat "$WORK/cmd.log" >&2
-    exit 1
-  }
-  cat "$out"
+  bench_timed "$WORK/time.txt" "$WORK/cmd.log" "$@"
+  echo "$(bench_time_field "$WORK/time.txt" seconds) $(bench_time_field "$WORK/time.txt" rss_kib)"
 }
 
 ROWS=()
@@ -111,16 +109,12 @@ remotes:
         region_name: garage
 EOF
 }
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 for size in "${SIZES[@]}"; do
   echo "== $size GiB of mixed data"
-  mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
-  rm -f "$WORK/fs.img"
-  truncate -s $((size * 3 + 2))G "$WORK/fs.img"
-  mkfs.btrfs -q "$WORK/fs.img"
-  mkdir -p "$MNT"
-  mount -o loop "$WORK/fs.img" "$MNT"
+  loopfs_teardown "$WORK/fs.img"
+  loopfs_make "$WORK/fs.img" $((size * 3 + 2))G
+  loopfs_mount "$WORK/fs.img" "$MNT"
   btrfs -q subvolume create "$MNT/data"
   mkdir -p "$MNT/snap-b2s3" "$MNT/snap-subvault"
   half=$((size * 512))
@@ -150,7 +144,7 @@ EOF
     subvault_yaml "$MNT/snap-subvault" "$1" "$2" >"$WORK/subvault.yaml"
     measure "$BIN" -c "$WORK/subvault.yaml" run --now 2026-01-01T00:00:00Z
     if grep -q "took snapshot" "$WORK/cmd.log"; then
-      echo "bench-run.sh: the full run took a snapshot instead of uploading $snap" >&2
+      echo "$BENCH_NAME: the full run took a snapshot instead of uploading $snap" >&2
       exit 1
     fi
   }

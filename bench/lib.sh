@@ -1,0 +1,139 @@
+# shellcheck shell=bash
+# The shared library of the benchmarks in bench/. Each one starts with
+#
+#   HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+#   source "$HERE/lib.sh"
+#
+# Sourcing it sets REPO (the checkout), CACHE (${SUBVAULT_CACHE:-/var/cache/subvault})
+# and BENCH_NAME (bench/NAME.sh, for messages), puts ~/.cargo/bin on PATH when
+# cargo is not there yet, sources integration/loopfs.sh (loopfs_make,
+# loopfs_mount, loopfs_umount, loopfs_teardown) and defines:
+#
+#   bench_require_root         exit 1 unless root
+#   bench_apt PKG...           apt-get install the Debian packages not installed yet
+#   bench_venv DIR SPEC...     a virtualenv in DIR with the pip SPECs, made when
+#                              DIR/bin/python is missing
+#   bench_build_release        cargo build --release of subvault and set
+#                              SUBVAULT_BIN to the binary; when $SUBVAULT names a
+#                              binary, that one is used and nothing is built
+#   bench_timed [-e ERR] TIMES OUT CMD...
+#                              run CMD under GNU time, stdout (and stderr, or
+#                              into ERR with -e) into OUT; TIMES gets one line
+#                              "SECONDS PEAK_RSS_KIB WALL" (%e %M %E: 12.34
+#                              56789 0:12.34). When CMD fails: its command line
+#                              and the end of its output on stderr, then exit 1
+#   bench_time_field TIMES seconds|rss_kib|wall
+#                              one field of such a TIMES file
+#   bench_now                  the time now in seconds (date +%s.%N)
+#   bench_secs START END [DECIMALS]
+#                              END - START, with 2 decimals unless told
+#   median VALUE...            the median of any number of values: the middle
+#                              one, or the mean of the two middle ones
+#                              (printed exactly) for an even count; fails on none
+
+BENCH_NAME=bench/$(basename "$0")
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC2034 # for the scripts that source this
+CACHE=${SUBVAULT_CACHE:-/var/cache/subvault}
+if ! command -v cargo >/dev/null && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then
+  PATH=$PATH:${HOME:-/root}/.cargo/bin
+fi
+# shellcheck source-path=SCRIPTDIR source=../integration/loopfs.sh
+source "$REPO/integration/loopfs.sh"
+
+bench_require_root() {
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "$BENCH_NAME: run as root (loop devices, mounts): sudo $0" >&2
+    exit 1
+  fi
+}
+
+bench_apt() { # PKG...
+  local pkg missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  echo "$BENCH_NAME: installing ${missing[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+bench_venv() { # DIR SPEC...
+  local dir=$1
+  shift
+  [[ -x $dir/bin/python ]] && return 0
+  echo "$BENCH_NAME: making a virtualenv in $dir with $*" >&2
+  bench_apt python3-venv
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "$@" || {
+    rm -rf "$dir"
+    return 1
+  }
+}
+
+bench_build_release() {
+  if [[ -n ${SUBVAULT:-} ]]; then
+    SUBVAULT_BIN=$SUBVAULT
+  else
+    echo "== building subvault (release)"
+    (cd "$REPO" && cargo build --release --quiet)
+    SUBVAULT_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/subvault
+  fi
+  [[ -x $SUBVAULT_BIN ]] || { echo "$BENCH_NAME: no subvault binary at $SUBVAULT_BIN" >&2; exit 1; }
+}
+
+bench_timed() { # [-e ERR] TIMES OUT CMD...
+  local err=
+  if [[ $1 == -e ]]; then
+    err=$2
+    shift 2
+  fi
+  local times=$1 out=$2 status=0
+  shift 2
+  if [[ -n $err ]]; then
+    /usr/bin/time -f '%e %M %E' -o "$times" "$@" >"$out" 2>"$err" || status=$?
+  else
+    /usr/bin/time -f '%e %M %E' -o "$times" "$@" >"$out" 2>&1 || status=$?
+  fi
+  if ((status != 0)); then
+    echo "$BENCH_NAME: failed (exit status $status): $*" >&2
+    tail -n 40 "${err:-$out}" >&2
+    exit 1
+  fi
+}
+
+bench_time_field() { # TIMES seconds|rss_kib|wall
+  local seconds rss wall
+  # GNU time puts "Command exited with non-zero status N" first on failure.
+  read -r seconds rss wall < <(tail -n 1 "$1")
+  case $2 in
+    seconds) echo "$seconds" ;;
+    rss_kib) echo "$rss" ;;
+    wall) echo "$wall" ;;
+    *) echo "bench_time_field: unknown field $2" >&2; return 2 ;;
+  esac
+}
+
+bench_now() { date +%s.%N; }
+
+bench_secs() { # START END [DECIMALS]
+  awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%.*f\n", d, b - a }'
+}
+
+median() { # VALUE...
+  (($#)) || { echo "median: no values" >&2; return 1; }
+  printf '%s\n' "$@" | sort -g | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR % 2) { print v[(NR + 1) / 2]; exit }
+      a = v[NR / 2]; b = v[NR / 2 + 1]
+      # Exactly: one decimal more than the longer of the two, less trailing zeros.
+      d = 0
+      if (index(a, ".")) d = length(a) - index(a, ".")
+      if (index(b, ".") && length(b) - index(b, ".") > d) d = length(b) - index(b, ".")
+      m = sprintf("%.*f", d + 1, (a + b) / 2)
+      sub(/0+$/, "", m); sub(/\.$/, "", m)
+      print m
+    }'
+}
