@@ -36,7 +36,7 @@ pub use crate::sys::btrfs::fs::SpaceUsed;
 use crate::sys::{extent, io_hints};
 pub use report::{DedupeReport, SkipCount, SkipReason, Skips, TreeReport};
 
-use index::{FileEntry, IndexError, IndexHeader};
+use index::{FileEntry, Index, IndexError, IndexHeader};
 use plan::{BlockRec, FileFacts};
 
 /// Default block size: 128 KiB, the largest btrfs compressed extent and a good
@@ -189,13 +189,28 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// The trees of a pass and the one btrfs filesystem they are on.
+struct ResolvedTrees {
+    /// Live (writable) trees first, then snapshots.
+    trees: Vec<Tree>,
+    /// A handle on the filesystem (the first tree's root directory).
+    fs: File,
+    /// The filesystem's sector size.
+    sector_size: u32,
+}
+
+/// The filesystem of the first tree, which all others must share.
+struct FirstFs {
+    dir: File,
+    fsid: [u8; 16],
+    sector_size: u32,
+    root: PathBuf,
+}
+
 /// Open the trees, check they share one btrfs, order live before snapshots.
-fn resolve_trees(
-    paths: &[PathBuf],
-    opts: &DedupeOptions,
-) -> Result<(Vec<Tree>, File, u32), DedupeError> {
+fn resolve_trees(paths: &[PathBuf], opts: &DedupeOptions) -> Result<ResolvedTrees, DedupeError> {
     let mut trees: Vec<Tree> = Vec::new();
-    let mut fs_handle: Option<(File, [u8; 16], u32, PathBuf)> = None;
+    let mut first_fs: Option<FirstFs> = None;
     for p in paths {
         let root = fs::canonicalize(p).map_err(io_err("resolve", p))?;
         if trees.iter().any(|t| t.root == root) {
@@ -209,12 +224,19 @@ fn resolve_trees(
         } = btrfs_fs::fs_info(&dir).map_err(|_| DedupeError::NotBtrfs(root.clone()))?;
         let facts =
             btrfs_fs::subvol_facts(&dir).map_err(io_err("read subvolume info of", &root))?;
-        match &fs_handle {
-            Some((_, id, _, first)) if *id != fsid => {
-                return Err(DedupeError::DifferentFilesystems(first.clone(), root))
+        match &first_fs {
+            Some(first) if first.fsid != fsid => {
+                return Err(DedupeError::DifferentFilesystems(first.root.clone(), root))
             }
             Some(_) => {}
-            None => fs_handle = Some((dir, fsid, sector, root.clone())),
+            None => {
+                first_fs = Some(FirstFs {
+                    dir,
+                    fsid,
+                    sector_size: sector,
+                    root: root.clone(),
+                })
+            }
         }
         let is_subvol_root = meta.is_dir() && meta.ino() == 256;
         let uuid = uuid::Uuid::from_bytes(facts.uuid);
@@ -227,12 +249,16 @@ fn resolve_trees(
             generation: facts.generation,
         });
     }
-    let (fs, _, sector, _) = fs_handle.ok_or(DedupeError::NoPaths)?;
+    let first_fs = first_fs.ok_or(DedupeError::NoPaths)?;
     // Live (writable) trees first, so their extents become the shared ones that
     // later snapshots inherit; snapshots keep the caller's order (newest first
     // shares the most with the live data).
     trees.sort_by_key(|t| t.readonly);
-    Ok((trees, fs, sector))
+    Ok(ResolvedTrees {
+        trees,
+        fs: first_fs.dir,
+        sector_size: first_fs.sector_size,
+    })
 }
 
 fn measure(fs: &File, root: &Path) -> Result<SpaceUsed, DedupeError> {
@@ -257,7 +283,11 @@ fn run_pass(
     progress: &dyn Progress,
 ) -> Result<DedupeReport, DedupeError> {
     let started = Instant::now();
-    let (trees, fs_file, sector) = resolve_trees(paths, opts)?;
+    let ResolvedTrees {
+        trees,
+        fs: fs_file,
+        sector_size: sector,
+    } = resolve_trees(paths, opts)?;
     let bs = opts.block_size;
     if bs == 0 || bs % sector as u64 != 0 || bs > extent::MAX_DEDUPE_LEN || bs > u32::MAX as u64 {
         return Err(DedupeError::BadBlockSize { size: bs, sector });
@@ -284,14 +314,12 @@ fn run_pass(
     Ok(report)
 }
 
-fn load_old(
-    tree: &Tree,
-    bs: u64,
-    report: &mut DedupeReport,
-) -> Option<(IndexHeader, Vec<FileEntry>, Vec<BlockRec>)> {
+fn load_old(tree: &Tree, bs: u64, report: &mut DedupeReport) -> Option<Index> {
     match index::read(&tree.index_path, |_| true) {
-        Ok((h, f, r)) if h.block_size as u64 == bs && h.uuid == *tree.uuid.as_bytes() => {
-            Some((h, f, r))
+        Ok(idx)
+            if idx.header.block_size as u64 == bs && idx.header.uuid == *tree.uuid.as_bytes() =>
+        {
+            Some(idx)
         }
         Ok(_) => None,
         Err(IndexError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
@@ -326,10 +354,13 @@ fn scan_match_apply(
     for tree in trees {
         let old = load_old(tree, bs, report);
         let unchanged = tree.readonly
-            && old.as_ref().is_some_and(|(h, files, _)| {
-                h.generation == tree.generation && !files.iter().any(|f| f.pending)
+            && old.as_ref().is_some_and(|idx| {
+                idx.header.generation == tree.generation && !idx.files.iter().any(|f| f.pending)
             });
-        if let Some((h, files, _)) = &old {
+        if let Some(Index {
+            header: h, files, ..
+        }) = &old
+        {
             tracing::debug!(
                 "index of {}: generation {} (now {}), {} pending files",
                 tree.root.display(),
@@ -339,12 +370,21 @@ fn scan_match_apply(
             );
         }
         if unchanged {
-            let (_, files, recs) = old.expect("checked above");
+            let Index {
+                files,
+                records: recs,
+                ..
+            } = old.expect("checked above");
             prepared.push((true, scan::Prepared::from_index(files, recs)));
             continue;
         }
         let mut old_map: scan::OldIndex = HashMap::new();
-        if let Some((_, files, recs)) = old {
+        if let Some(Index {
+            files,
+            records: recs,
+            ..
+        }) = old
+        {
             let mut by_file: Vec<Vec<BlockRec>> = vec![Vec::new(); files.len()];
             for r in recs {
                 by_file[r.file as usize].push(r);
@@ -454,8 +494,8 @@ fn scan_match_apply(
                         .map(globalize),
                 ),
                 None => {
-                    let (_, _, v) =
-                        index::read(&st.staged, |r| plan::partition_of(&r.hash, parts) == p)?;
+                    let v = index::read(&st.staged, |r| plan::partition_of(&r.hash, parts) == p)?
+                        .records;
                     recs.extend(v.iter().map(globalize));
                 }
             }
@@ -493,7 +533,7 @@ fn scan_match_apply(
         let tree = &trees[t];
         let mut recs = match st.records {
             Some(v) => v,
-            None => index::read(&st.staged, |_| true)?.2,
+            None => index::read(&st.staged, |_| true)?.records,
         };
         recs.sort_unstable_by_key(|r| (r.file, r.block));
         for (f, b, p) in &moved_by_tree[t] {
