@@ -413,9 +413,13 @@ fn scan_match_apply(
     // Phase B: read and hash what changed, stage each tree's records.
     let mut base = 0u32;
     for ((unchanged, prep), tree) in prepared.into_iter().zip(trees) {
-        let ts = scan::read_tree(
-            &tree.root, tree.dev, bs, prep, &phys_map, &mut skips, progress,
-        );
+        let reader = scan::TreeReader {
+            root: &tree.root,
+            dev: tree.dev,
+            block_size: bs,
+            phys_map: &phys_map,
+        };
+        let ts = reader.read_tree(prep, &mut skips, progress);
         report.trees.push(TreeReport {
             path: tree.root.display().to_string(),
             uuid: tree.uuid.to_string(),
