@@ -200,6 +200,7 @@ impl<'a> IndexReader<'a> {
         })
     }
 
+    /// The file is not a valid index: `what` did not match.
     fn corrupt(&self, what: &'static str) -> IndexError {
         IndexError::Corrupt {
             path: self.path.to_owned(),
@@ -219,14 +220,17 @@ impl<'a> IndexReader<'a> {
         }
     }
 
+    /// Fills `buf` (checksummed).
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), IndexError> {
         self.r.read_exact(buf).map_err(|e| self.eof(e))
     }
 
+    /// A little-endian u32 (checksummed).
     fn u32(&mut self) -> Result<u32, IndexError> {
         self.r.u32().map_err(|e| self.eof(e))
     }
 
+    /// A little-endian u64 (checksummed).
     fn u64(&mut self) -> Result<u64, IndexError> {
         self.r.u64().map_err(|e| self.eof(e))
     }
