@@ -171,7 +171,7 @@ impl<'a> Applier<'a> {
 
     /// Physical segments of a file range and whether every extent is flagged
     /// shared, or None if any part is not addressable (hole, compressed, inline).
-    fn segments(&self, file: u32, off: u64, len: u64) -> Option<(Vec<(u64, u64)>, bool)> {
+    fn segments(&self, file: u32, off: u64, len: u64) -> Option<Segments> {
         let f = self.fds.get(&file)?;
         let exts = extent::fiemap(f, off, len).ok()?;
         let mut segs: Vec<(u64, u64)> = Vec::new();
@@ -197,11 +197,46 @@ impl<'a> Applier<'a> {
                 break;
             }
         }
-        (pos >= off + len).then_some((segs, shared))
+        (pos >= off + len).then_some(Segments {
+            physical: segs,
+            all_shared: shared,
+        })
     }
 
     /// Run one call; returns the part to retry when the kernel said "busy".
     fn one_call(&mut self, c: &Call) -> Option<Call> {
+        if !self.open_source(c) {
+            return None;
+        }
+        let src_segs = self.segments(c.src_file, c.src_offset, c.len);
+        let dests = self.dests_to_dedupe(c, src_segs.as_ref());
+        if dests.is_empty() {
+            return None;
+        }
+        let busy = match self.fideduperange(c, &dests) {
+            Err(e) if e.raw_os_error().is_some_and(is_busy) => dests,
+            Err(e) => {
+                self.error(format!(
+                    "FIDEDUPERANGE {} @{} len {}: {e}",
+                    self.table.path(c.src_file).display(),
+                    c.src_offset,
+                    c.len
+                ));
+                dests.iter().for_each(|d| {
+                    self.outcome.still_pending.insert(d.0);
+                });
+                Vec::new()
+            }
+            Ok(raw) => self.account_results(c, &dests, &raw, single_start(src_segs.as_ref())),
+        };
+        (!busy.is_empty()).then(|| Call {
+            dests: busy,
+            ..c.clone()
+        })
+    }
+
+    /// Opens the call's source; when that fails every destination stays pending.
+    fn open_source(&mut self, c: &Call) -> bool {
         if let Err(e) = self.open(c.src_file) {
             self.error(format!(
                 "open {}: {e}",
@@ -210,9 +245,14 @@ impl<'a> Applier<'a> {
             c.dests.iter().for_each(|d| {
                 self.outcome.still_pending.insert(d.0);
             });
-            return None;
+            return false;
         }
-        let src_segs = self.segments(c.src_file, c.src_offset, c.len);
+        true
+    }
+
+    /// The call's destinations that could be opened and do not already share the
+    /// source's bytes (`src_segs`); those found shared count as done.
+    fn dests_to_dedupe(&mut self, c: &Call, src_segs: Option<&Segments>) -> Vec<(u32, u64, u32)> {
         let mut dests = Vec::with_capacity(c.dests.len());
         for d in &c.dests {
             if let Err(e) = self.open(d.0) {
@@ -223,8 +263,8 @@ impl<'a> Applier<'a> {
             // Already shared: the destination's extents are flagged shared and map
             // to the very same physical bytes as the source's.
             let dst = self.segments(d.0, d.1, c.len);
-            if let (Some((s, _)), Some((ds, true))) = (&src_segs, &dst) {
-                if s == ds {
+            if let (Some(s), Some(ds)) = (src_segs, &dst) {
+                if ds.all_shared && s.physical == ds.physical {
                     self.report.bytes_found_shared_at_dedupe += c.len;
                     self.progress.advance(c.len);
                     continue;
@@ -232,9 +272,16 @@ impl<'a> Applier<'a> {
             }
             dests.push(*d);
         }
-        if dests.is_empty() {
-            return None;
-        }
+        dests
+    }
+
+    /// One FIDEDUPERANGE from the call's source to `dests` (all open); returns the
+    /// kernel's result for each destination.
+    fn fideduperange(
+        &mut self,
+        c: &Call,
+        dests: &[(u32, u64, u32)],
+    ) -> io::Result<Vec<DedupeDest>> {
         let mut raw: Vec<DedupeDest> = dests
             .iter()
             .map(|d| DedupeDest {
@@ -249,74 +296,82 @@ impl<'a> Applier<'a> {
         // makes the compare run from the page cache (12x faster cold, see
         // io_hints::READAHEAD_STEP).
         io_hints::readahead(&self.fds[&c.src_file], c.src_offset, c.len);
-        for d in &dests {
+        for d in dests {
             io_hints::readahead(&self.fds[&d.0], d.1, c.len);
         }
         self.report.ioctl_calls += 1;
         let res = extent::fideduperange(&self.fds[&c.src_file], c.src_offset, c.len, &mut raw);
         self.progress.advance(c.len * dests.len() as u64);
+        res.map(|()| raw)
+    }
+
+    /// Accounts the kernel's result for each destination; returns the busy ones.
+    /// `src_phys` is the source's physical address when it is one segment, else 0.
+    fn account_results(
+        &mut self,
+        c: &Call,
+        dests: &[(u32, u64, u32)],
+        raw: &[DedupeDest],
+        src_phys: u64,
+    ) -> Vec<(u32, u64, u32)> {
         let mut busy = Vec::new();
-        match res {
-            Err(e) if e.raw_os_error().is_some_and(is_busy) => busy = dests,
-            Err(e) => {
-                self.error(format!(
-                    "FIDEDUPERANGE {} @{} len {}: {e}",
-                    self.table.path(c.src_file).display(),
-                    c.src_offset,
-                    c.len
-                ));
-                dests.iter().for_each(|d| {
+        for (d, r) in dests.iter().zip(raw) {
+            match r.status {
+                FILE_DEDUPE_RANGE_SAME => self.deduped(c, d, r.bytes_deduped, src_phys),
+                FILE_DEDUPE_RANGE_DIFFERS => {
+                    self.report.differs_ranges += 1;
+                    self.report.differs_bytes += c.len;
                     self.outcome.still_pending.insert(d.0);
-                });
-            }
-            Ok(()) => {
-                let src_phys = src_segs
-                    .as_ref()
-                    .filter(|(s, _)| s.len() == 1)
-                    .map(|(s, _)| s[0].0)
-                    .unwrap_or(0);
-                for (d, r) in dests.iter().zip(&raw) {
-                    match r.status {
-                        FILE_DEDUPE_RANGE_SAME => {
-                            self.report.bytes_deduped += r.bytes_deduped;
-                            let first = (d.1 / self.block_size) as u32;
-                            for k in 0..d.2 {
-                                let p = if src_phys != 0 {
-                                    src_phys + k as u64 * self.block_size
-                                } else {
-                                    0
-                                };
-                                self.outcome.moved.push((d.0, first + k, p));
-                            }
-                            if r.bytes_deduped < c.len {
-                                self.outcome.still_pending.insert(d.0);
-                            }
-                        }
-                        FILE_DEDUPE_RANGE_DIFFERS => {
-                            self.report.differs_ranges += 1;
-                            self.report.differs_bytes += c.len;
-                            self.outcome.still_pending.insert(d.0);
-                        }
-                        s if s < 0 && is_busy(-s) => busy.push(*d),
-                        s => {
-                            self.error(format!(
-                                "FIDEDUPERANGE {} @{} -> {} @{} len {}: {}",
-                                self.table.path(c.src_file).display(),
-                                c.src_offset,
-                                self.table.path(d.0).display(),
-                                d.1,
-                                c.len,
-                                io::Error::from_raw_os_error(-s)
-                            ));
-                            self.outcome.still_pending.insert(d.0);
-                        }
-                    }
+                }
+                s if s < 0 && is_busy(-s) => busy.push(*d),
+                s => {
+                    self.error(format!(
+                        "FIDEDUPERANGE {} @{} -> {} @{} len {}: {}",
+                        self.table.path(c.src_file).display(),
+                        c.src_offset,
+                        self.table.path(d.0).display(),
+                        d.1,
+                        c.len,
+                        io::Error::from_raw_os_error(-s)
+                    ));
+                    self.outcome.still_pending.insert(d.0);
                 }
             }
         }
-        (!busy.is_empty()).then(|| Call {
-            dests: busy,
-            ..c.clone()
-        })
+        busy
     }
+
+    /// A destination that now shares the source's bytes: counts them and records
+    /// the new physical address of each of its blocks (0 when unknown); a
+    /// partial dedupe leaves the file pending.
+    fn deduped(&mut self, c: &Call, d: &(u32, u64, u32), bytes_deduped: u64, src_phys: u64) {
+        self.report.bytes_deduped += bytes_deduped;
+        let first = (d.1 / self.block_size) as u32;
+        for k in 0..d.2 {
+            let p = if src_phys != 0 {
+                src_phys + k as u64 * self.block_size
+            } else {
+                0
+            };
+            self.outcome.moved.push((d.0, first + k, p));
+        }
+        if bytes_deduped < c.len {
+            self.outcome.still_pending.insert(d.0);
+        }
+    }
+}
+
+/// Where a file range lies on disk.
+struct Segments {
+    /// (physical address, length) of each contiguous run, in file order.
+    physical: Vec<(u64, u64)>,
+    /// Every extent of the range is flagged shared.
+    all_shared: bool,
+}
+
+/// The physical address of a range that is one contiguous segment, else 0.
+fn single_start(segs: Option<&Segments>) -> u64 {
+    segs.filter(|s| s.physical.len() == 1)
+        .map(|s| s.physical[0].0)
+        .unwrap_or(0)
 }

@@ -134,95 +134,192 @@ pub fn write(
     res.map_err(io_err)
 }
 
+/// An index as read back: its header, file table and the records a read kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    /// Block size, generation and uuid.
+    pub header: IndexHeader,
+    /// The file table; record file ids index into it.
+    pub files: Vec<FileEntry>,
+    /// The block records a read's filter kept (file-local ids).
+    pub records: Vec<BlockRec>,
+}
+
 /// Read an index: header, file table, and the records for which `keep` is true
 /// (records keep their file-local ids). The checksum covers the whole file, so a
 /// filtered read still detects corruption.
-pub fn read(
-    path: &Path,
-    mut keep: impl FnMut(&BlockRec) -> bool,
-) -> Result<(IndexHeader, Vec<FileEntry>, Vec<BlockRec>), IndexError> {
-    let io_err = |source| IndexError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let corrupt = |what| IndexError::Corrupt {
-        path: path.to_owned(),
-        what,
-    };
-    let f = File::open(path).map_err(io_err)?;
-    let total = f.metadata().map_err(io_err)?.len();
-    let mut r = HashingReader {
-        inner: BufReader::with_capacity(1 << 20, f),
-        hasher: blake3::Hasher::new(),
-    };
-    let eof = |e: io::Error| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            corrupt("truncated")
-        } else {
-            io_err(e)
-        }
-    };
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(eof)?;
-    if &magic != MAGIC {
-        return Err(corrupt("bad magic"));
-    }
-    if r.u32().map_err(eof)? != VERSION {
-        return Err(corrupt("version"));
-    }
-    let block_size = r.u32().map_err(eof)?;
-    let generation = r.u64().map_err(eof)?;
-    let mut uuid = [0u8; 16];
-    r.read_exact(&mut uuid).map_err(eof)?;
-    let nfiles = r.u64().map_err(eof)?;
-    let nrecs = r.u64().map_err(eof)?;
-    if nrecs.saturating_mul(32) > total || nfiles.saturating_mul(40) > total {
-        return Err(corrupt("counts larger than the file"));
-    }
-    let mut files = Vec::with_capacity(nfiles as usize);
-    for _ in 0..nfiles {
-        let plen = r.u32().map_err(eof)? as u64;
-        if plen > 1 << 16 {
-            return Err(corrupt("path length"));
-        }
-        let mut p = vec![0u8; plen as usize];
-        r.read_exact(&mut p).map_err(eof)?;
-        files.push(FileEntry {
-            rel: PathBuf::from(std::ffi::OsStr::from_bytes(&p)),
-            ino: r.u64().map_err(eof)?,
-            size: r.u64().map_err(eof)?,
-            mtime_ns: r.u64().map_err(eof)? as i64,
-            ctime_ns: r.u64().map_err(eof)? as i64,
-            pending: r.u32().map_err(eof)? != 0,
-        });
-    }
-    let mut recs = Vec::new();
-    let mut buf = [0u8; 32];
-    for _ in 0..nrecs {
-        r.read_exact(&mut buf).map_err(eof)?;
-        let rec = decode(&buf);
-        if rec.file as u64 >= nfiles {
-            return Err(corrupt("record names a file that does not exist"));
-        }
-        if keep(&rec) {
-            recs.push(rec);
-        }
-    }
-    let want = r.hasher.finalize();
-    let mut got = [0u8; 32];
-    r.inner.read_exact(&mut got).map_err(eof)?;
-    if want.as_bytes() != &got {
-        return Err(corrupt("checksum mismatch"));
-    }
-    Ok((
-        IndexHeader {
-            block_size,
-            generation,
-            uuid,
-        },
+pub fn read(path: &Path, keep: impl FnMut(&BlockRec) -> bool) -> Result<Index, IndexError> {
+    let mut r = IndexReader::open(path)?;
+    let Preamble {
+        header,
+        nfiles,
+        nrecs,
+    } = r.preamble()?;
+    let files = r.file_table(nfiles)?;
+    let records = r.records(nrecs, nfiles, keep)?;
+    r.verify_checksum()?;
+    Ok(Index {
+        header,
         files,
-        recs,
-    ))
+        records,
+    })
+}
+
+/// The fixed-size start of an index: its header and how many files and records
+/// follow.
+struct Preamble {
+    header: IndexHeader,
+    nfiles: u64,
+    nrecs: u64,
+}
+
+/// One index file being read: a checksumming reader whose errors name the file.
+struct IndexReader<'a> {
+    path: &'a Path,
+    /// Length of the file, to reject counts that cannot fit in it.
+    total: u64,
+    r: HashingReader<BufReader<File>>,
+}
+
+impl<'a> IndexReader<'a> {
+    /// Opens `path` for reading.
+    fn open(path: &'a Path) -> Result<Self, IndexError> {
+        let io_err = |source| IndexError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let f = File::open(path).map_err(io_err)?;
+        let total = f.metadata().map_err(io_err)?.len();
+        Ok(IndexReader {
+            path,
+            total,
+            r: HashingReader {
+                inner: BufReader::with_capacity(1 << 20, f),
+                hasher: blake3::Hasher::new(),
+            },
+        })
+    }
+
+    /// The file is not a valid index: `what` did not match.
+    fn corrupt(&self, what: &'static str) -> IndexError {
+        IndexError::Corrupt {
+            path: self.path.to_owned(),
+            what,
+        }
+    }
+
+    /// A read error: the file ending early means it is truncated.
+    fn eof(&self, e: io::Error) -> IndexError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            self.corrupt("truncated")
+        } else {
+            IndexError::Io {
+                path: self.path.to_owned(),
+                source: e,
+            }
+        }
+    }
+
+    /// Fills `buf` (checksummed).
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), IndexError> {
+        self.r.read_exact(buf).map_err(|e| self.eof(e))
+    }
+
+    /// A little-endian u32 (checksummed).
+    fn u32(&mut self) -> Result<u32, IndexError> {
+        self.r.u32().map_err(|e| self.eof(e))
+    }
+
+    /// A little-endian u64 (checksummed).
+    fn u64(&mut self) -> Result<u64, IndexError> {
+        self.r.u64().map_err(|e| self.eof(e))
+    }
+
+    /// Magic, version, header and counts; counts the file cannot hold are corrupt.
+    fn preamble(&mut self) -> Result<Preamble, IndexError> {
+        let mut magic = [0u8; 8];
+        self.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(self.corrupt("bad magic"));
+        }
+        if self.u32()? != VERSION {
+            return Err(self.corrupt("version"));
+        }
+        let block_size = self.u32()?;
+        let generation = self.u64()?;
+        let mut uuid = [0u8; 16];
+        self.read_exact(&mut uuid)?;
+        let nfiles = self.u64()?;
+        let nrecs = self.u64()?;
+        if nrecs.saturating_mul(32) > self.total || nfiles.saturating_mul(40) > self.total {
+            return Err(self.corrupt("counts larger than the file"));
+        }
+        Ok(Preamble {
+            header: IndexHeader {
+                block_size,
+                generation,
+                uuid,
+            },
+            nfiles,
+            nrecs,
+        })
+    }
+
+    /// The file table of `nfiles` entries.
+    fn file_table(&mut self, nfiles: u64) -> Result<Vec<FileEntry>, IndexError> {
+        let mut files = Vec::with_capacity(nfiles as usize);
+        for _ in 0..nfiles {
+            let plen = self.u32()? as u64;
+            if plen > 1 << 16 {
+                return Err(self.corrupt("path length"));
+            }
+            let mut p = vec![0u8; plen as usize];
+            self.read_exact(&mut p)?;
+            files.push(FileEntry {
+                rel: PathBuf::from(std::ffi::OsStr::from_bytes(&p)),
+                ino: self.u64()?,
+                size: self.u64()?,
+                mtime_ns: self.u64()? as i64,
+                ctime_ns: self.u64()? as i64,
+                pending: self.u32()? != 0,
+            });
+        }
+        Ok(files)
+    }
+
+    /// The `nrecs` block records, keeping those for which `keep` is true; each
+    /// must name one of the `nfiles` files.
+    fn records(
+        &mut self,
+        nrecs: u64,
+        nfiles: u64,
+        mut keep: impl FnMut(&BlockRec) -> bool,
+    ) -> Result<Vec<BlockRec>, IndexError> {
+        let mut recs = Vec::new();
+        let mut buf = [0u8; 32];
+        for _ in 0..nrecs {
+            self.read_exact(&mut buf)?;
+            let rec = decode(&buf);
+            if rec.file as u64 >= nfiles {
+                return Err(self.corrupt("record names a file that does not exist"));
+            }
+            if keep(&rec) {
+                recs.push(rec);
+            }
+        }
+        Ok(recs)
+    }
+
+    /// Compares the checksum stored at the end with the one of everything read.
+    fn verify_checksum(mut self) -> Result<(), IndexError> {
+        let want = self.r.hasher.finalize();
+        let mut got = [0u8; 32];
+        self.r.inner.read_exact(&mut got).map_err(|e| self.eof(e))?;
+        if want.as_bytes() != &got {
+            return Err(self.corrupt("checksum mismatch"));
+        }
+        Ok(())
+    }
 }
 
 fn encode(r: &BlockRec) -> [u8; 32] {
@@ -291,8 +388,8 @@ impl<R: Read> HashingReader<R> {
 mod tests {
     use super::*;
 
-    fn sample() -> (IndexHeader, Vec<FileEntry>, Vec<BlockRec>) {
-        let hdr = IndexHeader {
+    fn sample() -> Index {
+        let header = IndexHeader {
             block_size: 131072,
             generation: 42,
             uuid: [7; 16],
@@ -315,7 +412,7 @@ mod tests {
                 pending: true,
             },
         ];
-        let recs = (0..100u32)
+        let records = (0..100u32)
             .map(|i| BlockRec {
                 hash: [i as u8; 16],
                 phys: i as u64 * 4096,
@@ -323,18 +420,30 @@ mod tests {
                 block: i,
             })
             .collect();
-        (hdr, files, recs)
+        Index {
+            header,
+            files,
+            records,
+        }
     }
 
     #[test]
     fn roundtrip_and_filtered_read() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.idx");
-        let (hdr, files, recs) = sample();
+        let Index {
+            header: hdr,
+            files,
+            records: recs,
+        } = sample();
         write(&p, &hdr, &files, &recs).unwrap();
-        let (h2, f2, r2) = read(&p, |_| true).unwrap();
+        let Index {
+            header: h2,
+            files: f2,
+            records: r2,
+        } = read(&p, |_| true).unwrap();
         assert_eq!((h2, f2, r2), (hdr, files, recs.clone()));
-        let (_, _, odd) = read(&p, |r| r.block % 2 == 1).unwrap();
+        let odd = read(&p, |r| r.block % 2 == 1).unwrap().records;
         assert_eq!(odd.len(), 50);
         // No temp file left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -344,7 +453,11 @@ mod tests {
     fn corruption_and_truncation_are_detected() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.idx");
-        let (hdr, files, recs) = sample();
+        let Index {
+            header: hdr,
+            files,
+            records: recs,
+        } = sample();
         write(&p, &hdr, &files, &recs).unwrap();
         let mut bytes = fs::read(&p).unwrap();
         let mid = bytes.len() / 2;

@@ -158,6 +158,21 @@ pub struct DedupeReport {
 
 impl fmt::Display for DedupeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_trees(f)?;
+        self.fmt_scan_and_match(f)?;
+        self.fmt_dedupe_and_space(f)?;
+        self.fmt_skips_and_errors(f)?;
+        write!(
+            f,
+            "took {:.1} s (scan {:.1} s, match {:.1} s, dedupe {:.1} s)",
+            self.seconds, self.scan_seconds, self.match_seconds, self.dedupe_seconds
+        )
+    }
+}
+
+impl DedupeReport {
+    /// The mode and block size, then one line per tree.
+    fn fmt_trees(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mode = if self.dry_run {
             " (dry run: nothing shared)"
         } else {
@@ -176,6 +191,11 @@ impl fmt::Display for DedupeReport {
                 human(t.bytes_read)
             )?;
         }
+        Ok(())
+    }
+
+    /// What was scanned and read, and the duplicates found.
+    fn fmt_scan_and_match(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "files scanned:         {}", self.files_scanned)?;
         writeln!(f, "bytes scanned:         {}", human(self.bytes_scanned))?;
         writeln!(
@@ -195,7 +215,11 @@ impl fmt::Display for DedupeReport {
             f,
             "  already shared:      {}",
             human(self.already_shared_bytes + self.bytes_found_shared_at_dedupe)
-        )?;
+        )
+    }
+
+    /// What the dedupe calls did and the space it freed.
+    fn fmt_dedupe_and_space(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "bytes deduped:         {}  ({} calls)",
@@ -224,7 +248,11 @@ impl fmt::Display for DedupeReport {
             human(self.space_before.data),
             human(self.space_after.data),
             human_signed(self.metadata_growth)
-        )?;
+        )
+    }
+
+    /// Skipped files by reason, and the errors.
+    fn fmt_skips_and_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (r, c) in &self.skipped.0 {
             writeln!(
                 f,
@@ -245,11 +273,7 @@ impl fmt::Display for DedupeReport {
                 self.error_count as usize - self.errors.len()
             )?;
         }
-        write!(
-            f,
-            "took {:.1} s (scan {:.1} s, match {:.1} s, dedupe {:.1} s)",
-            self.seconds, self.scan_seconds, self.match_seconds, self.dedupe_seconds
-        )
+        Ok(())
     }
 }
 

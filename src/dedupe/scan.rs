@@ -15,7 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
 use super::index::FileEntry;
@@ -162,16 +162,23 @@ fn walk(root: &Path, dev: u64, skips: &mut Skips) -> Vec<Candidate> {
     out
 }
 
+/// Blocks read from disk, on their way to be hashed.
+struct ReadBlocks {
+    file: u32,
+    /// First block of the run.
+    block0: u32,
+    /// `phys[i]` is the physical address of block `block0 + i` (or 0).
+    phys: Vec<u64>,
+    buf: AlignedBuf,
+    /// Bytes of `buf` holding data.
+    len: usize,
+    block_size: usize,
+}
+
+/// What the reader thread sends the hashing side.
 enum Msg {
     /// Blocks read from disk: `phys[i]` belongs to block `block0 + i`.
-    Data {
-        file: u32,
-        block0: u32,
-        phys: Vec<u64>,
-        buf: AlignedBuf,
-        len: usize,
-        block_size: usize,
-    },
+    Data(ReadBlocks),
     /// Blocks whose hash is known from a shared extent.
     Known {
         file: u32,
@@ -261,123 +268,173 @@ pub fn prepare_tree(
     Prepared { scan: out, to_read }
 }
 
-/// Read and hash the files of a prepared tree that could not be reused.
-pub fn read_tree(
-    root: &Path,
-    dev: u64,
-    block_size: u64,
-    prep: Prepared,
-    phys_map: &PhysMap,
-    skips: &mut Skips,
-    progress: &dyn Progress,
-) -> TreeScan {
-    let Prepared {
-        scan: mut out,
-        to_read,
-    } = prep;
-    if to_read.is_empty() {
-        return out;
-    }
-    let total: u64 = to_read.iter().map(|(_, _, m)| m.size()).sum();
-    progress.phase(&format!("hashing {}", root.display()), total);
+/// What reading the files of one tree needs besides the files themselves.
+pub struct TreeReader<'a> {
+    /// The tree's root directory.
+    pub root: &'a Path,
+    /// Its `st_dev`: a file now on another device is skipped.
+    pub dev: u64,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Hashes by physical address, shared by all trees of the pass.
+    pub phys_map: &'a PhysMap,
+}
 
-    let bs = block_size as usize;
-    let buf_len = (READ_BUF / bs).max(1) * bs;
-    let (tx, rx) = sync_channel::<Msg>(BUFFERS * 2);
-    let (buf_tx, buf_rx) = channel::<AlignedBuf>();
-    for _ in 0..BUFFERS {
-        buf_tx
-            .send(AlignedBuf::new(buf_len))
-            .expect("receiver alive");
-    }
-    let mut dropped = vec![false; out.files.len()];
-    std::thread::scope(|s| {
-        let reader_files = &to_read;
-        let buf_back = buf_tx.clone();
-        s.spawn(move || {
-            reader(
-                root,
-                dev,
-                block_size,
-                buf_len,
-                reader_files,
-                phys_map,
+impl TreeReader<'_> {
+    /// Read and hash the files of a prepared tree that could not be reused.
+    pub fn read_tree(
+        &self,
+        prep: Prepared,
+        skips: &mut Skips,
+        progress: &dyn Progress,
+    ) -> TreeScan {
+        let Prepared { scan: out, to_read } = prep;
+        if to_read.is_empty() {
+            return out;
+        }
+        let total: u64 = to_read.iter().map(|(_, _, m)| m.size()).sum();
+        progress.phase(&format!("hashing {}", self.root.display()), total);
+
+        let bs = self.block_size as usize;
+        let buf_len = (READ_BUF / bs).max(1) * bs;
+        let (tx, rx) = sync_channel::<Msg>(BUFFERS * 2);
+        let (buf_tx, buf_rx) = channel::<AlignedBuf>();
+        for _ in 0..BUFFERS {
+            buf_tx
+                .send(AlignedBuf::new(buf_len))
+                .expect("receiver alive");
+        }
+        let mut collector = Collector {
+            dropped: vec![false; out.files.len()],
+            out,
+            pending: HashMap::new(),
+            root: self.root,
+            phys_map: self.phys_map,
+            buf_tx,
+            skips,
+            progress,
+        };
+        std::thread::scope(|s| {
+            let reader = Reader {
+                tree: self,
+                per_buf: (buf_len as u64 / self.block_size) as u32,
                 tx,
                 buf_rx,
-                buf_back,
-            )
+                buf_back: collector.buf_tx.clone(),
+            };
+            let reader_files = &to_read;
+            s.spawn(move || reader.run(reader_files));
+            for msg in rx {
+                collector.handle(msg);
+            }
         });
-        let mut pending: HashMap<u32, Vec<BlockRec>> = HashMap::new();
-        for msg in rx {
-            match msg {
-                Msg::Data {
-                    file,
-                    block0,
-                    phys,
-                    buf,
-                    len,
-                    block_size,
-                } => {
-                    let recs = pending.entry(file).or_default();
-                    let mut new_known = Vec::new();
-                    for (i, chunk) in buf[..len].chunks(block_size).enumerate() {
-                        let h = blake3::hash(chunk);
-                        let mut hash = [0u8; 16];
-                        hash.copy_from_slice(&h.as_bytes()[..16]);
-                        let p = phys[i];
-                        recs.push(BlockRec {
-                            hash,
-                            phys: p,
-                            file,
-                            block: block0 + i as u32,
-                        });
-                        if p != 0 {
-                            new_known.push((p, hash));
-                        }
-                    }
-                    out.bytes_read += len as u64;
-                    progress.advance(len as u64);
-                    if !new_known.is_empty() {
-                        phys_map.lock().expect("phys map lock").extend(new_known);
-                    }
-                    let _ = buf_tx.send(buf);
-                }
-                Msg::Known { file, recs, bytes } => {
-                    out.bytes_known_shared += bytes;
-                    progress.advance(bytes);
-                    pending.entry(file).or_default().extend(recs);
-                }
-                Msg::End { file, ok } => {
-                    let recs = pending.remove(&file).unwrap_or_default();
-                    if ok {
-                        out.records.extend(recs);
-                    } else {
-                        dropped[file as usize] = true;
-                        let e = &out.files[file as usize];
-                        skips.add(
-                            SkipReason::ChangedDuringScan,
-                            e.size,
-                            &root.join(&e.rel).display().to_string(),
-                        );
-                    }
-                }
-                Msg::Skip {
-                    file,
-                    reason,
-                    bytes,
-                    what,
-                } => {
-                    pending.remove(&file);
-                    dropped[file as usize] = true;
-                    skips.add(reason, bytes, &what);
-                }
+        collector.finish()
+    }
+}
+
+/// The calling thread's side of a tree read: hashes what the reader sends and
+/// collects each file's records until its end decides whether they are kept.
+struct Collector<'a> {
+    out: TreeScan,
+    /// Records of files whose end has not come yet.
+    pending: HashMap<u32, Vec<BlockRec>>,
+    /// Files skipped or changed while read, to be removed from `out`.
+    dropped: Vec<bool>,
+    root: &'a Path,
+    phys_map: &'a PhysMap,
+    /// Gives hashed buffers back to the reader.
+    buf_tx: Sender<AlignedBuf>,
+    skips: &'a mut Skips,
+    progress: &'a dyn Progress,
+}
+
+impl Collector<'_> {
+    /// Takes one message from the reader.
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Data(data) => self.hash(data),
+            Msg::Known { file, recs, bytes } => {
+                self.out.bytes_known_shared += bytes;
+                self.progress.advance(bytes);
+                self.pending.entry(file).or_default().extend(recs);
+            }
+            Msg::End { file, ok } => self.end_file(file, ok),
+            Msg::Skip {
+                file,
+                reason,
+                bytes,
+                what,
+            } => {
+                self.pending.remove(&file);
+                self.dropped[file as usize] = true;
+                self.skips.add(reason, bytes, &what);
             }
         }
-    });
-    if dropped.iter().any(|d| *d) {
-        compact(&mut out, &dropped);
     }
-    out
+
+    /// Hashes blocks read from disk into the file's records, makes their physical
+    /// addresses known, and gives the buffer back to the reader.
+    fn hash(&mut self, data: ReadBlocks) {
+        let ReadBlocks {
+            file,
+            block0,
+            phys,
+            buf,
+            len,
+            block_size,
+        } = data;
+        let recs = self.pending.entry(file).or_default();
+        let mut new_known = Vec::new();
+        for (i, chunk) in buf[..len].chunks(block_size).enumerate() {
+            let h = blake3::hash(chunk);
+            let mut hash = [0u8; 16];
+            hash.copy_from_slice(&h.as_bytes()[..16]);
+            let p = phys[i];
+            recs.push(BlockRec {
+                hash,
+                phys: p,
+                file,
+                block: block0 + i as u32,
+            });
+            if p != 0 {
+                new_known.push((p, hash));
+            }
+        }
+        self.out.bytes_read += len as u64;
+        self.progress.advance(len as u64);
+        if !new_known.is_empty() {
+            self.phys_map
+                .lock()
+                .expect("phys map lock")
+                .extend(new_known);
+        }
+        let _ = self.buf_tx.send(buf);
+    }
+
+    /// A file's end: its records are kept, or the file is dropped when it changed
+    /// while being read.
+    fn end_file(&mut self, file: u32, ok: bool) {
+        let recs = self.pending.remove(&file).unwrap_or_default();
+        if ok {
+            self.out.records.extend(recs);
+        } else {
+            self.dropped[file as usize] = true;
+            let e = &self.out.files[file as usize];
+            self.skips.add(
+                SkipReason::ChangedDuringScan,
+                e.size,
+                &self.root.join(&e.rel).display().to_string(),
+            );
+        }
+    }
+
+    /// The tree's scan without the dropped files.
+    fn finish(mut self) -> TreeScan {
+        if self.dropped.iter().any(|d| *d) {
+            compact(&mut self.out, &self.dropped);
+        }
+        self.out
+    }
 }
 
 /// Remove dropped files from the table and renumber the records.
@@ -454,172 +511,232 @@ fn block_phys(exts: &[extent::Extent], size: u64, bs: u64) -> Vec<Option<u64>> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn reader(
-    root: &Path,
-    dev: u64,
-    bs: u64,
-    buf_len: usize,
-    files: &[(u32, PathBuf, fs::Metadata)],
-    phys_map: &PhysMap,
-    tx: std::sync::mpsc::SyncSender<Msg>,
+/// The reader thread of a tree read: its ends of the channels.
+struct Reader<'a> {
+    tree: &'a TreeReader<'a>,
+    /// Blocks that fit in one buffer.
+    per_buf: u32,
+    tx: SyncSender<Msg>,
+    /// Free buffers.
     buf_rx: Receiver<AlignedBuf>,
+    /// Returns a buffer that is not sent on (after a short read).
     buf_back: Sender<AlignedBuf>,
-) {
-    let per_buf = (buf_len as u64 / bs) as u32;
-    for (id, rel, meta) in files {
-        let id = *id;
-        let path = root.join(rel);
-        let skip = |reason, what: String| Msg::Skip {
-            file: id,
-            reason,
-            bytes: meta.size(),
-            what,
-        };
-        let f = match open_noatime(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.send(skip(
-                    SkipReason::Unreadable,
-                    format!("{}: {e}", path.display()),
-                ));
-                continue;
+}
+
+/// The hashing side is gone: the reader stops.
+struct Disconnected;
+
+/// A file that was opened and passed the checks.
+struct OpenedFile {
+    /// The buffered descriptor (FIEMAP and the flags used it).
+    f: File,
+    /// Its metadata when opened.
+    before: fs::Metadata,
+    exts: Vec<extent::Extent>,
+}
+
+/// Why the reader skips a file, and what to say about it.
+struct Skipped {
+    reason: SkipReason,
+    what: String,
+}
+
+/// Where the hashes of a file's blocks come from.
+struct BlockSources {
+    /// Blocks whose extent was already hashed.
+    known: Vec<BlockRec>,
+    /// Bytes of the known blocks.
+    known_bytes: u64,
+    /// (block, physical address or 0) of the blocks to read; holes are in neither.
+    to_read: Vec<(u32, u64)>,
+}
+
+impl Reader<'_> {
+    /// Reads `files` in order until done or the hashing side is gone.
+    fn run(&self, files: &[(u32, PathBuf, fs::Metadata)]) {
+        for (id, rel, meta) in files {
+            if self.read_file(*id, rel, meta).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One file: open and check it, send the hashes known from shared extents,
+    /// send the rest of its blocks read, then its end. `meta` is from the walk.
+    fn read_file(&self, id: u32, rel: &Path, meta: &fs::Metadata) -> Result<(), Disconnected> {
+        let path = self.tree.root.join(rel);
+        let opened = match self.open_checked(&path) {
+            Ok(opened) => opened,
+            Err(Skipped { reason, what }) => {
+                let _ = self.tx.send(Msg::Skip {
+                    file: id,
+                    reason,
+                    bytes: meta.size(),
+                    what,
+                });
+                return Ok(());
             }
         };
+        let size = opened.before.size();
+        let phys = block_phys(&opened.exts, size, self.tree.block_size);
+        let sources = self.block_sources(id, &phys, size);
+        if !sources.known.is_empty() {
+            let _ = self.tx.send(Msg::Known {
+                file: id,
+                recs: sources.known,
+                bytes: sources.known_bytes,
+            });
+        }
+        let mut ok = self.read_blocks(id, &path, &opened, &sources.to_read)?;
+        // Re-stat: a file written while we read it is skipped (its hashes may mix
+        // old and new data; the kernel would refuse the dedupe anyway).
+        match fs::symlink_metadata(&path) {
+            Ok(after) if same_version(&after, &opened.before) && same_version(&after, meta) => {}
+            _ => ok = false,
+        }
+        self.tx
+            .send(Msg::End { file: id, ok })
+            .map_err(|_| Disconnected)
+    }
+
+    /// Opens a file and checks that it can be deduped: still on the tree's
+    /// device, copy-on-write, its extents mappable, not a small inline file.
+    fn open_checked(&self, path: &Path) -> Result<OpenedFile, Skipped> {
+        let skip = |reason, what: String| Skipped { reason, what };
+        let f = open_noatime(path)
+            .map_err(|e| skip(SkipReason::Unreadable, format!("{}: {e}", path.display())))?;
         let Ok(before) = f.metadata() else {
-            let _ = tx.send(skip(SkipReason::Unreadable, path.display().to_string()));
-            continue;
+            return Err(skip(SkipReason::Unreadable, path.display().to_string()));
         };
-        if before.dev() != dev {
-            let _ = tx.send(skip(
+        if before.dev() != self.tree.dev {
+            return Err(skip(
                 SkipReason::OtherFilesystem,
                 path.display().to_string(),
             ));
-            continue;
         }
         match extent::inode_flags(&f) {
             Ok(fl) if fl & extent::FS_NOCOW_FL != 0 => {
-                let _ = tx.send(skip(SkipReason::NoDataCow, path.display().to_string()));
-                continue;
+                return Err(skip(SkipReason::NoDataCow, path.display().to_string()));
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = tx.send(skip(
+                return Err(skip(
                     SkipReason::Unreadable,
                     format!("{}: FS_IOC_GETFLAGS: {e}", path.display()),
                 ));
-                continue;
             }
         }
         let size = before.size();
-        let exts = match extent::fiemap(&f, 0, size) {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = tx.send(skip(
-                    SkipReason::Unreadable,
-                    format!("{}: FIEMAP: {e}", path.display()),
-                ));
-                continue;
-            }
-        };
+        let exts = extent::fiemap(&f, 0, size).map_err(|e| {
+            skip(
+                SkipReason::Unreadable,
+                format!("{}: FIEMAP: {e}", path.display()),
+            )
+        })?;
         if exts
             .iter()
             .any(|e| e.flags & extent::FIEMAP_EXTENT_DATA_INLINE != 0)
-            && size <= bs
+            && size <= self.tree.block_size
         {
-            let _ = tx.send(skip(SkipReason::Tiny, path.display().to_string()));
-            continue;
+            return Err(skip(SkipReason::Tiny, path.display().to_string()));
         }
-        let phys = block_phys(&exts, size, bs);
-        // Resolve blocks whose extent was already hashed; the rest are read.
+        Ok(OpenedFile { f, before, exts })
+    }
+
+    /// Resolve blocks whose extent was already hashed; the rest are read.
+    fn block_sources(&self, id: u32, phys: &[Option<u64>], size: u64) -> BlockSources {
+        let bs = self.tree.block_size;
         let mut known = Vec::new();
         let mut known_bytes = 0u64;
         let mut read_blocks: Vec<(u32, u64)> = Vec::new();
-        {
-            let map = phys_map.lock().expect("phys map lock");
-            for (b, p) in phys.iter().enumerate() {
-                let Some(p) = *p else { continue };
-                if p != 0 {
-                    if let Some(h) = map.get(&p) {
-                        known.push(BlockRec {
-                            hash: *h,
-                            phys: p,
-                            file: id,
-                            block: b as u32,
-                        });
-                        known_bytes += (size - b as u64 * bs).min(bs);
-                        continue;
-                    }
+        let map = self.tree.phys_map.lock().expect("phys map lock");
+        for (b, p) in phys.iter().enumerate() {
+            let Some(p) = *p else { continue };
+            if p != 0 {
+                if let Some(h) = map.get(&p) {
+                    known.push(BlockRec {
+                        hash: *h,
+                        phys: p,
+                        file: id,
+                        block: b as u32,
+                    });
+                    known_bytes += (size - b as u64 * bs).min(bs);
+                    continue;
                 }
-                read_blocks.push((b as u32, p));
             }
+            read_blocks.push((b as u32, p));
         }
-        if !known.is_empty() {
-            let _ = tx.send(Msg::Known {
-                file: id,
-                recs: known,
-                bytes: known_bytes,
-            });
+        BlockSources {
+            known,
+            known_bytes,
+            to_read: read_blocks,
         }
+    }
+
+    /// Reads `blocks` (block, physical address) in runs and sends them to be
+    /// hashed; Ok(false) when the file is shorter than at stat time.
+    fn read_blocks(
+        &self,
+        id: u32,
+        path: &Path,
+        opened: &OpenedFile,
+        blocks: &[(u32, u64)],
+    ) -> Result<bool, Disconnected> {
+        let bs = self.tree.block_size;
+        let size = opened.before.size();
         // O_DIRECT for the data when the filesystem takes it; the buffered
         // descriptor stays the fallback (and the one FIEMAP and flags used).
         let mut direct = None;
-        if !read_blocks.is_empty() {
-            direct = open_direct(&path).ok();
+        if !blocks.is_empty() {
+            direct = open_direct(path).ok();
             if direct.is_none() {
-                io_hints::fadvise_sequential(&f);
+                io_hints::fadvise_sequential(&opened.f);
             }
         }
         let mut ok = true;
         let mut i = 0;
-        while i < read_blocks.len() && ok {
-            // A run of consecutive blocks, at most one buffer long.
-            let block0 = read_blocks[i].0;
-            let mut n = 1usize;
-            while i + n < read_blocks.len()
-                && (n as u32) < per_buf
-                && read_blocks[i + n].0 == block0 + n as u32
-            {
-                n += 1;
-            }
+        while i < blocks.len() && ok {
+            let block0 = blocks[i].0;
+            let n = run_len(blocks, i, self.per_buf);
             let off = block0 as u64 * bs;
             let want = ((n as u64 * bs).min(size - off)) as usize;
-            let Ok(mut buf) = buf_rx.recv() else { return };
-            match read_chunk(&mut direct, &f, &mut buf, off, want, bs) {
+            let Ok(mut buf) = self.buf_rx.recv() else {
+                return Err(Disconnected);
+            };
+            match read_chunk(&mut direct, &opened.f, &mut buf, off, want, bs) {
                 Ok(got) if got == want => {
-                    let phys = read_blocks[i..i + n].iter().map(|(_, p)| *p).collect();
-                    if tx
-                        .send(Msg::Data {
-                            file: id,
-                            block0,
-                            phys,
-                            buf,
-                            len: want,
-                            block_size: bs as usize,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
+                    let phys = blocks[i..i + n].iter().map(|(_, p)| *p).collect();
+                    let data = ReadBlocks {
+                        file: id,
+                        block0,
+                        phys,
+                        buf,
+                        len: want,
+                        block_size: bs as usize,
+                    };
+                    self.tx.send(Msg::Data(data)).map_err(|_| Disconnected)?;
                 }
                 _ => {
                     // Shorter than at stat time: the file is being written.
                     ok = false;
-                    let _ = buf_back.send(buf);
+                    let _ = self.buf_back.send(buf);
                 }
             }
             i += n;
         }
-        // Re-stat: a file written while we read it is skipped (its hashes may mix
-        // old and new data; the kernel would refuse the dedupe anyway).
-        match fs::symlink_metadata(&path) {
-            Ok(after) if same_version(&after, &before) && same_version(&after, meta) => {}
-            _ => ok = false,
-        }
-        if tx.send(Msg::End { file: id, ok }).is_err() {
-            return;
-        }
+        Ok(ok)
     }
+}
+
+/// A run of consecutive blocks starting at `blocks[i]`, at most one buffer
+/// (`per_buf` blocks) long: its length.
+fn run_len(blocks: &[(u32, u64)], i: usize, per_buf: u32) -> usize {
+    let block0 = blocks[i].0;
+    let mut n = 1usize;
+    while i + n < blocks.len() && (n as u32) < per_buf && blocks[i + n].0 == block0 + n as u32 {
+        n += 1;
+    }
+    n
 }
 
 /// Same inode, size, mtime and ctime.
