@@ -145,14 +145,6 @@ fn data_used(fs: &TestFs) -> u64 {
         .unwrap_or_else(|_| panic!("parse used from {line:?}"))
 }
 
-fn is_readonly(path: &Path) -> bool {
-    let out = run(Command::new(tool("btrfs"))
-        .args(["property", "get", "-ts"])
-        .arg(path)
-        .arg("ro"));
-    String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
-}
-
 fn opts(index: &Path) -> DedupeOptions {
     DedupeOptions {
         index_dir: index.to_owned(),
@@ -267,7 +259,7 @@ fn dedupe_frees_the_expected_space_and_changes_no_content() {
     let used1 = data_used(&fs);
     assert_eq!(hashes(&d), before_hashes, "content must not change");
     assert!(
-        is_readonly(&d.s1) && is_readonly(&d.s2),
+        crate::common::is_readonly(&d.s1) && crate::common::is_readonly(&d.s2),
         "snapshots must stay read-only"
     );
     assert_eq!(rep.error_count, 0, "errors: {:?}", rep.errors);

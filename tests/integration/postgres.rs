@@ -179,14 +179,6 @@ fn btrfs_snapshot(
     }
 }
 
-fn is_readonly(path: &Path) -> bool {
-    let out = run(Command::new(tool("btrfs"))
-        .args(["property", "get", "-ts"])
-        .arg(path)
-        .arg("ro"));
-    String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
-}
-
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -411,7 +403,7 @@ impl Scenario {
         src.cluster.stop();
         for info in &infos {
             assert!(
-                is_readonly(&info.snapshot),
+                crate::common::is_readonly(&info.snapshot),
                 "{} must be read-only",
                 info.snapshot.display()
             );
@@ -553,7 +545,7 @@ async fn faults_give_their_error_and_leave_nothing_behind() {
         .await
         .unwrap_or_else(|e| panic!("checkpoint as pg_checkpoint member: {e}"));
     std::env::remove_var("PGPASSFILE");
-    assert!(is_readonly(&info.snapshot));
+    assert!(crate::common::is_readonly(&info.snapshot));
     subvault::sys::btrfs::destroy_subvolume(&info.snapshot).unwrap();
 
     // Insufficient privilege names what is needed.
@@ -758,7 +750,10 @@ async fn cli_run_list_restore_and_start(mode: PgMode) {
             .find(|l| l.starts_with("restored "))
             .unwrap_or_else(|| panic!("{out}"));
         let received = PathBuf::from(restored_line.split_whitespace().nth(1).unwrap());
-        assert!(is_readonly(&received), "the restore point stays read-only");
+        assert!(
+            crate::common::is_readonly(&received),
+            "the restore point stays read-only"
+        );
         // restore made a prepared writable copy next to it.
         assert!(
             out.contains("postmaster.pid"),
@@ -769,7 +764,7 @@ async fn cli_run_list_restore_and_start(mode: PgMode) {
             .find_map(|l| l.strip_prefix("PostgreSQL: ready to start: "))
             .unwrap_or_else(|| panic!("{out}"));
         let rw = PathBuf::from(ready.split_whitespace().next().unwrap());
-        assert!(!is_readonly(&rw));
+        assert!(!crate::common::is_readonly(&rw));
         let env: Vec<(&str, &Path)> = if backup {
             vec![("PG_RESTORE_FROM", src.archive.as_path())]
         } else {

@@ -17,22 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use subvault::core::object_key::parse_key;
 
 fn list_keys(bucket: &str) -> Vec<String> {
-    let bucket = bucket.to_string();
-    block_on(async move {
-        let mut out = Vec::new();
-        let mut pages = s3_client()
-            .list_objects_v2()
-            .bucket(&bucket)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for o in page.unwrap().contents() {
-                out.push(o.key().unwrap().to_string());
-            }
-        }
-        out.sort();
-        out
-    })
+    crate::common::bucket_objects(bucket).into_keys().collect()
 }
 
 fn delete_object(bucket: &str, key: &str) {

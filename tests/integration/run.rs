@@ -20,32 +20,6 @@ use subvault::core::object_key::parse_key;
 
 use crate::common::proxy::FaultProxy;
 
-/// Every object in a bucket: key -> (size, etag).
-fn list_bucket(bucket: &str) -> BTreeMap<String, (i64, String)> {
-    let bucket = bucket.to_string();
-    block_on(async move {
-        let client = s3_client();
-        let mut out = BTreeMap::new();
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&bucket)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for o in page.unwrap().contents() {
-                out.insert(
-                    o.key().unwrap().to_string(),
-                    (
-                        o.size().unwrap_or(0),
-                        o.e_tag().unwrap_or_default().to_string(),
-                    ),
-                );
-            }
-        }
-        out
-    })
-}
-
 fn multipart_uploads(bucket: &str) -> Vec<String> {
     let bucket = bucket.to_string();
     block_on(async move {
@@ -169,7 +143,7 @@ fn check_converged(s: &Setup, buckets: &[(&str, &str)], now: &str) {
         "at {now} a second run would still act: {actions:#?}"
     );
     for (remote, bucket) in buckets {
-        let listed: BTreeSet<String> = list_bucket(bucket).into_keys().collect();
+        let listed: BTreeSet<String> = crate::common::bucket_objects(bucket).into_keys().collect();
         let planned: BTreeSet<String> = plan["backups"]
             .as_array()
             .unwrap()
@@ -319,7 +293,7 @@ fn simulated_400_days_keep_bucket_and_snapshots_exactly_as_planned() {
     }
     // Each kept backup whose snapshot is still here restores by hand to that snapshot.
     let target = TestFs::new(1024);
-    let all = list_bucket(&b1);
+    let all = crate::common::bucket_objects(&b1);
     let mut restored = 0;
     for key in all.keys() {
         let info = parse_key("", key).unwrap();
@@ -382,7 +356,11 @@ fn a_file_rewritten_in_place_just_before_a_run_is_backed_up() {
         "the rewrite is in the snapshot"
     );
     assert!(got[..4096].iter().all(|&b| b == b'a'));
-    assert_eq!(list_bucket(&bucket).len(), 2, "the rewrite was uploaded");
+    assert_eq!(
+        crate::common::bucket_objects(&bucket).len(),
+        2,
+        "the rewrite was uploaded"
+    );
 }
 
 /// Missing credentials are a setup error: the run says which settings to add at
@@ -411,7 +389,7 @@ fn a_run_without_credentials_says_what_to_set_and_takes_no_snapshot() {
     assert!(stderr.contains("aws_access_key_id"), "{stderr}");
     assert!(!stderr.contains("attempt 2/"), "not retried: {stderr}");
     assert!(snapshot_names(&s.snapshots).is_empty());
-    assert!(list_bucket(&bucket).is_empty());
+    assert!(crate::common::bucket_objects(&bucket).is_empty());
 }
 
 /// A snapshot directory that does not exist yet: `plan` shows the first backup
@@ -434,7 +412,7 @@ fn the_first_run_creates_a_missing_snapshot_directory() {
     );
     run_at(&s, "2026-01-01T10:00:00Z");
     assert_eq!(snapshot_names(&s.snapshots).len(), 1);
-    assert_eq!(list_bucket(&bucket).len(), 1);
+    assert_eq!(crate::common::bucket_objects(&bucket).len(), 1);
 }
 
 /// Writes `mib` MiB of incompressible data into the source.
@@ -473,7 +451,7 @@ fn a_stream_killed_midway_leaves_no_object_and_no_multipart_upload() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("source data: FAILED"), "{stderr}");
     assert!(
-        list_bucket(&bucket).is_empty(),
+        crate::common::bucket_objects(&bucket).is_empty(),
         "an object exists after a failed stream"
     );
     assert!(
@@ -490,7 +468,7 @@ fn a_stream_killed_midway_leaves_no_object_and_no_multipart_upload() {
         &s3_endpoint(),
     );
     run_at(&s, "2026-01-01T11:00:00Z");
-    assert_eq!(list_bucket(&bucket).len(), 1);
+    assert_eq!(crate::common::bucket_objects(&bucket).len(), 1);
     check_converged(&s, &[("main", &bucket)], "2026-01-01T11:00:00Z");
 }
 
@@ -521,7 +499,7 @@ fn an_upload_error_midway_aborts_the_multipart_upload_and_the_next_run_completes
     );
     assert!(proxy.injected() >= 1, "the proxy failed no UploadPart");
     assert!(
-        list_bucket(&bucket).is_empty(),
+        crate::common::bucket_objects(&bucket).is_empty(),
         "an object exists after a failed upload"
     );
     assert!(
@@ -536,7 +514,7 @@ fn an_upload_error_midway_aborts_the_multipart_upload_and_the_next_run_completes
         &s3_endpoint(),
     );
     run_at(&s, "2026-01-01T11:00:00Z");
-    assert_eq!(list_bucket(&bucket).len(), 1);
+    assert_eq!(crate::common::bucket_objects(&bucket).len(), 1);
 }
 
 #[test]
@@ -565,7 +543,7 @@ fn concurrent_runs_never_upload_twice() {
             "the other exits cleanly: {stderr}"
         );
     }
-    let keys = list_bucket(&bucket);
+    let keys = crate::common::bucket_objects(&bucket);
     assert_eq!(keys.len(), 1, "exactly one object: {keys:?}");
     assert_eq!(snapshot_names(&s.snapshots).len(), 1);
 }
@@ -621,7 +599,7 @@ fn plan_dry_run_reads_btrfs2s3_backups_and_changes_nothing() {
         put_object(&bucket, &key, body);
         made.push((name, snap.uuid));
     }
-    let before_objects = list_bucket(&bucket);
+    let before_objects = crate::common::bucket_objects(&bucket);
     let before_snaps = snapshot_names(&s.snapshots);
     let now = "2026-01-05T07:00:00+00:00";
     let text =
@@ -629,7 +607,7 @@ fn plan_dry_run_reads_btrfs2s3_backups_and_changes_nothing() {
             .unwrap();
     let plan = plan_json(&s.config, now);
     assert_eq!(
-        list_bucket(&bucket),
+        crate::common::bucket_objects(&bucket),
         before_objects,
         "plan changed the bucket"
     );
@@ -738,5 +716,5 @@ fn dedupe_after_run_shares_identical_files() {
         first_physical(&s.source.join("b")),
         "the copies share their extent after the run"
     );
-    assert_eq!(list_bucket(&bucket).len(), 1);
+    assert_eq!(crate::common::bucket_objects(&bucket).len(), 1);
 }

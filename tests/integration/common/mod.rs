@@ -2,7 +2,7 @@
 //! filesystems, the S3 endpoint started by `integration/with-services.sh`, and a
 //! tree digest for comparing a source snapshot with a restored one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Read;
@@ -716,4 +716,39 @@ pub fn subvault(config: &Path, args: &[&str]) -> Output {
     subvault_command(config, args)
         .output()
         .expect("start subvault")
+}
+
+/// Every object in a bucket: key -> (size, etag), keys sorted.
+pub fn bucket_objects(bucket: &str) -> BTreeMap<String, (i64, String)> {
+    let bucket = bucket.to_string();
+    block_on(async move {
+        let client = s3_client();
+        let mut out = BTreeMap::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for o in page.unwrap().contents() {
+                out.insert(
+                    o.key().unwrap().to_string(),
+                    (
+                        o.size().unwrap_or(0),
+                        o.e_tag().unwrap_or_default().to_string(),
+                    ),
+                );
+            }
+        }
+        out
+    })
+}
+
+/// Whether the subvolume at `path` is read-only (`btrfs property get`).
+pub fn is_readonly(path: &Path) -> bool {
+    let out = run(Command::new(tool("btrfs"))
+        .args(["property", "get", "-ts"])
+        .arg(path)
+        .arg("ro"));
+    String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
 }
