@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use uuid::Uuid;
 
-use super::remotes::{self, bucket_of};
+use super::remotes::{self, bucket_of, Decoding};
 use super::restore::{download_cause, restore_request_command, Fetch};
 use super::sources::basename_of;
 use crate::config::RemoteConfig;
@@ -82,13 +82,14 @@ pub async fn verify(
     };
     for rc in remotes {
         let opened = remotes::open((*rc).clone()).await?;
+        let decoding = opened.decoding()?;
         let store = Arc::new(opened.store);
         let Some(chosen) = select(&store, &opened.backups, selection, &mut report.bad) else {
             continue;
         };
         report.found_uuid |= !chosen.is_empty() && selection.uuid.is_some();
         for b in chosen {
-            let outcome = match check(&store, &b, bucket_of(rc)).await {
+            let outcome = match check(&store, &b, bucket_of(rc), &decoding).await {
                 Ok(o) => o,
                 Err(problem) => Outcome::Bad(problem),
             };
@@ -161,7 +162,12 @@ fn select(
 }
 
 /// Checks one object; `Err` says what is wrong with it.
-async fn check(store: &Arc<AnyStore>, b: &Backup, bucket: &str) -> Result<Outcome, String> {
+async fn check(
+    store: &Arc<AnyStore>,
+    b: &Backup,
+    bucket: &str,
+    decoding: &Decoding,
+) -> Result<Outcome, String> {
     if matches!(
         b.storage_class.as_deref(),
         Some("GLACIER") | Some("DEEP_ARCHIVE")
@@ -179,14 +185,17 @@ async fn check(store: &Arc<AnyStore>, b: &Backup, bucket: &str) -> Result<Outcom
         b.size.unwrap_or(u64::MAX),
         VERIFY_WINDOW,
     );
-    let s = stream::verify_object(body, b.codec)
+    let s = stream::verify_object_with(body, decoding.options(b))
         .await
         .map_err(|e| match &e {
             StreamError::ObjectRead(inner) => download_cause(inner),
             _ => e.to_string(),
         })?;
-    let how = match (&s.trailer, s.verified) {
-        (Some(_), true) => "length and SHA-256 match the trailer, send-stream CRCs ok",
+    let how = match (&s.trailer, s.verified, s.authenticated) {
+        (Some(_), true, true) => {
+            "decrypted, body MAC ok, length and SHA-256 match the trailer, send-stream CRCs ok"
+        }
+        (Some(_), true, false) => "length and SHA-256 match the trailer, send-stream CRCs ok",
         _ => "no checksum trailer (not written by subvault): send-stream CRCs ok",
     };
     Ok(Outcome::Good(format!(

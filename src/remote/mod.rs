@@ -354,6 +354,7 @@ mod tests {
                     ..Default::default()
                 },
             }),
+            encryption: None,
         }
     }
 
@@ -370,6 +371,7 @@ mod tests {
             kind: RemoteKind::Local(crate::config::LocalConfig {
                 path: dir.path().to_path_buf(),
             }),
+            encryption: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));

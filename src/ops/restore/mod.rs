@@ -251,7 +251,11 @@ pub async fn restore(
 ) -> anyhow::Result<Restored> {
     let bucket = crate::ops::remotes::bucket_of(&chosen.remote);
     check_objects(&chosen.store, bucket, &chosen.steps).await?;
-    let opts = ReceiveOptions { prefetch, progress };
+    let opts = ReceiveOptions {
+        prefetch,
+        progress,
+        decoding: &chosen.decoding,
+    };
     let before = target.subvolumes()?;
     let received = tokio::select! {
         r = receive_chain(Arc::new(chosen.store), target, &chosen.steps, &opts) => r?,

@@ -45,6 +45,9 @@ pub struct ReceiveOptions<'a> {
     pub prefetch: usize,
     /// Told a line before and after each step.
     pub progress: &'a dyn Progress,
+    /// How the objects are decoded (decrypted and authenticated, for an
+    /// encrypted remote).
+    pub decoding: &'a crate::ops::remotes::Decoding,
 }
 
 /// Receives the steps marked [`StepAction::Receive`] in order, prefetching the
@@ -84,7 +87,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
         ));
-        let r = receive_one(fetch, b, target).await?;
+        let r = receive_one(fetch, b, target, opts.decoding).await?;
         opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
@@ -159,6 +162,7 @@ async fn receive_one(
     fetch: Fetch,
     backup: &Backup,
     target: &Target,
+    decoding: &crate::ops::remotes::Decoding,
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
@@ -167,7 +171,7 @@ async fn receive_one(
         cleanup,
     };
     let before: BTreeSet<OsString> = target.subvolumes()?.into_keys().collect();
-    let mut dec = stream::decode(fetch, backup.codec);
+    let mut dec = stream::decode_with(fetch, decoding.options(backup));
     let (head, head_buf) = read_head(&mut dec)
         .await
         .map_err(|e| fail(e, String::new()))?;

@@ -9,7 +9,7 @@ use crate::config::{Config, RemoteConfig, Source};
 use crate::core::chain::{self, Selector};
 use crate::core::model::Backup;
 use crate::errors::UsageError;
-use crate::ops::remotes;
+use crate::ops::remotes::{self, Decoding};
 use crate::ops::sources::{backups_of_source, basename_of, source_uuids};
 use crate::remote::{AnyStore, ObjectStore};
 
@@ -28,6 +28,9 @@ pub struct Chosen {
     pub name: Option<String>,
     /// Whether it is a PostgreSQL data directory (its source says so).
     pub postgres: bool,
+    /// How its objects are decoded (decrypted and authenticated, for an
+    /// encrypted remote).
+    pub decoding: Decoding,
 }
 
 impl Chosen {
@@ -54,6 +57,9 @@ pub async fn choose(
     target: &Target,
 ) -> Result<Chosen> {
     let opened = remotes::open(rc.clone()).await?;
+    // Before anything is chosen: an encrypted remote needs the identity.
+    let decoding = opened.decoding()?;
+    let foreign = opened.foreign.len();
     let (store, mut backups) = (opened.store, opened.backups);
     let prefix = store.prefix().to_string();
     match source {
@@ -65,6 +71,18 @@ pub async fn choose(
             one_source_only(rc, &prefix, &backups)?;
         }
         None => {}
+    }
+    if backups.is_empty() && foreign > 0 {
+        let file = rc
+            .encryption
+            .as_ref()
+            .map(|e| e.key_file.display().to_string())
+            .unwrap_or_default();
+        bail!(
+            "remote {} ({}) has no backups that authenticate with {file}: {foreign} object(s) named like backups fail its MAC (written with another key file, or by someone else); `subvault list` shows them",
+            rc.id,
+            store.describe()
+        );
     }
     if backups.is_empty() {
         bail!(
@@ -96,6 +114,7 @@ pub async fn choose(
         leaf,
         steps,
         postgres,
+        decoding,
     })
 }
 
