@@ -702,7 +702,18 @@ fn planted_keys_are_foreign_never_planned_and_delete_no_real_backup() {
         "the attack does nothing even unencrypted: {plan:#}"
     );
     assert!(!plain_real.is_empty());
-    // On the encrypted remote the plan never mentions a planted key.
+    // Run on the next day: every real backup is still there, and so is every
+    // planted key (never deleted).
+    let out = subvault(&e.config, &["run", "--now", "2026-03-04T12:00:00Z"]);
+    let after: BTreeSet<String> = e.keys().into_iter().collect();
+    for k in &real {
+        assert!(after.contains(k), "real backup {k} deleted: {}", text(&out));
+    }
+    for k in &planted {
+        assert!(after.contains(k), "planted {k} deleted");
+    }
+    // The plan made before the run never mentioned a planted key on the
+    // encrypted remote (checked after the deletions, which matter most).
     for k in &planted {
         let main_mentions = plan["backups"]
             .as_array()
@@ -716,16 +727,6 @@ fn planted_keys_are_foreign_never_planned_and_delete_no_real_backup() {
     }
     assert!(plan_text.contains("main"));
 
-    // Run on the next day: every real backup is still there, and so is every
-    // planted key (never deleted).
-    let out = subvault(&e.config, &["run", "--now", "2026-03-04T12:00:00Z"]);
-    let after: BTreeSet<String> = e.keys().into_iter().collect();
-    for k in &real {
-        assert!(after.contains(k), "real backup {k} deleted: {}", text(&out));
-    }
-    for k in &planted {
-        assert!(after.contains(k), "planted {k} deleted");
-    }
     // `list` shows them as foreign, with why.
     let out = ok(subvault(&e.config, &["list", "--remote", "main"]));
     let said = String::from_utf8_lossy(&out.stdout);
