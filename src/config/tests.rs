@@ -536,7 +536,9 @@ remotes:
     local: {path: /backup}
     encryption:
 ";
-    let (line, column, msg) = error_at(&format!("{base}      key_file: /k\n      recipient: age1x\n"));
+    let (line, column, msg) = error_at(&format!(
+        "{base}      key_file: /k\n      recipient: age1x\n"
+    ));
     assert_eq!((line, column), (8, 7), "{msg}");
     assert!(msg.contains("remotes[0].encryption"), "{msg}");
     assert!(msg.contains("recipient"), "{msg}");
