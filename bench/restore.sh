@@ -79,9 +79,10 @@ mkdir -p "$WORK/local"
 KEY=$WORK/keys/bench.key
 "$BIN" key generate --out "$KEY" >/dev/null
 loopfs_make "$WORK/src.img" $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G
-# Three restores (limit, garage, local remote) live side by side, plus room
-# for the one being received while a deleted one is still being cleaned.
-loopfs_make "$WORK/dst.img" $(((FULL + MONTHLY + DAILY) * 5 / 1024 + 3))G
+# Five restores (limit, garage, encrypted, restic, local remote) live side by
+# side, plus room for the one being received while a deleted one is still
+# being cleaned.
+loopfs_make "$WORK/dst.img" $(((FULL + MONTHLY + DAILY) * 12 / 1024 + 4))G
 loopfs_mount "$WORK/src.img" "$SRC"
 loopfs_mount "$WORK/dst.img" "$DST"
 btrfs subvolume create "$SRC/data" >/dev/null
@@ -163,11 +164,17 @@ echo "   restic $(restic version | awk '{ print $2 }') repository: $("${RESTIC[@
 settle() {
   local d
   for d in "$@"; do
-    for s in "$d"/*; do [[ -e $s ]] && btrfs -q subvolume delete "$s"; done
+    # restic restores plain directories, subvault subvolumes.
+    for s in "$d"/*; do
+      [[ -e $s ]] || continue
+      if [[ $(stat -c %i "$s") == 256 ]]; then btrfs -q subvolume delete "$s"; else rm -rf "$s"; fi
+    done
     rm -rf "$d"
   done
   btrfs -q subvolume sync "$DST"
   sync
+  # Deleted subvolumes' space is reusable only once the cleaner committed.
+  btrfs filesystem sync "$DST"
 }
 # Restores from REMOTE into a fresh $DST/DIR and prints the seconds until its
 # data is on disk; subvault's own per-object receive times, its final sync and
