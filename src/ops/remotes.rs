@@ -83,7 +83,7 @@ impl Decoding {
     pub fn options(&self, b: &Backup) -> DecodeOptions {
         let mut opts = DecodeOptions::new(b.codec);
         opts.unseal = self.keys.as_ref().map(|(ids, auth, file)| Unseal {
-            identities: ids.clone(),
+            identities: Some(ids.clone()),
             auth: auth.clone(),
             name: auth::mac_name(&self.prefix, &b.key).to_string(),
             key_file: file.clone(),

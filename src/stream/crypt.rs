@@ -37,8 +37,11 @@ pub struct Seal {
 /// How a decode decrypts and authenticates an object.
 #[derive(Clone)]
 pub struct Unseal {
-    /// What may decrypt it.
-    pub identities: Arc<Vec<Identity>>,
+    /// What may decrypt it; `None` when the object reaches the decoder
+    /// already decrypted by [`decrypt`] (so that commands such as
+    /// `restore_pipe_through` can run between decryption and decoding): the
+    /// keyed trailer and its body MAC are then still required and checked.
+    pub identities: Option<Arc<Vec<Identity>>>,
     /// The remote's authentication key (checks the body MAC).
     pub auth: Arc<AuthKey>,
     /// The object's name as the body MAC covers it (see [`Seal::name`]).
@@ -59,7 +62,7 @@ impl std::fmt::Debug for Seal {
 impl std::fmt::Debug for Unseal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unseal")
-            .field("identities", &self.identities.len())
+            .field("identities", &self.identities.as_ref().map(|i| i.len()))
             .field("name", &self.name)
             .finish()
     }
@@ -201,10 +204,10 @@ fn upstream_failed(e: &io::Error) -> bool {
 /// file fails at its end.
 pub(super) fn decrypt_stage(
     rx: mpsc::Receiver<Msg<()>>,
-    unseal: &Unseal,
+    identities: &[Identity],
+    key_file: &str,
     out: &mpsc::Sender<Msg<()>>,
 ) -> Result<(), StreamError> {
-    let identities = unseal.identities.as_slice();
     let mut input = ChannelBufReader {
         rx,
         cur: Bytes::new(),
@@ -227,7 +230,7 @@ pub(super) fn decrypt_stage(
         Ok(r) => r,
         Err(age::DecryptError::NoMatchingKeys) => {
             return Err(StreamError::NotOurRecipient {
-                key_file: unseal.key_file.clone(),
+                key_file: key_file.to_string(),
             })
         }
         Err(age::DecryptError::Io(e)) if upstream_failed(&e) => return Ok(()),
@@ -262,6 +265,55 @@ pub(super) fn decrypt_stage(
             let _ = out.blocking_send(Msg::End(()));
             return Ok(());
         }
+    }
+}
+
+/// The plaintext of an age-encrypted object, as an `AsyncRead` that fails its
+/// final read (instead of returning EOF) when the object does not decrypt to
+/// its end. Decrypting on a thread of its own, like [`decode_with`]'s stage.
+/// Only for readers that must transform the plaintext before decoding it;
+/// decode it with an [`Unseal`] whose `identities` is `None`, so the body MAC
+/// is still checked.
+///
+/// [`decode_with`]: super::decode_with
+pub fn decrypt(
+    obj: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    identities: Arc<Vec<Identity>>,
+    key_file: String,
+) -> Decrypted {
+    let slot = Arc::new(super::error::ErrorSlot::default());
+    let (to_dec, dec_rx) = mpsc::channel(super::channel::QUEUE);
+    let (out_tx, out_rx) = mpsc::channel(super::channel::QUEUE);
+    let s = slot.clone();
+    tokio::spawn(async move {
+        let outs = [to_dec];
+        if super::channel::pump(obj, &outs, &s, |e| StreamError::ObjectRead(Arc::new(e))).await {
+            super::channel::send_end(&outs).await;
+        }
+    });
+    let s = slot.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = decrypt_stage(dec_rx, &identities, &key_file, &out_tx) {
+            s.set(e);
+        }
+    });
+    Decrypted {
+        reader: super::channel::ChannelReader::new(out_rx, slot, "the decryptor"),
+    }
+}
+
+/// See [`decrypt`].
+pub struct Decrypted {
+    reader: super::channel::ChannelReader<()>,
+}
+
+impl tokio::io::AsyncRead for Decrypted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.get_mut().reader.poll_read(cx, buf)
     }
 }
 
@@ -313,7 +365,7 @@ mod tests {
 
     fn unseal(k: &Keys, name: &str) -> Unseal {
         Unseal {
-            identities: Arc::new(vec![k.id.clone()]),
+            identities: Some(Arc::new(vec![k.id.clone()])),
             auth: k.auth.clone(),
             name: name.into(),
             key_file: "/k/main.key".into(),
@@ -443,7 +495,7 @@ mod tests {
         );
         // Another identity cannot decrypt at all.
         let mut other = unseal(&k, NAME);
-        other.identities = Arc::new(vec![Identity::generate()]);
+        other.identities = Some(Arc::new(vec![Identity::generate()]));
         refused(
             &rt,
             obj,
@@ -511,6 +563,53 @@ mod tests {
             .body_mac(NAME, raw.len() as u64, &Sha256::digest(&raw).into());
         let (out, end) = rt.block_on(decoded(forged(&k, &raw, Some(right)), o()));
         assert!(end.is_ok() && out == raw);
+    }
+
+    #[test]
+    fn decrypted_first_then_decoded_still_checks_the_body_mac() {
+        let rt = runtime();
+        let k = keys();
+        let raw = raw();
+        let obj = rt.block_on(encoded(
+            raw.clone(),
+            Codec::Zstd,
+            Some(seal(&k, NAME)),
+            false,
+        ));
+        let verify_only = |name: &str| {
+            let mut u = unseal(&k, name);
+            u.identities = None;
+            opts(Some(Codec::Zstd), Some(u))
+        };
+        let plain = |obj: Vec<u8>| {
+            rt.block_on(async {
+                let mut d = decrypt(
+                    std::io::Cursor::new(obj),
+                    Arc::new(vec![k.id.clone()]),
+                    "/k/main.key".into(),
+                );
+                let mut out = Vec::new();
+                d.read_to_end(&mut out).await.map(|_| out)
+            })
+        };
+        let p = plain(obj.clone()).unwrap();
+        assert!(!p.starts_with(b"age-encryption.org/v1"));
+        let (out, end) = rt.block_on(decoded(p.clone(), verify_only(NAME)));
+        assert!(end.unwrap().authenticated && out == raw);
+        // The MAC is still checked: under another name it is refused.
+        refused(
+            &rt,
+            p,
+            verify_only(&NAME.replace("ctid7", "ctid8")),
+            "body MAC does not match",
+        );
+        // A forged body with an unkeyed trailer, decrypted first, is refused too.
+        let f = plain(forged(&k, &raw, None)).unwrap();
+        refused(&rt, f, verify_only(NAME), "no keyed trailer");
+        // A truncated ciphertext fails the decryptor's final read.
+        let e = plain(obj[..obj.len() - 10].to_vec()).unwrap_err();
+        let e = StreamError::from_io(&e).cloned().unwrap().to_string();
+        assert!(e.contains("does not verify"), "{e}");
     }
 
     #[test]

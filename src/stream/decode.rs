@@ -118,13 +118,17 @@ pub fn decode_with(obj: impl AsyncRead + Unpin + Send + 'static, opts: DecodeOpt
             send_end(&outs).await;
         }
     });
-    let dec_rx = match opts.unseal.clone() {
+    let decrypt = opts
+        .unseal
+        .as_ref()
+        .and_then(|u| u.identities.clone().map(|ids| (ids, u.key_file.clone())));
+    let dec_rx = match decrypt {
         None => first_rx,
-        Some(unseal) => {
+        Some((identities, key_file)) => {
             let (to_dec, dec_rx) = mpsc::channel(QUEUE);
             let s = slot.clone();
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = decrypt_stage(first_rx, &unseal, &to_dec) {
+                if let Err(e) = decrypt_stage(first_rx, &identities, &key_file, &to_dec) {
                     s.set(e);
                 }
             });

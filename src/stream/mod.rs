@@ -25,7 +25,7 @@ pub mod send_format;
 pub mod trailer;
 
 pub use codec::{default_level, default_threads, level_range, validate_level, MAX_THREADS};
-pub use crypt::{Seal, Unseal};
+pub use crypt::{decrypt, Decrypted, Seal, Unseal};
 pub use decode::{
     decode, decode_with, verify_object, verify_object_with, DecodeOptions, DecodeSummary, Decoded,
 };
