@@ -7,6 +7,7 @@
 //! subvault's.
 
 pub mod chain;
+pub mod guards;
 pub mod model;
 pub mod object_key;
 pub mod pg_record;

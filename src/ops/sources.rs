@@ -114,20 +114,25 @@ pub fn plan_input(
     }
     let mut inputs = Vec::new();
     for up in &source.upload_to_remotes {
-        let remote = match remotes.get(&up.id) {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => return Err(anyhow::anyhow!(crate::errors::one_line(e))),
+        // A remote that could not be opened or listed is planned as unreachable:
+        // nothing goes to it, and the snapshots it will need are kept.
+        let (backups, unreachable) = match remotes.get(&up.id) {
+            Some(Ok(r)) => (
+                r.backups
+                    .iter()
+                    .filter(|b| b.source_uuid == state.info.uuid)
+                    .cloned()
+                    .collect(),
+                false,
+            ),
+            Some(Err(_)) => (Vec::new(), true),
             None => anyhow::bail!("remote {} was not opened", up.id),
         };
         inputs.push(RemoteInput {
             id: up.id.clone(),
             policy: up.preserve.clone(),
-            backups: remote
-                .backups
-                .iter()
-                .filter(|b| b.source_uuid == state.info.uuid)
-                .cloned()
-                .collect(),
+            backups,
+            unreachable,
         });
     }
     Ok(PlanInput {
