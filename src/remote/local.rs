@@ -99,10 +99,7 @@ impl LocalStore {
         let mut out = Vec::new();
         let mut dirs = vec![self.root.clone()];
         while let Some(dir) = dirs.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) => return Err(e),
-            };
+            let entries = std::fs::read_dir(&dir)?;
             for entry in entries {
                 let entry = entry?;
                 let ft = entry.file_type()?;
