@@ -11,6 +11,12 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit status: bad config or bad command-line usage.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status: another run holds the lock; nothing was attempted.
+pub const EXIT_LOCKED: i32 = 3;
+/// Exit status: stopped by SIGINT (128 + 2, as a shell reports it).
+pub const EXIT_SIGINT: i32 = 130;
+/// Exit status: stopped by SIGTERM (128 + 15).
+pub const EXIT_SIGTERM: i32 = 143;
 
 /// An error the user fixes by changing the config file or the command line.
 /// Reported as one line on stderr, exit status 2.

@@ -85,6 +85,32 @@ pub fn summary(config: &Config) -> String {
             }
         }
     }
+    let safety = &config.safety;
+    let _ = writeln!(
+        out,
+        "safety: a run prunes at most {:.0}% of a remote's backups or a source's snapshots \
+         (at least 2; more needs --allow-large-prune); refuses a time more than {} before the \
+         newest snapshot or backup; aborts unfinished uploads older than {}",
+        safety.prune_budget * 100.0,
+        humantime_short(safety.clock_tolerance),
+        humantime_short(safety.abort_incomplete_uploads_after)
+    );
+    out
+}
+
+/// A duration as the config writes it (`15m`, `1d`, `1h30m`).
+fn humantime_short(d: std::time::Duration) -> String {
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
     out
 }
 

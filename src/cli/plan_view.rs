@@ -330,6 +330,7 @@ mod tests {
                 ),
             )]),
             upload_keys: std::collections::HashMap::new(),
+            problems: Vec::new(),
         }
     }
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::sources::{read_source, read_source_flushed, SourceState};
 use crate::config::Source;
 use crate::sys::btrfs::{self, SendStream};
-use crate::sys::lock::SubvolLock;
+use crate::sys::lock::{SourceLock, SubvolLock};
 
 /// How long a send waits for a dedupe of the same snapshot to finish.
 const SEND_LOCK_WAIT: Duration = Duration::from_secs(6 * 3600);
@@ -33,9 +33,16 @@ pub trait SendSource: AsyncRead + Unpin + Send {
 
 /// What a run does to subvolumes.
 pub trait Subvolumes: Sync {
+    /// What holds a source for one run (released on drop).
+    type SourceGuard;
+
     /// The source and its snapshots; `flush` writes out pending changes first,
     /// so the ctransid comparison counts every write made before the run.
     fn read_source(&self, source: &Source, flush: bool) -> Result<SourceState>;
+
+    /// Holds the source subvolume `uuid` (named `name`) for this run, so two
+    /// runs never work on it at once; fails at once when another holds it.
+    fn lock_source(&self, uuid: Uuid, name: &str) -> Result<Self::SourceGuard>;
 
     /// Takes the read-only snapshot of `source` at `path`.
     fn take_snapshot(
@@ -61,6 +68,12 @@ pub trait Subvolumes: Sync {
 pub struct Btrfs;
 
 impl Subvolumes for Btrfs {
+    type SourceGuard = SourceLock;
+
+    fn lock_source(&self, uuid: Uuid, name: &str) -> Result<SourceLock> {
+        Ok(SourceLock::acquire(uuid, name)?)
+    }
+
     fn read_source(&self, source: &Source, flush: bool) -> Result<SourceState> {
         if flush {
             read_source_flushed(source)

@@ -8,6 +8,7 @@
 mod error;
 pub mod local;
 pub mod parts;
+pub mod pending;
 pub mod retry;
 pub mod s3;
 

@@ -92,6 +92,9 @@ pub(super) async fn upload<S: Subvolumes>(
     progress.upload_finished(&key);
     let stats = result.with_context(ctx)?;
     let summary = encoded.finish().await.with_context(ctx)?;
+    read_back(remote, &key, stats.bytes)
+        .await
+        .with_context(ctx)?;
     tracing::info!(
         "source {}: uploaded {key}: {} ({} raw) in {:.1} s",
         source.name,
@@ -105,6 +108,23 @@ pub(super) async fn upload<S: Subvolumes>(
         stored_bytes: stats.bytes,
         raw_bytes: summary.record.raw_len,
     })
+}
+
+/// Asks the store for the object just written: it must be there with the size
+/// that was sent before anything relies on it (a prune of older siblings).
+async fn read_back(remote: &OpenRemote, key: &str, sent: u64) -> Result<()> {
+    let info = remote
+        .store
+        .head(key)
+        .await
+        .context("read the object back (HEAD)")?;
+    if info.size != sent {
+        anyhow::bail!(
+            "read back: the store holds {} bytes under this key, but {sent} were sent",
+            info.size
+        );
+    }
+    Ok(())
 }
 
 /// Splits a send into the reader the encoder consumes and the check the encoder
