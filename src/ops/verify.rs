@@ -139,8 +139,11 @@ fn select(
         }
         out.extend(backups.iter().map(|b| (b.key.clone(), b.clone())));
     } else {
+        // One object per snapshot (a restorable one where there are
+        // duplicates), then the newest per source.
+        let unique = chain::by_uuid(backups);
         let mut newest: BTreeMap<(Uuid, String), &Backup> = BTreeMap::new();
-        for b in backups {
+        for b in unique.values().copied() {
             let name = basename_of(store.prefix(), &b.key).unwrap_or_default();
             let e = newest.entry((b.source_uuid, name)).or_insert(b);
             if (b.time, b.ctransid) > (e.time, e.ctransid) {

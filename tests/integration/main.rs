@@ -18,4 +18,5 @@ mod postgres;
 mod remote_s3;
 mod restore;
 mod run;
+mod safety;
 mod stream_pipeline;

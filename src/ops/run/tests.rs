@@ -420,3 +420,40 @@ async fn backups_another_machine_writes_stop_the_prune_of_that_remote() {
     let now = keys(&config).await;
     assert!(ours.iter().all(|k| now.contains(k)) && now.contains(&planted));
 }
+
+#[tokio::test]
+async fn unfinished_uploads_older_than_the_limit_are_aborted() {
+    let store = tempfile::tempdir().unwrap();
+    let config = config(store.path(), "1d");
+    let subvols = FakeSubvols::new(Vec::new());
+    let old = store.path().join(".tmp-0000000000000001");
+    let fresh = store.path().join(".tmp-0000000000000002");
+    for p in [&old, &fresh] {
+        std::fs::write(p, b"part of an upload").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(two_days_ago))
+        .unwrap();
+    subvols.write();
+    let source = &config.sources[0];
+    let outcome = run_sources(
+        &config,
+        &[source],
+        at(1),
+        RunOptions::default(),
+        &subvols,
+        &NoProgress,
+        |_, r| assert!(r.is_ok()),
+    )
+    .await;
+    assert_eq!(outcome.failed, 0);
+    assert!(!old.exists(), "a day-old temp file is removed");
+    assert!(
+        fresh.exists(),
+        "an upload that may still be under way is left alone"
+    );
+}
