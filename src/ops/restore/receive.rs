@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::fetch::{self, Fetch};
+use super::path_guard::PathGuard;
 use super::target::{Present, Target};
 use super::{stream_head, writeback, ObjectFailure, RestoreError, Step, StepAction};
 use crate::core::model::Backup;
@@ -56,10 +57,13 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     steps: &[Step],
     opts: &ReceiveOptions<'_>,
 ) -> Result<Vec<Received>, RestoreError> {
-    let todo: Vec<&Backup> = steps
+    // Each step to receive, with the chain step it is received on (its send
+    // parent, whether received now or already in DIR).
+    let todo: Vec<(&Backup, Option<&Backup>)> = steps
         .iter()
-        .filter(|s| s.action == StepAction::Receive)
-        .map(|s| &s.backup)
+        .enumerate()
+        .filter(|(_, s)| s.action == StepAction::Receive)
+        .map(|(i, s)| (&s.backup, i.checked_sub(1).map(|p| &steps[p].backup)))
         .collect();
     let start = |b: &Backup| {
         Fetch::start(
@@ -71,10 +75,10 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     };
     let mut out = Vec::new();
     let writeback = writeback::Writeback::start(target.dir());
-    let mut next = todo.first().map(|b| start(b));
-    for (i, b) in todo.iter().enumerate() {
+    let mut next = todo.first().map(|(b, _)| start(b));
+    for (i, (b, parent)) in todo.iter().enumerate() {
         let fetch = next.take().expect("a fetch per step");
-        next = todo.get(i + 1).map(|n| start(n));
+        next = todo.get(i + 1).map(|(n, _)| start(n));
         opts.progress.note(&format!(
             "receiving {}/{}: {} ({})",
             i + 1,
@@ -84,7 +88,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
         ));
-        let r = receive_one(fetch, b, target).await?;
+        let r = receive_one(fetch, b, *parent, target).await?;
         opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
@@ -155,9 +159,13 @@ enum Stop {
     WriteFailed,
 }
 
+/// Receives one object: its first command is checked (a plain new name in
+/// DIR, the uuids and ctransids its key names) before `btrfs receive` starts,
+/// and every later path as it passes ([`PathGuard`]).
 async fn receive_one(
     fetch: Fetch,
     backup: &Backup,
+    parent: Option<&Backup>,
     target: &Target,
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
@@ -171,14 +179,8 @@ async fn receive_one(
     let (head, head_buf) = read_head(&mut dec)
         .await
         .map_err(|e| fail(e, String::new()))?;
-    if head.uuid != backup.uuid {
-        tracing::warn!(
-            "{}: the stream sends subvolume {} but the key says {}",
-            backup.key,
-            head.uuid,
-            backup.uuid
-        );
-    }
+    stream_head::check_against_key(&head, backup, parent)
+        .map_err(|e| fail(e.into(), String::new()))?;
     let dest = target.join(&head.name);
     if target.has_entry(&head.name) {
         return Err(fail(ObjectFailure::NameTaken(dest), String::new()));
@@ -224,13 +226,18 @@ async fn read_head(
 
 /// Feeds the rest of the stream (after `pending`) into `btrfs receive` and
 /// ends it: finished when the decoder verified the whole stream, killed
-/// (never finalized) otherwise.
+/// (never finalized) otherwise. Every piece passes the [`PathGuard`] before
+/// receive sees it.
 async fn feed(
     mut dec: stream::Decoded,
     mut rx: ReceiveProcess,
     mut pending: Bytes,
 ) -> Result<stream::DecodeSummary, ObjectFailure> {
+    let mut guard = PathGuard::new();
     let stop = loop {
+        if let Err(e) = guard.update(&pending) {
+            break Stop::ReadFailed(ObjectFailure::UnsafePath(e));
+        }
         if !pending.is_empty() && rx.write_all(&pending).await.is_err() {
             break Stop::WriteFailed;
         }
