@@ -19,3 +19,4 @@ mod remote_s3;
 mod restore;
 mod run;
 mod stream_pipeline;
+mod trust;
