@@ -40,7 +40,9 @@ use uuid::Uuid;
 
 pub use crate::core::chain::{ChainError, Selector};
 pub use fetch::Fetch;
-pub use receive::{download_cause, receive_chain, remove_unfinished, ReceiveOptions, Received};
+pub use receive::{
+    download_cause, object_reader, receive_chain, remove_unfinished, ReceiveOptions, Received,
+};
 pub use select::{choose, Chosen};
 pub use target::{Present, Target};
 
@@ -259,7 +261,11 @@ pub async fn restore(
 ) -> anyhow::Result<Restored> {
     let bucket = crate::ops::remotes::bucket_of(&chosen.remote);
     check_objects(&chosen.store, bucket, &chosen.steps).await?;
-    let opts = ReceiveOptions { prefetch, progress };
+    let opts = ReceiveOptions {
+        prefetch,
+        progress,
+        restore_pipe_through: &chosen.restore_pipe_through,
+    };
     let before = target.subvolumes()?;
     let received = tokio::select! {
         r = receive_chain(Arc::new(chosen.store), target, &chosen.steps, &opts) => r?,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::fetch::{self, Fetch};
 use super::path_guard::PathGuard;
@@ -46,6 +46,8 @@ pub struct ReceiveOptions<'a> {
     pub prefetch: usize,
     /// Told a line before and after each step.
     pub progress: &'a dyn Progress,
+    /// The source's `restore_pipe_through` commands (see [`decode_object`]).
+    pub restore_pipe_through: &'a [Vec<String>],
 }
 
 /// Receives the steps marked [`StepAction::Receive`] in order, prefetching the
@@ -88,7 +90,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
         ));
-        let r = receive_one(fetch, b, *parent, target).await?;
+        let r = receive_one(fetch, b, *parent, target, opts.restore_pipe_through).await?;
         opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
@@ -167,6 +169,7 @@ async fn receive_one(
     backup: &Backup,
     parent: Option<&Backup>,
     target: &Target,
+    restore_pipe_through: &[Vec<String>],
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
@@ -175,7 +178,8 @@ async fn receive_one(
         cleanup,
     };
     let before: BTreeSet<OsString> = target.subvolumes()?.into_keys().collect();
-    let mut dec = stream::decode(fetch, backup.codec);
+    let mut dec = decode_object(fetch, backup, restore_pipe_through)
+        .map_err(|e| fail(ObjectFailure::Stream(e), String::new()))?;
     let (head, head_buf) = read_head(&mut dec)
         .await
         .map_err(|e| fail(e, String::new()))?;
@@ -200,6 +204,31 @@ async fn receive_one(
         checksummed: summary.verified,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The bytes of `backup`'s object to decode: `body` itself, or `body` passed
+/// through the `restore_pipe_through` commands when there are some and the key
+/// names no codec (what `pipe_through` and btrfs2s3 write; keys naming
+/// subvault's own codec were never piped). Used by `restore` and `verify`.
+pub fn object_reader(
+    body: Fetch,
+    backup: &Backup,
+    restore_pipe_through: &[Vec<String>],
+) -> Result<Box<dyn AsyncRead + Unpin + Send>, StreamError> {
+    if backup.codec.is_some() || restore_pipe_through.is_empty() {
+        return Ok(Box::new(body));
+    }
+    Ok(Box::new(stream::unpipe(body, restore_pipe_through)?))
+}
+
+/// [`stream::decode`] of [`object_reader`].
+fn decode_object(
+    body: Fetch,
+    backup: &Backup,
+    restore_pipe_through: &[Vec<String>],
+) -> Result<stream::Decoded, StreamError> {
+    let obj = object_reader(body, backup, restore_pipe_through)?;
+    Ok(stream::decode(obj, backup.codec))
 }
 
 /// Reads the decoded stream until its first command (which names the subvolume
