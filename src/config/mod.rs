@@ -22,6 +22,7 @@ mod duration;
 mod locate;
 mod node;
 mod schema;
+mod warnings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

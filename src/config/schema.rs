@@ -223,7 +223,8 @@ fn endpoint(node: &Node, base_dir: &Path) -> Result<S3Endpoint, Fault> {
     if let (Some(url), Some(n)) = (&endpoint_url, map.get("endpoint_url")) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(n.fault(format!(
-                "endpoint URL {url:?} must start with http:// or https://"
+                "endpoint URL {:?} must start with http:// or https://",
+                crate::errors::redact_url(url)
             )));
         }
     }
