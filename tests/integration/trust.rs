@@ -17,7 +17,8 @@ use std::process::{Command, Output, Stdio};
 
 use uuid::Uuid;
 
-use crate::common::{run, subvault, tool, TestFs};
+use crate::common::gpg::{yaml_command, GpgHome};
+use crate::common::{get_object, new_bucket, put_object, run, s3_endpoint, subvault, tool, TestFs};
 use subvault::stream::send_format::synthetic::{command, header};
 
 const CMD_SUBVOL: u16 = 1;
@@ -412,6 +413,234 @@ fn real_send_streams_pass_the_path_guard() {
                     .update(chunk)
                     .unwrap_or_else(|e| panic!("{proto:?} {args:?}: {e}"));
             }
+        }
+    }
+}
+
+/// The source tree the pipe tests back up: a marker string that must not
+/// appear in any object once gpg encrypted it, and some bulk.
+fn fill_source(src: &Path, marker: &str, n: u8) {
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/notes.txt"), format!("{marker} step {n}\n")).unwrap();
+    let bulk: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> (13 + n as u32 % 3)) as u8)
+        .collect();
+    fs::write(src.join(format!("bulk-{n}")), bulk).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", src.join(format!("link-{n}"))).unwrap();
+}
+
+fn newest_snapshot(dir: &Path) -> PathBuf {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().map_or(true, |e| e != "json"))
+        .collect();
+    names.sort();
+    names.pop().expect("a snapshot")
+}
+
+/// The path in restore's "restored PATH (...)" line.
+fn restored_path(out: &Output) -> PathBuf {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("restored "))
+        .unwrap_or_else(|| panic!("no result line: {}", text(out)));
+    PathBuf::from(line.split(" (").next().unwrap())
+}
+
+fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "{}", text(&out));
+    out
+}
+
+#[test]
+#[ignore = "needs root + btrfs + S3 + gpg"]
+fn objects_written_through_gpg_restore_with_restore_pipe_through() {
+    let gpg = GpgHome::new();
+    let bucket = new_bucket("trust-gpg");
+    let fs_ = TestFs::new(512);
+    let src = fs_.subvolume("data");
+    let snapshots = fs_.path().join("snapshots");
+    fs::create_dir(&snapshots).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let marker = format!("known-plaintext-{:016x}", fastrand::u64(..));
+    let write_config = |reverse: bool| {
+        let reverse = if reverse {
+            format!(
+                "        restore_pipe_through: [{}]\n",
+                yaml_command(&gpg.decrypt())
+            )
+        } else {
+            String::new()
+        };
+        fs::write(
+            &config,
+            format!(
+                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      - id: main\n        preserve: 1y 3m\n        compression: zstd\n        pipe_through: [{}]\n{reverse}remotes:\n  - id: main\n    s3:\n      bucket: {bucket}\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n",
+                src.display(),
+                snapshots.display(),
+                yaml_command(&gpg.encrypt()),
+                s3_endpoint()
+            ),
+        )
+        .unwrap();
+    };
+
+    // Without the reverse command: config check warns, the backups are made
+    // and restore cannot read them (and says what to set).
+    write_config(false);
+    let out = ok(subvault(&config, &["config", "check"]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no restore_pipe_through"),
+        "{}",
+        text(&out)
+    );
+    for (n, now) in ["2026-01-05T10:00:00Z", "2026-02-03T10:00:00Z"]
+        .iter()
+        .enumerate()
+    {
+        fill_source(&src, &marker, n as u8);
+        ok(subvault(&config, &["run", "--now", now]));
+    }
+    let objects = crate::common::bucket_objects(&bucket);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let mut keys: Vec<String> = objects.into_keys().collect();
+    keys.sort_by_key(|k| subvault::core::object_key::parse_key("", k).unwrap().time);
+    for key in &keys {
+        assert!(
+            !key.contains(".cmpr"),
+            "a piped object's key names no codec: {key}"
+        );
+        let body = get_object(&bucket, key);
+        assert!(
+            !body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+            "{key} is not plain zstd"
+        );
+        assert!(
+            !body.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{key} holds the plaintext"
+        );
+    }
+    let target = TestFs::new(512);
+    let restore_into = |name: &str| {
+        let d = target.path().join(name);
+        fs::create_dir(&d).unwrap();
+        subvault(&config, &["restore", "--to", d.to_str().unwrap()])
+    };
+    let out = restore_into("without");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set restore_pipe_through"),
+        "{}",
+        text(&out)
+    );
+
+    // With it: config check is quiet, restore equals the source, verify passes.
+    write_config(true);
+    let out = ok(subvault(&config, &["config", "check"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("restore_pipe_through"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("read back through gpg"),
+        "{}",
+        text(&out)
+    );
+    let out = ok(restore_into("with"));
+    assert_eq!(
+        crate::common::tree_hash(&restored_path(&out)),
+        crate::common::tree_hash(&newest_snapshot(&snapshots))
+    );
+    let out = ok(subvault(&config, &["verify", "--all"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 object(s) checked, 0 bad"),
+        "{}",
+        text(&out)
+    );
+
+    // A flipped last byte breaks gpg's integrity check (the MDC) after it
+    // wrote out everything it decrypted: only its exit status tells, and the
+    // restore must fail on it, leaving the full backup's step only.
+    let leaf = &keys[1];
+    let mut body = get_object(&bucket, leaf);
+    *body.last_mut().unwrap() ^= 0x01;
+    put_object(&bucket, leaf, body);
+    let out = restore_into("tampered");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(leaf.as_str()) && last.contains("restore_pipe_through command `gpg"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<String> = tree(&target.path().join("tampered"))
+        .into_iter()
+        .filter(|p| !p.contains('/'))
+        .collect();
+    assert_eq!(left.len(), 1, "only the full backup's step stays: {left:?}");
+    let out = subvault(&config, &["verify", "--all"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{leaf}: restore_pipe_through")),
+        "{}",
+        text(&out)
+    );
+    drop(target);
+}
+
+/// `pipe_through` and `restore_pipe_through` commands see subvault's
+/// environment without its secrets.
+#[test]
+#[ignore = "needs root + btrfs"]
+fn pipe_commands_do_not_inherit_secret_variables() {
+    let b = local_bucket();
+    let src = b.fs.path().join("data");
+    fill_source(&src, "x", 0);
+    let envs = tempfile::tempdir().unwrap();
+    let (sent, read) = (envs.path().join("sent.env"), envs.path().join("read.env"));
+    let text_ = fs::read_to_string(&b.config).unwrap().replace(
+        "        preserve: 1y 1m\n",
+        &format!(
+            "        preserve: 1y 1m\n        compression: zstd\n        pipe_through: [[sh, -c, 'env > {}; cat']]\n        restore_pipe_through: [[sh, -c, 'env > {}; cat']]\n",
+            sent.display(),
+            read.display()
+        ),
+    );
+    fs::write(&b.config, text_).unwrap();
+    let secrets = [
+        ("AWS_ACCESS_KEY_ID", "env-secret-akid"),
+        ("AWS_SECRET_ACCESS_KEY", "env-secret-key"),
+        ("AWS_SESSION_TOKEN", "env-secret-token"),
+        ("PGPASSWORD", "env-secret-pg"),
+        ("SUBVAULT_TEST_TOKEN", "env-secret-subvault"),
+    ];
+    let with_env = |args: &[&str]| {
+        let mut cmd = crate::common::subvault_command(&b.config, args);
+        for (k, v) in secrets {
+            cmd.env(k, v);
+        }
+        cmd.env("NOT_A_SECRET", "visible");
+        ok(cmd.output().unwrap())
+    };
+    with_env(&["run", "--now", "2026-01-05T10:00:00Z"]);
+    let dir = b.fs.path().join("restore");
+    fs::create_dir(&dir).unwrap();
+    let out = with_env(&["restore", "--to", dir.to_str().unwrap()]);
+    assert_eq!(
+        crate::common::tree_hash(&restored_path(&out)),
+        crate::common::tree_hash(&newest_snapshot(&b.fs.path().join("snapshots")))
+    );
+    for file in [&sent, &read] {
+        let env = fs::read_to_string(file).unwrap();
+        assert!(env.contains("NOT_A_SECRET=visible"), "{env}");
+        assert!(env.contains("PATH="), "{env}");
+        for (k, v) in secrets {
+            assert!(
+                !env.contains(k) && !env.contains(v),
+                "{} holds {k}:\n{env}",
+                file.display()
+            );
         }
     }
 }
