@@ -139,7 +139,14 @@ pub(crate) fn spawn_chain(
                     tail.drain(..tail.len() - STDERR_TAIL);
                 }
             }
-            String::from_utf8_lossy(&tail).trim().to_string()
+            // One line: it goes into an error line (gpg writes several).
+            let text = String::from_utf8_lossy(&tail);
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            lines.join("; ")
         });
         procs.push(Proc {
             setting,
@@ -367,7 +374,11 @@ mod tests {
         let obj = std::io::Cursor::new(b"data".to_vec());
         let r = unpipe(
             obj,
-            &[argv(&["sh", "-c", "cat; echo 'bad MDC' >&2; exit 2"])],
+            &[argv(&[
+                "sh",
+                "-c",
+                "cat; printf 'bad MDC\\n\\ntwice\\n' >&2; exit 2",
+            ])],
         )
         .unwrap();
         let (out, e) = read_all(r).await;
@@ -377,7 +388,7 @@ mod tests {
         assert!(
             msg.contains("restore_pipe_through command `sh -c")
                 && msg.contains("exit status: 2")
-                && msg.contains("bad MDC"),
+                && msg.contains("bad MDC; twice"),
             "{msg}"
         );
         let err = unpipe(
