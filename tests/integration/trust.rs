@@ -644,3 +644,201 @@ fn pipe_commands_do_not_inherit_secret_variables() {
         }
     }
 }
+
+/// A config full of secrets (static keys, a password in the endpoint URL and
+/// in the PostgreSQL connection, a gpg passphrase on the pipe_through command
+/// line): `-vv` runs of every command, on the happy path against the S3
+/// server and on error paths (a store answering 403, PostgreSQL down, a
+/// tampered object), print none of them. A config file that holds secrets and
+/// others may read gets a warning with the chmod on every command.
+#[test]
+#[ignore = "needs root + btrfs + S3 + gpg"]
+fn secrets_never_reach_output_at_any_verbosity() {
+    const SECRETS: [&str; 5] = [
+        "url-Secret-51c7",
+        "AKID-Secret-9e02",
+        "sk-Secret-77d1",
+        "pg-Secret-0b3a",
+        "gpg-Secret-4f6e",
+    ];
+    let bucket = new_bucket("trust-secrets");
+    let fs_ = TestFs::new(512);
+    let data = fs_.subvolume("data");
+    let pg = fs_.subvolume("pg");
+    let snapshots = fs_.path().join("snapshots");
+    fs::create_dir(&snapshots).unwrap();
+    fill_source(&data, "x", 0);
+    let gpg_home = tempfile::tempdir().unwrap();
+    let gpg = |op: &str| {
+        format!(
+            "[gpg, --homedir, '{}', --batch, --no-tty, --quiet, --pinentry-mode, loopback, \
+             --no-symkey-cache, --passphrase, {}, {op}]",
+            gpg_home.path().display(),
+            SECRETS[4]
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let write_config = |endpoint: &str| {
+        let endpoint = endpoint.replacen("://", &format!("://minio:{}@", SECRETS[0]), 1);
+        fs::write(
+            &config,
+            format!(
+                "timezone: UTC
+sources:
+  - path: {data}
+    snapshots: {snapshots}
+    upload_to_remotes:
+      - id: s3
+        preserve: 1y 1m
+        compression: zstd
+        pipe_through: [{enc}]
+        restore_pipe_through: [{dec}]
+  - path: {pg}
+    snapshots: {snapshots}
+    postgres:
+      connection: 'host=127.0.0.1 port=1 user=backup password={pgpw} dbname=postgres'
+      timeout: 5s
+    upload_to_remotes:
+      - id: s3
+        preserve: 1d
+remotes:
+  - id: s3
+    s3:
+      bucket: {bucket}
+      endpoint:
+        endpoint_url: '{endpoint}'
+        aws_access_key_id: {akid}
+        aws_secret_access_key: {sk}
+        region_name: us-east-1
+",
+                data = data.display(),
+                pg = pg.display(),
+                snapshots = snapshots.display(),
+                enc = gpg("--symmetric"),
+                dec = gpg("--decrypt"),
+                pgpw = SECRETS[3],
+                akid = SECRETS[1],
+                sk = SECRETS[2],
+            ),
+        )
+        .unwrap();
+    };
+    let seen = std::sync::Mutex::new(String::new());
+    let vv = |args: &[&str]| -> Output {
+        let mut full = vec!["-vv"];
+        full.extend_from_slice(args);
+        let out = crate::common::subvault_command(&config, &full)
+            .env_remove("SUBVAULT_LOG")
+            .output()
+            .unwrap();
+        let all = text(&out);
+        for s in SECRETS {
+            assert!(!all.contains(s), "subvault {args:?} printed {s}:\n{all}");
+        }
+        seen.lock().unwrap().push_str(&all);
+        out
+    };
+
+    // The happy path (and PostgreSQL down) against the S3 server.
+    write_config(&s3_endpoint());
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = vv(&["config", "check"]);
+    assert!(out.status.success());
+    let warning = format!("chmod 600 {}", config.display());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&warning),
+        "{}",
+        text(&out)
+    );
+    let out = vv(&["run", "--now", "2026-01-05T10:00:00Z"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the pg source fails: {}",
+        text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&warning),
+        "every command warns: {}",
+        text(&out)
+    );
+    assert!(stderr.contains("source pg:"), "{}", text(&out));
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = vv(&["plan"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("chmod"),
+        "{}",
+        text(&out)
+    );
+    ok(vv(&["list"]));
+    ok(vv(&["verify", "--all"]));
+    let target = fs_.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    ok(vv(&[
+        "restore",
+        "--source",
+        "data",
+        "--to",
+        target.to_str().unwrap(),
+    ]));
+    // A tampered object: the failing gpg command is named, its passphrase not.
+    let key = crate::common::bucket_objects(&bucket)
+        .into_keys()
+        .next()
+        .unwrap();
+    let mut body = get_object(&bucket, &key);
+    *body.last_mut().unwrap() ^= 1;
+    put_object(&bucket, &key, body);
+    let again = fs_.path().join("again");
+    fs::create_dir(&again).unwrap();
+    let out = vv(&[
+        "restore",
+        "--source",
+        "data",
+        "--to",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--passphrase ***"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(vv(&["verify", "--all"]).status.code(), Some(1));
+
+    // Error paths: a store that refuses every request.
+    let proxy = crate::common::proxy::FaultProxy::start(std::sync::Arc::new(|_, _| Some(403)));
+    write_config(&proxy.url);
+    // In parallel: each retries its requests for a while before it gives up.
+    let again = again.to_str().unwrap();
+    let restore = ["restore", "--source", "data", "--to", again];
+    let commands: [&[&str]; 6] = [
+        &["config", "check"],
+        &["plan"],
+        &["run", "--now", "2026-01-06T10:00:00Z"],
+        &["list"],
+        &["verify"],
+        &restore,
+    ];
+    std::thread::scope(|scope| {
+        for args in commands {
+            let vv = &vv;
+            scope.spawn(move || {
+                let out = vv(args);
+                if args[0] != "config" {
+                    assert_ne!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+                }
+            });
+        }
+    });
+    assert!(proxy.injected() > 0);
+    // The error paths did run: the refusal and the unreachable server were
+    // reported (with the redacted endpoint).
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.contains("403"), "{seen}");
+    assert!(seen.contains(&proxy.url.replace("http://", "")), "{seen}");
+    assert!(seen.contains("PostgreSQL at 127.0.0.1:1"), "{seen}");
+}
