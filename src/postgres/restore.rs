@@ -225,9 +225,12 @@ fn repoint_tablespace_map(copy: &Path, map: &Path) -> Result<Vec<String>, PgErro
 }
 
 /// Replaces the file at `path` with `content` by writing a new file next to
-/// it (created exclusively, never through a symlink) and renaming it over
-/// `path` (a rename replaces the directory entry, whatever it is).
+/// it (created exclusively, never through a symlink) with the old one's owner,
+/// group and mode (the server runs as its owner), and renaming it over `path`
+/// (a rename replaces the directory entry, whatever it is).
 fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let old = path.symlink_metadata()?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".subvault-tmp");
     let tmp = PathBuf::from(tmp);
@@ -237,7 +240,12 @@ fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(content).and_then(|()| f.sync_all()));
+        .and_then(|mut f| {
+            std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()))?;
+            f.set_permissions(old.permissions())?;
+            f.write_all(content)?;
+            f.sync_all()
+        });
     match written.and_then(|()| std::fs::rename(&tmp, path)) {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -445,8 +453,25 @@ mod tests {
         // in-place write; the rename replaces the entry instead.
         std::fs::remove_file(copy.join("tablespace_map")).unwrap();
         std::fs::hard_link(outside.join("file"), copy.join("tablespace_map")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            copy.join("tablespace_map"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        // Another owner, where the test may chown (as root).
+        let owner = std::os::unix::fs::chown(copy.join("tablespace_map"), Some(1234), Some(5678))
+            .ok()
+            .map(|()| (1234, 5678));
         prepare_restored_datadir(&copy).unwrap();
         let copy = copy.canonicalize().unwrap();
+        // The server reads it as the file's owner: owner and mode are kept.
+        let meta = std::fs::metadata(copy.join("tablespace_map")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        if let Some((u, g)) = owner {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((meta.uid(), meta.gid()), (u, g));
+        }
         assert_eq!(
             std::fs::read_to_string(copy.join("tablespace_map")).unwrap(),
             format!("16400 {}\n", copy.join("ts/one").display())
