@@ -3,7 +3,7 @@
 //! `btrfs receive --chroot -e DIR` (`-e`: stop at the stream's end command
 //! instead of waiting for more).
 //!
-//! `--chroot` (btrfs-progs 4.x and later; `-C`): after opening DIR and its
+//! `--chroot` (btrfs-progs 4.0 and later; `-C`): after opening DIR and its
 //! filesystem's root, receive calls `chroot(DIR)` and builds every path of
 //! the stream below `/`, so an absolute symlink the stream made (`l -> /etc`)
 //! and any `..` resolve inside DIR, never to the host's files. (It keeps
