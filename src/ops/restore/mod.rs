@@ -13,7 +13,7 @@
 //! Safety rules: DIR must exist on btrfs and is canonicalized once ([`Target`]);
 //! the name a stream would create is read from its first command before
 //! `btrfs receive` starts and must be a plain, unused name in DIR, and the
-//! uuids and ctransids of that command must be the ones its key names
+//! uuid, ctransid and parent uuid of that command must be the ones its key names
 //! ([`stream_head::check_against_key`]); `btrfs receive` runs chrooted into DIR
 //! and every path of the stream is checked before receive sees it
 //! ([`path_guard`]), so nothing is written outside DIR; the last step

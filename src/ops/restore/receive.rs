@@ -59,13 +59,10 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     steps: &[Step],
     opts: &ReceiveOptions<'_>,
 ) -> Result<Vec<Received>, RestoreError> {
-    // Each step to receive, with the chain step it is received on (its send
-    // parent, whether received now or already in DIR).
-    let todo: Vec<(&Backup, Option<&Backup>)> = steps
+    let todo: Vec<&Backup> = steps
         .iter()
-        .enumerate()
-        .filter(|(_, s)| s.action == StepAction::Receive)
-        .map(|(i, s)| (&s.backup, i.checked_sub(1).map(|p| &steps[p].backup)))
+        .filter(|s| s.action == StepAction::Receive)
+        .map(|s| &s.backup)
         .collect();
     let start = |b: &Backup| {
         Fetch::start(
@@ -77,10 +74,10 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     };
     let mut out = Vec::new();
     let writeback = writeback::Writeback::start(target.dir());
-    let mut next = todo.first().map(|(b, _)| start(b));
-    for (i, (b, parent)) in todo.iter().enumerate() {
+    let mut next = todo.first().map(|b| start(b));
+    for (i, b) in todo.iter().enumerate() {
         let fetch = next.take().expect("a fetch per step");
-        next = todo.get(i + 1).map(|(n, _)| start(n));
+        next = todo.get(i + 1).map(|n| start(n));
         opts.progress.note(&format!(
             "receiving {}/{}: {} ({})",
             i + 1,
@@ -90,7 +87,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
         ));
-        let r = receive_one(fetch, b, *parent, target, opts.restore_pipe_through).await?;
+        let r = receive_one(fetch, b, target, opts.restore_pipe_through).await?;
         opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
@@ -162,12 +159,11 @@ enum Stop {
 }
 
 /// Receives one object: its first command is checked (a plain new name in
-/// DIR, the uuids and ctransids its key names) before `btrfs receive` starts,
+/// DIR, the uuid, ctransid and parent its key names) before `btrfs receive` starts,
 /// and every later path as it passes ([`PathGuard`]).
 async fn receive_one(
     fetch: Fetch,
     backup: &Backup,
-    parent: Option<&Backup>,
     target: &Target,
     restore_pipe_through: &[Vec<String>],
 ) -> Result<Received, RestoreError> {
@@ -183,8 +179,7 @@ async fn receive_one(
     let (head, head_buf) = read_head(&mut dec)
         .await
         .map_err(|e| fail(e, String::new()))?;
-    stream_head::check_against_key(&head, backup, parent)
-        .map_err(|e| fail(e.into(), String::new()))?;
+    stream_head::check_against_key(&head, backup).map_err(|e| fail(e.into(), String::new()))?;
     let dest = target.join(&head.name);
     if target.has_entry(&head.name) {
         return Err(fail(ObjectFailure::NameTaken(dest), String::new()));
