@@ -46,7 +46,7 @@ pub struct ReceiveOptions<'a> {
     pub prefetch: usize,
     /// Told a line before and after each step.
     pub progress: &'a dyn Progress,
-    /// The source's `restore_pipe_through` commands (see [`decode_object`]).
+    /// The source's `restore_pipe_through` commands (see [`object_reader`]).
     pub restore_pipe_through: &'a [Vec<String>],
 }
 
