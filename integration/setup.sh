@@ -16,10 +16,11 @@ MOTO_VERSION=5.2.5
 # btrfs-progs: mkfs.btrfs, btrfs send/receive; util-linux: mount, losetup,
 # findmnt; attr: getfattr for inspecting xattrs by hand; postgresql-15 and
 # postgresql-contrib (pgbench, amcheck) for the PostgreSQL tests; duperemove
-# for the dedupe benchmark; systemd for `systemd-analyze verify` of the units.
+# for the dedupe benchmark; systemd for `systemd-analyze verify` of the units;
+# gnupg for the pipe_through/restore_pipe_through tests (tests/integration/trust.rs).
 PACKAGES=(
   btrfs-progs zstd util-linux e2fsprogs attr python3-venv
-  postgresql-15 postgresql-contrib duperemove systemd
+  postgresql-15 postgresql-contrib duperemove systemd gnupg
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -59,7 +60,7 @@ if ((${#missing[@]} > 0)); then
   trap - EXIT
 fi
 
-for tool in mkfs.btrfs btrfs zstd losetup findmnt mount umount systemd-analyze duperemove; do
+for tool in mkfs.btrfs btrfs zstd losetup findmnt mount umount systemd-analyze duperemove gpg gpgconf; do
   PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null || die "$tool missing after install"
 done
 [[ -x /usr/lib/postgresql/15/bin/pg_ctl ]] || die "PostgreSQL 15 missing after install"

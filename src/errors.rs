@@ -39,6 +39,21 @@ pub fn std_one_line(e: &(dyn std::error::Error + 'static)) -> String {
     join(std::iter::successors(Some(e), |e| e.source()))
 }
 
+/// `url` without the `user:password@` before its host, for messages and logs:
+/// S3 authenticates with keys, so credentials in an endpoint URL are never
+/// needed and never shown. Everything up to the last `@` before the query is
+/// dropped (a password may itself hold `@` or an unescaped `/`), also when the
+/// scheme is missing.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |s| s + 3);
+    let rest = &url[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 fn join<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
     let mut line = String::new();
     for cause in chain {
@@ -69,6 +84,20 @@ mod tests {
         assert_eq!(one_line(&e), "source data: upload failed: connection reset");
         let io = std::io::Error::other("connection reset");
         assert_eq!(std_one_line(&Outer(io)), "upload failed: connection reset");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        for (url, want) in [
+            ("https://u:p@h:9/x", "https://h:9/x"),
+            ("http://h:9", "http://h:9"),
+            ("https://AKID:s3cr@t@minio.lan", "https://minio.lan"),
+            ("https://u:pa/ss@h/", "https://h/"),
+            ("u:secret@h:9", "h:9"),
+            ("https://h/?x=a@b", "https://h/?x=a@b"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod duration;
 mod locate;
 mod node;
 mod schema;
+mod warnings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,11 @@ pub struct UploadConfig {
     /// Commands the compressed stream is piped through, in order (btrfs2s3's
     /// `pipe_through`, e.g. `[[gpg, --encrypt, -r, me@example.com]]`).
     pub pipe_through: Vec<Vec<String>>,
+    /// Commands that undo `pipe_through` (e.g. `[[gpg, --decrypt]]`): `restore`
+    /// and `verify` pass this source's objects on this remote through them
+    /// before decoding, when the key names no codec (the keys `pipe_through`
+    /// writes, and btrfs2s3's). Empty: objects are read as they are.
+    pub restore_pipe_through: Vec<Vec<String>>,
     /// S3 storage class per timeframe.
     pub storage_class: StorageClasses,
     /// S3 Object Lock settings, when wanted.

@@ -41,6 +41,7 @@ const UPLOAD_KEYS: &[&str] = &[
     "preserve",
     "compression",
     "pipe_through",
+    "restore_pipe_through",
     "storage_class",
     "object_lock",
 ];
@@ -339,7 +340,8 @@ fn endpoint(node: &Node, base_dir: &Path) -> Result<S3Endpoint, Fault> {
     if let (Some(url), Some(n)) = (&endpoint_url, map.get("endpoint_url")) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(n.fault(format!(
-                "endpoint URL {url:?} must start with http:// or https://"
+                "endpoint URL {:?} must start with http:// or https://",
+                crate::errors::redact_url(url)
             )));
         }
     }
@@ -543,10 +545,12 @@ fn upload<'v>(
     let text = preserve_node.str()?;
     let preserve = Policy::from_str(text)
         .map_err(|e| preserve_node.fault(format!("bad policy {text:?}: {e}")))?;
-    let pipe_through = match map.get("pipe_through") {
-        Some(n) => pipe_through(&n)?,
-        None => Vec::new(),
+    let commands = |key: &str| match map.get(key) {
+        Some(n) => pipe_through(&n),
+        None => Ok(Vec::new()),
     };
+    let restore_pipe_through = commands("restore_pipe_through")?;
+    let pipe_through = commands("pipe_through")?;
     let compression = match map.get("compression") {
         Some(n) => compression(&n)?,
         // btrfs2s3 configs compress inside pipe_through; compressing twice wastes CPU.
@@ -594,6 +598,7 @@ fn upload<'v>(
             preserve,
             compression,
             pipe_through,
+            restore_pipe_through,
             storage_class,
             object_lock,
         },
@@ -665,7 +670,8 @@ fn compression(node: &Node) -> Result<Compression, Fault> {
     }
 }
 
-/// `pipe_through: [[gzip], [gpg, --encrypt, -r, me@example.com]]`.
+/// `pipe_through: [[gzip], [gpg, --encrypt, -r, me@example.com]]` (and
+/// `restore_pipe_through`, in the same shape).
 fn pipe_through(node: &Node) -> Result<Vec<Vec<String>>, Fault> {
     let mut commands = Vec::new();
     for cmd in node.seq()? {

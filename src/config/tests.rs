@@ -364,6 +364,23 @@ remotes:
         line.contains("aws_secret_access_key") && !line.contains("topsecret"),
         "{line}"
     );
+    // An endpoint URL is echoed without its user:password@.
+    let e = load_err(
+        "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}]}]
+remotes:
+  - id: r
+    s3:
+      bucket: b
+      endpoint: {endpoint_url: 'ftp://minio:urlsecret@s3.lan'}
+",
+    );
+    let line = e.to_string();
+    assert!(
+        line.contains("\"ftp://s3.lan\" must start with http") && !line.contains("urlsecret"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -157,6 +157,21 @@ pub fn source_uuids(config: &Config) -> HashMap<String, Option<Uuid>> {
         .collect()
 }
 
+/// The `restore_pipe_through` commands for the objects of the source named
+/// `source` on remote `remote_id` (none when no source of that name uploads
+/// there, e.g. for orphans).
+pub fn restore_pipe_through<'a>(
+    config: &'a Config,
+    remote_id: &str,
+    source: Option<&str>,
+) -> &'a [Vec<String>] {
+    source
+        .and_then(|name| config.source(name))
+        .and_then(|s| s.upload_to_remotes.iter().find(|u| u.id == remote_id))
+        .map(|u| u.restore_pipe_through.as_slice())
+        .unwrap_or_default()
+}
+
 /// The base name in a backup key (usually the source's name).
 pub fn basename_of(prefix: &str, key: &str) -> Option<String> {
     object_key::parse_key(prefix, key).ok().map(|k| k.basename)

@@ -29,6 +29,12 @@ const SEND_LOCK_WAIT: Duration = Duration::from_secs(6 * 3600);
 pub trait SendSource: AsyncRead + Unpin + Send {
     /// Waits for the send to end; an error says why the stream is incomplete.
     fn finish(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+    /// The ctransid the stream carries (its snapshot's when the send
+    /// started), when known.
+    fn ctransid(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a run does to subvolumes.
@@ -144,6 +150,10 @@ impl SendSource for LockedSend {
             let LockedSend { stream, _locks } = *self;
             stream.finish().await.map(|_| ()).map_err(|e| e.to_string())
         })
+    }
+
+    fn ctransid(&self) -> Option<u64> {
+        Some(self.stream.ctransid())
     }
 }
 

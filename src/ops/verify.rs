@@ -13,9 +13,9 @@ use anyhow::Result;
 use uuid::Uuid;
 
 use super::remotes::{self, bucket_of};
-use super::restore::{download_cause, restore_request_command, Fetch};
-use super::sources::basename_of;
-use crate::config::RemoteConfig;
+use super::restore::{download_cause, object_reader, restore_request_command, Fetch};
+use super::sources::{basename_of, restore_pipe_through};
+use crate::config::{Config, RemoteConfig};
 use crate::core::chain;
 use crate::core::model::Backup;
 use crate::remote::{AnyStore, ObjectStore};
@@ -70,8 +70,11 @@ pub struct VerifyReport {
 const VERIFY_WINDOW: usize = 8 << 20;
 
 /// Checks the selected objects of each remote in turn, telling `on_object`
-/// about each as soon as it is checked.
+/// about each as soon as it is checked. Objects are read through their
+/// source's `restore_pipe_through` for that remote (the source named by the
+/// key's base name), as `restore` reads them.
 pub async fn verify(
+    config: &Config,
     remotes: &[&RemoteConfig],
     selection: &Selection,
     mut on_object: impl FnMut(&Backup, &Outcome),
@@ -88,7 +91,9 @@ pub async fn verify(
         };
         report.found_uuid |= !chosen.is_empty() && selection.uuid.is_some();
         for b in chosen {
-            let outcome = match check(&store, &b, bucket_of(rc)).await {
+            let name = basename_of(store.prefix(), &b.key);
+            let unpipe = restore_pipe_through(config, &rc.id, name.as_deref());
+            let outcome = match check(&store, &b, bucket_of(rc), unpipe).await {
                 Ok(o) => o,
                 Err(problem) => Outcome::Bad(problem),
             };
@@ -164,7 +169,12 @@ fn select(
 }
 
 /// Checks one object; `Err` says what is wrong with it.
-async fn check(store: &Arc<AnyStore>, b: &Backup, bucket: &str) -> Result<Outcome, String> {
+async fn check(
+    store: &Arc<AnyStore>,
+    b: &Backup,
+    bucket: &str,
+    restore_pipe_through: &[Vec<String>],
+) -> Result<Outcome, String> {
     if matches!(
         b.storage_class.as_deref(),
         Some("GLACIER") | Some("DEEP_ARCHIVE")
@@ -182,7 +192,8 @@ async fn check(store: &Arc<AnyStore>, b: &Backup, bucket: &str) -> Result<Outcom
         b.size.unwrap_or(u64::MAX),
         VERIFY_WINDOW,
     );
-    let s = stream::verify_object(body, b.codec)
+    let obj = object_reader(body, b, restore_pipe_through).map_err(|e| e.to_string())?;
+    let s = stream::verify_object(obj, b.codec)
         .await
         .map_err(|e| match &e {
             StreamError::ObjectRead(inner) => download_cause(inner),

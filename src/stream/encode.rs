@@ -152,7 +152,7 @@ pub fn encode(
     let chain = if opts.pipe_through.is_empty() {
         None
     } else {
-        Some(spawn_chain(&opts.pipe_through)?)
+        Some(spawn_chain(&opts.pipe_through, "pipe_through")?)
     };
 
     let s = slot.clone();
@@ -191,6 +191,7 @@ pub fn encode(
                         Msg::Data(b) => {
                             if let Err(e) = stdin.write_all(&b).await {
                                 return Err(StreamError::PipeIo {
+                                    setting: "pipe_through",
                                     command: first,
                                     source: Arc::new(e),
                                 });
@@ -355,6 +356,7 @@ impl AsyncRead for Encoded {
                         let before = buf.filled().len();
                         if let Err(e) = ready!(Pin::new(&mut *stdout).poll_read(cx, buf)) {
                             *state = PipeState::Ended(Err(StreamError::PipeIo {
+                                setting: "pipe_through",
                                 command: "(reading the last command's output)".into(),
                                 source: Arc::new(e),
                             }));

@@ -24,3 +24,4 @@ pub use codec::{default_level, default_threads, level_range, validate_level, MAX
 pub use decode::{decode, decode_with, verify_object, DecodeOptions, DecodeSummary, Decoded};
 pub use encode::{encode, EncodeOptions, EncodeSummary, Encoded, SourceCheck};
 pub use error::StreamError;
+pub use pipe::{is_secret_env, show as show_command, unpipe, Unpiped};

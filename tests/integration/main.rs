@@ -20,3 +20,4 @@ mod restore;
 mod run;
 mod safety;
 mod stream_pipeline;
+mod trust;

@@ -34,6 +34,8 @@ struct FakeSubvols {
     ctransid: Mutex<u64>,
     snapshots: Mutex<Vec<Snapshot>>,
     failing_sends: Vec<PathBuf>,
+    /// Snapshots whose ctransid moved on since they were listed (deduped).
+    deduped: Vec<PathBuf>,
     destroyed: Mutex<Vec<PathBuf>>,
 }
 
@@ -43,6 +45,7 @@ impl FakeSubvols {
             ctransid: Mutex::new(100),
             snapshots: Mutex::new(Vec::new()),
             failing_sends,
+            deduped: Vec::new(),
             destroyed: Mutex::new(Vec::new()),
         }
     }
@@ -116,9 +119,13 @@ impl Subvolumes for FakeSubvols {
         _uuid: Uuid,
         _parent: Option<(&Path, Uuid)>,
     ) -> Result<Box<dyn SendSource>> {
+        let listed = self.snapshots.lock().unwrap();
+        let ctransid = listed.iter().find(|s| s.path == snapshot).unwrap().ctransid;
+        let moved = self.deduped.iter().any(|p| p == snapshot);
         Ok(Box::new(FakeSend {
             data: Cursor::new(synthetic::stream(&[b"some file data"])),
             fails: self.failing_sends.iter().any(|p| p == snapshot),
+            ctransid: ctransid + u64::from(moved),
         }))
     }
 
@@ -132,6 +139,7 @@ impl Subvolumes for FakeSubvols {
 struct FakeSend {
     data: Cursor<Vec<u8>>,
     fails: bool,
+    ctransid: u64,
 }
 
 impl AsyncRead for FakeSend {
@@ -154,6 +162,10 @@ impl SendSource for FakeSend {
                 Ok(())
             }
         })
+    }
+
+    fn ctransid(&self) -> Option<u64> {
+        Some(self.ctransid)
     }
 }
 
@@ -456,4 +468,34 @@ async fn unfinished_uploads_older_than_the_limit_are_aborted() {
         fresh.exists(),
         "an upload that may still be under way is left alone"
     );
+}
+
+#[tokio::test]
+async fn a_snapshot_deduped_since_it_was_listed_is_left_for_the_next_run() {
+    // Its stream would carry another ctransid than the key the run planned,
+    // and restore refuses such an object: nothing is uploaded.
+    let store = tempfile::tempdir().unwrap();
+    let config = config(store.path(), "2d");
+    let subvols = FakeSubvols::new(Vec::new());
+    subvols.write();
+    let snapshot = config.sources[0]
+        .snapshots
+        .join(crate::sys::btrfs::snapshot_name("data", at(1)));
+    let subvols = FakeSubvols {
+        deduped: vec![snapshot],
+        ..subvols
+    };
+    let report = run(&config, &subvols, at(1)).await.unwrap();
+    assert!(
+        report.problems.len() == 1
+            && report.problems[0].contains("changed since this run listed it"),
+        "{report:?}"
+    );
+    assert!(keys(&config).await.is_empty());
+    let subvols = FakeSubvols {
+        deduped: Vec::new(),
+        ..subvols
+    };
+    let report = run(&config, &subvols, at(1)).await.unwrap();
+    assert_eq!(report.uploaded, 1, "{report:?}");
 }

@@ -66,6 +66,19 @@ pub(super) async fn upload<S: Subvolumes>(
         .send(&u.snapshot_path, u.uuid, parent)
         .await
         .with_context(ctx)?;
+    // The key names the ctransid the run planned with, and `restore` refuses
+    // a stream whose ctransid is not its key's: a snapshot deduped since the
+    // run listed it (a dedupe changes a read-only snapshot's ctransid) is left
+    // for the next run, which plans with its new ctransid.
+    if let Some(now) = send.ctransid().filter(|c| *c != u.ctransid) {
+        anyhow::bail!(
+            "{}: snapshot {} changed since this run listed it (ctransid {} then, {now} now; \
+             deduped meanwhile?): not uploaded, the next run uploads it",
+            ctx(),
+            u.snapshot_path.display(),
+            u.ctransid
+        );
+    }
     let mut opts = EncodeOptions::new(up.compression.codec);
     opts.level = up.compression.level;
     opts.threads = up.compression.threads;
