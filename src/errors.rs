@@ -11,6 +11,12 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit status: bad config or bad command-line usage.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status: another run holds the lock; nothing was attempted.
+pub const EXIT_LOCKED: i32 = 3;
+/// Exit status: stopped by SIGINT (128 + 2, as a shell reports it).
+pub const EXIT_SIGINT: i32 = 130;
+/// Exit status: stopped by SIGTERM (128 + 15).
+pub const EXIT_SIGTERM: i32 = 143;
 
 /// An error the user fixes by changing the config file or the command line.
 /// Reported as one line on stderr, exit status 2.
@@ -31,6 +37,21 @@ pub fn one_line(e: &anyhow::Error) -> String {
 /// [`one_line`] for a plain error and its `source()` chain.
 pub fn std_one_line(e: &(dyn std::error::Error + 'static)) -> String {
     join(std::iter::successors(Some(e), |e| e.source()))
+}
+
+/// `url` without the `user:password@` before its host, for messages and logs:
+/// S3 authenticates with keys, so credentials in an endpoint URL are never
+/// needed and never shown. Everything up to the last `@` before the query is
+/// dropped (a password may itself hold `@` or an unescaped `/`), also when the
+/// scheme is missing.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |s| s + 3);
+    let rest = &url[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 fn join<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
@@ -63,6 +84,20 @@ mod tests {
         assert_eq!(one_line(&e), "source data: upload failed: connection reset");
         let io = std::io::Error::other("connection reset");
         assert_eq!(std_one_line(&Outer(io)), "upload failed: connection reset");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        for (url, want) in [
+            ("https://u:p@h:9/x", "https://h:9/x"),
+            ("http://h:9", "http://h:9"),
+            ("https://AKID:s3cr@t@minio.lan", "https://minio.lan"),
+            ("https://u:pa/ss@h/", "https://h/"),
+            ("u:secret@h:9", "h:9"),
+            ("https://h/?x=a@b", "https://h/?x=a@b"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
     }
 
     #[test]

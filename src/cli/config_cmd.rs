@@ -2,14 +2,19 @@
 //!
 //! The summary is what a user checks before trusting a config: which
 //! subvolumes go where, kept for how long, compressed how. It never prints a
-//! credential or a connection string (either may hold a password).
+//! credential, a connection string (either may hold a password), the
+//! `user:password@` of an endpoint URL or a passphrase on a `pipe_through`
+//! command line. Warnings (secrets in a file others may read, `pipe_through`
+//! without `restore_pipe_through`) follow on stderr, one `warning:` line each;
+//! they do not change the exit status.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::config::{Config, RemoteKind, Source, UploadConfig, Verify};
 use crate::core::policy::Timeframe;
-use crate::errors::EXIT_USAGE;
+use crate::errors::{redact_url, EXIT_USAGE};
+use crate::stream::show_command;
 
 /// Validate `config_path`; print a summary to stdout and return 0, or print the
 /// one-line error to stderr and return 2.
@@ -17,6 +22,9 @@ pub fn execute(config_path: &Path) -> anyhow::Result<i32> {
     match Config::load(config_path) {
         Ok(config) => {
             print!("{}", summary(&config));
+            for w in config.warnings() {
+                eprintln!("warning: {w}");
+            }
             // Key files are read too: one that cannot be used fails here
             // rather than at the first run.
             for remote in &config.remotes {
@@ -67,10 +75,11 @@ pub fn summary(config: &Config) -> String {
                     "  {}: s3 bucket {:?}, prefix {:?}",
                     remote.id, s3.bucket, s3.prefix
                 );
+                let url = ep.endpoint_url.as_deref().map(redact_url);
                 let _ = writeln!(
                     out,
                     "    endpoint: {}; region: {}; profile: {}",
-                    ep.endpoint_url.as_deref().unwrap_or("AWS default"),
+                    url.as_deref().unwrap_or("AWS default"),
                     ep.region_name.as_deref().unwrap_or("from AWS config"),
                     ep.profile_name.as_deref().unwrap_or("default"),
                 );
@@ -118,6 +127,32 @@ pub fn summary(config: &Config) -> String {
             }
         }
     }
+    let safety = &config.safety;
+    let _ = writeln!(
+        out,
+        "safety: a run prunes at most {:.0}% of a remote's backups or a source's snapshots \
+         (at least 2; more needs --allow-large-prune); refuses a time more than {} before the \
+         newest snapshot or backup; aborts unfinished uploads older than {}",
+        safety.prune_budget * 100.0,
+        humantime_short(safety.clock_tolerance),
+        humantime_short(safety.abort_incomplete_uploads_after)
+    );
+    out
+}
+
+/// A duration as the config writes it (`15m`, `1d`, `1h30m`).
+fn humantime_short(d: std::time::Duration) -> String {
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
     out
 }
 
@@ -150,9 +185,19 @@ fn write_source(out: &mut String, config: &Config, source: &Source) {
 fn write_upload(out: &mut String, up: &UploadConfig, is_s3: bool) {
     let _ = writeln!(out, "    -> {}: keep {}", up.id, up.preserve.describe());
     let mut how = format!("compression {}", up.compression);
+    let show = |cmds: &[Vec<String>]| -> String {
+        let shown: Vec<String> = cmds.iter().map(|c| show_command(c)).collect();
+        shown.join(" | ")
+    };
     if !up.pipe_through.is_empty() {
-        let cmds: Vec<String> = up.pipe_through.iter().map(|argv| argv.join(" ")).collect();
-        let _ = write!(how, ", piped through {}", cmds.join(" | "));
+        let _ = write!(how, ", piped through {}", show(&up.pipe_through));
+    }
+    if !up.restore_pipe_through.is_empty() {
+        let _ = write!(
+            how,
+            ", read back through {}",
+            show(&up.restore_pipe_through)
+        );
     }
     let _ = writeln!(out, "       {how}");
     if !is_s3 {
@@ -198,7 +243,8 @@ sources:
     upload_to_remotes:
       - id: aws
         preserve: 1y 3m 30d 24h
-        pipe_through: [[gpg, --encrypt, -r, me@example.com]]
+        pipe_through: [[gpg, --encrypt, -r, me@example.com, --passphrase, gpgpass456]]
+        restore_pipe_through: [[gpg, --decrypt, '--passphrase=gpgpass456']]
         storage_class: {yearly: DEEP_ARCHIVE}
         object_lock: {mode: GOVERNANCE}
 remotes:
@@ -206,7 +252,7 @@ remotes:
     s3:
       bucket: bkt
       prefix: host/
-      endpoint: {aws_access_key_id: AKIDSECRETISH, aws_secret_access_key: verysecret, region_name: eu-central-1}
+      endpoint: {endpoint_url: 'https://minio:urlpass789@s3.lan:9000', aws_access_key_id: AKIDSECRETISH, aws_secret_access_key: verysecret, region_name: eu-central-1}
 ";
         let config = Config::from_str_at(text, Path::new("/x/c.yaml")).unwrap();
         let s = summary(&config);
@@ -216,7 +262,9 @@ remotes:
             "snapshots in /srv/snaps",
             "postgresql: backup mode",
             "keep 1 yearly (full), 3 monthly, 30 daily, 24 hourly",
-            "compression none, piped through gpg --encrypt -r me@example.com",
+            "compression none, piped through gpg --encrypt -r me@example.com --passphrase ***, \
+             read back through gpg --decrypt --passphrase=***",
+            "endpoint: https://s3.lan:9000;",
             "yearly DEEP_ARCHIVE, otherwise STANDARD",
             "object lock: GOVERNANCE",
             "s3 bucket \"bkt\", prefix \"host/\"",
@@ -225,7 +273,13 @@ remotes:
         ] {
             assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
         }
-        for secret in ["pgpass123", "verysecret", "AKIDSECRETISH"] {
+        for secret in [
+            "pgpass123",
+            "verysecret",
+            "AKIDSECRETISH",
+            "urlpass789",
+            "gpgpass456",
+        ] {
             assert!(!s.contains(secret), "summary leaks {secret:?}:\n{s}");
         }
     }

@@ -134,9 +134,16 @@ pub fn main() -> i32 {
     }
 }
 
-/// Loads the config, turning its error into a usage error (exit 2).
+/// Loads the config, turning its error into a usage error (exit 2). A file
+/// that holds secrets and that group or others may read is used, with a
+/// warning naming the `chmod` that fixes it (on every command, so the journal
+/// shows it until it is fixed).
 pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+    let config = Config::load(path)?;
+    if let Some(w) = config.secret_exposure() {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
 }
 
 /// Logs go to stderr: plain lines without colours or timestamps under systemd

@@ -47,7 +47,13 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
     let mut failed = false;
     for (source, result) in sources.iter().zip(results) {
         match result {
-            Ok(p) => plans.push(p),
+            Ok(p) => {
+                for problem in &p.problems {
+                    eprintln!("subvault: source {}: {problem}", source.name);
+                    failed = true;
+                }
+                plans.push(p)
+            }
             Err(e) => {
                 eprintln!(
                     "subvault: source {}: {}",

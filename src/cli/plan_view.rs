@@ -315,6 +315,7 @@ mod tests {
                 id: "aws".into(),
                 policy: "1y 1d".parse().unwrap(),
                 backups: vec![b(&s1, None), b(&s2, Some(1)), b(&s3, Some(2))],
+                unreachable: false,
             }],
         };
         SourcePlan {
@@ -329,6 +330,7 @@ mod tests {
                 ),
             )]),
             upload_keys: std::collections::HashMap::new(),
+            problems: Vec::new(),
         }
     }
 

@@ -6,11 +6,15 @@ use anyhow::Result;
 
 use super::time_arg::parse_time;
 use super::{load_config, progress};
-use crate::errors::{UsageError, EXIT_FAILURE, EXIT_OK};
-use crate::ops::run::{run_sources, SourceReport};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::errors::{UsageError, EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM};
+use crate::ops::run::{run_sources, RunOptions, RunOutcome, SourceReport};
 use crate::ops::sources::select_sources;
 use crate::ops::subvols::Btrfs;
-use crate::sys::lock::RunLock;
+use crate::sys::lock::{LockError, RunLock};
 use crate::units::{human_bytes, plural};
 
 /// Arguments of `subvault run`.
@@ -28,9 +32,16 @@ pub struct RunArgs {
     /// broken objects.
     #[arg(long)]
     pub heal: bool,
+    /// Prune even when a run would delete more than the prune budget allows
+    /// (safety.prune_budget, half of a remote's backups by default): for one
+    /// run after a deliberate policy change.
+    #[arg(long)]
+    pub allow_large_prune: bool,
 }
 
-/// Runs `subvault run`; returns 0 when every source succeeded, 1 otherwise.
+/// Runs `subvault run`: 0 when every source succeeded, 1 when one failed or
+/// had a problem (the others still ran), 3 when another run holds the lock,
+/// 130/143 when SIGINT/SIGTERM stopped it (uploads under way are aborted first).
 pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     let config = load_config(config_path)?;
     let sources = select_sources(&config, &args.sources)?;
@@ -41,33 +52,82 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         return Err(UsageError("subvault run needs root (btrfs snapshots and send)".into()).into());
     }
-    let _lock = RunLock::acquire(config_path)?;
+    let _lock = match RunLock::acquire(config_path) {
+        Ok(lock) => lock,
+        Err(e @ LockError::RunBusy { .. }) => {
+            eprintln!("subvault: {e}");
+            return Ok(EXIT_LOCKED);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     let progress = progress::for_stderr("run");
-    let outcome = rt.block_on(run_sources(
+    let opts = RunOptions {
+        heal: args.heal,
+        allow_large_prune: args.allow_large_prune,
+    };
+    let run = run_sources(
         &config,
         &sources,
         now,
-        args.heal,
+        opts,
         &Btrfs,
         progress.as_ref(),
         |source, result| match result {
-            Ok(report) => println!("{}", summary(report)),
+            Ok(report) => {
+                println!("{}", summary(report));
+                for p in &report.problems {
+                    eprintln!("subvault: source {}: FAILED: {p}", source.name);
+                }
+            }
             Err(e) => eprintln!(
                 "subvault: source {}: FAILED: {}",
                 source.name,
                 crate::errors::one_line(e)
             ),
         },
-    ));
-    Ok(if outcome.interrupted {
-        // 128 + SIGINT/SIGTERM, as a shell reports a killed command.
-        130
-    } else if outcome.failed > 0 {
-        EXIT_FAILURE
-    } else {
-        EXIT_OK
-    })
+    );
+    let ended = rt.block_on(async {
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        // Signals first: dropping the run stops the send streams, kills
+        // pipe_through and btrfs processes, removes a local remote's temp
+        // files, ends a PostgreSQL backup session and starts the abort of each
+        // multipart upload under way, which is then waited for.
+        anyhow::Ok(tokio::select! {
+            biased;
+            _ = int.recv() => Ended::Signal("SIGINT", EXIT_SIGINT),
+            _ = term.recv() => Ended::Signal("SIGTERM", EXIT_SIGTERM),
+            outcome = run => Ended::Ran(outcome),
+        })
+    })?;
+    match ended {
+        Ended::Ran(outcome) if outcome.interrupted => Ok(EXIT_SIGINT),
+        Ended::Ran(outcome) if outcome.failed > 0 => Ok(EXIT_FAILURE),
+        Ended::Ran(_) => Ok(EXIT_OK),
+        Ended::Signal(name, code) => {
+            let left = rt.block_on(crate::remote::pending::finish(ABORT_WAIT));
+            progress.finish();
+            if left > 0 {
+                eprintln!(
+                    "subvault: stopped by {name}; {left} unfinished upload(s) could not be \
+                     aborted in time (the next run aborts them once they are a day old)"
+                );
+            } else {
+                eprintln!("subvault: stopped by {name}; uploads under way were aborted");
+            }
+            Ok(code)
+        }
+    }
+}
+
+/// How long a stopped run waits for its multipart uploads to be aborted; well
+/// within the 90 s systemd gives a unit (TimeoutStopSec) before SIGKILL.
+const ABORT_WAIT: Duration = Duration::from_secs(30);
+
+enum Ended {
+    Ran(RunOutcome),
+    Signal(&'static str, i32),
 }
 
 /// The one summary line printed per source.
@@ -124,6 +184,7 @@ mod tests {
             deleted: 1,
             destroyed: 0,
             warnings: vec![],
+            problems: vec![],
         };
         assert_eq!(
             summary(&busy),

@@ -42,6 +42,7 @@ pub fn execute(config_path: &Path, args: &VerifyArgs) -> Result<i32> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(verify::verify(
+        &config,
         &remotes,
         &selection,
         |b, outcome| match outcome {

@@ -22,6 +22,7 @@ mod duration;
 mod locate;
 mod node;
 mod schema;
+mod warnings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,33 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// Where backups go, at least one.
     pub remotes: Vec<RemoteConfig>,
+    /// The guards that keep one run from losing history.
+    pub safety: Safety,
+}
+
+/// The guards against a run that would lose history (`safety:` in the file).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Safety {
+    /// The share of a remote's backups of a source (or of a source's
+    /// snapshots) one run may delete; above it the run prunes nothing there and
+    /// asks for `--allow-large-prune`. Two are always allowed.
+    pub prune_budget: f64,
+    /// How far a run's time may lie before the newest snapshot or backup of a
+    /// source (a clock stepping back) before the run is refused.
+    pub clock_tolerance: Duration,
+    /// Unfinished multipart uploads (and a local remote's temp files) older
+    /// than this are aborted by each run.
+    pub abort_incomplete_uploads_after: Duration,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            prune_budget: 0.5,
+            clock_tolerance: Duration::from_secs(15 * 60),
+            abort_incomplete_uploads_after: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// A subvolume to snapshot and back up.
@@ -75,6 +103,11 @@ pub struct UploadConfig {
     /// Commands the compressed stream is piped through, in order (btrfs2s3's
     /// `pipe_through`, e.g. `[[gpg, --encrypt, -r, me@example.com]]`).
     pub pipe_through: Vec<Vec<String>>,
+    /// Commands that undo `pipe_through` (e.g. `[[gpg, --decrypt]]`): `restore`
+    /// and `verify` pass this source's objects on this remote through them
+    /// before decoding, when the key names no codec (the keys `pipe_through`
+    /// writes, and btrfs2s3's). Empty: objects are read as they are.
+    pub restore_pipe_through: Vec<Vec<String>>,
     /// S3 storage class per timeframe.
     pub storage_class: StorageClasses,
     /// S3 Object Lock settings, when wanted.
@@ -233,6 +266,20 @@ pub struct EncryptionConfig {
     pub key_file: PathBuf,
 }
 
+impl RemoteConfig {
+    /// Where the remote stores, for messages: `s3://bucket/prefix` (with the
+    /// endpoint, its credentials removed) or `local:/path`.
+    pub fn location(&self) -> String {
+        match &self.kind {
+            RemoteKind::S3(s) => {
+                let (endpoint, _) = s.store_identity();
+                format!("s3://{}/{} at {endpoint}", s.bucket, s.prefix)
+            }
+            RemoteKind::Local(l) => format!("local:{}", l.path.display()),
+        }
+    }
+}
+
 /// The kinds of remote.
 #[derive(Debug, Clone)]
 pub enum RemoteKind {
@@ -270,6 +317,25 @@ pub struct S3Endpoint {
     pub verify: Verify,
     /// Path-style addressing; `None` means the default (see [`S3Endpoint::path_style`]).
     pub force_path_style: Option<bool>,
+}
+
+impl S3Config {
+    /// The store and bucket this remote writes to, comparable between remotes:
+    /// the endpoint URL without credentials, case-folded and without a trailing
+    /// `/` (`aws` for AWS itself), and the bucket.
+    pub fn store_identity(&self) -> (String, String) {
+        let endpoint = match &self.endpoint.endpoint_url {
+            None => "aws".to_string(),
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_ascii_lowercase();
+                match (url.find("://"), url.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+                    _ => url,
+                }
+            }
+        };
+        (endpoint, self.bucket.clone())
+    }
 }
 
 impl S3Endpoint {

@@ -16,13 +16,18 @@ use super::duration::parse_duration;
 use super::node::{closest, Fault, Node};
 use super::{
     Compression, Config, DedupeConfig, EncryptionConfig, LocalConfig, ObjectLockConfig,
-    ObjectLockMode, PgMode, PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Secret,
-    Source, StorageClasses, UploadConfig, Verify,
+    ObjectLockMode, PgMode, PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Safety,
+    Secret, Source, StorageClasses, UploadConfig, Verify,
 };
 use crate::core::model::Codec;
 use crate::core::policy::{Policy, Timeframe};
 
-const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes"];
+const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes", "safety"];
+const SAFETY_KEYS: &[&str] = &[
+    "prune_budget",
+    "clock_tolerance",
+    "abort_incomplete_uploads_after",
+];
 const SOURCE_KEYS: &[&str] = &[
     "path",
     "snapshots",
@@ -36,6 +41,7 @@ const UPLOAD_KEYS: &[&str] = &[
     "preserve",
     "compression",
     "pipe_through",
+    "restore_pipe_through",
     "storage_class",
     "object_lock",
 ];
@@ -67,8 +73,11 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
     let remote_nodes = top.required("remotes")?.non_empty_seq()?;
     let mut remotes = Vec::new();
     let mut remote_ids: HashMap<String, Node> = HashMap::new();
+    let mut places: Vec<Node> = Vec::new();
     for node in &remote_nodes {
-        let (remote, id_node) = remote(node, base_dir)?;
+        let (remote, id_node, place) = remote(node, base_dir)?;
+        check_apart(&remote, &place, &remotes, &places)?;
+        places.push(place);
         if let Some(first) = remote_ids.get(&remote.id) {
             return Err(id_node.fault(format!(
                 "duplicate remote id {:?} (already used by {}); ids must be unique",
@@ -105,12 +114,17 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         located.push(nodes);
     }
     check_snapshot_dirs(&sources, &located)?;
+    let safety = match top.get("safety") {
+        Some(n) => safety(&n)?,
+        None => Safety::default(),
+    };
 
     Ok(Config {
         path: file.to_path_buf(),
         timezone,
         sources,
         remotes,
+        safety,
     })
 }
 
@@ -165,17 +179,31 @@ fn identifier(node: &Node, what: &str) -> Result<String, Fault> {
     Ok(text.to_string())
 }
 
-/// One entry of `remotes`; returns its id node for duplicate reports.
-fn remote<'v>(node: &Node<'v>, base_dir: &Path) -> Result<(RemoteConfig, Node<'v>), Fault> {
+/// One entry of `remotes`; returns its id node for duplicate reports and the
+/// node that says where it stores (`local.path`, or `s3.prefix` / `s3.bucket`)
+/// for overlap reports.
+fn remote<'v>(
+    node: &Node<'v>,
+    base_dir: &Path,
+) -> Result<(RemoteConfig, Node<'v>, Node<'v>), Fault> {
     let map = node.map(REMOTE_KEYS)?;
     let id_node = map.required("id")?;
     let id = identifier(&id_node, "remote id")?;
+    let place;
     let kind = match (map.get("s3"), map.get("local")) {
-        (Some(s3), None) => RemoteKind::S3(s3_config(&s3, base_dir)?),
+        (Some(s3), None) => {
+            let s3_map = s3.map(S3_KEYS)?;
+            place = match s3_map.get("prefix") {
+                Some(p) => p,
+                None => s3_map.required("bucket")?,
+            };
+            RemoteKind::S3(s3_config(&s3, base_dir)?)
+        }
         (None, Some(local)) => {
             let local = local.map(&["path"])?;
+            place = local.required("path")?;
             RemoteKind::Local(LocalConfig {
-                path: abs_path(&local.required("path")?)?,
+                path: abs_path(&place)?,
             })
         }
         (Some(_), Some(local)) => {
@@ -204,15 +232,106 @@ fn remote<'v>(node: &Node<'v>, base_dir: &Path) -> Result<(RemoteConfig, Node<'v
             encryption,
         },
         id_node,
+        place,
     ))
+}
+
+/// Two remotes that are equal or nested would list, and prune, each other's
+/// objects: refuse a remote that overlaps one read before it.
+fn check_apart(
+    remote: &RemoteConfig,
+    place: &Node,
+    earlier: &[RemoteConfig],
+    earlier_places: &[Node],
+) -> Result<(), Fault> {
+    for (other, other_place) in earlier.iter().zip(earlier_places) {
+        let overlap = match (&remote.kind, &other.kind) {
+            (RemoteKind::Local(a), RemoteKind::Local(b)) => {
+                is_within(&a.path, &b.path) || is_within(&b.path, &a.path)
+            }
+            (RemoteKind::S3(a), RemoteKind::S3(b)) => {
+                a.store_identity() == b.store_identity()
+                    && (a.prefix.starts_with(&b.prefix) || b.prefix.starts_with(&a.prefix))
+            }
+            _ => false,
+        };
+        if overlap {
+            return Err(place.fault(format!(
+                "remote {:?} ({}) overlaps remote {:?} ({}, at {}): each would list and prune \
+                 the other's objects; give every remote its own place, none inside another",
+                remote.id,
+                remote.location(),
+                other.id,
+                other.location(),
+                other_place.path()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `safety` section.
+fn safety(node: &Node) -> Result<Safety, Fault> {
+    let map = node.map(SAFETY_KEYS)?;
+    let mut out = Safety::default();
+    if let Some(n) = map.get("prune_budget") {
+        out.prune_budget = share(&n)?;
+    }
+    let duration = |key: &str| -> Result<Option<Duration>, Fault> {
+        let Some(n) = map.get(key) else {
+            return Ok(None);
+        };
+        if let Value::Number(num) = n.value() {
+            return Err(n.fault(format!("{num} has no unit; write e.g. {num}m")));
+        }
+        parse_duration(n.str()?).map(Some).map_err(|m| n.fault(m))
+    };
+    if let Some(d) = duration("clock_tolerance")? {
+        out.clock_tolerance = d;
+    }
+    if let Some(d) = duration("abort_incomplete_uploads_after")? {
+        if d < Duration::from_secs(3600) {
+            return Err(map
+                .get("abort_incomplete_uploads_after")
+                .expect("read above")
+                .fault("at least 1h: a shorter limit could abort an upload still under way"));
+        }
+        out.abort_incomplete_uploads_after = d;
+    }
+    Ok(out)
+}
+
+/// A share: `50%` or `0.5`, from 0 to 1.
+fn share(node: &Node) -> Result<f64, Fault> {
+    let bad = || node.fault("write a share such as 50% or 0.5 (0 to 100%)");
+    let v = match node.value() {
+        Value::Number(n) => n.as_f64().ok_or_else(bad)?,
+        Value::String(s) => match s.trim().strip_suffix('%') {
+            Some(pct) => pct.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+            None => s.trim().parse::<f64>().map_err(|_| bad())?,
+        },
+        _ => return Err(bad()),
+    };
+    if !(0.0..=1.0).contains(&v) {
+        return Err(bad());
+    }
+    Ok(v)
 }
 
 /// The `s3` section of a remote.
 fn s3_config(node: &Node, base_dir: &Path) -> Result<S3Config, Fault> {
     let map = node.map(S3_KEYS)?;
     let bucket = map.required("bucket")?.non_empty_str()?.to_string();
+    // A prefix is a directory: `bk` and `bk/` both mean `bk/`, so a remote at
+    // `bk` never sees (or prunes) the keys of a neighbour at `bk-long`.
     let prefix = match map.get("prefix") {
-        Some(p) => p.str()?.to_string(),
+        Some(p) => {
+            let mut prefix = p.str()?.to_string();
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            prefix
+        }
         None => String::new(),
     };
     let endpoint = match map.get("endpoint") {
@@ -238,7 +357,8 @@ fn endpoint(node: &Node, base_dir: &Path) -> Result<S3Endpoint, Fault> {
     if let (Some(url), Some(n)) = (&endpoint_url, map.get("endpoint_url")) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(n.fault(format!(
-                "endpoint URL {url:?} must start with http:// or https://"
+                "endpoint URL {:?} must start with http:// or https://",
+                crate::errors::redact_url(url)
             )));
         }
     }
@@ -442,10 +562,12 @@ fn upload<'v>(
     let text = preserve_node.str()?;
     let preserve = Policy::from_str(text)
         .map_err(|e| preserve_node.fault(format!("bad policy {text:?}: {e}")))?;
-    let pipe_through = match map.get("pipe_through") {
-        Some(n) => pipe_through(&n)?,
-        None => Vec::new(),
+    let commands = |key: &str| match map.get(key) {
+        Some(n) => pipe_through(&n),
+        None => Ok(Vec::new()),
     };
+    let restore_pipe_through = commands("restore_pipe_through")?;
+    let pipe_through = commands("pipe_through")?;
     let compression = match map.get("compression") {
         Some(n) => compression(&n)?,
         // btrfs2s3 configs compress inside pipe_through; compressing twice wastes CPU.
@@ -493,6 +615,7 @@ fn upload<'v>(
             preserve,
             compression,
             pipe_through,
+            restore_pipe_through,
             storage_class,
             object_lock,
         },
@@ -564,7 +687,8 @@ fn compression(node: &Node) -> Result<Compression, Fault> {
     }
 }
 
-/// `pipe_through: [[gzip], [gpg, --encrypt, -r, me@example.com]]`.
+/// `pipe_through: [[gzip], [gpg, --encrypt, -r, me@example.com]]` (and
+/// `restore_pipe_through`, in the same shape).
 fn pipe_through(node: &Node) -> Result<Vec<Vec<String>>, Fault> {
     let mut commands = Vec::new();
     for cmd in node.seq()? {

@@ -364,6 +364,23 @@ remotes:
         line.contains("aws_secret_access_key") && !line.contains("topsecret"),
         "{line}"
     );
+    // An endpoint URL is echoed without its user:password@.
+    let e = load_err(
+        "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}]}]
+remotes:
+  - id: r
+    s3:
+      bucket: b
+      endpoint: {endpoint_url: 'ftp://minio:urlsecret@s3.lan'}
+",
+    );
+    let line = e.to_string();
+    assert!(
+        line.contains("\"ftp://s3.lan\" must start with http") && !line.contains("urlsecret"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -547,4 +564,106 @@ remotes:
     assert!(msg.contains("relative path"), "{msg}");
     let (_, _, msg) = error_at(&format!("{base}      {{}}\n"));
     assert!(msg.contains("key_file"), "{msg}");
+}
+
+/// A config with the given `remotes:` block and one source uploading to `a`.
+fn with_remotes(remotes: &str) -> String {
+    format!(
+        "timezone: UTC\n\
+         sources: [{{path: /src, snapshots: /snaps, upload_to_remotes: [{{id: a, preserve: 1d}}]}}]\n\
+         remotes:\n{remotes}"
+    )
+}
+
+#[test]
+fn a_prefix_is_a_directory() {
+    let c = load(&with_remotes(
+        "  - {id: a, s3: {bucket: b, prefix: bk}}\n  - {id: c, s3: {bucket: b, prefix: bk-long/}}\n  - {id: d, s3: {bucket: b2}}\n",
+    ));
+    assert_eq!(s3(&c.remotes[0]).prefix, "bk/");
+    assert_eq!(s3(&c.remotes[1]).prefix, "bk-long/");
+    assert_eq!(s3(&c.remotes[2]).prefix, "");
+}
+
+#[test]
+fn equal_or_nested_remotes_are_rejected_at_the_second_one() {
+    // (remotes, the value in the second remote the error points at, what it says)
+    for (remotes, at, names) in [
+        (
+            "  - {id: a, local: {path: /mnt/disk}}\n  - {id: b, local: {path: /mnt/disk/}}\n",
+            "/mnt/disk/",
+            "\"b\" (local:/mnt/disk/) overlaps remote \"a\" (local:/mnt/disk, at remotes[0].local.path)",
+        ),
+        (
+            "  - {id: a, local: {path: /mnt/disk/sub}}\n  - {id: b, local: {path: /mnt/disk}}\n",
+            "/mnt/disk",
+            "overlaps remote \"a\"",
+        ),
+        (
+            "  - {id: a, s3: {bucket: b, prefix: bk}}\n  - {id: b, s3: {bucket: b, prefix: bk/host1}}\n",
+            "bk/host1",
+            "overlaps remote \"a\" (s3://b/bk/ at aws",
+        ),
+        (
+            "  - {id: a, s3: {bucket: b, prefix: bk}}\n  - {id: b, s3: {bucket: b}}\n",
+            "b}",
+            "\"b\" (s3://b/ at aws)",
+        ),
+        (
+            "  - {id: a, s3: {bucket: b, endpoint: {endpoint_url: 'http://u:pw@Host:9/'}}}\n  - {id: b, s3: {bucket: b, prefix: x, endpoint: {endpoint_url: 'http://host:9'}}}\n",
+            "x,",
+            "at http://host:9",
+        ),
+    ] {
+        let second = remotes.lines().nth(1).unwrap();
+        let pos = (5, second.find(at).unwrap() + 1);
+        let (line, column, msg) = error_at(&with_remotes(remotes));
+        assert_eq!((line, column), pos, "{msg}");
+        assert!(msg.contains(names), "{msg}");
+        assert!(msg.contains("would list and prune"), "{msg}");
+        assert!(!msg.contains("pw@"), "credentials in the message: {msg}");
+    }
+}
+
+#[test]
+fn remotes_apart_are_accepted() {
+    load(&with_remotes(
+        "  - {id: a, s3: {bucket: b, prefix: bk}}\n\
+         \x20 - {id: b, s3: {bucket: b, prefix: bk-long}}\n\
+         \x20 - {id: c, s3: {bucket: other, prefix: bk}}\n\
+         \x20 - {id: d, s3: {bucket: b, endpoint: {endpoint_url: 'http://elsewhere:9'}}}\n\
+         \x20 - {id: e, local: {path: /mnt/disk}}\n\
+         \x20 - {id: f, local: {path: /mnt/disk-2}}\n",
+    ));
+}
+
+#[test]
+fn safety_settings_have_defaults_and_are_checked() {
+    let c = load(&with_remotes("  - {id: a, local: {path: /x}}\n"));
+    assert_eq!(c.safety, Safety::default());
+    assert_eq!(c.safety.prune_budget, 0.5);
+    let c = load(&format!(
+        "{}safety: {{prune_budget: 20%, clock_tolerance: 1h, abort_incomplete_uploads_after: 2d}}\n",
+        with_remotes("  - {id: a, local: {path: /x}}\n")
+    ));
+    assert_eq!(c.safety.prune_budget, 0.2);
+    assert_eq!(c.safety.clock_tolerance, Duration::from_secs(3600));
+    assert_eq!(
+        c.safety.abort_incomplete_uploads_after,
+        Duration::from_secs(2 * 86400)
+    );
+    for (bad, says) in [
+        ("prune_budget: 150%", "share"),
+        ("prune_budget: lots", "share"),
+        ("clock_tolerance: 15", "no unit"),
+        ("abort_incomplete_uploads_after: 10m", "at least 1h"),
+        ("prune_limit: 1", "prune_limit"),
+    ] {
+        let (line, _, msg) = error_at(&format!(
+            "{}safety: {{{bad}}}\n",
+            with_remotes("  - {id: a, local: {path: /x}}\n")
+        ));
+        assert_eq!(line, 5, "{msg}");
+        assert!(msg.contains(says), "{bad}: {msg}");
+    }
 }

@@ -3,7 +3,7 @@
 //! Pure functions over the listing of one remote: no I/O, so every rule here
 //! (newest at or before a time, duplicates, broken chains) is unit-tested.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -53,10 +53,36 @@ pub enum ChainError {
     Cycle(String),
 }
 
+/// The snapshot uuids that some chain of objects in `backups` restores: a
+/// uuid with a full backup, or with a backup whose send parent's uuid is
+/// restorable. Several copies of one uuid count if any one of them works.
+pub fn restorable(backups: &[Backup]) -> HashSet<Uuid> {
+    let mut out: HashSet<Uuid> = HashSet::new();
+    // Each pass adds the uuids one step further from a full backup; a chain
+    // is at most as long as the listing.
+    loop {
+        let before = out.len();
+        for b in backups {
+            if b.send_parent_uuid.map_or(true, |p| out.contains(&p)) {
+                out.insert(b.uuid);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
 /// One backup per snapshot uuid: when a uuid has several objects (say a
-/// btrfs2s3 one and a subvault one), the one whose key names its codec wins,
-/// then the smallest key, so the choice is stable.
+/// btrfs2s3 one and a subvault one, or a broken copy next to a good one), a
+/// restorable one wins, then the one whose key names its codec, then the
+/// smallest key, so the choice is stable.
 pub fn by_uuid(backups: &[Backup]) -> HashMap<Uuid, &Backup> {
+    let ok = restorable(backups);
+    let rank = |b: &Backup| {
+        let works = b.send_parent_uuid.map_or(true, |p| ok.contains(&p));
+        (!works, b.codec.is_none(), b.key.clone())
+    };
     let mut map: HashMap<Uuid, &Backup> = HashMap::new();
     for b in backups {
         match map.get(&b.uuid) {
@@ -67,10 +93,6 @@ pub fn by_uuid(backups: &[Backup]) -> HashMap<Uuid, &Backup> {
         }
     }
     map
-}
-
-fn rank(b: &Backup) -> (bool, &str) {
-    (b.codec.is_none(), b.key.as_str())
 }
 
 /// Picks the backup `sel` asks for. Ties in time go to the higher ctransid.
@@ -258,5 +280,31 @@ mod tests {
         let t = vec![b(1, Some(2), 1), b(2, Some(1), 2)];
         let leaf = select(&t, Selector::Latest).unwrap();
         assert!(matches!(chain(&t, leaf), Err(ChainError::Cycle(_))));
+    }
+
+    #[test]
+    fn a_restorable_copy_is_chosen_over_a_broken_duplicate() {
+        // Daily 3 has two objects: one relative to monthly 2 (good, but its
+        // key names no codec, which alone would rank it lower) and one
+        // relative to a snapshot that has no object.
+        let mut good = b(3, Some(2), 3);
+        good.codec = None;
+        good.key = "p/s.3.good".into();
+        let mut broken = b(3, Some(42), 3);
+        broken.key = "p/s.3.broken".into();
+        let backups = vec![b(1, None, 1), b(2, Some(1), 2), broken, good];
+        let ok = restorable(&backups);
+        assert!(ok.contains(&Uuid::from_u128(3)) && !ok.contains(&Uuid::from_u128(42)));
+        let leaf = select(&backups, Selector::Uuid(Uuid::from_u128(3))).unwrap();
+        assert_eq!(leaf.key, "p/s.3.good");
+        let keys: Vec<String> = chain(&backups, leaf)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
+        assert_eq!(keys, ["p/s.1", "p/s.2", "p/s.3.good"]);
+        // A cycle (hand-made keys) is not restorable.
+        let cycle = vec![b(7, Some(8), 1), b(8, Some(7), 2)];
+        assert!(restorable(&cycle).is_empty());
     }
 }

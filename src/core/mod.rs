@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod chain;
+pub mod guards;
 pub mod model;
 pub mod object_key;
 pub mod pg_record;

@@ -26,6 +26,9 @@ pub struct SourcePlan {
     pub remotes: BTreeMap<String, (String, String)>,
     /// (remote, snapshot uuid) -> the key an upload will get (known for existing snapshots).
     pub upload_keys: HashMap<(String, Uuid), String>,
+    /// What a run would report as failed or held back: remotes that cannot be
+    /// opened or listed, remotes another machine writes this source to.
+    pub problems: Vec<String>,
 }
 
 /// Plans every source (opening each remote once); a source that cannot be
@@ -53,6 +56,14 @@ pub fn plan_source(
     heal: bool,
 ) -> Result<SourcePlan> {
     let state = read_source_flushed(source)?;
+    super::run::checks::clock(config, source, remotes, &state, now)?;
+    let mut report = super::run::SourceReport::default();
+    for up in &source.upload_to_remotes {
+        if let Some(Err(e)) = remotes.get(&up.id) {
+            report.problems.push(crate::errors::one_line(e));
+        }
+    }
+    super::run::checks::foreign_writers(source, remotes, &state, &mut report);
     let input = plan_input(config, source, &state, remotes, now, state.needs_snapshot())?;
     let plan = planner::plan_with(&input, PlanOptions { heal });
     let mut described = BTreeMap::new();
@@ -81,5 +92,6 @@ pub fn plan_source(
         plan,
         remotes: described,
         upload_keys,
+        problems: report.problems,
     })
 }

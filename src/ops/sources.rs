@@ -114,20 +114,25 @@ pub fn plan_input(
     }
     let mut inputs = Vec::new();
     for up in &source.upload_to_remotes {
-        let remote = match remotes.get(&up.id) {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => return Err(anyhow::anyhow!(crate::errors::one_line(e))),
+        // A remote that could not be opened or listed is planned as unreachable:
+        // nothing goes to it, and the snapshots it will need are kept.
+        let (backups, unreachable) = match remotes.get(&up.id) {
+            Some(Ok(r)) => (
+                r.backups
+                    .iter()
+                    .filter(|b| b.source_uuid == state.info.uuid)
+                    .cloned()
+                    .collect(),
+                false,
+            ),
+            Some(Err(_)) => (Vec::new(), true),
             None => anyhow::bail!("remote {} was not opened", up.id),
         };
         inputs.push(RemoteInput {
             id: up.id.clone(),
             policy: up.preserve.clone(),
-            backups: remote
-                .backups
-                .iter()
-                .filter(|b| b.source_uuid == state.info.uuid)
-                .cloned()
-                .collect(),
+            backups,
+            unreachable,
         });
     }
     Ok(PlanInput {
@@ -150,6 +155,21 @@ pub fn source_uuids(config: &Config) -> HashMap<String, Option<Uuid>> {
             (s.name.clone(), u)
         })
         .collect()
+}
+
+/// The `restore_pipe_through` commands for the objects of the source named
+/// `source` on remote `remote_id` (none when no source of that name uploads
+/// there, e.g. for orphans).
+pub fn restore_pipe_through<'a>(
+    config: &'a Config,
+    remote_id: &str,
+    source: Option<&str>,
+) -> &'a [Vec<String>] {
+    source
+        .and_then(|name| config.source(name))
+        .and_then(|s| s.upload_to_remotes.iter().find(|u| u.id == remote_id))
+        .map(|u| u.restore_pipe_through.as_slice())
+        .unwrap_or_default()
 }
 
 /// The base name in a backup key (usually the source's name).

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::sources::{read_source, read_source_flushed, SourceState};
 use crate::config::Source;
 use crate::sys::btrfs::{self, SendStream};
-use crate::sys::lock::SubvolLock;
+use crate::sys::lock::{SourceLock, SubvolLock};
 
 /// How long a send waits for a dedupe of the same snapshot to finish.
 const SEND_LOCK_WAIT: Duration = Duration::from_secs(6 * 3600);
@@ -29,13 +29,26 @@ const SEND_LOCK_WAIT: Duration = Duration::from_secs(6 * 3600);
 pub trait SendSource: AsyncRead + Unpin + Send {
     /// Waits for the send to end; an error says why the stream is incomplete.
     fn finish(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+    /// The ctransid the stream carries (its snapshot's when the send
+    /// started), when known.
+    fn ctransid(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a run does to subvolumes.
 pub trait Subvolumes: Sync {
+    /// What holds a source for one run (released on drop).
+    type SourceGuard;
+
     /// The source and its snapshots; `flush` writes out pending changes first,
     /// so the ctransid comparison counts every write made before the run.
     fn read_source(&self, source: &Source, flush: bool) -> Result<SourceState>;
+
+    /// Holds the source subvolume `uuid` (named `name`) for this run, so two
+    /// runs never work on it at once; fails at once when another holds it.
+    fn lock_source(&self, uuid: Uuid, name: &str) -> Result<Self::SourceGuard>;
 
     /// Takes the read-only snapshot of `source` at `path`.
     fn take_snapshot(
@@ -61,6 +74,12 @@ pub trait Subvolumes: Sync {
 pub struct Btrfs;
 
 impl Subvolumes for Btrfs {
+    type SourceGuard = SourceLock;
+
+    fn lock_source(&self, uuid: Uuid, name: &str) -> Result<SourceLock> {
+        Ok(SourceLock::acquire(uuid, name)?)
+    }
+
     fn read_source(&self, source: &Source, flush: bool) -> Result<SourceState> {
         if flush {
             read_source_flushed(source)
@@ -131,6 +150,10 @@ impl SendSource for LockedSend {
             let LockedSend { stream, _locks } = *self;
             stream.finish().await.map(|_| ()).map_err(|e| e.to_string())
         })
+    }
+
+    fn ctransid(&self) -> Option<u64> {
+        Some(self.stream.ctransid())
     }
 }
 

@@ -13,9 +13,9 @@ use anyhow::Result;
 use uuid::Uuid;
 
 use super::remotes::{self, bucket_of, Decoding};
-use super::restore::{download_cause, restore_request_command, Fetch};
-use super::sources::basename_of;
-use crate::config::RemoteConfig;
+use super::restore::{download_cause, object_reader, restore_request_command, Fetch};
+use super::sources::{basename_of, restore_pipe_through};
+use crate::config::{Config, RemoteConfig};
 use crate::core::chain;
 use crate::core::model::Backup;
 use crate::remote::{AnyStore, ObjectStore};
@@ -70,8 +70,11 @@ pub struct VerifyReport {
 const VERIFY_WINDOW: usize = 8 << 20;
 
 /// Checks the selected objects of each remote in turn, telling `on_object`
-/// about each as soon as it is checked.
+/// about each as soon as it is checked. Objects are read through their
+/// source's `restore_pipe_through` for that remote (the source named by the
+/// key's base name), as `restore` reads them.
 pub async fn verify(
+    config: &Config,
     remotes: &[&RemoteConfig],
     selection: &Selection,
     mut on_object: impl FnMut(&Backup, &Outcome),
@@ -89,7 +92,9 @@ pub async fn verify(
         };
         report.found_uuid |= !chosen.is_empty() && selection.uuid.is_some();
         for b in chosen {
-            let outcome = match check(&store, &b, bucket_of(rc), &decoding).await {
+            let name = basename_of(store.prefix(), &b.key);
+            let unpipe = restore_pipe_through(config, &rc.id, name.as_deref());
+            let outcome = match check(&store, &b, bucket_of(rc), unpipe, &decoding).await {
                 Ok(o) => o,
                 Err(problem) => Outcome::Bad(problem),
             };
@@ -140,8 +145,11 @@ fn select(
         }
         out.extend(backups.iter().map(|b| (b.key.clone(), b.clone())));
     } else {
+        // One object per snapshot (a restorable one where there are
+        // duplicates), then the newest per source.
+        let unique = chain::by_uuid(backups);
         let mut newest: BTreeMap<(Uuid, String), &Backup> = BTreeMap::new();
-        for b in backups {
+        for b in unique.values().copied() {
             let name = basename_of(store.prefix(), &b.key).unwrap_or_default();
             let e = newest.entry((b.source_uuid, name)).or_insert(b);
             if (b.time, b.ctransid) > (e.time, e.ctransid) {
@@ -166,6 +174,7 @@ async fn check(
     store: &Arc<AnyStore>,
     b: &Backup,
     bucket: &str,
+    restore_pipe_through: &[Vec<String>],
     decoding: &Decoding,
 ) -> Result<Outcome, String> {
     if matches!(
@@ -185,7 +194,9 @@ async fn check(
         b.size.unwrap_or(u64::MAX),
         VERIFY_WINDOW,
     );
-    let s = stream::verify_object_with(body, decoding.options(b))
+    let (obj, opts) =
+        object_reader(body, b, restore_pipe_through, decoding).map_err(|e| e.to_string())?;
+    let s = stream::verify_object_with(obj, opts)
         .await
         .map_err(|e| match &e {
             StreamError::ObjectRead(inner) => download_cause(inner),

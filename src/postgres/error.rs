@@ -166,6 +166,24 @@ pub enum PgError {
         /// Its target.
         target: PathBuf,
     },
+
+    /// A restored copy holds a symlink where PostgreSQL never makes one
+    /// (`postmaster.pid`, `pg_replslot`, `tablespace_map`, ...): preparing the
+    /// copy would follow it out of the copy.
+    #[error(
+        "{} in the restored copy is a symlink (to {}), which PostgreSQL never makes; \
+         preparing the copy would remove or rewrite what it points to, so nothing was \
+         changed there. Inspect the backup; if the link is expected, remove it by hand and \
+         prepare the copy as docs/postgres.md says",
+        .path.display(),
+        .target.display()
+    )]
+    SymlinkInCopy {
+        /// The symlink.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
 }
 
 impl PgError {

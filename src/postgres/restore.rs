@@ -4,10 +4,35 @@
 //! A received subvolume is read-only (and must stay so: it may be the parent of
 //! the next incremental receive), so this works on a writable snapshot of it:
 //! `btrfs subvolume snapshot RESTORED RESTORED-rw`.
+//!
+//! The copy comes from the bucket, so its content is not trusted: nothing
+//! here follows a symlink the copy holds. The files and directories it
+//! removes or rewrites (`postmaster.pid`, `pg_replslot`, `pg_tblspc`,
+//! `tablespace_map`, ...) are checked with `symlink_metadata` and a symlink
+//! where PostgreSQL never makes one is refused ([`PgError::SymlinkInCopy`]);
+//! `tablespace_map` is read with `O_NOFOLLOW` and replaced by a rename; a
+//! re-pointed link only ever points at a directory reached without symlinks.
 
+use std::fs::Metadata;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::error::PgError;
+
+/// What `path` is, without following a symlink at it: `None` when it does not
+/// exist; a symlink is refused.
+fn no_symlink(path: &Path) -> Result<Option<Metadata>, PgError> {
+    match path.symlink_metadata() {
+        Ok(m) if m.file_type().is_symlink() => Err(PgError::SymlinkInCopy {
+            path: path.to_path_buf(),
+            target: std::fs::read_link(path).unwrap_or_default(),
+        }),
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PgError::io("inspect", path)(e)),
+    }
+}
 
 /// Prepare the data directory in `copy` (a writable snapshot of a restored
 /// subvolume; the data directory is `copy` itself or up to 3 levels below it) to
@@ -22,6 +47,11 @@ use super::error::PgError;
 /// - keeps `backup_label`: with it the server replays from the backup's
 ///   checkpoint and needs the WAL archive (`restore_command` and `recovery.signal`)
 ///   to reach the end of the backup.
+///
+/// A symlink at `postmaster.pid`, `postmaster.opts`, `pg_replslot` or in it,
+/// `pg_tblspc` or `tablespace_map` is refused before anything is changed there
+/// ([`PgError::SymlinkInCopy`]): following it would remove or rewrite files
+/// outside the copy.
 pub fn prepare_restored_datadir(copy: &Path) -> Result<Vec<String>, PgError> {
     let copy = copy
         .canonicalize()
@@ -29,35 +59,48 @@ pub fn prepare_restored_datadir(copy: &Path) -> Result<Vec<String>, PgError> {
     let datadir = find_datadir(&copy)?;
     let mut done = Vec::new();
 
+    // Every path this function changes, checked before the first change.
+    let slots = datadir.join("pg_replslot");
+    let tblspc = datadir.join("pg_tblspc");
+    let map = datadir.join("tablespace_map");
+    for path in [&tblspc, &map] {
+        no_symlink(path)?;
+    }
+    let mut slot_entries = Vec::new();
+    if no_symlink(&slots)?.is_some_and(|m| m.is_dir()) {
+        for entry in std::fs::read_dir(&slots).map_err(PgError::io("list", &slots))? {
+            let path = entry.map_err(PgError::io("list", &slots))?.path();
+            if let Some(m) = no_symlink(&path)? {
+                slot_entries.push((path, m.is_dir()));
+            }
+        }
+    }
+
     for name in ["postmaster.pid", "postmaster.opts"] {
         let path = datadir.join(name);
-        if path.symlink_metadata().is_ok() {
+        if no_symlink(&path)?.is_some() {
             std::fs::remove_file(&path).map_err(PgError::io("remove", &path))?;
             done.push(format!("removed {}", path.display()));
         }
     }
 
-    let slots = datadir.join("pg_replslot");
-    if slots.is_dir() {
-        for entry in std::fs::read_dir(&slots).map_err(PgError::io("list", &slots))? {
-            let entry = entry.map_err(PgError::io("list", &slots))?;
-            let path = entry.path();
-            let removed = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(PgError::io("remove the replication slot", &path))?;
-            done.push(format!(
-                "removed replication slot {}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
+    for (path, is_dir) in slot_entries {
+        // A slot is a directory; remove_dir_all removes the symlinks in it
+        // without following them.
+        let removed = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(PgError::io("remove the replication slot", &path))?;
+        done.push(format!(
+            "removed replication slot {}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
     }
 
     let mut links = vec![datadir.join("pg_wal")];
-    let tblspc = datadir.join("pg_tblspc");
-    if tblspc.is_dir() {
+    if no_symlink(&tblspc)?.is_some_and(|m| m.is_dir()) {
         for entry in std::fs::read_dir(&tblspc).map_err(PgError::io("list", &tblspc))? {
             links.push(entry.map_err(PgError::io("list", &tblspc))?.path());
         }
@@ -67,12 +110,11 @@ pub fn prepare_restored_datadir(copy: &Path) -> Result<Vec<String>, PgError> {
             done.push(line);
         }
     }
-    let map = datadir.join("tablespace_map");
-    if map.is_file() {
+    if no_symlink(&map)?.is_some_and(|m| m.is_file()) {
         done.extend(repoint_tablespace_map(&copy, &map)?);
     }
 
-    if datadir.join("backup_label").is_file() {
+    if no_symlink(&datadir.join("backup_label"))?.is_some_and(|m| m.is_file()) {
         done.push(format!(
             "kept {}: the server replays WAL from the backup's start and needs the WAL \
              archive (restore_command, recovery.signal) to reach the end of the backup",
@@ -83,10 +125,16 @@ pub fn prepare_restored_datadir(copy: &Path) -> Result<Vec<String>, PgError> {
 }
 
 /// The data directory: `copy` or the only directory up to 3 levels below it with
-/// `PG_VERSION` and `global/pg_control`.
+/// `PG_VERSION` and `global/pg_control` (none of them symlinks, and only real
+/// directories are searched, so the data directory is inside the copy).
 fn find_datadir(copy: &Path) -> Result<PathBuf, PgError> {
     fn is_datadir(p: &Path) -> bool {
-        p.join("PG_VERSION").is_file() && p.join("global/pg_control").is_file()
+        let is = |rel: &str, dir: bool| {
+            p.join(rel)
+                .symlink_metadata()
+                .is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+        };
+        is("PG_VERSION", false) && is("global", true) && is("global/pg_control", false)
     }
     let mut level = vec![copy.to_path_buf()];
     for _ in 0..=3 {
@@ -135,9 +183,16 @@ fn repoint_link(copy: &Path, link: &Path) -> Result<Option<String>, PgError> {
 }
 
 /// Rewrite `tablespace_map` lines (`OID PATH`) whose path is outside `copy`:
-/// the server recreates `pg_tblspc` links from this file at startup.
+/// the server recreates `pg_tblspc` links from this file at startup. Read
+/// with `O_NOFOLLOW`, replaced by renaming a new file over it.
 fn repoint_tablespace_map(copy: &Path, map: &Path) -> Result<Vec<String>, PgError> {
-    let text = std::fs::read_to_string(map).map_err(PgError::io("read", map))?;
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(map)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(PgError::io("read", map))?;
     let mut out = String::with_capacity(text.len());
     let mut done = Vec::new();
     for line in text.lines() {
@@ -164,9 +219,40 @@ fn repoint_tablespace_map(copy: &Path, map: &Path) -> Result<Vec<String>, PgErro
         }
     }
     if !done.is_empty() {
-        std::fs::write(map, out).map_err(PgError::io("rewrite", map))?;
+        replace_file(map, out.as_bytes()).map_err(PgError::io("rewrite", map))?;
     }
     Ok(done)
+}
+
+/// Replaces the file at `path` with `content` by writing a new file next to
+/// it (created exclusively, never through a symlink) with the old one's owner,
+/// group and mode (the server runs as its owner), and renaming it over `path`
+/// (a rename replaces the directory entry, whatever it is).
+fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let old = path.symlink_metadata()?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".subvault-tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()))?;
+            f.set_permissions(old.permissions())?;
+            f.write_all(content)?;
+            f.sync_all()
+        });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// `path` is under `root` after resolving `.` and `..` lexically (no symlinks
@@ -191,7 +277,8 @@ fn normalize(path: &Path) -> PathBuf {
 
 /// The original subvolume's path is unknown here, so find the longest trailing
 /// part of `target` that exists as a directory inside `copy`: an absolute link
-/// `/srv/pg/wal` made in subvolume `/srv/pg` is `wal` in the copy.
+/// `/srv/pg/wal` made in subvolume `/srv/pg` is `wal` in the copy. A candidate
+/// reached through a symlink (which could lead anywhere) does not count.
 fn matching_dir_inside(copy: &Path, target: &Path) -> Option<PathBuf> {
     let normalized = normalize(target);
     let parts: Vec<_> = normalized
@@ -202,7 +289,8 @@ fn matching_dir_inside(copy: &Path, target: &Path) -> Option<PathBuf> {
         let candidate = parts[skip..]
             .iter()
             .fold(copy.to_path_buf(), |p, c| p.join(c));
-        candidate.is_dir().then_some(candidate)
+        let real = candidate.canonicalize().ok()?;
+        (real == candidate && real.is_dir()).then_some(candidate)
     })
 }
 
@@ -274,5 +362,121 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let err = prepare_restored_datadir(tmp.path()).unwrap_err();
         assert!(matches!(err, PgError::NotADataDir(_)), "{err}");
+    }
+
+    /// A copy with `datadir` at its root and an outside directory holding a
+    /// file, a slot-like directory and a symlink, to aim symlinks at.
+    fn copy_and_outside() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("copy");
+        fake_datadir(&copy);
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("slotlike")).unwrap();
+        std::fs::write(outside.join("file"), "16400 /srv/pgvol/ts/one\n").unwrap();
+        symlink("/srv/pgvol/ts/one", outside.join("a-link")).unwrap();
+        (tmp, copy, outside)
+    }
+
+    fn assert_outside_intact(outside: &Path) {
+        assert!(outside.join("slotlike").is_dir());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("file")).unwrap(),
+            "16400 /srv/pgvol/ts/one\n"
+        );
+        assert_eq!(
+            std::fs::read_link(outside.join("a-link")).unwrap(),
+            PathBuf::from("/srv/pgvol/ts/one")
+        );
+    }
+
+    #[test]
+    fn symlinks_where_postgres_never_makes_them_are_refused_and_not_followed() {
+        type Plant = fn(&Path, &Path);
+        let cases: [(&str, Plant); 5] = [
+            ("pg_replslot", |copy, out| {
+                std::fs::remove_dir_all(copy.join("pg_replslot")).unwrap();
+                symlink(out, copy.join("pg_replslot")).unwrap();
+            }),
+            ("pg_replslot/evil", |copy, out| {
+                symlink(out.join("slotlike"), copy.join("pg_replslot/evil")).unwrap();
+            }),
+            ("tablespace_map", |copy, out| {
+                symlink(out.join("file"), copy.join("tablespace_map")).unwrap();
+            }),
+            ("pg_tblspc", |copy, out| {
+                std::fs::remove_dir_all(copy.join("pg_tblspc")).unwrap();
+                symlink(out, copy.join("pg_tblspc")).unwrap();
+            }),
+            ("postmaster.pid", |copy, out| {
+                std::fs::remove_file(copy.join("postmaster.pid")).unwrap();
+                symlink(out.join("file"), copy.join("postmaster.pid")).unwrap();
+            }),
+        ];
+        for (name, plant) in cases {
+            let (_tmp, copy, outside) = copy_and_outside();
+            // A target inside the copy exists, so a followed tablespace_map
+            // or pg_tblspc link would be rewritten.
+            std::fs::create_dir_all(copy.join("ts/one")).unwrap();
+            plant(&copy, &outside);
+            let err = prepare_restored_datadir(&copy).unwrap_err();
+            assert!(
+                matches!(&err, PgError::SymlinkInCopy { path, .. } if path.ends_with(name)),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains("symlink"), "{err}");
+            assert_outside_intact(&outside);
+            // Refused before anything changed: the stale pid file is still there.
+            if name != "postmaster.pid" {
+                assert!(copy.join("postmaster.pid").exists(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn links_are_never_repointed_through_a_symlink_in_the_copy() {
+        let (_tmp, copy, outside) = copy_and_outside();
+        std::fs::create_dir_all(outside.join("wal")).unwrap();
+        // `copy/srv` leads outside: `/srv/wal` must not match `copy/srv/wal`.
+        symlink(&outside, copy.join("srv")).unwrap();
+        symlink("/srv/wal", copy.join("pg_wal")).unwrap();
+        let err = prepare_restored_datadir(&copy).unwrap_err();
+        assert!(matches!(err, PgError::LinkOutsideCopy { .. }), "{err}");
+        assert_outside_intact(&outside);
+    }
+
+    #[test]
+    fn tablespace_map_is_replaced_not_written_through() {
+        let (_tmp, copy, outside) = copy_and_outside();
+        std::fs::create_dir_all(copy.join("ts/one")).unwrap();
+        std::fs::write(copy.join("tablespace_map"), "16400 /srv/pgvol/ts/one\n").unwrap();
+        // A hard link to an outside file would be written through by an
+        // in-place write; the rename replaces the entry instead.
+        std::fs::remove_file(copy.join("tablespace_map")).unwrap();
+        std::fs::hard_link(outside.join("file"), copy.join("tablespace_map")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            copy.join("tablespace_map"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        // Another owner, where the test may chown (as root).
+        let owner = std::os::unix::fs::chown(copy.join("tablespace_map"), Some(1234), Some(5678))
+            .ok()
+            .map(|()| (1234, 5678));
+        prepare_restored_datadir(&copy).unwrap();
+        let copy = copy.canonicalize().unwrap();
+        // The server reads it as the file's owner: owner and mode are kept.
+        let meta = std::fs::metadata(copy.join("tablespace_map")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        if let Some((u, g)) = owner {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((meta.uid(), meta.gid()), (u, g));
+        }
+        assert_eq!(
+            std::fs::read_to_string(copy.join("tablespace_map")).unwrap(),
+            format!("16400 {}\n", copy.join("ts/one").display())
+        );
+        assert_outside_intact(&outside);
+        assert!(!copy.join("tablespace_map.subvault-tmp").exists());
     }
 }

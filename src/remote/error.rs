@@ -60,6 +60,11 @@ pub enum RemoteErrorKind {
     /// The key cannot be used with this store (e.g. `..` in a local key).
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// A listing that cannot be trusted to be complete (truncated without a
+    /// way on, a continuation token that repeats, an object without a size):
+    /// nothing may be pruned on it.
+    #[error("the listing cannot be trusted: {0}; nothing is pruned on an incomplete listing")]
+    BadListing(String),
 }
 
 fn status_part(status: Option<u16>) -> String {

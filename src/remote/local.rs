@@ -33,7 +33,7 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// A store rooted at `root` (created on first upload if missing).
+    /// A store rooted at `root`, which must exist (it is never created).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalStore { root: root.into() }
     }
@@ -99,13 +99,7 @@ impl LocalStore {
         let mut out = Vec::new();
         let mut dirs = vec![self.root.clone()];
         while let Some(dir) = dirs.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && dir == self.root => {
-                    return Ok(out)
-                }
-                Err(e) => return Err(e),
-            };
+            let entries = std::fs::read_dir(&dir)?;
             for entry in entries {
                 let entry = entry?;
                 let ft = entry.file_type()?;
@@ -153,11 +147,33 @@ impl LocalStore {
     ) -> Result<u64, RemoteError> {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let io = |e| self.io_err("upload", key, e);
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        // Directories below the root are made as keys need them; the root
+        // itself never (an unmounted disk must not fill the root filesystem).
+        if !self.root.is_dir() {
+            return Err(self.err(
+                "upload",
+                Some(key),
+                RemoteErrorKind::Config(format!(
+                    "{} is not a directory (is the backup disk mounted?); subvault never \
+                     creates a local remote's root",
+                    self.root.display()
+                )),
+            ));
+        }
+        if dir != self.root {
+            tokio::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .await
+                .map_err(io)?;
+        }
         let tmp = TempFile(dir.join(format!("{TMP_PREFIX}{:016x}", fastrand::u64(..))));
+        // Owner-only: a backup holds every file of the source, whatever their modes.
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp.0)
             .await
             .map_err(io)?;
@@ -317,10 +333,15 @@ impl ObjectStore for LocalStore {
         Ok(files
             .into_iter()
             .filter(|(_, tmp, _)| *tmp)
-            .filter_map(|(path, _, _)| {
+            .filter_map(|(path, _, meta)| {
                 let key = self.key_of(&path)?;
                 let upload_id = path.file_name()?.to_string_lossy().into_owned();
-                Some(MultipartUpload { key, upload_id })
+                let initiated = meta.modified().ok().map(DateTime::<Utc>::from);
+                Some(MultipartUpload {
+                    key,
+                    upload_id,
+                    initiated,
+                })
             })
             .collect())
     }
@@ -377,11 +398,22 @@ mod tests {
     #[tokio::test]
     async fn upload_list_get_range_head_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path().join("bucket"));
+        let root = dir.path().join("bucket");
+        let store = LocalStore::new(&root);
+        // A missing root (an unmounted disk) is an error, and is never created.
+        let err = store.list().await.unwrap_err();
+        assert!(matches!(*err.kind, RemoteErrorKind::Io(_)), "{err}");
+        let err = store
+            .upload("k", &b"x"[..], &UploadOptions::default())
+            .await
+            .unwrap_err();
         assert!(
-            store.list().await.unwrap().is_empty(),
-            "missing root lists empty"
+            err.to_string().contains("is the backup disk mounted?"),
+            "{err}"
         );
+        assert!(!root.exists());
+        std::fs::create_dir(&root).unwrap();
+        assert!(store.list().await.unwrap().is_empty());
 
         let body = data(3 * CHUNK + 123);
         let seen = Arc::new(AtomicU64::new(0));
@@ -402,6 +434,18 @@ mod tests {
         let keys: Vec<_> = listed.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(keys, ["a/b/obj1", "top"]);
         assert_eq!(listed[0].size, body.len() as u64);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            (mode("a/b/obj1"), mode("top"), mode("a/b")),
+            (0o600, 0o600, 0o700)
+        );
         assert_eq!(listed[0].storage_class, None);
 
         assert_eq!(
@@ -474,7 +518,8 @@ mod tests {
             pending,
             [MultipartUpload {
                 key: "sub/.tmp-0123".to_string(),
-                upload_id: ".tmp-0123".to_string()
+                upload_id: ".tmp-0123".to_string(),
+                initiated: pending[0].initiated,
             }]
         );
         assert!(store.abort_multipart("sub/x", ".tmp-0123").await.is_err());

@@ -8,6 +8,7 @@
 mod error;
 pub mod local;
 pub mod parts;
+pub mod pending;
 pub mod retry;
 pub mod s3;
 
@@ -112,6 +113,8 @@ pub struct MultipartUpload {
     pub key: String,
     /// The store's id of the upload, for [`ObjectStore::abort_multipart`].
     pub upload_id: String,
+    /// When it was started (a local temp file's modification time), if known.
+    pub initiated: Option<DateTime<Utc>>,
 }
 
 /// The objects under a prefix, sorted into backups and the rest.
@@ -245,7 +248,24 @@ impl ObjectStore for AnyStore {
 /// resolves settings only; credentials are fetched on the first request.
 pub async fn open(remote: &RemoteConfig) -> Result<AnyStore, RemoteError> {
     match &remote.kind {
-        RemoteKind::Local(l) => Ok(AnyStore::Local(LocalStore::new(&l.path))),
+        RemoteKind::Local(l) => {
+            // Never created: a backup disk that is not mounted must not turn
+            // into a directory on the root filesystem that fills it.
+            if !l.path.is_dir() {
+                return Err(RemoteError::new(
+                    format!("local:{}", l.path.display()),
+                    "open",
+                    None,
+                    RemoteErrorKind::Config(format!(
+                        "remote {:?}: {} is not a directory (is the backup disk mounted?); \
+                         subvault never creates a local remote's root: create it once by hand",
+                        remote.id,
+                        l.path.display()
+                    )),
+                ));
+            }
+            Ok(AnyStore::Local(LocalStore::new(&l.path)))
+        }
         RemoteKind::S3(c) => {
             let e = &c.endpoint;
             let mut s = S3Settings::new(&c.bucket, &c.prefix);

@@ -164,7 +164,7 @@ pub fn encode(
     let chain = if opts.pipe_through.is_empty() {
         None
     } else {
-        Some(spawn_chain(&opts.pipe_through)?)
+        Some(spawn_chain(&opts.pipe_through, "pipe_through")?)
     };
 
     let s = slot.clone();
@@ -221,6 +221,7 @@ pub fn encode(
                         Msg::Data(b) => {
                             if let Err(e) = stdin.write_all(&b).await {
                                 return Err(StreamError::PipeIo {
+                                    setting: "pipe_through",
                                     command: first,
                                     source: Arc::new(e),
                                 });
@@ -273,6 +274,7 @@ fn piped_to_channel(
                 Msg::Data(b) => {
                     if let Err(e) = stdin.write_all(&b).await {
                         return Err(StreamError::PipeIo {
+                            setting: "pipe_through",
                             command: first,
                             source: Arc::new(e),
                         });
@@ -301,6 +303,7 @@ fn piped_to_channel(
                 }
                 Err(e) => {
                     s.set(StreamError::PipeIo {
+                        setting: "pipe_through",
                         command: "(reading the last command's output)".into(),
                         source: Arc::new(e),
                     });
@@ -462,6 +465,7 @@ impl AsyncRead for Encoded {
                         let before = buf.filled().len();
                         if let Err(e) = ready!(Pin::new(&mut *stdout).poll_read(cx, buf)) {
                             *state = PipeState::Ended(Err(StreamError::PipeIo {
+                                setting: "pipe_through",
                                 command: "(reading the last command's output)".into(),
                                 source: Arc::new(e),
                             }));

@@ -60,7 +60,7 @@ pub enum StreamError {
         found: &'static str,
     },
     /// No codec given and the magic bytes match none we know.
-    #[error("the object is neither zstd, gzip nor a btrfs send stream (it starts with {head})")]
+    #[error("the object is neither zstd, gzip nor a btrfs send stream (it starts with {head}); if it was written through pipe_through (e.g. gpg), set restore_pipe_through to the command that reverses it")]
     UnknownFormat {
         /// The first bytes, in hex.
         head: String,
@@ -128,19 +128,23 @@ pub enum StreamError {
         "a pipe_through command is empty; write each command as a list such as [\"gzip\", \"-1\"]"
     )]
     EmptyCommand,
-    /// A `pipe_through` command could not be started.
+    /// A `pipe_through` (or `restore_pipe_through`) command could not be started.
     #[error(
-        "could not start pipe_through command `{command}`: {source} (is it installed and on PATH?)"
+        "could not start {setting} command `{command}`: {source} (is it installed and on PATH?)"
     )]
     PipeSpawn {
+        /// The config field the command comes from.
+        setting: &'static str,
         /// The command line.
         command: String,
         /// The spawn error.
         source: Arc<io::Error>,
     },
-    /// A `pipe_through` command exited unsuccessfully.
-    #[error("pipe_through command `{command}` failed ({status}); stderr: {stderr}")]
+    /// A `pipe_through` (or `restore_pipe_through`) command exited unsuccessfully.
+    #[error("{setting} command `{command}` failed ({status}); stderr: {stderr}")]
     PipeFailed {
+        /// The config field the command comes from.
+        setting: &'static str,
         /// The command line.
         command: String,
         /// Exit status in words.
@@ -148,9 +152,11 @@ pub enum StreamError {
         /// The end of its stderr (empty when it wrote none).
         stderr: String,
     },
-    /// Talking to a `pipe_through` command failed.
-    #[error("i/o with pipe_through command `{command}` failed: {source}")]
+    /// Talking to a `pipe_through` (or `restore_pipe_through`) command failed.
+    #[error("i/o with {setting} command `{command}` failed: {source}")]
     PipeIo {
+        /// The config field the command comes from.
+        setting: &'static str,
         /// The command line.
         command: String,
         /// The error.

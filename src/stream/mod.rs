@@ -31,3 +31,4 @@ pub use decode::{
 };
 pub use encode::{encode, EncodeOptions, EncodeSummary, Encoded, SourceCheck};
 pub use error::StreamError;
+pub use pipe::{is_secret_env, show as show_command, unpipe, Unpiped};

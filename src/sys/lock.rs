@@ -48,6 +48,16 @@ pub enum LockError {
         /// ` by pid N` when the holder wrote its pid.
         holder: String,
     },
+    /// Another run (of another config) works on this source.
+    #[error("another subvault run{holder} is working on source {name} (subvolume {uuid}), perhaps from another config file naming it; this source was skipped")]
+    SourceBusy {
+        /// The source's name in this config.
+        name: String,
+        /// Its subvolume uuid.
+        uuid: Uuid,
+        /// ` (pid N)` when the holder wrote its pid.
+        holder: String,
+    },
     /// Someone else holds the subvolume's lock.
     #[error(
         "subvolume {uuid} is busy: another send or dedupe holds {} (waited {waited:?}); \
@@ -158,6 +168,40 @@ impl RunLock {
                     .map(|pid| format!(" by pid {pid}"))
                     .unwrap_or_default();
                 Err(LockError::RunBusy { path, holder })
+            }
+        }
+    }
+}
+
+/// Held while a run works on one source subvolume, so two configs naming it
+/// (snapshotting, uploading and pruning the same things) never run at once.
+#[derive(Debug)]
+pub struct SourceLock {
+    _lock: Flock<File>,
+}
+
+impl SourceLock {
+    /// Takes the lock of the source subvolume `uuid` (named `name`) without waiting.
+    pub fn acquire(uuid: Uuid, name: &str) -> Result<SourceLock, LockError> {
+        let (file, path) = open_lock_file(&format!("source-{uuid}.lock"))?;
+        match try_lock(file, &path)? {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0);
+                let _ = write!(*lock, "{}", std::process::id());
+                Ok(SourceLock { _lock: lock })
+            }
+            Err(_) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                Err(LockError::SourceBusy {
+                    name: name.to_string(),
+                    uuid,
+                    holder,
+                })
             }
         }
     }

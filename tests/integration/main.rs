@@ -19,4 +19,6 @@ mod postgres;
 mod remote_s3;
 mod restore;
 mod run;
+mod safety;
 mod stream_pipeline;
+mod trust;

@@ -44,13 +44,13 @@ pub(super) struct Preservation {
 }
 
 /// Per-remote decisions, before they are merged with the other remotes'.
-pub(super) struct RemoteDecision {
+pub(super) struct RemoteDecision<'a> {
     /// Item index -> reasons, for every kept item.
     pub kept: BTreeMap<usize, Vec<KeepReason>>,
     /// Item index -> parent item index (None = full), for uploads.
     pub upload_parent: BTreeMap<usize, Option<usize>>,
-    /// Items whose existing backup's parent object is missing.
-    pub broken: BTreeSet<usize>,
+    /// Keys of existing backups whose parent object is missing.
+    pub broken: BTreeSet<&'a str>,
     /// Item index -> how long it is preserved, for items a policy span keeps.
     pub preservation: HashMap<usize, Preservation>,
 }
@@ -78,7 +78,13 @@ pub(super) fn collect_items<'a>(
             by_uuid.insert(s.uuid, item);
         }
     }
-    for b in &remote.backups {
+    // An unreachable remote's backups are unknown: plan as if it had none.
+    let backups = if remote.unreachable {
+        &[][..]
+    } else {
+        &remote.backups[..]
+    };
+    for b in backups {
         if b.source_uuid != source_uuid || b.uuid.is_nil() {
             continue;
         }
@@ -134,12 +140,12 @@ impl Spans {
 }
 
 /// Decide what one remote keeps and uploads.
-pub(super) fn decide_remote(
-    items: &[Item<'_>],
+pub(super) fn decide_remote<'a>(
+    items: &[Item<'a>],
     policy: &Policy,
     now: DateTime<Utc>,
     tz: Tz,
-) -> RemoteDecision {
+) -> RemoteDecision<'a> {
     let spans = Spans::of(items, &policy.timeframes(), tz);
     let (mut kept, preservation) = preserved(&spans, policy, now, tz);
     keep_newest(items, &mut kept);
@@ -210,15 +216,17 @@ fn keep_newest(items: &[Item<'_>], kept: &mut Kept) {
     }
 }
 
-/// Walks each kept item's parent chain, keeping every ancestor. An item with a
-/// backup reuses it as it is (its parent is whatever it was sent relative to;
-/// a parent missing from the remote makes it `broken`); an item without one
+/// Walks each kept item's parent chains, keeping every ancestor. An item with
+/// backups reuses them as they are: the parent of each copy (a snapshot may have
+/// several objects, e.g. a heal whose delete failed) is kept, so every
+/// restorable copy keeps its chain and a broken copy (its parent missing from
+/// the remote) never costs the good copy its parent. An item without a backup
 /// gets an upload whose parent [`choose_parent`] picks.
-fn close_over_ancestors(
-    items: &[Item<'_>],
+fn close_over_ancestors<'a>(
+    items: &[Item<'a>],
     spans: &Spans,
     kept: &mut Kept,
-) -> (BTreeMap<usize, Option<usize>>, BTreeSet<usize>) {
+) -> (BTreeMap<usize, Option<usize>>, BTreeSet<&'a str>) {
     let index_of: HashMap<Uuid, usize> = items
         .iter()
         .enumerate()
@@ -234,23 +242,26 @@ fn close_over_ancestors(
             continue;
         }
         let item = &items[idx];
-        let parent = if let Some(backup) = item.backups.first() {
-            match backup.send_parent_uuid {
-                None => None,
-                Some(p) => match index_of.get(&p) {
-                    Some(&pidx) => Some(pidx),
-                    None => {
-                        broken.insert(idx);
-                        None
-                    }
-                },
-            }
-        } else {
+        let parents: Vec<usize> = if item.backups.is_empty() {
             let parent = choose_parent(idx, items, spans);
             upload_parent.insert(idx, parent);
-            parent
+            parent.into_iter().collect()
+        } else {
+            let mut parents = Vec::new();
+            for backup in &item.backups {
+                let Some(p) = backup.send_parent_uuid else {
+                    continue;
+                };
+                match index_of.get(&p) {
+                    Some(&pidx) => parents.push(pidx),
+                    None => {
+                        broken.insert(backup.key.as_str());
+                    }
+                }
+            }
+            parents
         };
-        if let Some(p) = parent {
+        for p in parents {
             let reasons = kept.entry(p).or_default();
             if reasons.is_empty() {
                 reasons.push(KeepReason::Ancestor);

@@ -3,37 +3,22 @@
 //! missing, so its snapshot (if kept and still on disk) is uploaded again, and
 //! the broken object is deleted once its replacement exists.
 
-use std::collections::{HashMap, HashSet};
-
-use uuid::Uuid;
+use std::collections::HashSet;
 
 use super::{plan_inner, Action, BackupAction, BackupPlan, Plan, PlanInput};
 use crate::core::model::Backup;
 
-/// Keys of the backups whose restore chain does not reach a full backup.
+/// Keys of the backups whose restore chain does not reach a full backup (a
+/// copy whose parent has no restorable object; another copy of the same
+/// snapshot may still be fine).
 pub(super) fn unrestorable(backups: &[&Backup]) -> HashSet<String> {
-    let by_uuid: HashMap<Uuid, &Backup> = backups.iter().map(|b| (b.uuid, *b)).collect();
-    let mut bad = HashSet::new();
-    for b in backups {
-        let mut cur = *b;
-        let mut steps = 0;
-        let ok = loop {
-            match cur.send_parent_uuid {
-                None => break true,
-                Some(p) => match by_uuid.get(&p) {
-                    Some(parent) if steps < backups.len() => {
-                        cur = parent;
-                        steps += 1;
-                    }
-                    _ => break false,
-                },
-            }
-        };
-        if !ok {
-            bad.insert(b.key.clone());
-        }
-    }
-    bad
+    let owned: Vec<Backup> = backups.iter().map(|b| (*b).clone()).collect();
+    let ok = crate::core::chain::restorable(&owned);
+    backups
+        .iter()
+        .filter(|b| b.send_parent_uuid.is_some_and(|p| !ok.contains(&p)))
+        .map(|b| b.key.clone())
+        .collect()
 }
 
 /// Healing: plan without the unrestorable backups, then delete each of them whose

@@ -102,6 +102,12 @@ pub struct RemoteInput {
     pub policy: Policy,
     /// The backups found on the remote. Backups of other sources are ignored.
     pub backups: Vec<Backup>,
+    /// The remote could not be listed (or failed this run): nothing is
+    /// uploaded to or deleted from it, its backups are unknown, and the
+    /// snapshots its policy would keep or send from are kept for the next run.
+    /// Bounded: at most the spans its policy preserves (plus their send
+    /// parents), however long it stays unreachable.
+    pub unreachable: bool,
 }
 
 /// Everything the planner looks at for one source.
@@ -325,7 +331,9 @@ fn plan_inner(input: &PlanInput) -> Plan {
         let items = collect_items(&snapshots, remote, input.source_uuid);
         let decision = decide_remote(&items, &remote.policy, input.now, input.tz);
         merged.keep_snapshots(&items, &decision);
-        merged.add_backups(&remote.id, &items, &decision);
+        if !remote.unreachable {
+            merged.add_backups(&remote.id, &items, &decision);
+        }
     }
 
     let mut actions = Vec::new();
@@ -409,7 +417,7 @@ impl Merged {
                 self.add_upload(remote, item, parent.map(|p| &items[p]), reasons, preserved);
             }
             for backup in &item.backups {
-                let broken = decision.broken.contains(&idx);
+                let broken = decision.broken.contains(backup.key.as_str());
                 if broken {
                     self.warnings.push(format!(
                         "remote {remote}: backup {} is sent relative to {}, which is missing from the remote: \

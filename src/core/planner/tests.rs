@@ -81,6 +81,7 @@ impl Sim {
                     id: format!("r{i}"),
                     policy: p.parse().unwrap(),
                     backups: Vec::new(),
+                    unreachable: false,
                 })
                 .collect(),
         }
@@ -533,8 +534,8 @@ proptest! {
         let tz: Tz = zone.parse().unwrap();
         let mut sim = Sim::new(tz, &[]);
         sim.remotes = vec![
-            RemoteInput { id: "a".into(), policy: p0, backups: vec![] },
-            RemoteInput { id: "b".into(), policy: p1, backups: vec![] },
+            RemoteInput { id: "a".into(), policy: p0, backups: vec![], unreachable: false },
+            RemoteInput { id: "b".into(), policy: p1, backups: vec![], unreachable: false },
         ];
         let mut t = utc("2024-10-01T00:00:00");
         let mut ctransid = 100;
@@ -555,7 +556,7 @@ proptest! {
         gaps in prop::collection::vec(1i64..600, 500..3000),
     ) {
         let mut sim = Sim::new(Tz::UTC, &[]);
-        sim.remotes = vec![RemoteInput { id: "a".into(), policy, backups: vec![] }];
+        sim.remotes = vec![RemoteInput { id: "a".into(), policy, backups: vec![], unreachable: false }];
         let mut t = utc("2023-01-01T00:00:00");
         for (i, g) in gaps.iter().enumerate() {
             t += Duration::minutes(*g);
@@ -662,4 +663,111 @@ fn keep_reasons_sort_like_the_words_they_show() {
         serde_json::to_value(&reasons).unwrap(),
         serde_json::json!(words)
     );
+}
+
+#[test]
+fn a_broken_duplicate_never_costs_the_good_copy_its_parent() {
+    // `1y 1d`: last year's full 1 and this year's 2 relative to it; 2 has a second
+    // object whose parent is missing (a heal whose delete failed, or a
+    // btrfs2s3 duplicate). Its key sorts first, so a planner that looked at one
+    // copy only would see 2 as broken and let 1 go.
+    let s1 = snap(utc("2024-06-01T00:00:00"), 1);
+    let s2 = snap(utc("2025-06-01T00:00:00"), 2);
+    let good = backup(&s2, Some(1));
+    let mut broken = backup(&s2, Some(77));
+    broken.key = "a-broken-copy".into();
+    let input = PlanInput {
+        tz: Tz::UTC,
+        now: utc("2025-06-01T12:00:00"),
+        source_uuid: SOURCE,
+        snapshots: vec![s2.clone()],
+        remotes: vec![RemoteInput {
+            id: "r".into(),
+            policy: "1y 1d".parse().unwrap(),
+            backups: vec![broken.clone(), good.clone(), backup(&s1, None)],
+            unreachable: false,
+        }],
+    };
+    let plan = plan(&input);
+    let verdict = |key: &str| {
+        plan.backups
+            .iter()
+            .find(|b| b.key.as_deref() == Some(key))
+            .unwrap()
+    };
+    assert_ne!(
+        verdict("b1").action,
+        BackupAction::Delete,
+        "the good copy's parent is kept"
+    );
+    assert!(verdict("a-broken-copy").broken_chain);
+    assert!(!verdict(&good.key).broken_chain);
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(!plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::DeleteBackup { key, .. } if key == "b1")));
+}
+
+#[test]
+fn an_unreachable_remote_gets_nothing_but_keeps_what_its_policy_needs() {
+    // Daily snapshots at noon, 2025-01-01 .. 2025-02-09. Remote `live` keeps
+    // `1d`; remote `dead` (`1y 3m 30d`) cannot be listed.
+    let snapshots: Vec<Snapshot> = (0..40)
+        .map(|d| {
+            snap(
+                utc("2025-01-01T12:00:00") + Duration::days(d),
+                10 + d as u64,
+            )
+        })
+        .collect();
+    let remote = |id: &str, policy: &str, unreachable| RemoteInput {
+        id: id.into(),
+        policy: policy.parse().unwrap(),
+        backups: Vec::new(),
+        unreachable,
+    };
+    let input = PlanInput {
+        tz: Tz::UTC,
+        now: utc("2025-02-09T13:00:00"),
+        source_uuid: SOURCE,
+        snapshots: snapshots.clone(),
+        remotes: vec![
+            remote("live", "1d", false),
+            remote("dead", "1y 3m 30d", true),
+        ],
+    };
+    let plan = plan(&input);
+    assert!(plan.actions.iter().all(|a| match a {
+        Action::UploadBackup(u) => u.remote == "live",
+        Action::DeleteBackup { remote, .. } => remote == "live",
+        _ => true,
+    }));
+    assert!(plan.backups.iter().all(|b| b.remote == "live"));
+    // Kept for `dead`: the last 30 days (Jan 11 .. Feb 9) and the first of
+    // January (its yearly and monthly); nothing else.
+    let kept: Vec<u64> = plan
+        .snapshots
+        .iter()
+        .filter(|s| s.action == SnapshotAction::Keep)
+        .map(|s| s.snapshot.ctransid)
+        .collect();
+    let mut want: Vec<u64> = vec![10];
+    want.extend(20..50);
+    assert_eq!(kept, want);
+    // Reachable again (with nothing uploaded yet), it would upload exactly those.
+    let mut input = input;
+    input.remotes[1].unreachable = false;
+    let uploads: Vec<u64> = plan_uploads_to(&crate::core::planner::plan(&input), "dead");
+    assert_eq!(uploads, want);
+}
+
+fn plan_uploads_to(plan: &Plan, remote: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = plan
+        .uploads()
+        .filter(|u| u.remote == remote)
+        .map(|u| u.ctransid)
+        .collect();
+    v.sort();
+    v
 }

@@ -5,20 +5,25 @@
 //! listing ──chain::select/chain──> [full, monthly, daily]   (pure)
 //!   per step:  Fetch (GET or parallel ranged GETs, bounded prefetch of the
 //!              next) ──> stream::decode ──> first command checked (stream_head)
-//!              ──> btrfs receive -e DIR
+//!              ──> btrfs receive --chroot -e DIR (paths checked: path_guard)
 //!   meanwhile: writeback (syncfs of DIR's filesystem every 300 ms)
 //!   at the end: BTRFS_IOC_SYNC
 //! ```
 //!
 //! Safety rules: DIR must exist on btrfs and is canonicalized once ([`Target`]);
 //! the name a stream would create is read from its first command before
-//! `btrfs receive` starts and must be a plain, unused name in DIR; the last step
+//! `btrfs receive` starts and must be a plain, unused name in DIR, and the
+//! uuid, ctransid and parent uuid of that command must be the ones its key names
+//! ([`stream_head::check_against_key`]); `btrfs receive` runs chrooted into DIR
+//! and every path of the stream is checked before receive sees it
+//! ([`path_guard`]), so nothing is written outside DIR; the last step
 //! is refused when DIR already holds a subvolume received from the same uuid,
 //! while earlier steps already in DIR (same received uuid, read-only) are reused
 //! instead of received again; any failure kills the receive before its input
 //! ends and deletes the half-received subvolume.
 
 pub mod fetch;
+pub mod path_guard;
 pub mod postgres;
 mod receive;
 pub mod select;
@@ -35,7 +40,9 @@ use uuid::Uuid;
 
 pub use crate::core::chain::{ChainError, Selector};
 pub use fetch::Fetch;
-pub use receive::{download_cause, receive_chain, remove_unfinished, ReceiveOptions, Received};
+pub use receive::{
+    download_cause, object_reader, receive_chain, remove_unfinished, ReceiveOptions, Received,
+};
 pub use select::{choose, Chosen};
 pub use target::{Present, Target};
 
@@ -113,9 +120,12 @@ pub enum ObjectFailure {
     /// The download broke off or failed otherwise.
     #[error("{0}")]
     Download(String),
-    /// The stream's first command cannot be used.
+    /// The stream's first command cannot be used, or is not what the key says.
     #[error("{0}")]
     Head(#[from] stream_head::HeadError),
+    /// A path in the stream would lead out of the received subvolume.
+    #[error("{0}")]
+    UnsafePath(#[from] path_guard::PathError),
     /// The name the stream creates already exists in DIR.
     #[error("{} already exists; restore into another directory or delete it", .0.display())]
     NameTaken(PathBuf),
@@ -254,6 +264,7 @@ pub async fn restore(
     let opts = ReceiveOptions {
         prefetch,
         progress,
+        restore_pipe_through: &chosen.restore_pipe_through,
         decoding: &chosen.decoding,
     };
     let before = target.subvolumes()?;

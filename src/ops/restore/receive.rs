@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::fetch::{self, Fetch};
+use super::path_guard::PathGuard;
 use super::target::{Present, Target};
 use super::{stream_head, writeback, ObjectFailure, RestoreError, Step, StepAction};
 use crate::core::model::Backup;
+use crate::ops::remotes::Decoding;
 use crate::progress::Progress;
 use crate::remote::ObjectStore;
 use crate::stream::{self, StreamError};
@@ -45,9 +47,11 @@ pub struct ReceiveOptions<'a> {
     pub prefetch: usize,
     /// Told a line before and after each step.
     pub progress: &'a dyn Progress,
+    /// The source's `restore_pipe_through` commands (see [`object_reader`]).
+    pub restore_pipe_through: &'a [Vec<String>],
     /// How the objects are decoded (decrypted and authenticated, for an
     /// encrypted remote).
-    pub decoding: &'a crate::ops::remotes::Decoding,
+    pub decoding: &'a Decoding,
 }
 
 /// Receives the steps marked [`StepAction::Receive`] in order, prefetching the
@@ -87,7 +91,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
         ));
-        let r = receive_one(fetch, b, target, opts.decoding).await?;
+        let r = receive_one(fetch, b, target, opts.restore_pipe_through, opts.decoding).await?;
         opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
@@ -158,11 +162,15 @@ enum Stop {
     WriteFailed,
 }
 
+/// Receives one object: its first command is checked (a plain new name in
+/// DIR, the uuid, ctransid and parent its key names) before `btrfs receive` starts,
+/// and every later path as it passes ([`PathGuard`]).
 async fn receive_one(
     fetch: Fetch,
     backup: &Backup,
     target: &Target,
-    decoding: &crate::ops::remotes::Decoding,
+    restore_pipe_through: &[Vec<String>],
+    decoding: &Decoding,
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
@@ -171,18 +179,12 @@ async fn receive_one(
         cleanup,
     };
     let before: BTreeSet<OsString> = target.subvolumes()?.into_keys().collect();
-    let mut dec = stream::decode_with(fetch, decoding.options(backup));
+    let mut dec = decode_object(fetch, backup, restore_pipe_through, decoding)
+        .map_err(|e| fail(ObjectFailure::Stream(e), String::new()))?;
     let (head, head_buf) = read_head(&mut dec)
         .await
         .map_err(|e| fail(e, String::new()))?;
-    if head.uuid != backup.uuid {
-        tracing::warn!(
-            "{}: the stream sends subvolume {} but the key says {}",
-            backup.key,
-            head.uuid,
-            backup.uuid
-        );
-    }
+    stream_head::check_against_key(&head, backup).map_err(|e| fail(e.into(), String::new()))?;
     let dest = target.join(&head.name);
     if target.has_entry(&head.name) {
         return Err(fail(ObjectFailure::NameTaken(dest), String::new()));
@@ -202,6 +204,44 @@ async fn receive_one(
         checksummed: summary.verified,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The bytes of `backup`'s object to decode, and how to decode them: `body`
+/// itself, or `body` passed through the `restore_pipe_through` commands when
+/// there are some and the key names no codec (what `pipe_through` and btrfs2s3
+/// write; keys naming subvault's own codec were never piped). In an encrypted
+/// remote the object was encrypted after `pipe_through`, so it is decrypted
+/// before the commands, and the decoder still checks its keyed trailer and
+/// body MAC. Used by `restore` and `verify`.
+pub fn object_reader(
+    body: Fetch,
+    backup: &Backup,
+    restore_pipe_through: &[Vec<String>],
+    decoding: &Decoding,
+) -> Result<(Box<dyn AsyncRead + Unpin + Send>, stream::DecodeOptions), StreamError> {
+    let mut opts = decoding.options(backup);
+    if backup.codec.is_some() || restore_pipe_through.is_empty() {
+        return Ok((Box::new(body), opts));
+    }
+    let plain: Box<dyn AsyncRead + Unpin + Send> = match opts.unseal.as_mut() {
+        Some(u) => match u.identities.take() {
+            Some(ids) => Box::new(stream::decrypt(body, ids, u.key_file.clone())),
+            None => Box::new(body),
+        },
+        None => Box::new(body),
+    };
+    Ok((Box::new(stream::unpipe(plain, restore_pipe_through)?), opts))
+}
+
+/// [`stream::decode_with`] of [`object_reader`].
+fn decode_object(
+    body: Fetch,
+    backup: &Backup,
+    restore_pipe_through: &[Vec<String>],
+    decoding: &Decoding,
+) -> Result<stream::Decoded, StreamError> {
+    let (obj, opts) = object_reader(body, backup, restore_pipe_through, decoding)?;
+    Ok(stream::decode_with(obj, opts))
 }
 
 /// Reads the decoded stream until its first command (which names the subvolume
@@ -228,13 +268,18 @@ async fn read_head(
 
 /// Feeds the rest of the stream (after `pending`) into `btrfs receive` and
 /// ends it: finished when the decoder verified the whole stream, killed
-/// (never finalized) otherwise.
+/// (never finalized) otherwise. Every piece passes the [`PathGuard`] before
+/// receive sees it.
 async fn feed(
     mut dec: stream::Decoded,
     mut rx: ReceiveProcess,
     mut pending: Bytes,
 ) -> Result<stream::DecodeSummary, ObjectFailure> {
+    let mut guard = PathGuard::new();
     let stop = loop {
+        if let Err(e) = guard.update(&pending) {
+            break Stop::ReadFailed(ObjectFailure::UnsafePath(e));
+        }
         if !pending.is_empty() && rx.write_all(&pending).await.is_err() {
             break Stop::WriteFailed;
         }

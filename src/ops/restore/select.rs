@@ -10,7 +10,7 @@ use crate::core::chain::{self, Selector};
 use crate::core::model::Backup;
 use crate::errors::UsageError;
 use crate::ops::remotes::{self, Decoding};
-use crate::ops::sources::{backups_of_source, basename_of, source_uuids};
+use crate::ops::sources::{backups_of_source, basename_of, restore_pipe_through, source_uuids};
 use crate::remote::{AnyStore, ObjectStore};
 
 /// A restore, decided: where from, which backup, and what each step of its
@@ -28,6 +28,8 @@ pub struct Chosen {
     pub name: Option<String>,
     /// Whether it is a PostgreSQL data directory (its source says so).
     pub postgres: bool,
+    /// The source's `restore_pipe_through` for this remote.
+    pub restore_pipe_through: Vec<Vec<String>>,
     /// How its objects are decoded (decrypted and authenticated, for an
     /// encrypted remote).
     pub decoding: Decoding,
@@ -107,10 +109,12 @@ pub async fn choose(
             .iter()
             .any(|s| s.postgres.is_some() && key_name.as_deref() == Some(&s.name)),
     };
+    let name = source.map(|s| s.name.clone()).or(key_name);
     Ok(Chosen {
+        restore_pipe_through: restore_pipe_through(config, &rc.id, name.as_deref()).to_vec(),
         remote: rc.clone(),
         store,
-        name: source.map(|s| s.name.clone()).or(key_name),
+        name,
         leaf,
         steps,
         postgres,

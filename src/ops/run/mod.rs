@@ -1,18 +1,31 @@
 //! `run`: one pass over each source: snapshot if it changed, plan, upload,
 //! prune, and optionally dedupe.
 //!
-//! Order and safety (docs/design.md, "A run" and "Safety rules"): the snapshot
-//! is taken first, then every upload in plan order (parents before children).
-//! Only when every upload of the source succeeded are snapshots destroyed and
-//! objects deleted; a failed upload leaves everything else as it was, and the
-//! next run picks up where this one stopped.
+//! Order and safety (docs/design.md, "A run" and "Safety rules"):
+//! - A source is locked (so two configs naming it never run at once), and a
+//!   run whose time lies before the source's newest snapshot or backup is
+//!   refused before anything happens.
+//! - The snapshot is taken first, even when a remote is down: local restore
+//!   points matter most when the network is not there.
+//! - Uploads run in plan order (parents before children), per remote; a remote
+//!   that fails (cannot be listed, or an upload fails) fails alone: the others
+//!   upload and prune, and the snapshots the failing one will need are kept
+//!   (as much as its policy preserves, so they cannot pile up without bound).
+//! - A remote is pruned only when all its uploads succeeded and were read back,
+//!   its listing was whole, no other machine writes this source there, and the
+//!   deletions fit the prune budget; snapshots are destroyed only within the
+//!   budget too. Whatever is held back is named with what to do, and the run
+//!   exits 1.
 
+pub(crate) mod checks;
+mod cleanup;
 mod prune;
 mod upload;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,12 +35,22 @@ use super::remotes::{OpenRemote, OpenRemotes};
 use super::sources::{new_snapshot_path, plan_input, SourceState};
 use super::subvols::Subvolumes;
 use crate::config::{Config, Source};
-use crate::core::planner::{self, Plan, PlanOptions};
+use crate::core::planner::{self, Plan, PlanInput, PlanOptions};
 use crate::postgres::PgError;
 use crate::progress::{NoProgress, Progress};
 use crate::units::human_bytes;
 
 pub use upload::Uploaded;
+
+/// How a run behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Heal broken chains (`--heal`).
+    pub heal: bool,
+    /// Prune even beyond the prune budget (`--allow-large-prune`): a
+    /// deliberate policy change.
+    pub allow_large_prune: bool,
+}
 
 /// What one source's run did.
 #[derive(Debug, Default, Clone)]
@@ -50,12 +73,16 @@ pub struct SourceReport {
     pub destroyed: usize,
     /// Warnings from the plan (broken chains).
     pub warnings: Vec<String>,
+    /// What failed or was held back without stopping the rest of the source
+    /// (a remote down, an upload failed, a prune over budget), one line each.
+    /// A source with problems counts as failed (exit status 1).
+    pub problems: Vec<String>,
 }
 
 /// How a run over several sources ended.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunOutcome {
-    /// Sources that failed.
+    /// Sources that failed (or had problems).
     pub failed: usize,
     /// A signal stopped the run (the sources after the interrupted one did not run).
     pub interrupted: bool,
@@ -64,25 +91,31 @@ pub struct RunOutcome {
 /// Runs every source in turn, opening each remote once, and hands each
 /// source's result to `on_result` as soon as it is known. A signal during a
 /// PostgreSQL backup stops the run after that source.
+#[allow(clippy::too_many_arguments)] // the run's inputs, from the command line
 pub async fn run_sources<S: Subvolumes>(
     config: &Config,
     sources: &[&Source],
     now: DateTime<Utc>,
-    heal: bool,
+    opts: RunOptions,
     subvols: &S,
     progress: &dyn Progress,
     mut on_result: impl FnMut(&Source, &Result<SourceReport>),
 ) -> RunOutcome {
     let remotes = super::remotes::open_for_sources(config, sources).await;
+    cleanup::abort_stale_uploads(&remotes, config.safety.abort_incomplete_uploads_after).await;
     let mut outcome = RunOutcome::default();
     for source in sources {
-        let result = run_source(config, source, &remotes, now, heal, subvols, progress).await;
+        let result = run_source(config, source, &remotes, now, opts, subvols, progress).await;
         on_result(source, &result);
-        if let Err(e) = &result {
-            outcome.failed += 1;
-            if interrupted(e) {
-                outcome.interrupted = true;
-                break;
+        match &result {
+            Ok(report) if report.problems.is_empty() => {}
+            Ok(_) => outcome.failed += 1,
+            Err(e) => {
+                outcome.failed += 1;
+                if interrupted(e) {
+                    outcome.interrupted = true;
+                    break;
+                }
             }
         }
     }
@@ -102,7 +135,7 @@ pub async fn run_source<S: Subvolumes>(
     source: &Source,
     remotes: &OpenRemotes,
     now: DateTime<Utc>,
-    heal: bool,
+    opts: RunOptions,
     subvols: &S,
     progress: &dyn Progress,
 ) -> Result<SourceReport> {
@@ -110,22 +143,27 @@ pub async fn run_source<S: Subvolumes>(
         source: source.name.clone(),
         ..Default::default()
     };
+    let before = subvols.read_source(source, true)?;
+    // Held until the source is done: another config naming this subvolume
+    // would snapshot, upload and prune the same things at the same time.
+    let _lock = subvols.lock_source(before.info.uuid, &source.name)?;
+    checks::clock(config, source, remotes, &before, now)?;
     for up in &source.upload_to_remotes {
         if let Some(Err(e)) = remotes.get(&up.id) {
-            bail!(crate::errors::one_line(e));
+            report.problems.push(crate::errors::one_line(e));
         }
     }
-    let state = snapshot_if_changed(source, now, subvols, &mut report).await?;
-    let plan = planner::plan_with(
-        &plan_input(config, source, &state, remotes, now, false)?,
-        PlanOptions { heal },
-    );
+    let mut no_prune = checks::foreign_writers(source, remotes, &before, &mut report);
+
+    let state = snapshot_if_changed(source, before, now, subvols, &mut report).await?;
+    let mut input = plan_input(config, source, &state, remotes, now, false)?;
+    let plan = planner::plan_with(&input, PlanOptions { heal: opts.heal });
     for w in &plan.warnings {
         tracing::warn!("source {}: {w}", source.name);
     }
     report.warnings = plan.warnings.clone();
 
-    let uploaded = upload_all(
+    let uploads = upload_all(
         config,
         source,
         &plan,
@@ -135,24 +173,57 @@ pub async fn run_source<S: Subvolumes>(
         progress,
         &mut report,
     )
-    .await?;
-    // Pruning: only reached when every upload succeeded.
-    prune::prune(source, &plan, remotes, &uploaded, subvols, &mut report).await?;
+    .await;
+    no_prune.extend(uploads.failed.iter().cloned());
+    // Snapshots: as the plan says, unless a remote failed this run; then as a
+    // plan that treats it as unreachable says, so the snapshots it will need
+    // next time stay.
+    let destroy_plan = if uploads.failed.is_empty() {
+        None
+    } else {
+        mark_unreachable(&mut input, &uploads.failed);
+        Some(planner::plan_with(&input, PlanOptions { heal: opts.heal }))
+    };
+    let prune = prune::Prune {
+        source,
+        remotes,
+        budget: (!opts.allow_large_prune).then_some(config.safety.prune_budget),
+        no_prune: &no_prune,
+        uploaded: &uploads.done,
+        snapshots_existing: state.snapshots.len(),
+    };
+    prune
+        .run(
+            &plan,
+            destroy_plan.as_ref().unwrap_or(&plan),
+            subvols,
+            &mut report,
+        )
+        .await;
     if source.dedupe.after_run {
         dedupe_after_run(source, subvols).await?;
     }
     Ok(report)
 }
 
-/// Takes a snapshot when the source changed since its newest one; returns the
-/// source's state after it.
+/// Marks `failed` remotes as unreachable in a plan's input.
+fn mark_unreachable(input: &mut PlanInput, failed: &BTreeSet<String>) {
+    for r in &mut input.remotes {
+        if failed.contains(&r.id) {
+            r.unreachable = true;
+        }
+    }
+}
+
+/// Takes a snapshot when the source (read as `state`) changed since its
+/// newest one; returns the source's state after it.
 async fn snapshot_if_changed<S: Subvolumes>(
     source: &Source,
+    state: SourceState,
     now: DateTime<Utc>,
     subvols: &S,
     report: &mut SourceReport,
 ) -> Result<SourceState> {
-    let state = subvols.read_source(source, true)?;
     if !state.needs_snapshot() {
         return Ok(state);
     }
@@ -170,7 +241,17 @@ async fn snapshot_if_changed<S: Subvolumes>(
     subvols.read_source(source, false)
 }
 
-/// Every upload of the plan, in order; stops at the first failure.
+/// What the uploads of a source did.
+struct Uploads {
+    /// Objects stored (and read back).
+    done: Vec<Uploaded>,
+    /// Remotes where an upload failed (their later uploads were skipped).
+    failed: BTreeSet<String>,
+}
+
+/// Every upload of the plan, in order; an upload that fails fails its remote
+/// (the remote's later uploads are skipped, since they may be sent relative
+/// to it), and the other remotes go on.
 #[allow(clippy::too_many_arguments)] // the run's context, passed down one level
 async fn upload_all<S: Subvolumes>(
     config: &Config,
@@ -181,20 +262,37 @@ async fn upload_all<S: Subvolumes>(
     subvols: &S,
     progress: &dyn Progress,
     report: &mut SourceReport,
-) -> Result<Vec<Uploaded>> {
+) -> Uploads {
     let started = Instant::now();
-    let mut uploaded = Vec::new();
+    let mut out = Uploads {
+        done: Vec::new(),
+        failed: BTreeSet::new(),
+    };
     for u in plan.uploads() {
-        let open = opened(remotes, &u.remote)?;
-        let done =
-            upload::upload(config, source, open, u, state.info.uuid, subvols, progress).await?;
-        report.uploaded += 1;
-        report.bytes += done.stored_bytes;
-        report.raw_bytes += done.raw_bytes;
-        uploaded.push(done);
+        if out.failed.contains(&u.remote) {
+            continue;
+        }
+        let result = match opened(remotes, &u.remote) {
+            Ok(open) => {
+                upload::upload(config, source, open, u, state.info.uuid, subvols, progress).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(done) => {
+                report.uploaded += 1;
+                report.bytes += done.stored_bytes;
+                report.raw_bytes += done.raw_bytes;
+                out.done.push(done);
+            }
+            Err(e) => {
+                report.problems.push(crate::errors::one_line(&e));
+                out.failed.insert(u.remote.clone());
+            }
+        }
     }
     report.upload_seconds = started.elapsed().as_secs_f64();
-    Ok(uploaded)
+    out
 }
 
 /// The opened remote `id`, or its opening error as one line.

@@ -1,78 +1,167 @@
 //! Pruning after the uploads: destroy the snapshots and delete the objects the
-//! plan no longer keeps. Reached only when every upload of the source succeeded.
+//! plan no longer keeps, within the prune budget, and only on remotes whose
+//! uploads all succeeded and whose listing can be trusted.
 
-use std::collections::BTreeMap;
-
-use anyhow::{bail, Result};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::upload::Uploaded;
 use super::{opened, SourceReport};
 use crate::config::Source;
-use crate::core::planner::{Action, Plan};
+use crate::core::guards::{PruneBudget, ALWAYS_ALLOWED};
+use crate::core::planner::{Action, BackupAction, Plan};
 use crate::ops::remotes::OpenRemotes;
 use crate::ops::subvols::Subvolumes;
 use crate::remote::ObjectStore;
 
-/// Destroys and deletes what `plan` prunes, except a key this run uploaded (an
-/// upload can replace a broken object under the same key). Every failure is
-/// collected; the error names them all.
-pub(super) async fn prune<S: Subvolumes>(
-    source: &Source,
-    plan: &Plan,
-    remotes: &OpenRemotes,
-    uploaded: &[Uploaded],
-    subvols: &S,
-    report: &mut SourceReport,
-) -> Result<()> {
-    let mut failures = Vec::new();
-    for action in &plan.actions {
-        if let Action::DestroySnapshot { path, .. } = action {
+/// What a prune may touch.
+pub(super) struct Prune<'a> {
+    pub source: &'a Source,
+    pub remotes: &'a OpenRemotes,
+    /// The share one run may delete; `None` with `--allow-large-prune`.
+    pub budget: Option<f64>,
+    /// Remotes not to prune this run (an upload failed, another machine writes there).
+    pub no_prune: &'a BTreeSet<String>,
+    /// Objects this run stored: never deleted by it (an upload can replace a
+    /// broken object under the same key).
+    pub uploaded: &'a [Uploaded],
+    /// How many snapshots of the source exist now.
+    pub snapshots_existing: usize,
+}
+
+impl Prune<'_> {
+    /// Destroys the snapshots `destroys` prunes and deletes the objects
+    /// `deletes` prunes; whatever fails or is held back goes to the report's
+    /// problems.
+    pub(super) async fn run<S: Subvolumes>(
+        &self,
+        deletes: &Plan,
+        destroys: &Plan,
+        subvols: &S,
+        report: &mut SourceReport,
+    ) {
+        self.destroy_snapshots(destroys, subvols, report);
+        for (remote, keys) in self.deletions(deletes, report) {
+            self.delete(remote, &keys, report).await;
+        }
+    }
+
+    fn over_budget(&self, deleting: usize, existing: usize) -> Option<String> {
+        let share = self.budget?;
+        let budget = PruneBudget { share };
+        (!budget.allows(deleting, existing)).then(|| {
+            format!(
+                "more than the prune budget allows ({}: {:.0}% of {existing}, at least \
+                 {ALWAYS_ALLOWED}); if that is intended (a policy change), run once with \
+                 --allow-large-prune",
+                budget.allowed(existing),
+                share * 100.0
+            )
+        })
+    }
+
+    fn destroy_snapshots<S: Subvolumes>(
+        &self,
+        plan: &Plan,
+        subvols: &S,
+        report: &mut SourceReport,
+    ) {
+        let paths: Vec<_> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DestroySnapshot { path, .. } => Some(path),
+                _ => None,
+            })
+            .collect();
+        if let Some(why) = self.over_budget(paths.len(), self.snapshots_existing) {
+            report.problems.push(format!(
+                "snapshots not destroyed: this run would destroy {} of the {} snapshots of \
+                 source {}, {why}",
+                paths.len(),
+                self.snapshots_existing,
+                self.source.name
+            ));
+            return;
+        }
+        for path in paths {
             match subvols.destroy_snapshot(path) {
                 Ok(()) => {
                     tracing::info!(
                         "source {}: destroyed snapshot {}",
-                        source.name,
+                        self.source.name,
                         path.display()
                     );
                     report.destroyed += 1;
                 }
-                Err(e) => failures.push(format!("{e}")),
+                Err(e) => report.problems.push(format!("{e}")),
             }
         }
     }
-    let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for action in &plan.actions {
-        if let Action::DeleteBackup { remote, key } = action {
-            if uploaded
+
+    /// The keys to delete per remote, leaving out remotes not to prune, keys
+    /// this run uploaded, and remotes whose deletions exceed the budget.
+    fn deletions<'p>(
+        &self,
+        plan: &'p Plan,
+        report: &mut SourceReport,
+    ) -> BTreeMap<&'p str, Vec<String>> {
+        let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for action in &plan.actions {
+            if let Action::DeleteBackup { remote, key } = action {
+                if self.no_prune.contains(remote)
+                    || self
+                        .uploaded
+                        .iter()
+                        .any(|u| &u.remote == remote && &u.key == key)
+                {
+                    continue;
+                }
+                deletes.entry(remote).or_default().push(key.clone());
+            }
+        }
+        deletes.retain(|remote, keys| {
+            let existing = plan
+                .backups
                 .iter()
-                .any(|u| &u.remote == remote && &u.key == key)
-            {
-                continue;
+                .filter(|b| &b.remote == remote && b.action != BackupAction::Upload)
+                .count();
+            match self.over_budget(keys.len(), existing) {
+                None => true,
+                Some(why) => {
+                    report.problems.push(format!(
+                        "remote {remote}: not pruned: this run would delete {} of the {existing} \
+                         backups of source {} there, {why}",
+                        keys.len(),
+                        self.source.name
+                    ));
+                    false
+                }
             }
-            deletes.entry(remote).or_default().push(key.clone());
-        }
+        });
+        deletes
     }
-    for (remote, keys) in deletes {
-        let open = opened(remotes, remote)?;
-        match open.store.delete(&keys).await {
+
+    async fn delete(&self, remote: &str, keys: &[String], report: &mut SourceReport) {
+        let open = match opened(self.remotes, remote) {
+            Ok(o) => o,
+            Err(e) => return report.problems.push(format!("{e:#}")),
+        };
+        match open.store.delete(keys).await {
             Ok(rep) => {
                 for key in &rep.deleted {
-                    tracing::info!("source {}: deleted {key} from remote {remote}", source.name);
+                    tracing::info!(
+                        "source {}: deleted {key} from remote {remote}",
+                        self.source.name
+                    );
                 }
                 report.deleted += rep.deleted.len();
                 for (key, err) in rep.failed {
-                    failures.push(format!("remote {remote}: cannot delete {key}: {err}"));
+                    report
+                        .problems
+                        .push(format!("remote {remote}: cannot delete {key}: {err}"));
                 }
             }
-            Err(e) => failures.push(format!("remote {remote}: {e}")),
+            Err(e) => report.problems.push(format!("remote {remote}: {e}")),
         }
     }
-    if !failures.is_empty() {
-        bail!(
-            "source {}: pruning failed ({}); backups are complete, the next run retries",
-            source.name,
-            failures.join("; ")
-        );
-    }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The executor's rules, without root: a fake [`Subvolumes`] (snapshots in
 //! memory, synthetic send streams) and a local store in a temp dir.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ struct FakeSubvols {
     ctransid: Mutex<u64>,
     snapshots: Mutex<Vec<Snapshot>>,
     failing_sends: Vec<PathBuf>,
+    /// Snapshots whose ctransid moved on since they were listed (deduped).
+    deduped: Vec<PathBuf>,
     destroyed: Mutex<Vec<PathBuf>>,
 }
 
@@ -42,6 +45,7 @@ impl FakeSubvols {
             ctransid: Mutex::new(100),
             snapshots: Mutex::new(Vec::new()),
             failing_sends,
+            deduped: Vec::new(),
             destroyed: Mutex::new(Vec::new()),
         }
     }
@@ -61,6 +65,12 @@ impl FakeSubvols {
 }
 
 impl Subvolumes for FakeSubvols {
+    type SourceGuard = ();
+
+    fn lock_source(&self, _uuid: Uuid, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     fn read_source(&self, _source: &Source, _flush: bool) -> Result<SourceState> {
         let ctransid = *self.ctransid.lock().unwrap();
         let t = DateTime::<Utc>::UNIX_EPOCH;
@@ -109,9 +119,13 @@ impl Subvolumes for FakeSubvols {
         _uuid: Uuid,
         _parent: Option<(&Path, Uuid)>,
     ) -> Result<Box<dyn SendSource>> {
+        let listed = self.snapshots.lock().unwrap();
+        let ctransid = listed.iter().find(|s| s.path == snapshot).unwrap().ctransid;
+        let moved = self.deduped.iter().any(|p| p == snapshot);
         Ok(Box::new(FakeSend {
             data: Cursor::new(synthetic::stream(&[b"some file data"])),
             fails: self.failing_sends.iter().any(|p| p == snapshot),
+            ctransid: ctransid + u64::from(moved),
         }))
     }
 
@@ -125,6 +139,7 @@ impl Subvolumes for FakeSubvols {
 struct FakeSend {
     data: Cursor<Vec<u8>>,
     fails: bool,
+    ctransid: u64,
 }
 
 impl AsyncRead for FakeSend {
@@ -147,6 +162,10 @@ impl SendSource for FakeSend {
                 Ok(())
             }
         })
+    }
+
+    fn ctransid(&self) -> Option<u64> {
+        Some(self.ctransid)
     }
 }
 
@@ -175,9 +194,18 @@ fn at(day: u32) -> DateTime<Utc> {
 
 /// One run at `now`, as `subvault run` does it.
 async fn run(config: &Config, subvols: &FakeSubvols, now: DateTime<Utc>) -> Result<SourceReport> {
+    run_with(config, subvols, now, RunOptions::default()).await
+}
+
+async fn run_with(
+    config: &Config,
+    subvols: &FakeSubvols,
+    now: DateTime<Utc>,
+    opts: RunOptions,
+) -> Result<SourceReport> {
     let source = &config.sources[0];
     let remotes = remotes::open_for_sources(config, &[source]).await;
-    run_source(config, source, &remotes, now, false, subvols, &NoProgress).await
+    run_source(config, source, &remotes, now, opts, subvols, &NoProgress).await
 }
 
 async fn keys(config: &Config) -> Vec<String> {
@@ -189,40 +217,43 @@ async fn keys(config: &Config) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_failed_upload_destroys_and_deletes_nothing() {
+async fn a_failed_upload_deletes_nothing_there_and_keeps_what_its_retry_needs() {
     let store = tempfile::tempdir().unwrap();
-    let config = config(store.path(), "2d");
+    // `1m 2d`: the month's first snapshot is a full, each daily is sent
+    // relative to it.
+    let config = config(store.path(), "1m 2d");
     let subvols = FakeSubvols::new(Vec::new());
     for day in 1..=2 {
         subvols.write();
         run(&config, &subvols, at(day)).await.unwrap();
     }
     let keys_before = keys(&config).await;
-    let snapshots_before = subvols.snapshot_names();
     assert_eq!(keys_before.len(), 2, "{keys_before:?}");
+    let name = |day| crate::sys::btrfs::snapshot_name("data", at(day));
 
-    // Day 4: `2d` keeps days 3 and 4, so a successful run would prune days 1
-    // and 2; the new snapshot's send fails, so nothing may be pruned.
+    // Day 4: `2d` keeps days 3 and 4, so a successful run would delete day 2's
+    // backup. The new snapshot's send fails: nothing may be deleted on that
+    // remote, and the snapshot the retry sends relative to (day 1) stays.
     subvols.write();
-    let failing = config.sources[0]
-        .snapshots
-        .join(crate::sys::btrfs::snapshot_name("data", at(4)));
     let subvols = FakeSubvols {
-        failing_sends: vec![failing],
+        failing_sends: vec![config.sources[0].snapshots.join(name(4))],
         ..subvols
     };
-    let err = run(&config, &subvols, at(4)).await.unwrap_err();
+    let report = run(&config, &subvols, at(4)).await.unwrap();
     assert!(
-        crate::errors::one_line(&err).contains("the send broke off (injected)"),
-        "{err:#}"
+        report.problems.len() == 1 && report.problems[0].contains("the send broke off (injected)"),
+        "{report:?}"
     );
-    assert!(subvols.destroyed.lock().unwrap().is_empty());
     assert_eq!(
         keys(&config).await,
         keys_before,
         "no object deleted, none added"
     );
-    assert_eq!(subvols.snapshot_names().len(), snapshots_before.len() + 1);
+    assert_eq!(
+        subvols.snapshot_names(),
+        [name(1), name(4)],
+        "day 2 is not needed"
+    );
 
     // The next run (the send works again) uploads and prunes.
     let subvols = FakeSubvols {
@@ -230,9 +261,41 @@ async fn a_failed_upload_destroys_and_deletes_nothing() {
         ..subvols
     };
     let report = run(&config, &subvols, at(4)).await.unwrap();
-    assert_eq!((report.uploaded, report.deleted), (1, 2), "{report:?}");
-    assert_eq!(subvols.destroyed.lock().unwrap().len(), 2);
-    assert_eq!(keys(&config).await.len(), 1);
+    assert_eq!((report.uploaded, report.deleted), (1, 1), "{report:?}");
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(keys(&config).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_prune_over_the_budget_is_held_back_unless_allowed() {
+    let store = tempfile::tempdir().unwrap();
+    let subvols = FakeSubvols::new(Vec::new());
+    let long = config(store.path(), "30d");
+    for day in 1..=10 {
+        subvols.write();
+        run(&long, &subvols, at(day)).await.unwrap();
+    }
+    assert_eq!(keys(&long).await.len(), 10);
+    // A new policy keeps one day: this run would delete 9 of 10 backups and
+    // destroy 9 of 10 snapshots, more than half.
+    let short = config(store.path(), "1d");
+    let report = run(&short, &subvols, at(10)).await.unwrap();
+    assert_eq!((report.deleted, report.destroyed), (0, 0), "{report:?}");
+    assert_eq!(report.problems.len(), 2, "{report:?}");
+    assert!(report
+        .problems
+        .iter()
+        .all(|p| p.contains("--allow-large-prune")));
+    assert!(report.problems[0].contains("destroy 9 of the 10 snapshots"));
+    assert!(report.problems[1].contains("delete 9 of the 10 backups"));
+    assert_eq!(keys(&short).await.len(), 10);
+    let allowed = RunOptions {
+        allow_large_prune: true,
+        ..RunOptions::default()
+    };
+    let report = run_with(&short, &subvols, at(10), allowed).await.unwrap();
+    assert_eq!((report.deleted, report.destroyed), (9, 9), "{report:?}");
+    assert!(report.problems.is_empty());
 }
 
 #[tokio::test]
@@ -262,31 +325,24 @@ async fn a_key_uploaded_by_this_run_is_never_deleted() {
         stored_bytes: 1,
         raw_bytes: 1,
     }];
+    let no_prune = BTreeSet::new();
+    let prune = |uploaded| prune::Prune {
+        source: &config.sources[0],
+        remotes: &remotes,
+        budget: None,
+        no_prune: &no_prune,
+        uploaded,
+        snapshots_existing: 1,
+    };
     let mut report = SourceReport::default();
-    prune::prune(
-        &config.sources[0],
-        &plan,
-        &remotes,
-        &uploaded,
-        &subvols,
-        &mut report,
-    )
-    .await
-    .unwrap();
+    prune(&uploaded)
+        .run(&plan, &plan, &subvols, &mut report)
+        .await;
     assert_eq!(report.deleted, 0);
     assert_eq!(keys(&config).await, vec![key.clone()]);
 
     // The same plan without that upload deletes it: the guard is what kept it.
-    prune::prune(
-        &config.sources[0],
-        &plan,
-        &remotes,
-        &[],
-        &subvols,
-        &mut report,
-    )
-    .await
-    .unwrap();
+    prune(&[]).run(&plan, &plan, &subvols, &mut report).await;
     assert_eq!(report.deleted, 1);
     assert!(keys(&config).await.is_empty());
     let open = remotes["disk"].as_ref().unwrap();
@@ -313,4 +369,133 @@ async fn a_second_run_with_nothing_new_does_nothing() {
         (None, 0, 0, 0)
     );
     assert_eq!(keys(&config).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_run_at_a_time_before_the_newest_snapshot_changes_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let config = config(store.path(), "1y 3m 30d");
+    let subvols = FakeSubvols::new(Vec::new());
+    for day in 1..=5 {
+        subvols.write();
+        run(&config, &subvols, at(day)).await.unwrap();
+    }
+    let (keys_before, snaps_before) = (keys(&config).await, subvols.snapshot_names());
+    subvols.write();
+    let a_year_early: DateTime<Utc> = "2025-01-03T12:00:00Z".parse().unwrap();
+    let err = run(&config, &subvols, a_year_early).await.unwrap_err();
+    let line = crate::errors::one_line(&err);
+    assert!(
+        line.contains("refusing to run at 2025-01-03 12:00:00"),
+        "{line}"
+    );
+    assert!(line.contains("2026-01-05 12:00:00"), "{line}");
+    assert_eq!(keys(&config).await, keys_before);
+    assert_eq!(
+        subvols.snapshot_names(),
+        snaps_before,
+        "no snapshot taken or destroyed"
+    );
+}
+
+#[tokio::test]
+async fn backups_another_machine_writes_stop_the_prune_of_that_remote() {
+    let store = tempfile::tempdir().unwrap();
+    let config = config(store.path(), "1d");
+    let subvols = FakeSubvols::new(Vec::new());
+    subvols.write();
+    run(&config, &subvols, at(1)).await.unwrap();
+    // A clone of this machine wrote a backup of the same source (same source
+    // uuid, a snapshot uuid this host does not have) after our newest snapshot.
+    let planted = crate::core::object_key::format_key(
+        "",
+        &crate::core::object_key::KeyInfo {
+            basename: "data".into(),
+            time: at(1).fixed_offset() + chrono::Duration::hours(1),
+            ctransid: 500,
+            uuid: Uuid::from_u128(0xc10e),
+            send_parent_uuid: None,
+            source_uuid: SOURCE,
+            codec: Some(crate::core::model::Codec::Zstd),
+        },
+    );
+    std::fs::write(store.path().join(&planted), b"theirs").unwrap();
+    let ours = keys(&config).await;
+    // Day 2: `1d` would delete day 1's backup (and the planted one).
+    subvols.write();
+    let report = run(&config, &subvols, at(2)).await.unwrap();
+    assert_eq!((report.uploaded, report.deleted), (1, 0), "{report:?}");
+    assert!(
+        report.problems.len() == 1 && report.problems[0].contains("another machine"),
+        "{report:?}"
+    );
+    let now = keys(&config).await;
+    assert!(ours.iter().all(|k| now.contains(k)) && now.contains(&planted));
+}
+
+#[tokio::test]
+async fn unfinished_uploads_older_than_the_limit_are_aborted() {
+    let store = tempfile::tempdir().unwrap();
+    let config = config(store.path(), "1d");
+    let subvols = FakeSubvols::new(Vec::new());
+    let old = store.path().join(".tmp-0000000000000001");
+    let fresh = store.path().join(".tmp-0000000000000002");
+    for p in [&old, &fresh] {
+        std::fs::write(p, b"part of an upload").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(two_days_ago))
+        .unwrap();
+    subvols.write();
+    let source = &config.sources[0];
+    let outcome = run_sources(
+        &config,
+        &[source],
+        at(1),
+        RunOptions::default(),
+        &subvols,
+        &NoProgress,
+        |_, r| assert!(r.is_ok()),
+    )
+    .await;
+    assert_eq!(outcome.failed, 0);
+    assert!(!old.exists(), "a day-old temp file is removed");
+    assert!(
+        fresh.exists(),
+        "an upload that may still be under way is left alone"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_deduped_since_it_was_listed_is_left_for_the_next_run() {
+    // Its stream would carry another ctransid than the key the run planned,
+    // and restore refuses such an object: nothing is uploaded.
+    let store = tempfile::tempdir().unwrap();
+    let config = config(store.path(), "2d");
+    let subvols = FakeSubvols::new(Vec::new());
+    subvols.write();
+    let snapshot = config.sources[0]
+        .snapshots
+        .join(crate::sys::btrfs::snapshot_name("data", at(1)));
+    let subvols = FakeSubvols {
+        deduped: vec![snapshot],
+        ..subvols
+    };
+    let report = run(&config, &subvols, at(1)).await.unwrap();
+    assert!(
+        report.problems.len() == 1
+            && report.problems[0].contains("changed since this run listed it"),
+        "{report:?}"
+    );
+    assert!(keys(&config).await.is_empty());
+    let subvols = FakeSubvols {
+        deduped: Vec::new(),
+        ..subvols
+    };
+    let report = run(&config, &subvols, at(1)).await.unwrap();
+    assert_eq!(report.uploaded, 1, "{report:?}");
 }

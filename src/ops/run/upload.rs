@@ -67,6 +67,19 @@ pub(super) async fn upload<S: Subvolumes>(
         .send(&u.snapshot_path, u.uuid, parent)
         .await
         .with_context(ctx)?;
+    // The key names the ctransid the run planned with, and `restore` refuses
+    // a stream whose ctransid is not its key's: a snapshot deduped since the
+    // run listed it (a dedupe changes a read-only snapshot's ctransid) is left
+    // for the next run, which plans with its new ctransid.
+    if let Some(now) = send.ctransid().filter(|c| *c != u.ctransid) {
+        anyhow::bail!(
+            "{}: snapshot {} changed since this run listed it (ctransid {} then, {now} now; \
+             deduped meanwhile?): not uploaded, the next run uploads it",
+            ctx(),
+            u.snapshot_path.display(),
+            u.ctransid
+        );
+    }
     let mut opts = EncodeOptions::new(up.compression.codec);
     opts.level = up.compression.level;
     opts.threads = up.compression.threads;
@@ -94,6 +107,9 @@ pub(super) async fn upload<S: Subvolumes>(
     progress.upload_finished(&key);
     let stats = result.with_context(ctx)?;
     let summary = encoded.finish().await.with_context(ctx)?;
+    read_back(remote, &key, stats.bytes)
+        .await
+        .with_context(ctx)?;
     tracing::info!(
         "source {}: uploaded {key}: {} ({} raw) in {:.1} s",
         source.name,
@@ -107,6 +123,23 @@ pub(super) async fn upload<S: Subvolumes>(
         stored_bytes: stats.bytes,
         raw_bytes: summary.record.raw_len,
     })
+}
+
+/// Asks the store for the object just written: it must be there with the size
+/// that was sent before anything relies on it (a prune of older siblings).
+async fn read_back(remote: &OpenRemote, key: &str, sent: u64) -> Result<()> {
+    let info = remote
+        .store
+        .head(key)
+        .await
+        .context("read the object back (HEAD)")?;
+    if info.size != sent {
+        anyhow::bail!(
+            "read back: the store holds {} bytes under this key, but {sent} were sent",
+            info.size
+        );
+    }
+    Ok(())
 }
 
 /// Splits a send into the reader the encoder consumes and the check the encoder

@@ -42,7 +42,10 @@ pub(super) async fn connect(settings: &S3Settings) -> Result<Client, String> {
         loader = loader.region(Region::new(r.clone()));
     }
     if let Some(url) = &settings.endpoint_url {
-        loader = loader.endpoint_url(url);
+        // S3 signs requests with the keys and the SDK does not send a URL's
+        // `user:password@` anyway; dropping it here means the SDK never holds
+        // it, so none of its messages or logs can show it.
+        loader = loader.endpoint_url(redact_url(url));
     }
     match (&settings.access_key_id, &settings.secret_access_key) {
         (Some(id), Some(secret)) => {
@@ -229,10 +232,7 @@ pub(super) fn sign_payload(endpoint_url: Option<&str>) -> bool {
 
 /// Removes `user:password@` from a URL so messages never show credentials.
 pub(super) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_string(),
-    }
+    crate::errors::redact_url(url)
 }
 
 /// An HTTPS client that trusts only the CA certificates in `pem`.

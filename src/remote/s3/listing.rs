@@ -14,10 +14,15 @@ use crate::remote::{DeleteReport, MultipartUpload, ObjectInfo, RemoteError, Remo
 const DELETE_BATCH: usize = 1000;
 
 impl S3Store {
-    /// Every object under the prefix (ListObjectsV2, all pages).
+    /// Every object under the prefix (ListObjectsV2, all pages). A listing
+    /// that cannot be trusted to be whole is an error, never a short result:
+    /// a page marked truncated without a continuation token, a token seen
+    /// before (a loop), or an object without a size.
     pub(super) async fn list_objects(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut seen_tokens: HashSet<String> = HashSet::new();
+        let bad = |why: String| self.fatal("ListObjectsV2", None, RemoteErrorKind::BadListing(why));
         loop {
             let what = format!("{}: ListObjectsV2", self.describe);
             let page = with_retries(&self.retry, &what, || {
@@ -35,17 +40,33 @@ impl S3Store {
             .map_err(|f| self.err("ListObjectsV2", None, f))?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
+                let Some(size) = o.size().filter(|s| *s >= 0) else {
+                    return Err(bad(format!("the store listed {key} without a size")));
+                };
                 out.push(ObjectInfo {
                     key: key.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
+                    size: size as u64,
                     storage_class: o.storage_class().map(|c| c.as_str().to_string()),
                     last_modified: o.last_modified().and_then(to_chrono),
                     restore: None,
                 });
             }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
             match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
+                None | Some("") => {
+                    return Err(bad(format!(
+                        "page {} is marked truncated but has no continuation token",
+                        seen_tokens.len() + 1
+                    )))
+                }
+                Some(t) if !seen_tokens.insert(t.to_string()) => {
+                    return Err(bad(format!(
+                        "the continuation token {t:?} came back a second time (the listing loops)"
+                    )))
+                }
+                Some(t) => token = Some(t.to_string()),
             }
         }
         Ok(out)
@@ -127,6 +148,7 @@ impl S3Store {
                     out.push(MultipartUpload {
                         key: k.to_string(),
                         upload_id: id.to_string(),
+                        initiated: u.initiated().and_then(to_chrono),
                     });
                 }
             }

@@ -70,7 +70,10 @@ impl fmt::Debug for S3Settings {
         f.debug_struct("S3Settings")
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
-            .field("endpoint_url", &self.endpoint_url)
+            .field(
+                "endpoint_url",
+                &self.endpoint_url.as_deref().map(redact_url),
+            )
             .field("region", &self.region)
             .field("profile", &self.profile)
             .field("access_key_id", &self.access_key_id)

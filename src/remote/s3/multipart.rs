@@ -93,11 +93,11 @@ impl Drop for AbortOnDrop {
         );
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(async move {
+                crate::remote::pending::track(rt.spawn(async move {
                     if let Err(e) = store.abort_multipart(&key, &id).await {
                         tracing::error!("could not abort the cancelled upload: {e}");
                     }
-                });
+                }));
             }
             Err(_) => tracing::error!(
                 "{}: upload of {key} cancelled outside a runtime; multipart upload {id} left \

@@ -1,6 +1,17 @@
 //! `btrfs receive` as an async sink. There is no receive ioctl: receiving is
-//! done in userspace by btrfs-progs, so this spawns `btrfs receive -e DIR`
-//! (`-e`: stop at the stream's end command instead of waiting for more).
+//! done in userspace by btrfs-progs, so this spawns
+//! `btrfs receive --chroot -e DIR` (`-e`: stop at the stream's end command
+//! instead of waiting for more).
+//!
+//! `--chroot` (btrfs-progs 4.0 and later; `-C`): after opening DIR and its
+//! filesystem's root, receive calls `chroot(DIR)` and builds every path of
+//! the stream below `/`, so an absolute symlink the stream made (`l -> /etc`)
+//! and any `..` resolve inside DIR, never to the host's files. (It keeps
+//! descriptors opened before the chroot for finding a snapshot's parent and
+//! clone sources by uuid, which only read.) Why a chroot and not a mount
+//! namespace: a private mount namespace changes which mounts a process sees,
+//! not where `/` is, so `l -> /etc` would still reach the host's /etc;
+//! confining the path walk needs a new root, which is what the chroot is.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,6 +28,9 @@ use super::error::BtrfsError;
 /// How much of the tail of btrfs receive's stderr goes into an error message.
 const STDERR_TAIL: usize = 2000;
 
+/// Confines `btrfs receive` to its directory (see the module doc).
+const RECEIVE_CONFINED: &[&str] = &["--chroot"];
+
 /// A running `btrfs receive`: write the send stream into it (it is an
 /// [`AsyncWrite`]), then call [`ReceiveProcess::finish`].
 #[derive(Debug)]
@@ -28,13 +42,15 @@ pub struct ReceiveProcess {
     dir: PathBuf,
 }
 
-/// Starts `btrfs receive -e <dir>` with its stdin piped. Must be called
-/// within a Tokio runtime. The process is killed if the handle is dropped
-/// without [`ReceiveProcess::finish`].
+/// Starts `btrfs receive --chroot -e <dir>` with its stdin piped (`dir`
+/// absolute and canonical: the chroot goes there). Must be called within a
+/// Tokio runtime. The process is killed if the handle is dropped without
+/// [`ReceiveProcess::finish`].
 pub fn receive(dir: &Path) -> Result<ReceiveProcess, BtrfsError> {
     let action = format!("btrfs receive into {}", dir.display());
     let mut child = Command::new("btrfs")
         .arg("receive")
+        .args(RECEIVE_CONFINED)
         .arg("-e")
         .arg(dir)
         .stdin(Stdio::piped())
@@ -90,7 +106,7 @@ impl ReceiveProcess {
             // Its progress lines ("At subvol X") would only hide the error.
             let complaint: Vec<&str> = stderr
                 .lines()
-                .filter(|l| received_name(l).is_none())
+                .filter(|l| received_name(l).is_none() && !l.starts_with("Chroot to "))
                 .collect();
             return Err(BtrfsError::Process {
                 action: self.action,

@@ -49,6 +49,7 @@ pub struct SendStats {
 pub struct SendStream {
     reader: pipe::Receiver,
     done: oneshot::Receiver<io::Result<()>>,
+    ctransid: u64,
     bytes: u64,
     started: Instant,
     action: String,
@@ -56,6 +57,14 @@ pub struct SendStream {
 }
 
 impl SendStream {
+    /// The snapshot's ctransid, read from the open snapshot just before the
+    /// send started: the ctransid the stream's first command carries (the
+    /// snapshot is read-only, so only a dedupe changes it, and the caller
+    /// holds the dedupe lock).
+    pub fn ctransid(&self) -> u64 {
+        self.ctransid
+    }
+
     /// Waits for the send to end and reports whether it succeeded. If the
     /// stream was not read to EOF, the send is aborted and this is an error.
     /// A send that failed part way is an error here even though the reader
@@ -68,6 +77,7 @@ impl SendStream {
             started,
             action,
             path,
+            ..
         } = self;
         drop(reader);
         let result = done
@@ -166,6 +176,7 @@ pub fn send(snapshot: &Path, parent: Option<&Path>) -> Result<SendStream, BtrfsE
     Ok(SendStream {
         reader,
         done,
+        ctransid: snap.ctransid,
         bytes: 0,
         started: Instant::now(),
         action,

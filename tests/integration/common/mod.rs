@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod gpg;
 pub mod proxy;
 
 /// Distinguishes the filesystems and buckets one test process creates.

@@ -19,6 +19,10 @@ use tokio::sync::oneshot;
 /// sequence number (0 for the first request); `None` passes it through.
 pub type Picker = Arc<dyn Fn(&str, u32) -> Option<u16> + Send + Sync>;
 
+/// Chooses a whole HTTP response (status line, headers, body) to answer a
+/// request with, given its head and sequence number; `None` passes it through.
+pub type Responder = Arc<dyn Fn(&str, u32) -> Option<String> + Send + Sync>;
+
 /// Request heads (lowercased) seen by a [`FaultProxy::recording`] proxy.
 pub type Heads = Arc<Mutex<Vec<String>>>;
 
@@ -34,6 +38,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// A proxy to the test S3 server that fails the requests `fail` picks.
     pub fn start(fail: Picker) -> FaultProxy {
+        FaultProxy::responding(Arc::new(move |head, nth| {
+            fail(head, nth).map(error_response)
+        }))
+    }
+
+    /// A proxy that answers the requests `respond` picks with the response it
+    /// gives (a lying listing, a wrong size), passing the rest through.
+    pub fn responding(respond: Responder) -> FaultProxy {
         let upstream = super::s3_endpoint()
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -49,7 +61,7 @@ impl FaultProxy {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(serve(listener, upstream, fail, counter, stopped));
+            rt.block_on(serve(listener, upstream, respond, counter, stopped));
         });
         FaultProxy {
             url,
@@ -89,10 +101,28 @@ impl Drop for FaultProxy {
     }
 }
 
+/// An S3 error response with `status` (503 is `SlowDown`, others `InternalError`).
+fn error_response(status: u16) -> String {
+    let (reason, code) = if status == 503 {
+        ("Service Unavailable", "SlowDown")
+    } else {
+        ("Internal Server Error", "InternalError")
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+         <Message>injected by the test proxy</Message></Error>"
+    );
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )
+}
+
 async fn serve(
     listener: std::net::TcpListener,
     upstream: String,
-    fail: Picker,
+    fail: Responder,
     failed: Arc<AtomicU32>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -117,7 +147,7 @@ async fn serve(
 async fn proxy_one(
     mut conn: TcpStream,
     upstream: &str,
-    fail: Picker,
+    fail: Responder,
     failed: Arc<AtomicU32>,
     seen: Arc<AtomicU32>,
 ) -> io::Result<()> {
@@ -153,22 +183,8 @@ async fn proxy_one(
         body.extend_from_slice(&chunk[..n]);
     }
     let nth = seen.fetch_add(1, Ordering::SeqCst);
-    if let Some(status) = fail(&head, nth) {
+    if let Some(resp) = fail(&head, nth) {
         failed.fetch_add(1, Ordering::SeqCst);
-        let (reason, code) = if status == 503 {
-            ("Service Unavailable", "SlowDown")
-        } else {
-            ("Internal Server Error", "InternalError")
-        };
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
-             <Message>injected by the test proxy</Message></Error>"
-        );
-        let resp = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-            xml.len()
-        );
         conn.write_all(resp.as_bytes()).await?;
         return conn.shutdown().await;
     }
