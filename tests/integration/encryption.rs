@@ -335,6 +335,35 @@ fn encrypted_runs_restore_at_every_point_and_no_object_holds_plaintext() {
     let before = e.keys();
     e.run_at("2026-02-02T13:00:00Z");
     assert_eq!(e.keys(), before);
+
+    // The key file's secrets (the identity and the auth key) never reach the
+    // output, at the highest verbosity either.
+    let key_text = fs::read_to_string(&e.key).unwrap();
+    let secrets: Vec<&str> = key_text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("AGE-SECRET-KEY-1").or_else(|| {
+                l.trim_start_matches(['#', ' '])
+                    .strip_prefix("subvault-auth-key:")
+                    .map(str::trim)
+            })
+        })
+        .collect();
+    assert_eq!(secrets.len(), 2, "identity and auth key in:\n{key_text}");
+    let target = e.target("vv");
+    let target = target.to_str().unwrap();
+    for args in [
+        &["-vv", "run", "--now", "2026-02-02T14:00:00Z"][..],
+        &["-vv", "verify", "--all"],
+        &["-vv", "restore", "--to", target, "--latest"],
+        &["-vv", "config", "check"],
+    ] {
+        let out = ok(subvault(&e.config, args));
+        let said = text(&out);
+        for s in &secrets {
+            assert!(!said.contains(s), "subvault {args:?} printed a key secret");
+        }
+    }
 }
 
 #[test]
