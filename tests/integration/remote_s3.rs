@@ -546,6 +546,7 @@ async fn transient_errors_are_retried_and_the_upload_completes() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("InternalError"), "{err}");
+    assert!(always.injected() >= 1, "the proxy failed no UploadPart");
     assert!(direct.head("never").await.unwrap_err().is_not_found());
     assert!(direct.list_multipart_uploads().await.unwrap().is_empty());
 }
