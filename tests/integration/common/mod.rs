@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod gpg;
+pub mod mixed;
 pub mod proxy;
+pub mod s3store;
 
 /// Distinguishes the filesystems and buckets one test process creates.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
