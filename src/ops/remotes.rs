@@ -1,12 +1,14 @@
 //! Opening remotes: the one way every command gets a store and its listing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use crate::config::{Config, RemoteConfig, RemoteKind, Source};
 use crate::core::model::Backup;
 use crate::errors::UsageError;
+use crate::remote::rate::RateLimiter;
 use crate::remote::{self, AnyStore, ObjectStore};
 
 /// An opened remote and the backups listed on it.
@@ -17,6 +19,8 @@ pub struct OpenRemote {
     pub store: AnyStore,
     /// Every backup key found under the prefix (all sources).
     pub backups: Vec<Backup>,
+    /// The remote's `rate_limit`, shared by every upload to it in this run.
+    pub rate: Option<Arc<RateLimiter>>,
 }
 
 /// Remote id -> the opened remote, or why it could not be opened or listed.
@@ -32,6 +36,7 @@ pub async fn open(config: RemoteConfig) -> Result<OpenRemote> {
         // The error names the store and the operation.
         .with_context(|| format!("remote {}", config.id))?;
     Ok(OpenRemote {
+        rate: config.rate_limit.map(RateLimiter::new),
         config,
         store,
         backups: listing.backups,

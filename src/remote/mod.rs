@@ -9,6 +9,7 @@ mod error;
 pub mod local;
 pub mod parts;
 pub mod pending;
+pub mod rate;
 pub mod retry;
 pub mod s3;
 
@@ -374,6 +375,7 @@ mod tests {
                     ..Default::default()
                 },
             }),
+            rate_limit: None,
         }
     }
 
@@ -390,6 +392,7 @@ mod tests {
             kind: RemoteKind::Local(crate::config::LocalConfig {
                 path: dir.path().to_path_buf(),
             }),
+            rate_limit: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));

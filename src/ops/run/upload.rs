@@ -15,6 +15,7 @@ use crate::ops::keys::KeyNaming;
 use crate::ops::remotes::OpenRemote;
 use crate::ops::subvols::{SendSource, Subvolumes};
 use crate::progress::Progress;
+use crate::remote::rate::Throttled;
 use crate::remote::{ObjectStore, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
 use crate::units::human_bytes;
@@ -101,7 +102,15 @@ pub(super) async fn upload<S: Subvolumes>(
         source.name,
         remote.config.id
     );
-    let result = remote.store.upload(&key, &mut encoded, &upload_opts).await;
+    // A rate limit throttles the body the store cuts its parts from, so it
+    // covers every part in flight of every upload to this remote.
+    let result = match &remote.rate {
+        Some(limiter) => {
+            let body = Throttled::new(&mut encoded, limiter.clone());
+            remote.store.upload(&key, body, &upload_opts).await
+        }
+        None => remote.store.upload(&key, &mut encoded, &upload_opts).await,
+    };
     progress.upload_finished(&key);
     let stats = result.with_context(ctx)?;
     let summary = encoded.finish().await.with_context(ctx)?;
