@@ -205,7 +205,8 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         }
     };
     let rate = number * mult;
-    if !(rate >= 1024.0) || !rate.is_finite() {
+    // NaN fails `is_finite`, so the comparison below sees only numbers.
+    if !rate.is_finite() || rate < 1024.0 {
         return Err(format!(
             "bad rate {text:?}: at least 1KiB/s (a slower upload would never finish)"
         ));

@@ -21,5 +21,6 @@ pub mod remotes;
 pub mod restore;
 pub mod run;
 pub mod sources;
+pub mod status;
 pub mod subvols;
 pub mod verify;

@@ -21,7 +21,7 @@ use crate::stream::{self, EncodeOptions, SourceCheck};
 use crate::units::human_bytes;
 
 /// An object this run stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Uploaded {
     /// The remote's id.
     pub remote: String,
@@ -31,6 +31,12 @@ pub struct Uploaded {
     pub stored_bytes: u64,
     /// Bytes of raw send stream.
     pub raw_bytes: u64,
+    /// Wall time of the upload (send, encode, upload, read back), seconds.
+    pub seconds: f64,
+    /// The storage class it was stored with (`STANDARD` for the store's default).
+    pub storage_class: String,
+    /// True for a full backup, false for one sent relative to a parent.
+    pub full: bool,
 }
 
 /// Sends one snapshot, encodes it and uploads it.
@@ -62,6 +68,7 @@ pub(super) async fn upload<S: Subvolumes>(
         )
     };
 
+    let started = std::time::Instant::now();
     let parent = u.send_parent_path.as_deref().zip(u.send_parent_uuid);
     let send = subvols
         .send(&u.snapshot_path, u.uuid, parent)
@@ -90,7 +97,7 @@ pub(super) async fn upload<S: Subvolumes>(
 
     let class = up.storage_class.r#for(u.timeframe);
     let upload_opts = UploadOptions {
-        storage_class: (class != "STANDARD").then_some(class),
+        storage_class: (class != "STANDARD").then(|| class.clone()),
         object_lock: match (&up.object_lock, u.retain_until) {
             (Some(lock), Some(until)) => Some((lock.mode.as_str().to_string(), until)),
             _ => None,
@@ -129,6 +136,9 @@ pub(super) async fn upload<S: Subvolumes>(
         key,
         stored_bytes: stats.bytes,
         raw_bytes: summary.record.raw_len,
+        seconds: started.elapsed().as_secs_f64(),
+        storage_class: class,
+        full: u.send_parent_path.is_none(),
     })
 }
 
