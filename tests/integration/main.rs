@@ -14,6 +14,7 @@ mod btrfs_adapter;
 mod config_errors;
 mod dedupe;
 mod harness;
+mod monitoring;
 mod postgres;
 mod remote_s3;
 mod restore;
