@@ -26,7 +26,7 @@ use crate::common::{
 /// (and the state and lock dirs `subvault_command` puts next to it) in a
 /// temp dir.
 struct Setup {
-    _fs: TestFs,
+    fs: TestFs,
     sources: Vec<PathBuf>,
     config: PathBuf,
     dir: tempfile::TempDir,
@@ -62,7 +62,7 @@ fn setup(sources: &[(&str, &str, &str)], extra: &str, source_extra: &str) -> Set
     let config = dir.path().join("config.yaml");
     fs::write(&config, yaml).unwrap();
     Setup {
-        _fs: fs,
+        fs,
         sources: paths,
         config,
         dir,
@@ -148,6 +148,34 @@ fn run_json_reports_what_was_uploaded_and_status_judges_fresh_stale_and_broken()
         json(&out)["sources"][0]["remotes"][0]["uploaded"][0]["full"],
         false
     );
+
+    // verify --json and restore --json, parsed.
+    let out = subvault(&s.config, &["verify", "--all", "--json"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(
+        (v["ok"].clone(), v["checked"].clone()),
+        (true.into(), 2.into())
+    );
+    let objects = v["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 2);
+    assert!(objects.iter().all(|o| o["result"] == "ok"), "{v:#}");
+    let target = s.fs.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    let to = target.to_str().unwrap();
+    let out = subvault(&s.config, &["restore", "--to", to, "--dry-run", "--json"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let dry = json(&out);
+    assert_eq!(dry["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(dry["steps"][0]["full"], true);
+    assert!(dry["restored"].is_null());
+    let out = subvault(&s.config, &["restore", "--to", to, "--json"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r = json(&out);
+    let path = PathBuf::from(r["restored"]["path"].as_str().unwrap());
+    assert_eq!(fs::read_to_string(path.join("file")).unwrap(), "changed\n");
+    assert_eq!(r["restored"]["received"].as_array().unwrap().len(), 2);
+    assert_eq!(r["leaf"]["key"], dry["leaf"]["key"]);
 
     // Fresh for 2h, stale for 30m; the JSON says why.
     let out = subvault(&s.config, &["status", "--max-age", "2h"]);
