@@ -311,7 +311,18 @@ fn the_metrics_file_and_status_prometheus_parse_as_prometheus_text() {
         "",
     );
     let before = Utc::now().timestamp() as f64;
-    let out = subvault(&s.config, &["run"]);
+    // Under the unit's UMask=0077, as systemd starts it.
+    let mut umasked = Command::new("sh");
+    umasked
+        .args(["-c", "umask 077; exec \"$@\"", "sh"])
+        .arg(crate::common::subvault_bin())
+        .args(subvault_command(&s.config, &["run"]).get_args())
+        .envs(
+            subvault_command(&s.config, &[])
+                .get_envs()
+                .filter_map(|(k, v)| Some((k, v?))),
+        );
+    let out = umasked.output().unwrap();
     assert_eq!(code(&out), 0, "{}", show(&out));
     let text = fs::read_to_string(&metrics).unwrap();
     assert_eq!(

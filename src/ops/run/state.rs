@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -450,6 +450,9 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        // The unit's UMask=0077 would narrow `mode`; node_exporter, another
+        // user, must read the metrics file.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -533,8 +536,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.json");
         write_atomically(&path, b"one", 0o644).unwrap();
-        write_atomically(&path, b"two", 0o644).unwrap();
+        // 0o666 is narrower under any umask but 0; the mode asked for wins.
+        write_atomically(&path, b"two", 0o666).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o666
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
