@@ -1,6 +1,8 @@
 //! `subvault completions SHELL` and `subvault man`: generated from the same
 //! clap definitions as the parser, so they never drift from it.
 
+use std::io::Write as _;
+
 use anyhow::Result;
 use clap::CommandFactory;
 
@@ -58,7 +60,16 @@ pub fn man() -> Result<i32> {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         render_subcommand(&mut out, sub, &format!("subvault {}", sub.get_name()))?;
     }
-    man.render_extra_section(&mut out)?;
+    // Not clap_mangen's extra section: it would be titled EXTRA.
+    writeln!(out, ".SH \"EXIT STATUS\"")?;
+    for line in super::EXIT_STATUS_HELP.lines().skip(1) {
+        match line.trim_start().split_once(char::is_whitespace) {
+            Some((code, text)) if code.parse::<u16>().is_ok() => {
+                writeln!(out, ".TP\n\\fB{code}\\fR\n{}", roff_escape(text.trim()))?
+            }
+            _ => writeln!(out, "{}", roff_escape(line.trim()))?,
+        }
+    }
     man.render_version_section(&mut out)?;
     Ok(EXIT_OK)
 }

@@ -587,3 +587,41 @@ fn quiet_config_check_prints_no_summary_and_json_parses() {
     assert_eq!(v["error"]["line"], 2);
     assert!(v["error"]["message"].as_str().unwrap().contains("sourcez"));
 }
+
+#[test]
+fn help_man_page_and_completions_come_from_the_parser() {
+    let none = Path::new("/nonexistent/config.yaml");
+    let out = subvault(none, &["--help"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Exit status:") && help.contains("3    another run"),
+        "{help}"
+    );
+
+    let out = subvault(none, &["man"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let man = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        ".TH subvault 1",
+        ".SH \"EXIT STATUS\"",
+        ".SH \"SUBVAULT STATUS\"",
+    ] {
+        assert!(man.contains(needle), "man page lacks {needle:?}");
+    }
+    assert!(
+        man.contains("\\-\\-max\\-age"),
+        "status options are in the man page"
+    );
+
+    for (shell, needle) in [
+        ("bash", "--prometheus"),
+        ("zsh", "--max-age"),
+        ("fish", "prometheus"),
+    ] {
+        let out = subvault(none, &["completions", shell]);
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(needle), "{shell} completion lacks {needle}");
+    }
+}
