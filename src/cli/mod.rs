@@ -7,6 +7,7 @@
 
 pub mod completions_cmd;
 pub mod config_cmd;
+pub mod config_init;
 pub mod dedupe_cmd;
 pub mod journal;
 pub mod list_cmd;
@@ -125,6 +126,9 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the config file and print a short summary.
     Check(config_cmd::CheckArgs),
+    /// Write a commented starter config (-c, default /etc/subvault/config.yaml)
+    /// for one source and one bucket, then check it. Never overwrites.
+    Init(config_init::InitArgs),
 }
 
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -155,6 +159,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status_cmd::execute(&cli.config, args),
         Command::Plan(args) => plan_cmd::execute(&cli.config, args),
         Command::Config(ConfigCommand::Check(args)) => config_cmd::execute(&cli.config, args),
+        Command::Config(ConfigCommand::Init(args)) => config_init::execute(&cli.config, args),
         Command::Completions(args) => completions_cmd::completions(args),
         Command::Man => completions_cmd::man(),
         Command::Dedupe(args) => dedupe_cmd::execute(&cli.config, args),
