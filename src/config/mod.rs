@@ -23,6 +23,7 @@ mod locate;
 mod node;
 mod operations;
 mod schema;
+mod storage_costs;
 mod warnings;
 
 use std::fmt;
