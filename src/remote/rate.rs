@@ -9,7 +9,8 @@
 //! parts fill their buffers at the limit, then go out at wire speed) evens out
 //! over the upload; `bench/rate_limit.sh` measures the result.
 //!
-//! The limiter is a virtual clock (GCRA without burst): each read of `n` bytes
+//! The limiter is a virtual clock (GCRA with a 50 ms burst tolerance, which
+//! absorbs timer lateness): each read of `n` bytes
 //! moves the remote's "free again at" time forward by `n / rate`, and the
 //! reader that moved it waits until then before its next read. Readers of one
 //! remote take turns on that one clock, however many there are.
@@ -27,6 +28,10 @@ use tokio::time::{Instant, Sleep};
 /// enough that readers of one remote interleave finely (64 KiB is 3 ms at
 /// 20 MiB/s).
 const CHUNK: usize = 64 * 1024;
+
+/// How far behind its clock a limiter may fall and still catch up: the most
+/// burst an idle limiter allows (1 MiB at 20 MiB/s).
+const SLACK: Duration = Duration::from_millis(50);
 
 /// A shared byte budget per second.
 #[derive(Debug)]
@@ -54,8 +59,14 @@ impl RateLimiter {
     fn take(&self, n: usize) -> Instant {
         let now = Instant::now();
         let mut free_at = self.free_at.lock().expect("rate limiter lock");
-        // An idle limiter does not bank time: a pause is not credit for a burst.
-        let start = free_at.filter(|t| *t > now).unwrap_or(now);
+        // A reader wakes a little after its time (the timer ticks in
+        // milliseconds, and a chunk lasts a few): that lateness is made up,
+        // or the measured rate fell 6-7% short of the limit. Beyond SLACK
+        // the limiter was idle, and a pause is not credit for a burst.
+        let start = match *free_at {
+            Some(t) if t + SLACK > now => t,
+            _ => now,
+        };
         let next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_second as f64);
         *free_at = Some(next);
         next
@@ -137,6 +148,22 @@ mod tests {
         // hands over before its final wait.
         let took = started.elapsed().as_secs_f64();
         assert!((3.8..=4.1).contains(&took), "took {took} s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reader_catches_up_within_the_slack() {
+        let limiter = RateLimiter::new(1 << 20);
+        let first = limiter.take(64 << 10); // 62.5 ms of budget
+                                            // Woken 20 ms after its time: the next chunk's time follows on from
+                                            // the first's, not from the late wake-up.
+        tokio::time::sleep_until(first + Duration::from_millis(20)).await;
+        let second = limiter.take(64 << 10);
+        assert_eq!(second - first, Duration::from_secs_f64(0.0625));
+        // 200 ms late is idleness: no catching up.
+        tokio::time::sleep_until(second + Duration::from_millis(200)).await;
+        let now = Instant::now();
+        let third = limiter.take(64 << 10);
+        assert_eq!(third - now, Duration::from_secs_f64(0.0625));
     }
 
     #[tokio::test(start_paused = true)]

@@ -435,7 +435,11 @@ fn a_held_run_lock_exits_3_and_attempts_nothing() {
     // -q, for cron: a run that goes well prints nothing.
     let out = subvault(&s.config, &["-q", "run"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{}", show(&out));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        show(&out)
+    );
     let locks: Vec<_> = fs::read_dir(s.dir.path().join("locks"))
         .unwrap()
         .map(|e| e.unwrap().path())
