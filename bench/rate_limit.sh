@@ -93,7 +93,8 @@ round() {
     [[ $limit == none ]] || echo "    rate_limit: ${limit}MiB/s"
     echo "    s3: {bucket: $BUCKET, prefix: $name/, endpoint: {endpoint_url: '$ENDPOINT', region_name: $REGION}}"
   } >"$WORK/$name.yaml"
-  "$BIN" -c "$WORK/$name.yaml" run --json >"$WORK/$name.json"
+  "$BIN" -c "$WORK/$name.yaml" run --json >"$WORK/$name.json" 2>"$WORK/$name.log" ||
+    { echo "$BENCH_NAME: the run failed; its log:" >&2; cat "$WORK/$name.log" >&2; exit 1; }
   /usr/bin/python3 - "$WORK/$name.json" <<'PY'
 import json, re, sys
 from datetime import datetime
