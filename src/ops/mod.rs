@@ -13,6 +13,7 @@
 //! (naming new objects) and [`subvols`] (the btrfs side of a run, behind a
 //! trait so the executor is unit-tested without root).
 
+pub mod config_init;
 pub mod dedupe;
 pub mod keys;
 pub mod list;
@@ -21,5 +22,6 @@ pub mod remotes;
 pub mod restore;
 pub mod run;
 pub mod sources;
+pub mod status;
 pub mod subvols;
 pub mod verify;

@@ -14,6 +14,7 @@ mod config_errors;
 mod dedupe;
 mod encryption;
 mod harness;
+mod monitoring;
 mod postgres;
 mod remote_s3;
 mod restore;
