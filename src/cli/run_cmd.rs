@@ -114,7 +114,11 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
                      aborted in time (the next run aborts them once they are a day old)"
                 );
             } else {
-                eprintln!("subvault: stopped by {name}; uploads under way were aborted");
+                eprintln!(
+                    "subvault: stopped by {name}; uploads under way were stopped (S3 \
+                     multipart uploads stay open for the next run to resume, the rest \
+                     were aborted)"
+                );
             }
             Ok(code)
         }
@@ -151,6 +155,12 @@ fn summary(r: &SourceReport) -> String {
         r.upload_seconds,
         r.raw_bytes as f64 / secs / 1e6
     ));
+    if r.resumed_bytes > 0 {
+        parts.push(format!(
+            "resumed {} stored by an interrupted run (not sent again)",
+            human_bytes(r.resumed_bytes)
+        ));
+    }
     parts.push(format!("deleted {} object{}", r.deleted, plural(r.deleted)));
     parts.push(format!(
         "destroyed {} snapshot{}",
@@ -185,11 +195,20 @@ mod tests {
             destroyed: 0,
             warnings: vec![],
             problems: vec![],
+            ..Default::default()
         };
         assert_eq!(
             summary(&busy),
             "source data: snapshot data.2026-11-27T04:00:00Z, uploaded 2 objects, 3.0 MiB in 2.0 s \
              (5.0 MB/s of send stream), deleted 1 object, destroyed 0 snapshots"
         );
+        let resumed = SourceReport {
+            resumed_bytes: 2 * 1024 * 1024,
+            ..busy
+        };
+        assert!(summary(&resumed).contains(
+            "3.0 MiB in 2.0 s (5.0 MB/s of send stream), resumed 2.0 MiB stored by an \
+             interrupted run (not sent again), deleted"
+        ));
     }
 }

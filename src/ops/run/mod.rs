@@ -77,6 +77,13 @@ pub struct SourceReport {
     /// (a remote down, an upload failed, a prune over budget), one line each.
     /// A source with problems counts as failed (exit status 1).
     pub problems: Vec<String>,
+    /// Keys of every upload the plan wanted, done or not: an open multipart
+    /// upload of one of them is resumable and is spared by the stale-upload
+    /// rule.
+    pub planned_keys: BTreeSet<String>,
+    /// Bytes of `bytes` that interrupted uploads had already stored (resumed,
+    /// not sent again).
+    pub resumed_bytes: u64,
 }
 
 /// How a run over several sources ended.
@@ -102,11 +109,14 @@ pub async fn run_sources<S: Subvolumes>(
     mut on_result: impl FnMut(&Source, &Result<SourceReport>),
 ) -> RunOutcome {
     let remotes = super::remotes::open_for_sources(config, sources).await;
-    cleanup::abort_stale_uploads(&remotes, config.safety.abort_incomplete_uploads_after).await;
     let mut outcome = RunOutcome::default();
+    let mut planned = BTreeSet::new();
     for source in sources {
         let result = run_source(config, source, &remotes, now, opts, subvols, progress).await;
         on_result(source, &result);
+        if let Ok(report) = &result {
+            planned.extend(report.planned_keys.iter().cloned());
+        }
         match &result {
             Ok(report) if report.problems.is_empty() => {}
             Ok(_) => outcome.failed += 1,
@@ -114,11 +124,19 @@ pub async fn run_sources<S: Subvolumes>(
                 outcome.failed += 1;
                 if interrupted(e) {
                     outcome.interrupted = true;
-                    break;
+                    return outcome;
                 }
             }
         }
     }
+    // After the uploads, so an open upload this run's plan still wants (to
+    // resume next time) is known and spared.
+    cleanup::abort_stale_uploads(
+        &remotes,
+        config.safety.abort_incomplete_uploads_after,
+        &planned,
+    )
+    .await;
     outcome
 }
 
@@ -269,6 +287,10 @@ async fn upload_all<S: Subvolumes>(
         failed: BTreeSet::new(),
     };
     for u in plan.uploads() {
+        if let Ok(open) = opened(remotes, &u.remote) {
+            let key = upload::key_for(config, source, open, u, state.info.uuid);
+            report.planned_keys.insert(key);
+        }
         if out.failed.contains(&u.remote) {
             continue;
         }
@@ -283,6 +305,7 @@ async fn upload_all<S: Subvolumes>(
                 report.uploaded += 1;
                 report.bytes += done.stored_bytes;
                 report.raw_bytes += done.raw_bytes;
+                report.resumed_bytes += done.resumed_bytes;
                 out.done.push(done);
             }
             Err(e) => {

@@ -324,6 +324,7 @@ async fn a_key_uploaded_by_this_run_is_never_deleted() {
         key: key.clone(),
         stored_bytes: 1,
         raw_bytes: 1,
+        resumed_bytes: 0,
     }];
     let no_prune = BTreeSet::new();
     let prune = |uploaded| prune::Prune {

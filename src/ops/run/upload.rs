@@ -30,6 +30,26 @@ pub struct Uploaded {
     pub stored_bytes: u64,
     /// Bytes of raw send stream.
     pub raw_bytes: u64,
+    /// Bytes of `stored_bytes` an interrupted upload had already stored
+    /// (verified and kept, not sent again).
+    pub resumed_bytes: u64,
+}
+
+/// The key `u` is stored under on `remote`.
+pub(super) fn key_for(
+    config: &Config,
+    source: &Source,
+    remote: &OpenRemote,
+    u: &Upload,
+    source_uuid: Uuid,
+) -> String {
+    let up = source
+        .upload_to_remotes
+        .iter()
+        .find(|up| up.id == remote.config.id)
+        .expect("plan remotes come from the source's uploads");
+    let pg = crate::postgres::sidecar::read(&u.snapshot_path);
+    KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid).key(u, pg.as_ref())
 }
 
 /// Sends one snapshot, encodes it and uploads it.
@@ -47,9 +67,7 @@ pub(super) async fn upload<S: Subvolumes>(
         .iter()
         .find(|up| up.id == remote.config.id)
         .expect("plan remotes come from the source's uploads");
-    let pg = crate::postgres::sidecar::read(&u.snapshot_path);
-    let key =
-        KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid).key(u, pg.as_ref());
+    let key = key_for(config, source, remote, u, source_uuid);
     let what = match &u.send_parent_path {
         None => "full".to_string(),
         Some(p) => format!("relative to {}", p.display()),
@@ -95,6 +113,11 @@ pub(super) async fn upload<S: Subvolumes>(
             _ => None,
         },
         progress: progress.upload_started(&key, &what),
+        // subvault's own encoding is deterministic (the same send through the
+        // same codec, level and job size gives the same bytes), so the next run
+        // can continue an interrupted upload. A pipe_through command (gpg)
+        // may not be: such uploads are aborted on failure as before.
+        resume: up.pipe_through.is_empty(),
     };
     tracing::info!(
         "source {}: uploading {key} ({what}) to remote {}",
@@ -115,11 +138,21 @@ pub(super) async fn upload<S: Subvolumes>(
         human_bytes(summary.record.raw_len),
         stats.seconds
     );
+    if stats.resumed_bytes > 0 {
+        tracing::info!(
+            "source {}: resumed {key}: {} were already stored by an interrupted run and \
+             matched the regenerated stream; {} sent",
+            source.name,
+            human_bytes(stats.resumed_bytes),
+            human_bytes(stats.bytes - stats.resumed_bytes)
+        );
+    }
     Ok(Uploaded {
         remote: remote.config.id.clone(),
         key,
         stored_bytes: stats.bytes,
         raw_bytes: summary.record.raw_len,
+        resumed_bytes: stats.resumed_bytes,
     })
 }
 

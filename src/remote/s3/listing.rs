@@ -1,12 +1,13 @@
 //! Reading the bucket: listing objects and unfinished multipart uploads under
 //! the prefix, and deleting objects in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 use super::client::{classify, to_chrono};
 use super::S3Store;
+use crate::remote::resume::StoredPart;
 use crate::remote::retry::with_retries;
 use crate::remote::{DeleteReport, MultipartUpload, ObjectInfo, RemoteError, RemoteErrorKind};
 
@@ -163,6 +164,55 @@ impl S3Store {
                 break;
             }
             markers = next;
+        }
+        Ok(out)
+    }
+}
+
+impl S3Store {
+    /// The parts an open multipart upload holds (all pages of ListParts), by
+    /// part number.
+    pub(super) async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<BTreeMap<u32, StoredPart>, RemoteError> {
+        let mut out = BTreeMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let what = format!("{}: ListParts {key}", self.describe);
+            let page = with_retries(&self.retry, &what, || {
+                let req = self
+                    .client
+                    .list_parts()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .set_part_number_marker(marker.clone());
+                async move { req.send().await.map_err(classify) }
+            })
+            .await
+            .map_err(|f| self.err("ListParts", Some(key), f))?;
+            for p in page.parts() {
+                let (Some(n), Some(size), Some(etag)) = (p.part_number(), p.size(), p.e_tag())
+                else {
+                    continue;
+                };
+                out.insert(
+                    n as u32,
+                    StoredPart {
+                        size: size as u64,
+                        etag: etag.to_string(),
+                        checksum_crc32: p.checksum_crc32().map(str::to_string),
+                    },
+                );
+            }
+            let next = page.next_part_number_marker().map(str::to_string);
+            // A page that does not move the marker would loop for ever.
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
         }
         Ok(out)
     }
