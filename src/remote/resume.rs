@@ -41,20 +41,19 @@ pub fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Which open upload of `key` to continue, and which to abort: the newest
-/// one (by initiation time; uploads without a time come last) is continued,
-/// every other one of the same key is aborted, since only one can ever be
-/// completed and each bills its parts. Uploads of other keys are not touched
-/// here (another snapshot, or the same snapshot with another parent: state
-/// never carries over to a different key).
-pub fn choose(
-    uploads: Vec<MultipartUpload>,
-    key: &str,
-) -> (Option<MultipartUpload>, Vec<MultipartUpload>) {
-    let mut same: Vec<MultipartUpload> = uploads.into_iter().filter(|u| u.key == key).collect();
-    // Newest first; `None` sorts before `Some`, so reverse puts it last.
-    same.sort_by(|a, b| b.initiated.cmp(&a.initiated));
-    let mut it = same.into_iter();
+/// The open uploads of one key, each with the parts it holds.
+pub type Candidate = (MultipartUpload, BTreeMap<u32, StoredPart>);
+
+/// Which of the open uploads of one key to continue, and which to abort:
+/// the one holding the most bytes (ties: the newest; uploads without a time
+/// count as oldest) is continued, every other one is aborted, since only one
+/// can ever be completed and each bills its parts. Uploads of other keys are
+/// never candidates (another snapshot, or the same snapshot with another
+/// parent: state never carries over to a different key).
+pub fn choose(mut candidates: Vec<Candidate>) -> (Option<Candidate>, Vec<Candidate>) {
+    let stored = |c: &Candidate| c.1.values().map(|p| p.size).sum::<u64>();
+    candidates.sort_by(|a, b| (stored(b), b.0.initiated).cmp(&(stored(a), a.0.initiated)));
+    let mut it = candidates.into_iter();
     let keep = it.next();
     (keep, it.collect())
 }
@@ -160,24 +159,35 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_upload_of_the_exact_key_is_continued_the_rest_aborted() {
+    fn the_upload_holding_most_is_continued_the_rest_aborted() {
         let at = |h| Some(Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap());
-        let up = |key: &str, id: &str, initiated| MultipartUpload {
-            key: key.into(),
-            upload_id: id.into(),
-            initiated,
+        let up = |id: &str, initiated, parts: &[u64]| {
+            let u = MultipartUpload {
+                key: "k".into(),
+                upload_id: id.into(),
+                initiated,
+            };
+            let p = parts
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i as u32 + 1, part(*s, MD5_A)))
+                .collect();
+            (u, p)
         };
-        let uploads = vec![
-            up("k", "old", at(1)),
-            up("k", "new", at(3)),
-            up("k", "undated", None),
-            up("k.other-parent", "x", at(4)),
-        ];
-        let (keep, abort) = choose(uploads, "k");
-        assert_eq!(keep.unwrap().upload_id, "new");
-        let ids: Vec<_> = abort.iter().map(|u| u.upload_id.as_str()).collect();
-        assert_eq!(ids, ["old", "undated"]);
-        assert_eq!(choose(vec![], "k"), (None, vec![]));
+        let ids = |v: &[Candidate]| v.iter().map(|c| c.0.upload_id.clone()).collect::<Vec<_>>();
+        // A later killed run that stored less does not win.
+        let (keep, abort) = choose(vec![
+            up("old-full", at(1), &[8, 8]),
+            up("new-empty", at(3), &[]),
+            up("undated", None, &[8]),
+        ]);
+        assert_eq!(keep.unwrap().0.upload_id, "old-full");
+        assert_eq!(ids(&abort), ["undated", "new-empty"]);
+        // Equal bytes: the newest.
+        let (keep, abort) = choose(vec![up("a", at(1), &[8]), up("b", at(2), &[8])]);
+        assert_eq!(keep.unwrap().0.upload_id, "b");
+        assert_eq!(ids(&abort), ["a"]);
+        assert!(choose(vec![]).0.is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod harness;
 mod postgres;
 mod remote_s3;
 mod restore;
+mod resume;
 mod run;
 mod safety;
 mod stream_pipeline;

@@ -260,60 +260,73 @@ impl S3Store {
             }
             Ok(())
         };
+        let resumable = resume.is_some();
         let mut ready = first.into_iter();
         let mut number: u32 = 1;
-        loop {
-            let size = size_for_part(number);
-            let data = match ready.next() {
-                Some(d) => d,
-                None => read_part(&mut body, size)
-                    .await
-                    .map_err(|e| self.fatal("upload", Some(key), RemoteErrorKind::Body(e)))?,
-            };
-            if data.is_empty() {
-                break;
-            }
-            if number > MAX_PARTS {
-                return Err(self.fatal(
-                    "upload",
-                    Some(key),
-                    RemoteErrorKind::Config(format!(
-                        "the stream is larger than {MAX_PARTS} parts hold (over 5 TiB)"
-                    )),
-                ));
-            }
-            if let Some(r) = resume.as_deref_mut() {
-                if let Some(part) = keep_stored(r, number, &data, checksum).await {
-                    kept.push(part);
-                    uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if let Some(p) = &opts.progress {
-                        p(uploaded.load(Ordering::Relaxed));
-                    }
-                    number += 1;
-                    continue;
+        let outcome: Result<(), RemoteError> = async {
+            loop {
+                let size = size_for_part(number);
+                let data = match ready.next() {
+                    Some(d) => d,
+                    None => read_part(&mut body, size)
+                        .await
+                        .map_err(|e| self.fatal("upload", Some(key), RemoteErrorKind::Body(e)))?,
+                };
+                if data.is_empty() {
+                    break;
                 }
-            }
-            // Collect finished parts early so a failed part stops the upload
-            // without waiting for the whole body.
-            while let Some(r) = tasks.try_join_next() {
-                record(r)?;
-            }
-            while tasks.len() >= self.parts_in_flight(size) {
-                if let Some(r) = tasks.join_next().await {
+                if number > MAX_PARTS {
+                    return Err(self.fatal(
+                        "upload",
+                        Some(key),
+                        RemoteErrorKind::Config(format!(
+                            "the stream is larger than {MAX_PARTS} parts hold (over 5 TiB)"
+                        )),
+                    ));
+                }
+                if let Some(r) = resume.as_deref_mut() {
+                    if let Some(part) = keep_stored(r, number, &data, checksum).await {
+                        kept.push(part);
+                        uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(p) = &opts.progress {
+                            p(uploaded.load(Ordering::Relaxed));
+                        }
+                        number += 1;
+                        continue;
+                    }
+                }
+                // Collect finished parts early so a failed part stops the upload
+                // without waiting for the whole body.
+                while let Some(r) = tasks.try_join_next() {
                     record(r)?;
                 }
+                while tasks.len() >= self.parts_in_flight(size) {
+                    if let Some(r) = tasks.join_next().await {
+                        record(r)?;
+                    }
+                }
+                tasks.spawn(self.clone().upload_part(
+                    key.to_string(),
+                    upload_id.to_string(),
+                    number as i32,
+                    data,
+                    checksum,
+                ));
+                number += 1;
             }
-            tasks.spawn(self.clone().upload_part(
-                key.to_string(),
-                upload_id.to_string(),
-                number as i32,
-                data,
-                checksum,
-            ));
-            number += 1;
+            while let Some(r) = tasks.join_next().await {
+                record(r)?;
+            }
+            Ok(())
         }
-        while let Some(r) = tasks.join_next().await {
-            record(r)?;
+        .await;
+        if let Err(e) = outcome {
+            if resumable {
+                // The parts already on their way are worth finishing: the
+                // next run keeps what the store holds.
+                while tasks.join_next().await.is_some() {}
+            }
+            return Err(e);
         }
         done.extend(kept);
         done.sort_by_key(|p| p.part_number);
@@ -332,20 +345,20 @@ impl S3Store {
                 return None;
             }
         };
-        let (keep, extra) = resume::choose(uploads, key);
-        for u in extra {
+        let mut candidates = Vec::new();
+        for u in uploads.into_iter().filter(|u| u.key == key) {
+            match self.list_parts(key, &u.upload_id).await {
+                Ok(parts) => candidates.push((u, parts)),
+                Err(e) => tracing::warn!("cannot list the parts of an interrupted upload: {e}"),
+            }
+        }
+        let (keep, extra) = resume::choose(candidates);
+        for (u, _) in extra {
             if let Err(e) = self.abort_multipart(&u.key, &u.upload_id).await {
                 tracing::warn!("{e}");
             }
         }
-        let keep = keep?;
-        match self.list_parts(key, &keep.upload_id).await {
-            Ok(parts) => Some((keep.upload_id, Resume::new(parts))),
-            Err(e) => {
-                tracing::warn!("cannot list the parts of an interrupted upload: {e}");
-                None
-            }
-        }
+        keep.map(|(u, parts)| (u.upload_id, Resume::new(parts)))
     }
 
     async fn complete(
