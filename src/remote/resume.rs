@@ -52,7 +52,7 @@ pub type Candidate = (MultipartUpload, BTreeMap<u32, StoredPart>);
 /// parent: state never carries over to a different key).
 pub fn choose(mut candidates: Vec<Candidate>) -> (Option<Candidate>, Vec<Candidate>) {
     let stored = |c: &Candidate| c.1.values().map(|p| p.size).sum::<u64>();
-    candidates.sort_by(|a, b| (stored(b), b.0.initiated).cmp(&(stored(a), a.0.initiated)));
+    candidates.sort_by_key(|c| std::cmp::Reverse((stored(c), c.0.initiated)));
     let mut it = candidates.into_iter();
     let keep = it.next();
     (keep, it.collect())
