@@ -7,6 +7,7 @@
 
 pub mod config_cmd;
 pub mod dedupe_cmd;
+pub mod key_cmd;
 pub mod list_cmd;
 pub mod plan_cmd;
 pub mod plan_view;
@@ -82,6 +83,9 @@ pub enum Command {
     List(list_cmd::ListArgs),
     /// Download objects and check them without btrfs; exit 1 listing the bad ones.
     Verify(verify_cmd::VerifyArgs),
+    /// Key files of encrypted remotes: generate one, or its write-only copy.
+    #[command(subcommand)]
+    Key(key_cmd::KeyCommand),
 }
 
 /// `subvault config ...`
@@ -114,6 +118,7 @@ pub fn main() -> i32 {
         Command::Restore(args) => restore_cmd::execute(&cli.config, args),
         Command::List(args) => list_cmd::execute(&cli.config, args),
         Command::Verify(args) => verify_cmd::execute(&cli.config, args),
+        Command::Key(cmd) => key_cmd::execute(cmd),
     };
     match result {
         Ok(code) => code,

@@ -386,6 +386,7 @@ mod tests {
                     ..Default::default()
                 },
             }),
+            encryption: None,
         }
     }
 
@@ -402,6 +403,7 @@ mod tests {
             kind: RemoteKind::Local(crate::config::LocalConfig {
                 path: dir.path().to_path_buf(),
             }),
+            encryption: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));

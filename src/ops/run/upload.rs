@@ -49,7 +49,9 @@ pub(super) fn key_for(
         .find(|up| up.id == remote.config.id)
         .expect("plan remotes come from the source's uploads");
     let pg = crate::postgres::sidecar::read(&u.snapshot_path);
-    KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid).key(u, pg.as_ref())
+    KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid)
+        .sealed(remote.keys.as_ref().map(|k| &k.auth))
+        .key(u, pg.as_ref())
 }
 
 /// Sends one snapshot, encodes it and uploads it.
@@ -103,6 +105,8 @@ pub(super) async fn upload<S: Subvolumes>(
     opts.pipe_through = up.pipe_through.clone();
     let (send, check) = checked(send);
     opts.source_check = Some(check);
+    opts.seal = remote.seal(&key);
+    let sealed = opts.seal.is_some();
     let mut encoded = stream::encode(send, opts).with_context(ctx)?;
 
     let class = up.storage_class.r#for(u.timeframe);
@@ -116,8 +120,10 @@ pub(super) async fn upload<S: Subvolumes>(
         // subvault's own encoding is deterministic (the same send through the
         // same codec, level and job size gives the same bytes), so the next run
         // can continue an interrupted upload. A pipe_through command (gpg)
-        // may not be: such uploads are aborted on failure as before.
-        resume: up.pipe_through.is_empty(),
+        // may not be, and an encrypted stream never is (a fresh random file
+        // key per object): those uploads are aborted on failure as before and
+        // start afresh.
+        resume: up.pipe_through.is_empty() && !sealed,
     };
     tracing::info!(
         "source {}: uploading {key} ({what}) to remote {}",
