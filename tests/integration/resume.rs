@@ -469,3 +469,112 @@ fn an_encrypted_upload_is_not_resumed_and_starts_afresh() {
         tree_hash(&h.snapshots.join(&snap))
     );
 }
+
+// ---- the download side (issue 20, item 2) ----
+
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn a_restore_killed_mid_step_continues_from_that_step() {
+    let h = Host::new();
+    let bucket = new_bucket("resume-restore");
+    let config = |name: &str, endpoint: &str| {
+        let path = h.dir.path().join(name);
+        let text = format!(
+            "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      \
+             - id: main\n        preserve: 1y 30d\n\
+             remotes:\n  - id: main\n    s3:\n      bucket: {bucket}\n      endpoint:\n        \
+             endpoint_url: {endpoint}\n        region_name: us-east-1\n",
+            h.source.display(),
+            h.snapshots.display()
+        );
+        fs::write(&path, text).unwrap();
+        path
+    };
+    let direct = config("direct.yaml", &crate::common::s3_endpoint());
+    // A full backup, then a daily one of 30 MiB more: a chain of two steps,
+    // the second fetched in several 8 MiB ranges.
+    let out = subvault(&direct, &["run", "--now", NOW]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut rng = fastrand::Rng::with_seed(6);
+    let mut more = vec![0u8; 30 * MIB];
+    rng.fill(&mut more);
+    fs::write(h.source.join("more"), &more).unwrap();
+    let out = subvault(&direct, &["run", "--now", "2026-10-02T09:00:00+00:00"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let leaf = h.snapshot_names().pop().unwrap();
+    assert!(leaf.contains("2026-10-02"), "{leaf}");
+
+    // Step 2's ranges after its first one hang: the restore is killed with
+    // step 1 received and step 2 half-received.
+    let slow = FaultProxy::slowing(Arc::new(|head| {
+        let head = head.to_ascii_lowercase();
+        (head.starts_with("get ")
+            && head.contains("ctim2026-10-02")
+            && head.contains("range: bytes=")
+            && !head.contains("range: bytes=0-"))
+        .then_some(Duration::from_secs(600))
+    }));
+    let slow_cfg = config("slow.yaml", &slow.url);
+    let target = h.fs.path().join("restore");
+    fs::create_dir(&target).unwrap();
+    let to = target.to_str().unwrap();
+    let child = subvault_command(&slow_cfg, &["restore", "--to", to])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !target.join(&leaf).exists() {
+        assert!(Instant::now() < deadline, "step 2 never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "{}", text(&out));
+    drop(slow);
+    // Let the orphaned `btrfs receive` see its input end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::process::Command::new("pgrep")
+        .args(["-f", &format!("receive.*{}", target.display())])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < deadline, "btrfs receive did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let counting = FaultProxy::start(Arc::new(|_, _| None));
+    let cfg = config("ok.yaml", &counting.url);
+    let out = subvault(&cfg, &["restore", "--to", to]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("half-received by an interrupted restore"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("continuing: step 1 of 2 is in DIR already"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 object(s)"),
+        "only step 2 again: {stdout}"
+    );
+    assert_eq!(
+        tree_hash(&target.join(&leaf)),
+        tree_hash(&h.snapshots.join(&leaf)),
+        "the continued restore differs from the snapshot"
+    );
+    let names: Vec<String> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "two steps and no marker left: {names:?}");
+    println!("{stderr}");
+}

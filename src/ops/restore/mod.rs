@@ -203,10 +203,14 @@ pub fn continuing(steps: &[Step]) -> Option<String> {
     let StepAction::Reuse(path) = &steps[reused].action else {
         unreachable!("found above")
     };
+    let done = match reused {
+        0 => "step 1".to_string(),
+        n => format!("steps 1-{}", n + 1),
+    };
+    let verb = if reused == 0 { "is" } else { "are" };
     Some(format!(
-        "continuing: steps 1-{} of {} are in DIR already (up to {}), not downloaded again; \
+        "continuing: {done} of {} {verb} in DIR already (up to {}), not downloaded again; \
          receiving from step {}",
-        reused + 1,
         steps.len(),
         path.display(),
         reused + 2
@@ -380,6 +384,10 @@ mod tests {
              again; receiving from step 3"
         );
         assert!(continuing(&plan_steps(&chain, &BTreeMap::new()).unwrap()).is_none());
+        let got = plan_steps(&chain, &present(&[("y", 1, true)])).unwrap();
+        assert!(continuing(&got)
+            .unwrap()
+            .starts_with("continuing: step 1 of 3 is in DIR already"));
     }
 
     #[test]
