@@ -39,6 +39,7 @@ pub struct FaultProxy {
     pub url: String,
     failed: Arc<AtomicU32>,
     sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -73,9 +74,10 @@ impl FaultProxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let failed = Arc::new(AtomicU32::new(0));
         let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
         let counter = failed.clone();
-        let sent_counter = sent.clone();
+        let sent_counter = (sent.clone(), received.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -95,6 +97,7 @@ impl FaultProxy {
             url,
             failed,
             sent,
+            received,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -122,6 +125,13 @@ impl FaultProxy {
     /// requests not counted).
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes the client sent to the proxy so far, whatever
+    /// became of them (passed on, failed, dropped or still held): what
+    /// crossed the link.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
     }
 }
 
@@ -164,7 +174,7 @@ async fn serve(
     fail: Responder,
     slow: Option<Slow>,
     failed: Arc<AtomicU32>,
-    sent: Arc<AtomicU64>,
+    sent: (Arc<AtomicU64>, Arc<AtomicU64>),
     mut stop: oneshot::Receiver<()>,
 ) {
     let listener = TcpListener::from_std(listener).unwrap();
@@ -197,7 +207,7 @@ async fn proxy_one(
     fail: Responder,
     slow: Option<Slow>,
     failed: Arc<AtomicU32>,
-    sent: Arc<AtomicU64>,
+    (sent, received): (Arc<AtomicU64>, Arc<AtomicU64>),
     seen: Arc<AtomicU32>,
 ) -> io::Result<()> {
     // Read the request head.
@@ -231,6 +241,7 @@ async fn proxy_one(
         }
         body.extend_from_slice(&chunk[..n]);
     }
+    received.fetch_add(body.len() as u64, Ordering::SeqCst);
     let nth = seen.fetch_add(1, Ordering::SeqCst);
     if let Some(resp) = fail(&head, nth) {
         failed.fetch_add(1, Ordering::SeqCst);
