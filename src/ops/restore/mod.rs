@@ -300,6 +300,9 @@ pub async fn restore(
             // The pipeline future is dropped here, which kills btrfs receive;
             // what it left half-done (writable, or never marked received) goes.
             let removed = remove_unfinished(target, &before);
+            // And the marks of what was being received (nothing is left to
+            // clear on the next run).
+            let _ = target.clear_interrupted();
             anyhow::bail!("interrupted{removed}");
         }
     };
