@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use uuid::Uuid;
 
+use super::cleanup;
 use crate::config::{Config, Source};
 use crate::core::planner::Upload;
 use crate::ops::keys::KeyNaming;
@@ -130,6 +131,7 @@ pub(super) async fn upload<S: Subvolumes>(
         source.name,
         remote.config.id
     );
+    cleanup::abort_superseded(remote, &key, u.uuid).await;
     let result = remote.store.upload(&key, &mut encoded, &upload_opts).await;
     progress.upload_finished(&key);
     let stats = result.with_context(ctx)?;
