@@ -9,8 +9,8 @@ pub mod completions_cmd;
 pub mod config_cmd;
 pub mod config_init;
 pub mod dedupe_cmd;
-pub mod key_cmd;
 pub mod journal;
+pub mod key_cmd;
 pub mod list_cmd;
 pub mod plan_cmd;
 pub mod plan_view;
@@ -77,7 +77,7 @@ Exit status:
        its last run failed)
   2    config or usage error
   3    another run of this config holds the lock; nothing was attempted
-  130  stopped by SIGINT, 143 stopped by SIGTERM (uploads under way aborted)";
+  130  stopped by SIGINT, 143 stopped by SIGTERM (resumable S3 uploads stay open for the next run, others are aborted)";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]

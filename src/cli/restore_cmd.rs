@@ -66,6 +66,13 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
     };
     let target = Target::open(&args.to).map_err(|e| UsageError(e.to_string()))?;
     let tz = config.timezone;
+    if !args.dry_run {
+        // Before the steps are planned: a step a killed restore left
+        // half-received is deleted, so it is received again.
+        for note in target.clear_interrupted()? {
+            eprintln!("subvault: {note}");
+        }
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let chosen = rt.block_on(restore::choose(&config, rc, source, selector, &target))?;
     if args.dry_run {

@@ -50,7 +50,7 @@ pub struct RunArgs {
 
 /// Runs `subvault run`: 0 when every source succeeded, 1 when one failed or
 /// had a problem (the others still ran), 3 when another run holds the lock,
-/// 130/143 when SIGINT/SIGTERM stopped it (uploads under way are aborted first).
+/// 130/143 when SIGINT/SIGTERM stopped it (resumable S3 uploads are left open for the next run, the others aborted first).
 /// Then the state file and the metrics file are written and the hook runs
 /// (their failures are warnings: they change neither the backups nor the
 /// exit status).
@@ -125,7 +125,9 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
                 ));
             } else {
                 journal::error(&format!(
-                    "subvault: stopped by {name}; uploads under way were aborted"
+                    "subvault: stopped by {name}; uploads under way were stopped (S3 \
+                     multipart uploads stay open for the next run to resume, the rest \
+                     were aborted)"
                 ));
             }
             (Outcome::Interrupted, code)
@@ -273,6 +275,12 @@ fn summary(r: &SourceReport) -> String {
         r.upload_seconds,
         r.raw_bytes as f64 / secs / 1e6
     ));
+    if r.resumed_bytes > 0 {
+        parts.push(format!(
+            "resumed {} stored by an interrupted run (not sent again)",
+            human_bytes(r.resumed_bytes)
+        ));
+    }
     parts.push(format!("deleted {} object{}", r.deleted, plural(r.deleted)));
     parts.push(format!(
         "destroyed {} snapshot{}",
@@ -312,5 +320,13 @@ mod tests {
             "source data: snapshot data.2026-11-27T04:00:00Z, uploaded 2 objects, 3.0 MiB in 2.0 s \
              (5.0 MB/s of send stream), deleted 1 object, destroyed 0 snapshots"
         );
+        let resumed = SourceReport {
+            resumed_bytes: 2 * 1024 * 1024,
+            ..busy
+        };
+        assert!(summary(&resumed).contains(
+            "3.0 MiB in 2.0 s (5.0 MB/s of send stream), resumed 2.0 MiB stored by an \
+             interrupted run (not sent again), deleted"
+        ));
     }
 }

@@ -275,6 +275,7 @@ impl ObjectStore for LocalStore {
             bytes,
             parts: 0,
             seconds: start.elapsed().as_secs_f64(),
+            resumed_bytes: 0,
         })
     }
 

@@ -18,6 +18,7 @@ mod monitoring;
 mod postgres;
 mod remote_s3;
 mod restore;
+mod resume;
 mod run;
 mod safety;
 mod stream_pipeline;

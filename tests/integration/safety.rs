@@ -490,13 +490,18 @@ fn sigterm_mid_upload_aborts_it_and_exits_143() {
         std::io::Write::write_all(&mut f, &buf).unwrap();
     }
     drop(f);
-    // S3: stop once the multipart upload exists. Local: a stream that stalls
-    // after 1 MB, so its temp file exists.
+    // S3: stop once the multipart upload exists; through a pipe_through
+    // command, so the upload is not resumable and must be aborted (resumable
+    // ones stay open: tests/integration/resume.rs). Local: a stream that
+    // stalls after 1 MB, so its temp file exists.
     let stall = "        compression: none\n        pipe_through: [[sh, -c, 'head -c 1000000; exec sleep 60']]\n";
     let cases = [
         (
             "s3.yaml",
-            format!("{}        compression: none\n", upload("main", "1d")),
+            format!(
+                "{}        compression: none\n        pipe_through: [[cat]]\n",
+                upload("main", "1d")
+            ),
             s3("main", &bucket, "", &s3_endpoint()),
         ),
         (

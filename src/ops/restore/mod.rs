@@ -194,6 +194,29 @@ pub fn plan_steps(
     Ok(steps)
 }
 
+/// What to say when a restore continues an earlier one (a rerun after a kill):
+/// the steps already in DIR and the first one still to receive.
+pub fn continuing(steps: &[Step]) -> Option<String> {
+    let reused = steps
+        .iter()
+        .position(|s| matches!(s.action, StepAction::Reuse(_)))?;
+    let StepAction::Reuse(path) = &steps[reused].action else {
+        unreachable!("found above")
+    };
+    let done = match reused {
+        0 => "step 1".to_string(),
+        n => format!("steps 1-{}", n + 1),
+    };
+    let verb = if reused == 0 { "is" } else { "are" };
+    Some(format!(
+        "continuing: {done} of {} {verb} in DIR already (up to {}), not downloaded again; \
+         receiving from step {}",
+        steps.len(),
+        path.display(),
+        reused + 2
+    ))
+}
+
 /// The `aws` command that asks S3 to restore an archived object for a week.
 pub fn restore_request_command(bucket: &str, key: &str) -> String {
     format!("aws s3api restore-object --bucket {bucket} --key '{key}' --restore-request Days=7")
@@ -267,6 +290,9 @@ pub async fn restore(
         restore_pipe_through: &chosen.restore_pipe_through,
         decoding: &chosen.decoding,
     };
+    if let Some(note) = continuing(&chosen.steps) {
+        progress.note(&note);
+    }
     let before = target.subvolumes()?;
     let received = tokio::select! {
         r = receive_chain(Arc::new(chosen.store), target, &chosen.steps, &opts) => r?,
@@ -274,6 +300,9 @@ pub async fn restore(
             // The pipeline future is dropped here, which kills btrfs receive;
             // what it left half-done (writable, or never marked received) goes.
             let removed = remove_unfinished(target, &before);
+            // And the marks of what was being received (nothing is left to
+            // clear on the next run).
+            let _ = target.clear_interrupted();
             anyhow::bail!("interrupted{removed}");
         }
     };
@@ -346,6 +375,22 @@ mod tests {
         assert!(matches!(err, RestoreError::AlreadyRestored { ref key, .. } if key == "k3"));
         let err = plan_steps(&chain, &present(&[("y", 1, false)])).unwrap_err();
         assert!(matches!(err, RestoreError::WritableLeftover { .. }));
+    }
+
+    #[test]
+    fn a_continued_restore_says_where_it_goes_on() {
+        let chain = [b(1, None), b(2, Some(1)), b(3, Some(2))];
+        let got = plan_steps(&chain, &present(&[("m", 2, true)])).unwrap();
+        assert_eq!(
+            continuing(&got).unwrap(),
+            "continuing: steps 1-2 of 3 are in DIR already (up to /r/m), not downloaded \
+             again; receiving from step 3"
+        );
+        assert!(continuing(&plan_steps(&chain, &BTreeMap::new()).unwrap()).is_none());
+        let got = plan_steps(&chain, &present(&[("y", 1, true)])).unwrap();
+        assert!(continuing(&got)
+            .unwrap()
+            .starts_with("continuing: step 1 of 3 is in DIR already"));
     }
 
     #[test]

@@ -189,13 +189,30 @@ async fn receive_one(
     if target.has_entry(&head.name) {
         return Err(fail(ObjectFailure::NameTaken(dest), String::new()));
     }
-    let rx = btrfs::receive(target.dir())
-        .map_err(|e| fail(ObjectFailure::Receive(e.to_string()), String::new()))?;
+    // Marked first, so a restore killed mid-receive (SIGKILL) leaves proof
+    // that the half-received subvolume is ours to delete on the next run.
+    target
+        .mark_receiving(&head.name, &backup.key)
+        .map_err(|e| {
+            fail(
+                ObjectFailure::Receive(format!("cannot write into DIR: {e}")),
+                String::new(),
+            )
+        })?;
+    let rx = match btrfs::receive(target.dir()) {
+        Ok(rx) => rx,
+        Err(e) => {
+            target.unmark_receiving(&head.name);
+            return Err(fail(ObjectFailure::Receive(e.to_string()), String::new()));
+        }
+    };
     let received = match feed(dec, rx, head_buf.freeze()).await {
         Ok(summary) => check_finished(&dest).map(|()| summary),
         Err(e) => Err(e),
     };
-    let summary = received.map_err(|cause| fail(cause, cleanup(target, &before, &head.name)))?;
+    let received = received.map_err(|cause| fail(cause, cleanup(target, &before, &head.name)));
+    target.unmark_receiving(&head.name);
+    let summary = received?;
     Ok(Received {
         key: backup.key.clone(),
         path: dest,

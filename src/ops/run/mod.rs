@@ -83,6 +83,13 @@ pub struct SourceReport {
     /// (a remote down, an upload failed, a prune over budget), one line each.
     /// A source with problems counts as failed (exit status 1).
     pub problems: Vec<String>,
+    /// Keys of every upload the plan wanted, done or not: an open multipart
+    /// upload of one of them is resumable and is spared by the stale-upload
+    /// rule.
+    pub planned_keys: BTreeSet<String>,
+    /// Bytes of `bytes` that interrupted uploads had already stored (resumed,
+    /// not sent again).
+    pub resumed_bytes: u64,
     /// Per remote of the source: what this run did there.
     pub remotes: BTreeMap<String, RemoteReport>,
     /// Paths of the snapshots destroyed.
@@ -158,9 +165,9 @@ pub async fn run_sources<S: Subvolumes>(
     mut on_result: impl FnMut(&SourceRun),
 ) -> RunOutcome {
     let remotes = super::remotes::open_for_sources(config, sources).await;
-    cleanup::abort_stale_uploads(&remotes, config.safety.abort_incomplete_uploads_after).await;
     let mut outcome = RunOutcome::default();
     let remotes = &remotes;
+    let mut planned = BTreeSet::new();
     let mut runs = futures::stream::iter(sources.iter().map(|source| async move {
         let started = Utc::now();
         let result = run_source(config, source, remotes, now, opts, subvols, progress).await;
@@ -174,6 +181,9 @@ pub async fn run_sources<S: Subvolumes>(
     .buffer_unordered(config.max_parallel_sources.max(1));
     while let Some(run) = runs.next().await {
         on_result(&run);
+        if let Ok(report) = &run.result {
+            planned.extend(report.planned_keys.iter().cloned());
+        }
         match &run.result {
             Ok(report) if report.problems.is_empty() => {}
             Ok(_) => outcome.failed += 1,
@@ -181,11 +191,19 @@ pub async fn run_sources<S: Subvolumes>(
                 outcome.failed += 1;
                 if interrupted(e) {
                     outcome.interrupted = true;
-                    break;
+                    return outcome;
                 }
             }
         }
     }
+    // After the uploads, so an open upload this run's plan still wants (to
+    // resume next time) is known and spared.
+    cleanup::abort_stale_uploads(
+        remotes,
+        config.safety.abort_incomplete_uploads_after,
+        &planned,
+    )
+    .await;
     outcome
 }
 
@@ -379,6 +397,10 @@ async fn upload_all<S: Subvolumes>(
         failed: BTreeSet::new(),
     };
     for u in plan.uploads() {
+        if let Ok(open) = opened(remotes, &u.remote) {
+            let key = upload::key_for(config, source, open, u, state.info.uuid);
+            report.planned_keys.insert(key);
+        }
         if out.failed.contains(&u.remote) {
             continue;
         }
@@ -399,6 +421,7 @@ async fn upload_all<S: Subvolumes>(
                     .or_default()
                     .uploaded
                     .push(done.clone());
+                report.resumed_bytes += done.resumed_bytes;
                 out.done.push(done);
             }
             Err(e) => {

@@ -327,6 +327,7 @@ async fn a_key_uploaded_by_this_run_is_never_deleted() {
         seconds: 0.1,
         storage_class: "STANDARD".into(),
         full: true,
+        resumed_bytes: 0,
     }];
     let no_prune = BTreeSet::new();
     let prune = |uploaded| prune::Prune {

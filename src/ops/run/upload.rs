@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use uuid::Uuid;
 
+use super::cleanup;
 use crate::config::{Config, Source};
 use crate::core::planner::Upload;
 use crate::ops::keys::KeyNaming;
@@ -37,6 +38,28 @@ pub struct Uploaded {
     pub storage_class: String,
     /// True for a full backup, false for one sent relative to a parent.
     pub full: bool,
+    /// Bytes of `stored_bytes` an interrupted upload had already stored
+    /// (verified and kept, not sent again).
+    pub resumed_bytes: u64,
+}
+
+/// The key `u` is stored under on `remote`.
+pub(super) fn key_for(
+    config: &Config,
+    source: &Source,
+    remote: &OpenRemote,
+    u: &Upload,
+    source_uuid: Uuid,
+) -> String {
+    let up = source
+        .upload_to_remotes
+        .iter()
+        .find(|up| up.id == remote.config.id)
+        .expect("plan remotes come from the source's uploads");
+    let pg = crate::postgres::sidecar::read(&u.snapshot_path);
+    KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid)
+        .sealed(remote.keys.as_ref().map(|k| &k.auth))
+        .key(u, pg.as_ref())
 }
 
 /// Sends one snapshot, encodes it and uploads it.
@@ -54,10 +77,7 @@ pub(super) async fn upload<S: Subvolumes>(
         .iter()
         .find(|up| up.id == remote.config.id)
         .expect("plan remotes come from the source's uploads");
-    let pg = crate::postgres::sidecar::read(&u.snapshot_path);
-    let key = KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid)
-        .sealed(remote.keys.as_ref().map(|k| &k.auth))
-        .key(u, pg.as_ref());
+    let key = key_for(config, source, remote, u, source_uuid);
     let what = match &u.send_parent_path {
         None => "full".to_string(),
         Some(p) => format!("relative to {}", p.display()),
@@ -95,6 +115,7 @@ pub(super) async fn upload<S: Subvolumes>(
     let (send, check) = checked(send);
     opts.source_check = Some(check);
     opts.seal = remote.seal(&key);
+    let sealed = opts.seal.is_some();
     let mut encoded = stream::encode(send, opts).with_context(ctx)?;
 
     let class = up.storage_class.r#for(u.timeframe);
@@ -105,12 +126,20 @@ pub(super) async fn upload<S: Subvolumes>(
             _ => None,
         },
         progress: progress.upload_started(&key, &what),
+        // subvault's own encoding is deterministic (the same send through the
+        // same codec, level and job size gives the same bytes), so the next run
+        // can continue an interrupted upload. A pipe_through command (gpg)
+        // may not be, and an encrypted stream never is (a fresh random file
+        // key per object): those uploads are aborted on failure as before and
+        // start afresh.
+        resume: up.pipe_through.is_empty() && !sealed,
     };
     tracing::info!(
         "source {}: uploading {key} ({what}) to remote {}",
         source.name,
         remote.config.id
     );
+    cleanup::abort_superseded(remote, &key, u.uuid).await;
     // A rate limit throttles the body the store cuts its parts from, so it
     // covers every part in flight of every upload to this remote.
     let result = match &remote.rate {
@@ -133,6 +162,15 @@ pub(super) async fn upload<S: Subvolumes>(
         human_bytes(summary.record.raw_len),
         stats.seconds
     );
+    if stats.resumed_bytes > 0 {
+        tracing::info!(
+            "source {}: resumed {key}: {} were already stored by an interrupted run and \
+             matched the regenerated stream; {} sent",
+            source.name,
+            human_bytes(stats.resumed_bytes),
+            human_bytes(stats.bytes - stats.resumed_bytes)
+        );
+    }
     Ok(Uploaded {
         remote: remote.config.id.clone(),
         key,
@@ -141,6 +179,7 @@ pub(super) async fn upload<S: Subvolumes>(
         seconds: started.elapsed().as_secs_f64(),
         storage_class: class,
         full: u.send_parent_path.is_none(),
+        resumed_bytes: stats.resumed_bytes,
     })
 }
 

@@ -1,12 +1,13 @@
 //! Reading the bucket: listing objects and unfinished multipart uploads under
 //! the prefix, and deleting objects in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 use super::client::{classify, to_chrono};
 use super::S3Store;
+use crate::remote::resume::StoredPart;
 use crate::remote::retry::with_retries;
 use crate::remote::{DeleteReport, MultipartUpload, ObjectInfo, RemoteError, RemoteErrorKind};
 
@@ -168,6 +169,123 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// The parts an open multipart upload holds (all pages of ListParts), by
+    /// part number.
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<BTreeMap<u32, StoredPart>, RemoteError> {
+        let mut out = BTreeMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let what = format!("{}: ListParts {key}", self.describe);
+            let page = with_retries(&self.retry, &what, || {
+                let req = self
+                    .client
+                    .list_parts()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .set_part_number_marker(marker.clone());
+                async move {
+                    match req.send().await {
+                        Ok(out) => Ok(PartsPage::of(&out)),
+                        // moto names the answer's root `ListPartsResponse`
+                        // where S3 says `ListPartsResult`, which the SDK
+                        // refuses; the body is otherwise S3's, so read it.
+                        Err(e) => e
+                            .raw_response()
+                            .and_then(|r| r.body().bytes())
+                            .and_then(|b| std::str::from_utf8(b).ok())
+                            .and_then(PartsPage::from_xml)
+                            .ok_or_else(|| classify(e)),
+                    }
+                }
+            })
+            .await
+            .map_err(|f| self.err("ListParts", Some(key), f))?;
+            out.extend(page.parts);
+            let next = page.next_marker;
+            // A page that does not move the marker would loop for ever.
+            if !page.truncated || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        Ok(out)
+    }
+}
+
+/// One page of ListParts.
+#[derive(Debug, Default, PartialEq)]
+struct PartsPage {
+    parts: Vec<(u32, StoredPart)>,
+    truncated: bool,
+    next_marker: Option<String>,
+}
+
+impl PartsPage {
+    fn of(out: &aws_sdk_s3::operation::list_parts::ListPartsOutput) -> PartsPage {
+        let parts = out
+            .parts()
+            .iter()
+            .filter_map(|p| {
+                let part = StoredPart {
+                    size: p.size()? as u64,
+                    etag: p.e_tag()?.to_string(),
+                    checksum_crc32: p.checksum_crc32().map(str::to_string),
+                };
+                Some((p.part_number()? as u32, part))
+            })
+            .collect();
+        PartsPage {
+            parts,
+            truncated: out.is_truncated() == Some(true),
+            next_marker: out.next_part_number_marker().map(str::to_string),
+        }
+    }
+
+    /// Reads a ListParts answer the SDK refused for its root element's
+    /// name (`ListPartsResponse`); `None` for anything else.
+    fn from_xml(xml: &str) -> Option<PartsPage> {
+        if !xml.contains("<ListPartsResponse") {
+            return None;
+        }
+        let mut page = PartsPage {
+            truncated: element(xml, "IsTruncated") == Some("true".into()),
+            next_marker: element(xml, "NextPartNumberMarker"),
+            parts: Vec::new(),
+        };
+        for chunk in xml.split("<Part>").skip(1) {
+            let body = chunk.split("</Part>").next()?;
+            let part = StoredPart {
+                size: element(body, "Size")?.parse().ok()?,
+                etag: element(body, "ETag")?,
+                checksum_crc32: element(body, "ChecksumCRC32"),
+            };
+            page.parts
+                .push((element(body, "PartNumber")?.parse().ok()?, part));
+        }
+        Some(page)
+    }
+}
+
+/// The text of the first `<name>` element in `xml`, entities decoded.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(
+        xml[start..start + len]
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
 /// Sorts each requested key into deleted or failed. A key the store did not
 /// mention either way counts as failed: never assume a delete happened.
 fn judge_deletes(
@@ -206,5 +324,26 @@ mod tests {
             ("b".into(), "AccessDenied: locked".into())
         );
         assert_eq!(report.failed[1].0, "c");
+    }
+
+    #[test]
+    fn a_list_parts_answer_with_motos_root_element_is_read() {
+        let xml = "<?xml version=\"1.0\"?>\n<ListPartsResponse xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+            <Bucket>b</Bucket><NextPartNumberMarker>2</NextPartNumberMarker>\
+            <IsTruncated>true</IsTruncated>\
+            <Part><PartNumber>1</PartNumber><ETag>\"aa\"</ETag><Size>8</Size></Part>\
+            <Part><PartNumber>2</PartNumber><ETag>&quot;bb&quot;</ETag><Size>3</Size>\
+            <ChecksumCRC32>x==</ChecksumCRC32></Part></ListPartsResponse>";
+        let page = PartsPage::from_xml(xml).unwrap();
+        assert!(page.truncated);
+        assert_eq!(page.next_marker.as_deref(), Some("2"));
+        assert_eq!(page.parts.len(), 2);
+        assert_eq!(page.parts[0].0, 1);
+        assert_eq!(page.parts[0].1.etag, "\"aa\"");
+        assert_eq!(page.parts[1].1.etag, "\"bb\"");
+        assert_eq!(page.parts[1].1.size, 3);
+        assert_eq!(page.parts[1].1.checksum_crc32.as_deref(), Some("x=="));
+        // Any other body is not ours to read.
+        assert!(PartsPage::from_xml("<Error><Code>NoSuchUpload</Code></Error>").is_none());
     }
 }

@@ -1,7 +1,10 @@
 //! Uploads: one PutObject for a body that fits one part, else a multipart
-//! upload with parts in flight, retried per part, aborted on any failure.
+//! upload with parts in flight, retried per part, aborted on any failure
+//! unless it is resumable (then kept open and continued by the next upload of
+//! the same key, see `remote::resume`).
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aws_sdk_s3::primitives::{ByteStream, DateTime as SdkDateTime};
@@ -9,12 +12,14 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode, StorageClass,
 };
 use bytes::Bytes;
+use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 
 use super::client::classify;
 use super::S3Store;
 use crate::remote::parts::{size_for_part, FIRST_PART_SIZE, MAX_PARTS};
+use crate::remote::resume::{self, PartAction, Resume};
 use crate::remote::retry::with_retries;
 use crate::remote::{ObjectStore, RemoteError, RemoteErrorKind, UploadOptions, UploadStats};
 
@@ -218,7 +223,9 @@ impl S3Store {
     }
 
     /// Streams `body` into the open multipart upload, starting with the two
-    /// parts already read. Returns the completed parts, sorted.
+    /// parts already read; with `resume`, the parts the store already holds
+    /// with the same bytes are kept instead of sent. Returns the completed
+    /// parts, sorted, and the bytes they hold.
     async fn upload_parts(
         &self,
         key: &str,
@@ -226,11 +233,14 @@ impl S3Store {
         first: [Bytes; 2],
         mut body: impl AsyncRead + Unpin + Send,
         opts: &UploadOptions,
+        mut resume: Option<&mut Resume>,
     ) -> Result<(Vec<CompletedPart>, u64), RemoteError> {
         let checksum = opts.object_lock.is_some();
         let mut tasks: JoinSet<Result<(CompletedPart, u64), RemoteError>> = JoinSet::new();
         let mut done = Vec::new();
-        let mut uploaded = 0u64;
+        let mut kept = Vec::new();
+        // Bytes stored so far, kept parts included, for the progress callback.
+        let uploaded = AtomicU64::new(0);
         let mut record = |r: Result<
             Result<(CompletedPart, u64), RemoteError>,
             tokio::task::JoinError,
@@ -244,58 +254,111 @@ impl S3Store {
                 )
             })??;
             done.push(part);
-            uploaded += len;
+            uploaded.fetch_add(len, Ordering::Relaxed);
             if let Some(p) = &opts.progress {
-                p(uploaded);
+                p(uploaded.load(Ordering::Relaxed));
             }
             Ok(())
         };
+        let resumable = resume.is_some();
         let mut ready = first.into_iter();
         let mut number: u32 = 1;
-        loop {
-            let size = size_for_part(number);
-            let data = match ready.next() {
-                Some(d) => d,
-                None => read_part(&mut body, size)
-                    .await
-                    .map_err(|e| self.fatal("upload", Some(key), RemoteErrorKind::Body(e)))?,
-            };
-            if data.is_empty() {
-                break;
-            }
-            if number > MAX_PARTS {
-                return Err(self.fatal(
-                    "upload",
-                    Some(key),
-                    RemoteErrorKind::Config(format!(
-                        "the stream is larger than {MAX_PARTS} parts hold (over 5 TiB)"
-                    )),
-                ));
-            }
-            // Collect finished parts early so a failed part stops the upload
-            // without waiting for the whole body.
-            while let Some(r) = tasks.try_join_next() {
-                record(r)?;
-            }
-            while tasks.len() >= self.parts_in_flight(size) {
-                if let Some(r) = tasks.join_next().await {
+        let outcome: Result<(), RemoteError> = async {
+            loop {
+                let size = size_for_part(number);
+                let data = match ready.next() {
+                    Some(d) => d,
+                    None => read_part(&mut body, size)
+                        .await
+                        .map_err(|e| self.fatal("upload", Some(key), RemoteErrorKind::Body(e)))?,
+                };
+                if data.is_empty() {
+                    break;
+                }
+                if number > MAX_PARTS {
+                    return Err(self.fatal(
+                        "upload",
+                        Some(key),
+                        RemoteErrorKind::Config(format!(
+                            "the stream is larger than {MAX_PARTS} parts hold (over 5 TiB)"
+                        )),
+                    ));
+                }
+                if let Some(r) = resume.as_deref_mut() {
+                    if let Some(part) = keep_stored(r, number, &data, checksum).await {
+                        kept.push(part);
+                        uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(p) = &opts.progress {
+                            p(uploaded.load(Ordering::Relaxed));
+                        }
+                        number += 1;
+                        continue;
+                    }
+                }
+                // Collect finished parts early so a failed part stops the upload
+                // without waiting for the whole body.
+                while let Some(r) = tasks.try_join_next() {
                     record(r)?;
                 }
+                while tasks.len() >= self.parts_in_flight(size) {
+                    if let Some(r) = tasks.join_next().await {
+                        record(r)?;
+                    }
+                }
+                tasks.spawn(self.clone().upload_part(
+                    key.to_string(),
+                    upload_id.to_string(),
+                    number as i32,
+                    data,
+                    checksum,
+                ));
+                number += 1;
             }
-            tasks.spawn(self.clone().upload_part(
-                key.to_string(),
-                upload_id.to_string(),
-                number as i32,
-                data,
-                checksum,
-            ));
-            number += 1;
+            while let Some(r) = tasks.join_next().await {
+                record(r)?;
+            }
+            Ok(())
         }
-        while let Some(r) = tasks.join_next().await {
-            record(r)?;
+        .await;
+        if let Err(e) = outcome {
+            if resumable {
+                // The parts already on their way are worth finishing: the
+                // next run keeps what the store holds.
+                while tasks.join_next().await.is_some() {}
+            }
+            return Err(e);
         }
+        done.extend(kept);
         done.sort_by_key(|p| p.part_number);
-        Ok((done, uploaded))
+        Ok((done, uploaded.into_inner()))
+    }
+
+    /// Finds the open upload of `key` an interrupted run left, aborts any
+    /// older duplicates, and lists its parts. Anything that fails here only
+    /// costs the resume: the upload starts afresh (and the open upload is
+    /// left to the stale-upload rule).
+    async fn find_resumable(&self, key: &str) -> Option<(String, Resume)> {
+        let uploads = match self.list_uploads().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!("cannot look for an interrupted upload to resume: {e}");
+                return None;
+            }
+        };
+        let mut candidates = Vec::new();
+        for u in uploads.into_iter().filter(|u| u.key == key) {
+            match self.list_parts(key, &u.upload_id).await {
+                Ok(parts) => candidates.push((u, parts)),
+                Err(e) => tracing::warn!("cannot list the parts of an interrupted upload: {e}"),
+            }
+        }
+        let (keep, extra) = resume::choose(candidates);
+        for (u, _) in extra {
+            if let Err(e) = self.abort_multipart(&u.key, &u.upload_id).await {
+                tracing::warn!("{e}");
+            }
+        }
+        keep.map(|(u, parts)| (u.upload_id, Resume::new(parts)))
     }
 
     async fn complete(
@@ -334,6 +397,7 @@ impl S3Store {
             bytes,
             parts,
             seconds: start.elapsed().as_secs_f64(),
+            resumed_bytes: 0,
         };
         let first = read_part(&mut body, FIRST_PART_SIZE)
             .await
@@ -356,14 +420,39 @@ impl S3Store {
             return Ok(stats(len, 0));
         }
 
-        let upload_id = self.create_multipart(key, opts).await?;
+        let mut resume = match opts.resume {
+            true => self.find_resumable(key).await,
+            false => None,
+        };
+        let upload_id = match &resume {
+            Some((id, r)) => {
+                tracing::info!(
+                    "{}: resuming the interrupted upload of {key} ({} part(s) stored, \
+                     each checked against the regenerated stream)",
+                    self.describe,
+                    r.stored_parts()
+                );
+                id.clone()
+            }
+            None => self.create_multipart(key, opts).await?,
+        };
+        // A resumable upload stays open when cancelled (a signal): the next
+        // run continues it. The stale-upload rule aborts it once no run wants
+        // this key any more.
         let mut guard = AbortOnDrop {
-            store: Some(self.clone()),
+            store: (!opts.resume).then(|| self.clone()),
             key: key.to_string(),
             upload_id: upload_id.clone(),
         };
         let result = match self
-            .upload_parts(key, &upload_id, [first, second], body, opts)
+            .upload_parts(
+                key,
+                &upload_id,
+                [first, second],
+                body,
+                opts,
+                resume.as_mut().map(|(_, r)| r),
+            )
             .await
         {
             Ok((parts, bytes)) => {
@@ -375,8 +464,31 @@ impl S3Store {
             Err(e) => Err(e),
         };
         guard.disarm();
+        let kept = resume.as_ref().map_or(0, |(_, r)| r.kept_bytes);
+        if let Some((_, r)) = &resume {
+            if let Some(n) = r.first_mismatch {
+                tracing::warn!(
+                    "{}: part {n} of the interrupted upload of {key} differs from the \
+                     regenerated stream; it and every later part were sent again",
+                    self.describe
+                );
+            }
+        }
         match result {
-            Ok((bytes, n)) => Ok(stats(bytes, n)),
+            Ok((bytes, n)) => Ok(UploadStats {
+                resumed_bytes: kept,
+                ..stats(bytes, n)
+            }),
+            // Resuming cannot help an upload that can never succeed (a stream
+            // too large for 10,000 parts).
+            Err(e) if opts.resume && !matches!(*e.kind, RemoteErrorKind::Config(_)) => {
+                tracing::warn!(
+                    "{}: the multipart upload of {key} stays open ({upload_id}) so the next \
+                     run resumes it",
+                    self.describe
+                );
+                Err(e)
+            }
             Err(e) => {
                 if let Err(abort) = self.abort_multipart(key, &upload_id).await {
                     tracing::error!("after a failed upload: {abort}");
@@ -384,6 +496,36 @@ impl S3Store {
                 Err(e)
             }
         }
+    }
+}
+
+/// Keeps part `number` when the resumed upload holds exactly `data` under
+/// it; returns its completion entry. The MD5 is computed off the runtime's
+/// threads (a 4 GiB part takes seconds).
+async fn keep_stored(
+    r: &mut Resume,
+    number: u32,
+    data: &Bytes,
+    checksum: bool,
+) -> Option<CompletedPart> {
+    let len = data.len() as u64;
+    let md5 = if r.candidate(number, len) {
+        let d = data.clone();
+        tokio::task::spawn_blocking(move || <[u8; 16]>::from(Md5::digest(&d)))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    match r.decide(number, len, md5) {
+        PartAction::Send => None,
+        PartAction::Keep(p) => Some(
+            CompletedPart::builder()
+                .part_number(number as i32)
+                .e_tag(p.etag)
+                .set_checksum_crc32(if checksum { p.checksum_crc32 } else { None })
+                .build(),
+        ),
     }
 }
 

@@ -5,10 +5,13 @@
 //! to close), which is all the SDK needs.
 //!
 //! It runs on its own thread and runtime, so tests that run the `subvault`
-//! binary and async tests that call the library use it alike.
+//! binary and async tests that call the library use it alike. It counts the
+//! request body bytes it passes on ([`FaultProxy::sent`]), so a test can tell
+//! how much an upload really sent; a picker that answers status 0 makes it
+//! drop the connection without any answer (a link that dies mid-part).
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +26,10 @@ pub type Picker = Arc<dyn Fn(&str, u32) -> Option<u16> + Send + Sync>;
 /// request with, given its head and sequence number; `None` passes it through.
 pub type Responder = Arc<dyn Fn(&str, u32) -> Option<String> + Send + Sync>;
 
+/// Chooses how long to hold a request before passing it on (a slow link,
+/// so a test can stop the process mid-upload); `None` passes it at once.
+pub type Slow = Arc<dyn Fn(&str) -> Option<std::time::Duration> + Send + Sync>;
+
 /// Request heads (lowercased) seen by a [`FaultProxy::recording`] proxy.
 pub type Heads = Arc<Mutex<Vec<String>>>;
 
@@ -31,6 +38,10 @@ pub struct FaultProxy {
     /// `http://127.0.0.1:PORT`, to use as the endpoint.
     pub url: String,
     failed: Arc<AtomicU32>,
+    sent: Arc<AtomicU64>,
+    // Read only by benches/resume.rs, which shares this harness.
+    #[allow(dead_code)]
+    received: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -46,6 +57,16 @@ impl FaultProxy {
     /// A proxy that answers the requests `respond` picks with the response it
     /// gives (a lying listing, a wrong size), passing the rest through.
     pub fn responding(respond: Responder) -> FaultProxy {
+        FaultProxy::with(respond, None)
+    }
+
+    /// A proxy that fails nothing and holds the requests `slow` picks for
+    /// the time it gives before passing them on.
+    pub fn slowing(slow: Slow) -> FaultProxy {
+        FaultProxy::with(Arc::new(|_, _| None), Some(slow))
+    }
+
+    fn with(respond: Responder, slow: Option<Slow>) -> FaultProxy {
         let upstream = super::s3_endpoint()
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -54,18 +75,31 @@ impl FaultProxy {
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let failed = Arc::new(AtomicU32::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
         let counter = failed.clone();
+        let sent_counter = (sent.clone(), received.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(serve(listener, upstream, respond, counter, stopped));
+            rt.block_on(serve(
+                listener,
+                upstream,
+                respond,
+                slow,
+                counter,
+                sent_counter,
+                stopped,
+            ));
         });
         FaultProxy {
             url,
             failed,
+            sent,
+            received,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -88,6 +122,20 @@ impl FaultProxy {
     pub fn injected(&self) -> u32 {
         self.failed.load(Ordering::SeqCst)
     }
+
+    /// Request body bytes passed on to the server so far (failed and dropped
+    /// requests not counted).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes the client sent to the proxy so far, whatever
+    /// became of them (passed on, failed, dropped or still held): what
+    /// crossed the link.
+    #[allow(dead_code)] // read by benches/resume.rs
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FaultProxy {
@@ -103,6 +151,10 @@ impl Drop for FaultProxy {
 
 /// An S3 error response with `status` (503 is `SlowDown`, others `InternalError`).
 fn error_response(status: u16) -> String {
+    if status == 0 {
+        // No answer at all: the proxy drops the connection.
+        return String::new();
+    }
     let (reason, code) = if status == 503 {
         ("Service Unavailable", "SlowDown")
     } else {
@@ -123,7 +175,9 @@ async fn serve(
     listener: std::net::TcpListener,
     upstream: String,
     fail: Responder,
+    slow: Option<Slow>,
     failed: Arc<AtomicU32>,
+    sent: (Arc<AtomicU64>, Arc<AtomicU64>),
     mut stop: oneshot::Receiver<()>,
 ) {
     let listener = TcpListener::from_std(listener).unwrap();
@@ -136,10 +190,16 @@ async fn serve(
             },
             _ = &mut stop => return,
         };
-        let (upstream, fail, failed, seen) =
-            (upstream.clone(), fail.clone(), failed.clone(), seen.clone());
+        let (upstream, fail, slow, failed, sent, seen) = (
+            upstream.clone(),
+            fail.clone(),
+            slow.clone(),
+            failed.clone(),
+            sent.clone(),
+            seen.clone(),
+        );
         tokio::spawn(async move {
-            let _ = proxy_one(conn, &upstream, fail, failed, seen).await;
+            let _ = proxy_one(conn, &upstream, fail, slow, failed, sent, seen).await;
         });
     }
 }
@@ -148,7 +208,9 @@ async fn proxy_one(
     mut conn: TcpStream,
     upstream: &str,
     fail: Responder,
+    slow: Option<Slow>,
     failed: Arc<AtomicU32>,
+    (sent, received): (Arc<AtomicU64>, Arc<AtomicU64>),
     seen: Arc<AtomicU32>,
 ) -> io::Result<()> {
     // Read the request head.
@@ -182,12 +244,21 @@ async fn proxy_one(
         }
         body.extend_from_slice(&chunk[..n]);
     }
+    received.fetch_add(body.len() as u64, Ordering::SeqCst);
     let nth = seen.fetch_add(1, Ordering::SeqCst);
     if let Some(resp) = fail(&head, nth) {
         failed.fetch_add(1, Ordering::SeqCst);
+        if resp.is_empty() {
+            // Dropped: no answer (the connection closes when `conn` drops).
+            return Ok(());
+        }
         conn.write_all(resp.as_bytes()).await?;
         return conn.shutdown().await;
     }
+    if let Some(wait) = slow.and_then(|s| s(&head)) {
+        tokio::time::sleep(wait).await;
+    }
+    sent.fetch_add(body.len() as u64, Ordering::SeqCst);
     let mut up = TcpStream::connect(upstream).await?;
     // Forward the raw bytes, with `Connection: close` after the request line.
     let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
