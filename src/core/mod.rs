@@ -13,3 +13,4 @@ pub mod object_key;
 pub mod pg_record;
 pub mod planner;
 pub mod policy;
+pub mod wal;
