@@ -15,6 +15,7 @@ pub mod restore_cmd;
 pub mod run_cmd;
 pub mod time_arg;
 pub mod verify_cmd;
+pub mod wal_cmd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -82,6 +83,18 @@ pub enum Command {
     List(list_cmd::ListArgs),
     /// Download objects and check them without btrfs; exit 1 listing the bad ones.
     Verify(verify_cmd::VerifyArgs),
+    /// Archive one WAL file to every remote of its PostgreSQL source
+    /// (`archive_command = 'subvault wal-push %p'`).
+    ///
+    /// Exit 0 only when the file is stored on every remote; a file already
+    /// archived with the same content succeeds, with other content fails.
+    WalPush(wal_cmd::WalPushArgs),
+    /// Bring one archived WAL file back (`restore_command = 'subvault
+    /// wal-fetch --source NAME %f %p'`).
+    ///
+    /// Exit 1 quietly when the archive does not have it; 126 (which stops
+    /// PostgreSQL's recovery) when a copy exists but does not verify.
+    WalFetch(wal_cmd::WalFetchArgs),
 }
 
 /// `subvault config ...`
@@ -114,6 +127,8 @@ pub fn main() -> i32 {
         Command::Restore(args) => restore_cmd::execute(&cli.config, args),
         Command::List(args) => list_cmd::execute(&cli.config, args),
         Command::Verify(args) => verify_cmd::execute(&cli.config, args),
+        Command::WalPush(args) => wal_cmd::push(&cli.config, args),
+        Command::WalFetch(args) => wal_cmd::fetch(&cli.config, args),
     };
     match result {
         Ok(code) => code,

@@ -23,3 +23,4 @@ pub mod run;
 pub mod sources;
 pub mod subvols;
 pub mod verify;
+pub mod wal;
