@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of `subvault restore` against the limit.
+# Benchmark of `subvault restore` against the limit and restic.
 #
 #   sudo bench/restore.sh [FULL_MIB] [MONTHLY_MIB] [DAILY_MIB]
 #                            (default: 900 120 60, >= 1 GiB raw in all)
@@ -12,6 +12,10 @@
 # the same objects. Then, each into a fresh directory of a second btrfs:
 #   limit     for each object: zstd -d < local file | btrfs receive DIR
 #   subvault  subvault restore --remote s3 (download, verify, receive, prefetch)
+#   encrypted subvault restore --remote s3enc: the same chain in an encrypted
+#             remote of the same store (decrypt, body MAC, then as above)
+#   restic    restic (Debian's) restore of a backup of the same source (after
+#             the daily) from the same store, then `sync -f`
 #   local     subvault restore --remote disk: the same objects from the local
 #             remote, files in the page cache like the limit's (what the
 #             pipeline does without a store process on the same cores)
@@ -32,7 +36,7 @@ for mib in "$FULL" "$MONTHLY" "$DAILY"; do
 done
 
 bench_require_root
-bench_apt zstd btrfs-progs curl time
+bench_apt zstd btrfs-progs curl time restic
 
 S3=${BENCH_S3:-}
 if [[ -z $S3 ]]; then
@@ -72,10 +76,13 @@ fi
 export AWS_EC2_METADATA_DISABLED=true SUBVAULT_LOCK_DIR=$WORK/locks
 
 mkdir -p "$WORK/local"
+KEY=$WORK/keys/bench.key
+"$BIN" key generate --out "$KEY" >/dev/null
 loopfs_make "$WORK/src.img" $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G
-# Three restores (limit, garage, local remote) live side by side, plus room
-# for the one being received while a deleted one is still being cleaned.
-loopfs_make "$WORK/dst.img" $(((FULL + MONTHLY + DAILY) * 5 / 1024 + 3))G
+# Five restores (limit, garage, encrypted, restic, local remote) live side by
+# side, plus room for the one being received while a deleted one is still
+# being cleaned.
+loopfs_make "$WORK/dst.img" $(((FULL + MONTHLY + DAILY) * 12 / 1024 + 4))G
 loopfs_mount "$WORK/src.img" "$SRC"
 loopfs_mount "$WORK/dst.img" "$DST"
 btrfs subvolume create "$SRC/data" >/dev/null
@@ -91,6 +98,8 @@ sources:
         preserve: 1y 3m 30d
       - id: disk
         preserve: 1y 3m 30d
+      - id: s3enc
+        preserve: 1y 3m 30d
 remotes:
   - id: s3
     s3:
@@ -101,6 +110,15 @@ remotes:
   - id: disk
     local:
       path: $WORK/local
+  - id: s3enc
+    s3:
+      bucket: $BUCKET
+      prefix: enc/
+      endpoint:
+        endpoint_url: $ENDPOINT
+        region_name: $REGION
+    encryption:
+      key_file: $KEY
 EOF
 
 # MiB of mixed data: half random, half base64 text (compresses about 4:3).
@@ -130,6 +148,14 @@ done
 OBJ=$(cat "${FILES[@]/#/$WORK/local/}" | wc -c)
 echo "   raw send streams: $RAW bytes, objects: $OBJ bytes"
 
+# restic: a backup of the source as it is after the daily (what the chain
+# restores), in the same store.
+export RESTIC_PASSWORD=bench-password
+RESTIC=(restic -q -o s3.region=$REGION -o s3.bucket-lookup=path -r "s3:$ENDPOINT/$BUCKET/restic")
+"${RESTIC[@]}" init --repository-version 2 >/dev/null
+"${RESTIC[@]}" backup "$SRC/data" >/dev/null
+echo "   restic $(restic version | awk '{ print $2 }') repository: $("${RESTIC[@]}" stats --mode raw-data | awk '/Total Size:/ { print $3, $4 }')"
+
 
 # Each timed run starts with nothing dirty in the page cache (the uploads above
 # leave GBs to write back, which would land on whichever run comes first) and
@@ -138,11 +164,17 @@ echo "   raw send streams: $RAW bytes, objects: $OBJ bytes"
 settle() {
   local d
   for d in "$@"; do
-    for s in "$d"/*; do [[ -e $s ]] && btrfs -q subvolume delete "$s"; done
+    # restic restores plain directories, subvault subvolumes.
+    for s in "$d"/*; do
+      [[ -e $s ]] || continue
+      if [[ $(stat -c %i "$s") == 256 ]]; then btrfs -q subvolume delete "$s"; else rm -rf "$s"; fi
+    done
     rm -rf "$d"
   done
   btrfs -q subvolume sync "$DST"
   sync
+  # Deleted subvolumes' space is reusable only once the cleaner committed.
+  btrfs filesystem sync "$DST"
 }
 # Restores from REMOTE into a fresh $DST/DIR and prints the seconds until its
 # data is on disk; subvault's own per-object receive times, its final sync and
@@ -158,7 +190,7 @@ subvault_restore() { # REMOTE DIR LABEL
   grep -E '^(received|synced|restored) ' "$WORK/restore.log" | sed "s/^/   $3: /" >&2
   echo "   $3: peak RSS $(($(bench_time_field "$WORK/rss" rss_kib) / 1024)) MB" >&2
 }
-LIMITS=() SUBVAULTS=() LOCALS=()
+LIMITS=() SUBVAULTS=() ENCS=() LOCALS=() RESTICS=()
 cat "${FILES[@]/#/$WORK/local/}" >/dev/null
 # Run 0 warms up and is not counted: right after the setup (GBs uploaded,
 # then synced) the first runs of all three were up to 2x slower than later
@@ -181,15 +213,29 @@ for run in 0 1 2 3; do
   t=$(subvault_restore s3 subvault "subvault")
   ((run == 0)) || SUBVAULTS+=("$t")
 
+  echo "== run $run: subvault restore from $S3, encrypted remote"
+  t=$(subvault_restore s3enc subvault-enc "subvault (encrypted)")
+  ((run == 0)) || ENCS+=("$t")
+
+  echo "== run $run: restic restore from $S3"
+  settle "$DST/restic"
+  t0=$(bench_now)
+  bench_timed "$WORK/rss" "$WORK/restic.log" "${RESTIC[@]}" restore latest --target "$DST/restic"
+  sync -f "$DST"
+  ((run == 0)) || RESTICS+=("$(bench_secs "$t0" "$(bench_now)")")
+  echo "   restic: $(bench_secs "$t0" "$(bench_now)") s, peak RSS $(($(bench_time_field "$WORK/rss" rss_kib) / 1024)) MB"
+
   # The same restore from the local remote (files in the page cache, like the
   # limit's): subvault's own pipeline without a store's CPU on these cores.
   echo "== run $run: subvault restore from the local remote"
   t=$(subvault_restore disk subvault-local "subvault (local)")
   ((run == 0)) || LOCALS+=("$t")
 done
-echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s; from the local remote: ${LOCALS[*]} s"
+echo "   limit runs: ${LIMITS[*]} s; subvault runs: ${SUBVAULTS[*]} s; encrypted: ${ENCS[*]} s; restic: ${RESTICS[*]} s; from the local remote: ${LOCALS[*]} s"
 LIMIT=$(median "${LIMITS[@]}")
 SUBVAULT=$(median "${SUBVAULTS[@]}")
+ENC=$(median "${ENCS[@]}")
+RESTIC_T=$(median "${RESTICS[@]}")
 LOCAL=$(median "${LOCALS[@]}")
 
 echo "== download + verify only (no receive) from $S3"
@@ -202,11 +248,18 @@ VERIFY=$(bench_secs "$t0" "$(bench_now)")
 # Same trees?
 for d in "$DST"/limit/*; do
   n=$(basename "$d")
-  if ! diff -r -q "$d" "$DST/subvault/$n" >/dev/null; then
-    echo "$BENCH_NAME: $n differs between the limit and subvault restores" >&2
-    exit 1
-  fi
+  for other in subvault subvault-enc; do
+    if ! diff -r -q "$d" "$DST/$other/$n" >/dev/null; then
+      echo "$BENCH_NAME: $n differs between the limit and the $other restore" >&2
+      exit 1
+    fi
+  done
 done
+last=$(find "$DST/limit" -mindepth 1 -maxdepth 1 | sort | tail -n 1)
+if ! diff -r -q "$last" "$DST/restic$SRC/data" >/dev/null; then
+  echo "$BENCH_NAME: restic's restore differs from the daily" >&2
+  exit 1
+fi
 
 mbs() { awk -v b="$RAW" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 ratio() { awk -v l="$LIMIT" -v s="$1" 'BEGIN { printf "%.2fx", l / s }'; }
@@ -216,5 +269,9 @@ echo "| what | seconds | MB/s (raw) | ratio to limit |"
 echo "|---|---|---|---|"
 echo "| limit: zstd -d < file \\| btrfs receive | $LIMIT | $(mbs "$LIMIT") | 1.00x |"
 echo "| subvault restore ($S3) | $SUBVAULT | $(mbs "$SUBVAULT") | $(ratio "$SUBVAULT") |"
+echo "| subvault restore ($S3, encrypted remote) | $ENC | $(mbs "$ENC") | $(ratio "$ENC") |"
+echo "| restic restore ($S3) + sync | $RESTIC_T | $(mbs "$RESTIC_T") | $(ratio "$RESTIC_T") |"
 echo "| subvault restore (local remote, no store process) | $LOCAL | $(mbs "$LOCAL") | $(ratio "$LOCAL") |"
 echo "| subvault verify --all ($S3, no receive) | $VERIFY | $(mbs "$VERIFY") | - |"
+echo
+echo "encrypted/unencrypted restore: $(awk -v p="$SUBVAULT" -v e="$ENC" 'BEGIN { printf "%.2fx", p / e }') (speed); encrypted subvault vs restic: $(awk -v r="$RESTIC_T" -v e="$ENC" 'BEGIN { printf "%.2fx", r / e }') restic's speed"

@@ -17,10 +17,11 @@ MOTO_VERSION=5.2.5
 # findmnt; attr: getfattr for inspecting xattrs by hand; postgresql-15 and
 # postgresql-contrib (pgbench, amcheck) for the PostgreSQL tests; duperemove
 # for the dedupe benchmark; systemd for `systemd-analyze verify` of the units;
+# age for the encryption tests (objects decrypted and forged with the real CLI);
 # gnupg for the pipe_through/restore_pipe_through tests (tests/integration/trust.rs).
 PACKAGES=(
   btrfs-progs zstd util-linux e2fsprogs attr python3-venv
-  postgresql-15 postgresql-contrib duperemove systemd gnupg
+  postgresql-15 postgresql-contrib duperemove systemd age gnupg
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -60,7 +61,7 @@ if ((${#missing[@]} > 0)); then
   trap - EXIT
 fi
 
-for tool in mkfs.btrfs btrfs zstd losetup findmnt mount umount systemd-analyze duperemove gpg gpgconf; do
+for tool in mkfs.btrfs btrfs zstd losetup findmnt mount umount systemd-analyze duperemove age gpg gpgconf; do
   PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null || die "$tool missing after install"
 done
 [[ -x /usr/lib/postgresql/15/bin/pg_ctl ]] || die "PostgreSQL 15 missing after install"

@@ -4,9 +4,10 @@
 //! - `cli`: argument parsing and rendering, nothing else;
 //! - `ops`: what each command does (run, plan, restore, verify, list, dedupe),
 //!   returning data;
-//! - adapters: `remote` (object stores), `stream` (send stream -> compressed
-//!   object and back), `postgres`, `dedupe` (the block dedupe engine), `sys`
-//!   (btrfs ioctls, extent ioctls, locks), and `config`;
+//! - adapters: `remote` (object stores), `stream` (send stream -> compressed,
+//!   optionally encrypted object and back), `crypt` (key files of encrypted
+//!   remotes), `postgres`, `dedupe` (the block dedupe engine), `sys` (btrfs
+//!   ioctls, extent ioctls, locks), and `config`;
 //! - `core`: the pure model, policy, object keys, planner and restore chains,
 //!   tested without root;
 //! - leaves every layer may use: `errors`, `units`, `progress`.
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod crypt;
 pub mod dedupe;
 pub mod errors;
 pub mod ops;

@@ -25,6 +25,27 @@ pub fn execute(config_path: &Path) -> anyhow::Result<i32> {
             for w in config.warnings() {
                 eprintln!("warning: {w}");
             }
+            // Key files are read too: one that cannot be used fails here
+            // rather than at the first run.
+            for remote in &config.remotes {
+                match crate::ops::remotes::load_keys(remote) {
+                    Ok(Some(k)) => println!(
+                        "key file {}: ok ({} recipient(s), {})",
+                        k.path.display(),
+                        k.recipients.len(),
+                        if k.can_decrypt() {
+                            "with identity: can restore"
+                        } else {
+                            "no identity: write-only, cannot restore or verify"
+                        }
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(EXIT_USAGE);
+                    }
+                }
+            }
             Ok(0)
         }
         Err(e) => {
@@ -91,6 +112,18 @@ pub fn summary(config: &Config) -> String {
                     remote.id,
                     local.path.display()
                 );
+            }
+        }
+        match &remote.encryption {
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "    encrypted (age) and authenticated, key file {}",
+                    e.key_file.display()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "    not encrypted");
             }
         }
     }

@@ -85,9 +85,10 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
     let mut s = String::new();
     for l in listings {
         s.push_str(&format!(
-            "remote {} ({}): {} backup(s)\n",
+            "remote {} ({}{}): {} backup(s)\n",
             l.id,
             l.location,
+            if l.encrypted { ", encrypted" } else { "" },
             l.backups.len() + l.orphans.len()
         ));
         for e in &l.backups {
@@ -97,6 +98,20 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
             s.push_str(&format!("  orphans ({}):\n", l.orphans.len()));
             for e in &l.orphans {
                 s.push_str(&format!("  {}", line(e, tz)));
+            }
+        }
+        if !l.foreign.is_empty() {
+            s.push_str(&format!(
+                "  foreign ({}): named like backups but not authenticated; never used or deleted\n",
+                l.foreign.len()
+            ));
+            for f in &l.foreign {
+                s.push_str(&format!(
+                    "    {}  {}  ({})\n",
+                    f.key,
+                    f.size.map(human_bytes).unwrap_or_else(|| "?".into()),
+                    f.why
+                ));
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod config_cmd;
 pub mod dedupe_cmd;
+pub mod key_cmd;
 pub mod list_cmd;
 pub mod plan_cmd;
 pub mod plan_view;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Exit 1 quietly when the archive does not have it; 126 (which stops
     /// PostgreSQL's recovery) when a copy exists but does not verify.
     WalFetch(wal_cmd::WalFetchArgs),
+    /// Key files of encrypted remotes: generate one, or its write-only copy.
+    #[command(subcommand)]
+    Key(key_cmd::KeyCommand),
 }
 
 /// `subvault config ...`
@@ -129,6 +133,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => verify_cmd::execute(&cli.config, args),
         Command::WalPush(args) => wal_cmd::push(&cli.config, args),
         Command::WalFetch(args) => wal_cmd::fetch(&cli.config, args),
+        Command::Key(cmd) => key_cmd::execute(cmd),
     };
     match result {
         Ok(code) => code,

@@ -252,6 +252,18 @@ pub struct RemoteConfig {
     pub id: String,
     /// The kind of store and its settings.
     pub kind: RemoteKind,
+    /// Encryption and authentication of every object in it, when set.
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `encryption: {key_file: /etc/subvault/keys/NAME.key}` of a remote: every
+/// object subvault writes there is age-encrypted to the key file's recipients
+/// and authenticated with its auth key; what does not authenticate is foreign
+/// and never touched (docs/design.md, "Encryption and authentication").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// The key file (`subvault key generate`), absolute.
+    pub key_file: PathBuf,
 }
 
 impl RemoteConfig {

@@ -15,9 +15,9 @@ use serde_yaml_ng::Value;
 use super::duration::parse_duration;
 use super::node::{closest, Fault, Node};
 use super::{
-    Compression, Config, DedupeConfig, LocalConfig, ObjectLockConfig, ObjectLockMode, PgMode,
-    PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Safety, Secret, Source,
-    StorageClasses, UploadConfig, Verify,
+    Compression, Config, DedupeConfig, EncryptionConfig, LocalConfig, ObjectLockConfig,
+    ObjectLockMode, PgMode, PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Safety,
+    Secret, Source, StorageClasses, UploadConfig, Verify,
 };
 use crate::core::model::Codec;
 use crate::core::policy::{Policy, Timeframe};
@@ -45,7 +45,7 @@ const UPLOAD_KEYS: &[&str] = &[
     "storage_class",
     "object_lock",
 ];
-const REMOTE_KEYS: &[&str] = &["id", "s3", "local"];
+const REMOTE_KEYS: &[&str] = &["id", "s3", "local", "encryption"];
 const S3_KEYS: &[&str] = &["bucket", "prefix", "endpoint"];
 const ENDPOINT_KEYS: &[&str] = &[
     "endpoint_url",
@@ -216,7 +216,24 @@ fn remote<'v>(
             )))
         }
     };
-    Ok((RemoteConfig { id, kind }, id_node, place))
+    let encryption = match map.get("encryption") {
+        Some(n) => {
+            let e = n.map(&["key_file"])?;
+            Some(EncryptionConfig {
+                key_file: abs_path(&e.required("key_file")?)?,
+            })
+        }
+        None => None,
+    };
+    Ok((
+        RemoteConfig {
+            id,
+            kind,
+            encryption,
+        },
+        id_node,
+        place,
+    ))
 }
 
 /// Two remotes that are equal or nested would list, and prune, each other's

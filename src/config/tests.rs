@@ -523,6 +523,49 @@ remotes: [{id: r, local: {path: /backup}}]
     assert_eq!(c.sources[0].snapshots, c.sources[1].snapshots);
 }
 
+#[test]
+fn encryption_takes_an_absolute_key_file_and_nothing_else() {
+    let c = load(
+        "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}, {id: d, preserve: 1d}]}]
+remotes:
+  - id: r
+    s3: {bucket: b}
+    encryption: {key_file: /etc/subvault/keys/r.key}
+  - id: d
+    local: {path: /backup}
+",
+    );
+    assert_eq!(
+        c.remotes[0].encryption,
+        Some(EncryptionConfig {
+            key_file: PathBuf::from("/etc/subvault/keys/r.key")
+        })
+    );
+    assert_eq!(c.remotes[1].encryption, None);
+
+    let base = "\
+timezone: UTC
+sources: [{path: /a, snapshots: /s, upload_to_remotes: [{id: r, preserve: 1d}]}]
+remotes:
+  - id: r
+    local: {path: /backup}
+    encryption:
+";
+    let (line, column, msg) = error_at(&format!(
+        "{base}      key_file: /k\n      recipient: age1x\n"
+    ));
+    assert_eq!((line, column), (8, 7), "{msg}");
+    assert!(msg.contains("remotes[0].encryption"), "{msg}");
+    assert!(msg.contains("recipient"), "{msg}");
+    let (line, column, msg) = error_at(&format!("{base}      key_file: keys/r.key\n"));
+    assert_eq!((line, column), (7, 17), "{msg}");
+    assert!(msg.contains("relative path"), "{msg}");
+    let (_, _, msg) = error_at(&format!("{base}      {{}}\n"));
+    assert!(msg.contains("key_file"), "{msg}");
+}
+
 /// A config with the given `remotes:` block and one source uploading to `a`.
 fn with_remotes(remotes: &str) -> String {
     format!(

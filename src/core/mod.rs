@@ -1,11 +1,13 @@
 //! The pure core: the nouns (snapshots, backups), preservation policies and
-//! their calendar spans, the object key format, the planner and restore chains.
+//! their calendar spans, the object key format, the planner, restore chains and
+//! the MACs that authenticate an encrypted remote's keys and bodies.
 //!
 //! Nothing here does I/O or reads the clock: every function is a function of its
 //! arguments, so every rule is tested without root, btrfs or object storage.
 //! Everything else in subvault depends on this layer; it depends on nothing of
 //! subvault's.
 
+pub mod auth;
 pub mod chain;
 pub mod guards;
 pub mod model;

@@ -218,8 +218,10 @@ impl WalArchive {
 
     /// Reads a key back: the file it holds, when `key` is one of this
     /// cluster's WAL objects (anything else under the folder is not ours to
-    /// touch).
+    /// touch). An encrypted remote's `.auth` MAC at the end is passed over
+    /// here; whether it authenticates is the caller's check.
     pub fn parse_key(&self, key: &str) -> Option<WalFile> {
+        let key = crate::core::auth::mac_name("", key);
         let rest = key.strip_prefix(&self.folder())?;
         let (tli, name) = rest.split_once('/')?;
         let file = WalFile::parse(name.strip_suffix(WAL_SUFFIX)?).ok()?;

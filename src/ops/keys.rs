@@ -1,10 +1,13 @@
 //! Naming new backup objects: the key of an upload, as `core::object_key`
 //! formats it, for a source on a remote.
 
+use std::sync::Arc;
+
 use chrono_tz::Tz;
 use uuid::Uuid;
 
 use crate::config::{Config, Source, UploadConfig};
+use crate::core::auth::AuthKey;
 use crate::core::model::Codec;
 use crate::core::object_key::{self, KeyInfo};
 use crate::core::pg_record::{self, PgRecord};
@@ -33,6 +36,8 @@ pub struct KeyNaming<'a> {
     pub prefix: &'a str,
     /// The source subvolume's uuid (`.prnt`).
     pub source_uuid: Uuid,
+    /// An encrypted remote's auth key: the key gets its `.auth` MAC suffix.
+    pub auth: Option<Arc<AuthKey>>,
 }
 
 impl<'a> KeyNaming<'a> {
@@ -50,7 +55,14 @@ impl<'a> KeyNaming<'a> {
             codec: key_codec(up),
             prefix,
             source_uuid,
+            auth: None,
         }
+    }
+
+    /// The same naming with `.auth` MACs under `auth` (an encrypted remote).
+    pub fn sealed(mut self, auth: Option<&AuthKey>) -> Self {
+        self.auth = auth.map(|a| Arc::new(a.clone()));
+        self
     }
 
     /// The key of `upload`; a PostgreSQL snapshot's record adds its suffixes.
@@ -67,8 +79,17 @@ impl<'a> KeyNaming<'a> {
                 codec: self.codec,
             },
         );
-        match pg {
+        let key = match pg {
             Some(r) => key + &pg_record::key_suffix(r),
+            None => key,
+        };
+        match &self.auth {
+            // The MAC covers the key after the prefix (core::auth).
+            Some(auth) => format!(
+                "{}{}",
+                self.prefix,
+                auth.seal_name(&key[self.prefix.len()..])
+            ),
             None => key,
         }
     }

@@ -5,7 +5,9 @@
 //! carries the time (configured zone), why the policy keeps it (the planner's
 //! reasons, when the source is readable here), size, storage class and codec.
 //! Backups that cannot be restored as they are (a send parent missing) or that
-//! belong to no configured source are listed as orphans.
+//! belong to no configured source are listed as orphans. In an encrypted
+//! remote, keys named like backups whose `.auth` MAC is missing or wrong are
+//! listed as foreign: nothing else in subvault ever acts on them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -63,6 +65,23 @@ pub struct RemoteListing {
     pub backups: Vec<Entry>,
     /// Orphans (with their descendants), depth-first.
     pub orphans: Vec<Entry>,
+    /// Whether the remote is encrypted (and its listing authenticated).
+    pub encrypted: bool,
+    /// Encrypted remotes only: keys named like backups that do not
+    /// authenticate (never planned, restored, verified or deleted).
+    pub foreign: Vec<ForeignEntry>,
+}
+
+/// A key in an encrypted remote that looks like a backup but does not
+/// authenticate.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignEntry {
+    /// Object key.
+    pub key: String,
+    /// Object size in bytes.
+    pub size: Option<u64>,
+    /// Why it does not authenticate.
+    pub why: String,
 }
 
 /// Lists the remotes with these ids: each remote's tree, or why it could not
@@ -207,5 +226,15 @@ fn listing(
         location: r.store.describe(),
         backups,
         orphans,
+        encrypted: r.keys.is_some(),
+        foreign: r
+            .foreign
+            .iter()
+            .map(|f| ForeignEntry {
+                key: f.backup.key.clone(),
+                size: f.backup.size,
+                why: f.why.to_string(),
+            })
+            .collect(),
     }
 }

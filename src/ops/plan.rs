@@ -82,7 +82,8 @@ pub fn plan_source(
             continue;
         };
         let pg = crate::postgres::sidecar::read(&u.snapshot_path);
-        let naming = KeyNaming::new(config, source, up, r.store.prefix(), state.info.uuid);
+        let naming = KeyNaming::new(config, source, up, r.store.prefix(), state.info.uuid)
+            .sealed(r.keys.as_ref().map(|k| &k.auth));
         upload_keys.insert((u.remote.clone(), u.uuid), naming.key(u, pg.as_ref()));
     }
     Ok(SourcePlan {

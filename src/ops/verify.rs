@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use uuid::Uuid;
 
-use super::remotes::{self, bucket_of};
+use super::remotes::{self, bucket_of, Decoding};
 use super::restore::{download_cause, object_reader, restore_request_command, Fetch};
 use super::sources::{basename_of, restore_pipe_through};
 use crate::config::{Config, RemoteConfig};
@@ -85,6 +85,7 @@ pub async fn verify(
     };
     for rc in remotes {
         let opened = remotes::open((*rc).clone()).await?;
+        let decoding = opened.decoding()?;
         let store = Arc::new(opened.store);
         let Some(chosen) = select(&store, &opened.backups, selection, &mut report.bad) else {
             continue;
@@ -93,7 +94,7 @@ pub async fn verify(
         for b in chosen {
             let name = basename_of(store.prefix(), &b.key);
             let unpipe = restore_pipe_through(config, &rc.id, name.as_deref());
-            let outcome = match check(&store, &b, bucket_of(rc), unpipe).await {
+            let outcome = match check(&store, &b, bucket_of(rc), unpipe, &decoding).await {
                 Ok(o) => o,
                 Err(problem) => Outcome::Bad(problem),
             };
@@ -174,6 +175,7 @@ async fn check(
     b: &Backup,
     bucket: &str,
     restore_pipe_through: &[Vec<String>],
+    decoding: &Decoding,
 ) -> Result<Outcome, String> {
     if matches!(
         b.storage_class.as_deref(),
@@ -192,15 +194,19 @@ async fn check(
         b.size.unwrap_or(u64::MAX),
         VERIFY_WINDOW,
     );
-    let obj = object_reader(body, b, restore_pipe_through).map_err(|e| e.to_string())?;
-    let s = stream::verify_object(obj, b.codec)
+    let (obj, opts) =
+        object_reader(body, b, restore_pipe_through, decoding).map_err(|e| e.to_string())?;
+    let s = stream::verify_object_with(obj, opts)
         .await
         .map_err(|e| match &e {
             StreamError::ObjectRead(inner) => download_cause(inner),
             _ => e.to_string(),
         })?;
-    let how = match (&s.trailer, s.verified) {
-        (Some(_), true) => "length and SHA-256 match the trailer, send-stream CRCs ok",
+    let how = match (&s.trailer, s.verified, s.authenticated) {
+        (Some(_), true, true) => {
+            "decrypted, body MAC ok, length and SHA-256 match the trailer, send-stream CRCs ok"
+        }
+        (Some(_), true, false) => "length and SHA-256 match the trailer, send-stream CRCs ok",
         _ => "no checksum trailer (not written by subvault): send-stream CRCs ok",
     };
     Ok(Outcome::Good(format!(

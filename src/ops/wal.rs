@@ -8,9 +8,15 @@
 //! restore (`aws s3 cp ... - | zstd -d`) work the same way. Opening a store
 //! here never lists it: a push is one HEAD and one PUT per remote, a fetch one
 //! GET, whatever the archive holds.
+//!
+//! On an encrypted remote WAL objects are sealed like backups: the key ends
+//! in its `.auth` MAC (computable from the file name, so a fetch is still one
+//! GET) and the body is age-encrypted with the keyed trailer, so nothing
+//! the bucket holds is trusted unless its key and body authenticate.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -18,11 +24,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::config::{Config, RemoteConfig, Source, UploadConfig};
+use crate::core::auth;
 use crate::core::model::Codec;
 use crate::core::wal::{control_system_id, SegmentHeader, WalArchive, WalFile};
+use crate::crypt::KeyFile;
 use crate::errors::UsageError;
+use crate::ops::remotes::load_keys;
 use crate::remote::{self, AnyStore, ObjectStore, RemoteErrorKind, UploadOptions};
-use crate::stream::{self, DecodeOptions, EncodeOptions};
+use crate::stream::{self, DecodeOptions, EncodeOptions, Seal, Unseal};
 
 /// The largest WAL file PostgreSQL writes (1 GiB segments); a decoded object
 /// larger than this is not a WAL file, and reading stops there.
@@ -208,121 +217,189 @@ pub async fn push(
         check_upload(source, up)?;
     }
     let jobs = targets.into_iter().map(|(rc, _)| async move {
-        let store = remote::open(rc).await;
-        let archive = WalArchive {
-            prefix: store
-                .as_ref()
-                .map(|s| s.prefix().to_string())
-                .unwrap_or_default(),
-            source: source.name.clone(),
-            system_id,
-        };
-        let key = archive.key(&wal.file);
-        let outcome = match store {
-            Ok(store) => push_one(&store, &key, wal).await,
-            Err(e) => Err(anyhow::Error::new(e)),
-        };
-        PushResult {
-            remote: rc.id.clone(),
-            key,
-            outcome,
+        match WalRemote::open(rc, source, system_id).await {
+            Ok(r) => {
+                let key = r.key(&wal.file);
+                let outcome = r.push(&key, wal).await;
+                PushResult {
+                    remote: rc.id.clone(),
+                    key,
+                    outcome,
+                }
+            }
+            Err(e) => PushResult {
+                remote: rc.id.clone(),
+                key: String::new(),
+                outcome: Err(e),
+            },
         }
     });
     Ok(futures::future::join_all(jobs).await)
 }
 
-/// How WAL objects are encoded: zstd at its default level on one worker (a
-/// segment is one 16 MiB job anyway), no send-stream check.
-fn encode_options() -> EncodeOptions {
-    let mut opts = EncodeOptions::new(Codec::Zstd);
-    opts.threads = Some(1);
-    opts.check_send_stream = false;
-    opts
+/// One remote, opened for WAL: its store, the cluster's archive on it, and
+/// its key file when it is encrypted.
+struct WalRemote {
+    id: String,
+    store: AnyStore,
+    archive: WalArchive,
+    keys: Option<Arc<KeyFile>>,
 }
 
-/// How WAL objects are decoded.
-fn decode_options() -> DecodeOptions {
-    DecodeOptions {
-        codec: Some(Codec::Zstd),
-        check_send_stream: false,
+impl WalRemote {
+    async fn open(rc: &RemoteConfig, source: &Source, system_id: u64) -> Result<WalRemote> {
+        let keys = load_keys(rc)?;
+        let store = remote::open(rc)
+            .await
+            .with_context(|| format!("remote {}: cannot open", rc.id))?;
+        let archive = WalArchive {
+            prefix: store.prefix().to_string(),
+            source: source.name.clone(),
+            system_id,
+        };
+        Ok(WalRemote {
+            id: rc.id.clone(),
+            store,
+            archive,
+            keys,
+        })
     }
-}
 
-async fn push_one(store: &AnyStore, key: &str, wal: &LocalWal) -> Result<Pushed> {
-    match store.head(key).await {
-        Ok(_) => {
-            // Already archived: the same content is a retry, other content
-            // is a second cluster (or a restored copy) writing this archive.
-            let there = download(store, key).await.context(
-                "the archive already holds this file; reading it back to compare failed",
-            )?;
-            let theirs: [u8; 32] = Sha256::digest(&there).into();
-            if theirs == wal.sha256 {
-                return Ok(Pushed::AlreadyThere);
+    /// The object key of `file`: on an encrypted remote with its `.auth` MAC.
+    fn key(&self, file: &WalFile) -> String {
+        let key = self.archive.key(file);
+        match &self.keys {
+            None => key,
+            Some(k) => {
+                let prefix = self.store.prefix();
+                format!("{prefix}{}", k.auth.seal_name(&key[prefix.len()..]))
             }
+        }
+    }
+
+    /// How WAL objects are encoded: zstd at its default level on one worker
+    /// (a segment is one 16 MiB job anyway), no send-stream check, sealed on
+    /// an encrypted remote.
+    fn encode_options(&self, key: &str) -> EncodeOptions {
+        let mut opts = EncodeOptions::new(Codec::Zstd);
+        opts.threads = Some(1);
+        opts.check_send_stream = false;
+        opts.seal = self.keys.as_ref().map(|k| Seal {
+            recipients: k.recipients.clone(),
+            auth: Arc::new(k.auth.clone()),
+            name: auth::mac_name(self.store.prefix(), key).to_string(),
+        });
+        opts
+    }
+
+    /// How WAL objects are decoded; `None` when this remote is encrypted and
+    /// this host holds only the write-only copy of its key file.
+    fn decode_options(&self, key: &str) -> Option<DecodeOptions> {
+        let mut opts = DecodeOptions::new(Some(Codec::Zstd));
+        opts.check_send_stream = false;
+        if let Some(k) = &self.keys {
+            if !k.can_decrypt() {
+                return None;
+            }
+            opts.unseal = Some(Unseal {
+                identities: Some(Arc::new(k.identities.clone())),
+                auth: Arc::new(k.auth.clone()),
+                name: auth::mac_name(self.store.prefix(), key).to_string(),
+                key_file: k.path.display().to_string(),
+            });
+        }
+        Some(opts)
+    }
+
+    async fn push(&self, key: &str, wal: &LocalWal) -> Result<Pushed> {
+        match self.store.head(key).await {
+            Ok(_) => return self.compare(key, wal).await,
+            Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut encoded = stream::encode(Cursor::new(wal.data.clone()), self.encode_options(key))?;
+        let stats = self
+            .store
+            .upload(key, &mut encoded, &UploadOptions::default())
+            .await?;
+        encoded.finish().await?;
+        let info = self
+            .store
+            .head(key)
+            .await
+            .context("read the object back (HEAD)")?;
+        if info.size != stats.bytes {
             bail!(
-                "the archive already holds {} with different content (SHA-256 {} there, {} here): \
-                 is another cluster, or a restored copy on this timeline, archiving to the same place? \
-                 Nothing was overwritten",
-                wal.file,
-                hex::encode(&theirs[..8]),
-                hex::encode(&wal.sha256[..8])
+                "read back: the store holds {} bytes under this key, but {} were sent",
+                info.size,
+                stats.bytes
             );
         }
-        Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => {}
-        Err(e) => return Err(e.into()),
+        Ok(Pushed::Uploaded { bytes: stats.bytes })
     }
-    let mut encoded = stream::encode(Cursor::new(wal.data.clone()), encode_options())?;
-    let stats = store
-        .upload(key, &mut encoded, &UploadOptions::default())
-        .await?;
-    encoded.finish().await?;
-    let info = store
-        .head(key)
-        .await
-        .context("read the object back (HEAD)")?;
-    if info.size != stats.bytes {
+
+    /// The archive already holds this file: the same content is a retry
+    /// (PostgreSQL pushes again when it did not see a success), other content
+    /// is a second cluster, or a restored copy on this timeline, writing here.
+    async fn compare(&self, key: &str, wal: &LocalWal) -> Result<Pushed> {
+        let Some(opts) = self.decode_options(key) else {
+            // Its key MAC shows a holder of this remote's auth key wrote it;
+            // the content cannot be compared without the identity.
+            tracing::warn!(
+                "remote {}: {} is archived already; this host's key file is write-only, so its \
+                 content was not compared",
+                self.id,
+                wal.file
+            );
+            return Ok(Pushed::AlreadyThere);
+        };
+        let there = self
+            .download(key, opts)
+            .await
+            .context("the archive already holds this file; reading it back to compare failed")?
+            .ok_or_else(|| anyhow!("{key}: vanished while being compared"))?;
+        let theirs: [u8; 32] = Sha256::digest(&there).into();
+        if theirs == wal.sha256 {
+            return Ok(Pushed::AlreadyThere);
+        }
         bail!(
-            "read back: the store holds {} bytes under this key, but {} were sent",
-            info.size,
-            stats.bytes
+            "the archive already holds {} with different content (SHA-256 {}... there, {}... here): \
+             is another cluster, or a restored copy on this timeline, archiving to the same place? \
+             Nothing was overwritten",
+            wal.file,
+            hex::encode(&theirs[..8]),
+            hex::encode(&wal.sha256[..8])
         );
     }
-    Ok(Pushed::Uploaded { bytes: stats.bytes })
-}
 
-/// Downloads and decodes one WAL object, verifying its trailer (length,
-/// SHA-256, CRC of every byte). `Ok(None)` when the key does not exist.
-async fn try_download(store: &AnyStore, key: &str) -> Result<Option<Vec<u8>>> {
-    let body = match store.get(key, None).await {
-        Ok(b) => b,
-        Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut decoded = stream::decode_with(body, decode_options());
-    let mut out = Vec::new();
-    (&mut decoded)
-        .take(MAX_WAL_FILE + 1)
-        .read_to_end(&mut out)
-        .await
-        .map_err(|e| match stream::StreamError::from_io(&e) {
-            Some(s) => anyhow::Error::new(s.clone()),
-            None => anyhow::Error::new(e),
-        })?;
-    if out.len() as u64 > MAX_WAL_FILE {
-        bail!("decodes to more than {MAX_WAL_FILE} bytes: not a WAL file");
+    /// Downloads and decodes one WAL object, verifying its trailer (length,
+    /// SHA-256, CRC of every byte; and the body MAC on an encrypted remote).
+    /// `Ok(None)` when the key does not exist.
+    async fn download(&self, key: &str, opts: DecodeOptions) -> Result<Option<Vec<u8>>> {
+        let body = match self.store.get(key, None).await {
+            Ok(b) => b,
+            Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut decoded = stream::decode_with(body, opts);
+        let mut out = Vec::new();
+        (&mut decoded)
+            .take(MAX_WAL_FILE + 1)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| match stream::StreamError::from_io(&e) {
+                Some(s) => anyhow::Error::new(s.clone()),
+                None => anyhow::Error::new(e),
+            })?;
+        if out.len() as u64 > MAX_WAL_FILE {
+            bail!("decodes to more than {MAX_WAL_FILE} bytes: not a WAL file");
+        }
+        let summary = decoded.finish().await?;
+        if !summary.verified {
+            bail!("has no integrity trailer");
+        }
+        Ok(Some(out))
     }
-    let summary = decoded.finish().await?;
-    if !summary.verified {
-        bail!("has no integrity trailer");
-    }
-    Ok(Some(out))
-}
-
-async fn download(store: &AnyStore, key: &str) -> Result<Vec<u8>> {
-    try_download(store, key)
-        .await?
-        .ok_or_else(|| anyhow!("{key}: no such object"))
 }
 
 /// A fetched WAL file.
@@ -369,20 +446,22 @@ pub async fn fetch(
     let file = WalFile::parse(name).map_err(|e| UsageError(e.to_string()))?;
     let mut failures = Vec::new();
     for (rc, _) in remotes_of(config, source, only)? {
-        let store = match remote::open(rc).await {
-            Ok(s) => s,
+        let r = match WalRemote::open(rc, source, system_id).await {
+            Ok(r) => r,
             Err(e) => {
-                failures.push(format!("remote {}: {e}", rc.id));
+                failures.push(format!("remote {}: {}", rc.id, crate::errors::one_line(&e)));
                 continue;
             }
         };
-        let archive = WalArchive {
-            prefix: store.prefix().to_string(),
-            source: source.name.clone(),
-            system_id,
+        let key = r.key(&file);
+        let Some(opts) = r.decode_options(&key) else {
+            failures.push(format!(
+                "remote {} is encrypted and this host's key file holds no identity",
+                rc.id
+            ));
+            continue;
         };
-        let key = archive.key(&file);
-        let data = match try_download(&store, &key).await {
+        let data = match r.download(&key, opts).await {
             Ok(Some(d)) => d,
             Ok(None) => continue,
             Err(e) => {
@@ -465,8 +544,12 @@ mod tests {
     }
 
     /// A config with one PostgreSQL source at `src` uploading to local
-    /// remotes `dirs`.
+    /// remotes `dirs` (encrypted with `key_file`, when given).
     fn config(src: &Path, dirs: &[&Path]) -> Config {
+        config_with(src, dirs, None)
+    }
+
+    fn config_with(src: &Path, dirs: &[&Path], key_file: Option<&Path>) -> Config {
         let mut yaml = format!(
             "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres: {{connection: \"host=/tmp\"}}\n    upload_to_remotes:\n",
             src.display(),
@@ -478,6 +561,9 @@ mod tests {
         yaml += "remotes:\n";
         for (i, d) in dirs.iter().enumerate() {
             yaml += &format!("  - id: r{i}\n    local: {{path: {}}}\n", d.display());
+            if let Some(k) = key_file {
+                yaml += &format!("    encryption: {{key_file: {}}}\n", k.display());
+            }
         }
         let path = src.with_extension("yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -644,6 +730,55 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("starts at 0/7"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_remote_seals_wal_and_refuses_what_does_not_authenticate() {
+        let mut f = fixture(1);
+        let key_file = f._tmp.path().join("r0.key");
+        crate::crypt::write_new(&key_file, &crate::crypt::generate("now").unwrap().text).unwrap();
+        let src = f.datadir.parent().unwrap().parent().unwrap().to_path_buf();
+        f.config = config_with(&src, &[&f.remotes[0]], Some(&key_file));
+        let name = "000000010000000000000009";
+        let data = segment(name, SYSID);
+        let rel = put(&f, name, &data);
+        let r = push_file(&f, &rel).await.remove(0);
+        r.outcome.as_ref().unwrap();
+        assert!(r.key.contains(".cmprzstd.auth"), "{}", r.key);
+        // Encrypted at rest: the segment's bytes are not in the object.
+        let obj = std::fs::read(f.remotes[0].join(&r.key)).unwrap();
+        assert!(obj.starts_with(b"age-encryption.org/v1"), "age header");
+        assert_eq!(
+            push_file(&f, &rel).await.remove(0).outcome.unwrap(),
+            Pushed::AlreadyThere
+        );
+
+        let source = owning_source(&f.config, &f.datadir, None).unwrap();
+        let dest = f.datadir.join("pg_wal/RECOVERYXLOG");
+        fetch(&f.config, source, SYSID, name, &dest, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        std::fs::remove_file(&dest).unwrap();
+
+        // The same object without its MAC, as a writer without the key
+        // would name it, is not found; under another segment's MAC'd name
+        // its body MAC does not match.
+        let plain_key = r.key[..r.key.find(".auth").unwrap()].to_string();
+        std::fs::rename(f.remotes[0].join(&r.key), f.remotes[0].join(&plain_key)).unwrap();
+        let e = fetch(&f.config, source, SYSID, name, &dest, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FetchError::Missing { .. }), "{e}");
+        let other = "00000001000000000000000A";
+        let k = crate::crypt::KeyFile::load(&key_file).unwrap();
+        let other_key = k.auth.seal_name(&plain_key.replace(name, other));
+        std::fs::rename(f.remotes[0].join(&plain_key), f.remotes[0].join(&other_key)).unwrap();
+        let e = fetch(&f.config, source, SYSID, other, &dest, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FetchError::Failed(_)), "{e}");
+        assert!(!dest.exists());
     }
 
     #[test]

@@ -374,6 +374,7 @@ mod tests {
                     ..Default::default()
                 },
             }),
+            encryption: None,
         }
     }
 
@@ -390,6 +391,7 @@ mod tests {
             kind: RemoteKind::Local(crate::config::LocalConfig {
                 path: dir.path().to_path_buf(),
             }),
+            encryption: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));

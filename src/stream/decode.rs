@@ -2,10 +2,15 @@
 //! `btrfs send` stream, verified as it passes.
 //!
 //! ```text
-//! object ──(tokio task)──> decompress thread ──> verify thread ──> Decoded
-//!                          sniff codec,          SHA-256, length,
-//!                          strip trailer         send-stream CRCs
+//! object ──(tokio task)──> [decrypt thread] ──> decompress thread ──> verify thread ──> Decoded
+//!                          age, 64 KiB          sniff codec,          SHA-256, length,
+//!                          chunks verified      strip trailer         send-stream CRCs,
+//!                                                                     body MAC
 //! ```
+//!
+//! An encrypted remote's object ([`Unseal`]) is decrypted on a thread of its
+//! own, must carry the keyed trailer, and its body MAC must match its key and
+//! the raw stream actually decoded before the held-back end is released.
 //!
 //! The verify stage holds back the last 86 bytes of the decompressed stream (a
 //! possible trailer and the end command before it) until every check passed: a consumer such as `btrfs receive`
@@ -27,12 +32,13 @@ use crate::core::model::Codec;
 
 use super::channel::{pump, send_end, ChannelReader, Msg, TailHold, QUEUE};
 use super::codec::{sniff, Decompressor, Flow, GZIP_MAGIC, ZSTD_MAGIC};
+use super::crypt::{decrypt_stage, Unseal};
 use super::error::{ErrorSlot, StreamError};
 use super::send_format::{SendStreamSummary, SendStreamValidator, CMD_HEADER_LEN, STREAM_MAGIC};
-use super::trailer::{data_digest, parse_trailer, trailer_len, Record, TrailerError};
+use super::trailer::{data_digest, parse_trailer_for, trailer_len_for, Record, TrailerError};
 
 /// How to decode an object.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DecodeOptions {
     /// The codec named by the key (`.cmpr...`): the object must be in it and must
     /// carry a trailer. `None` when the key says nothing (btrfs2s3 objects): the
@@ -40,6 +46,21 @@ pub struct DecodeOptions {
     pub codec: Option<Codec>,
     /// Validate the raw output as a btrfs send stream (on in [`decode`]).
     pub check_send_stream: bool,
+    /// Decrypt and authenticate (an encrypted remote's object): the keyed
+    /// trailer is then required, whatever the codec.
+    pub unseal: Option<Unseal>,
+}
+
+impl DecodeOptions {
+    /// Options for an object whose key names `codec`, send-stream check on,
+    /// not encrypted.
+    pub fn new(codec: Option<Codec>) -> Self {
+        DecodeOptions {
+            codec,
+            check_send_stream: true,
+            unseal: None,
+        }
+    }
 }
 
 /// What a decode found, available from [`Decoded::finish`].
@@ -57,6 +78,9 @@ pub struct DecodeSummary {
     pub trailer: Option<Record>,
     /// True when a trailer was present and length and SHA-256 matched it.
     pub verified: bool,
+    /// True when the object was decrypted and its body MAC matched (an
+    /// encrypted remote's object).
+    pub authenticated: bool,
     /// The send stream's shape, when it was checked (every command's CRC-32C
     /// matched and the stream ended with its end command).
     pub send_stream: Option<SendStreamSummary>,
@@ -78,31 +102,43 @@ pub struct Decoded {
 /// Decodes an object, checking the send stream; see [`DecodeOptions`] for `codec`.
 /// Must be called inside a tokio runtime.
 pub fn decode(obj: impl AsyncRead + Unpin + Send + 'static, codec: Option<Codec>) -> Decoded {
-    decode_with(
-        obj,
-        DecodeOptions {
-            codec,
-            check_send_stream: true,
-        },
-    )
+    decode_with(obj, DecodeOptions::new(codec))
 }
 
 /// [`decode`] with every option.
 pub fn decode_with(obj: impl AsyncRead + Unpin + Send + 'static, opts: DecodeOptions) -> Decoded {
     let slot = Arc::new(ErrorSlot::default());
-    let (to_dec, dec_rx) = mpsc::channel(QUEUE);
+    let (to_first, first_rx) = mpsc::channel(QUEUE);
     let (to_ver, ver_rx) = mpsc::channel(QUEUE);
     let (out_tx, out_rx) = mpsc::channel(QUEUE);
     let s = slot.clone();
     tokio::spawn(async move {
-        let outs = [to_dec];
+        let outs = [to_first];
         if pump(obj, &outs, &s, |e| StreamError::ObjectRead(Arc::new(e))).await {
             send_end(&outs).await;
         }
     });
+    let decrypt = opts
+        .unseal
+        .as_ref()
+        .and_then(|u| u.identities.clone().map(|ids| (ids, u.key_file.clone())));
+    let dec_rx = match decrypt {
+        None => first_rx,
+        Some((identities, key_file)) => {
+            let (to_dec, dec_rx) = mpsc::channel(QUEUE);
+            let s = slot.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = decrypt_stage(first_rx, &identities, &key_file, &to_dec) {
+                    s.set(e);
+                }
+            });
+            dec_rx
+        }
+    };
     let s = slot.clone();
+    let (codec, keyed) = (opts.codec, opts.unseal.is_some());
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = decompress_stage(dec_rx, opts.codec, &to_ver) {
+        if let Err(e) = decompress_stage(dec_rx, codec, keyed, &to_ver) {
             s.set(e);
         }
     });
@@ -123,7 +159,15 @@ pub async fn verify_object(
     obj: impl AsyncRead + Unpin + Send + 'static,
     codec: Option<Codec>,
 ) -> Result<DecodeSummary, StreamError> {
-    let mut d = decode(obj, codec);
+    verify_object_with(obj, DecodeOptions::new(codec)).await
+}
+
+/// [`verify_object`] with every option (an encrypted remote's object).
+pub async fn verify_object_with(
+    obj: impl AsyncRead + Unpin + Send + 'static,
+    opts: DecodeOptions,
+) -> Result<DecodeSummary, StreamError> {
+    let mut d = decode_with(obj, opts);
     if let Err(e) = tokio::io::copy(&mut d, &mut tokio::io::sink()).await {
         return Err(StreamError::from_io(&e)
             .cloned()
@@ -195,10 +239,12 @@ fn resolve_codec(given: Option<Codec>, head: &[u8]) -> Result<Codec, StreamError
     }
 }
 
-/// Decompresses, keeping the codec-level trailer (if any) out of the output.
+/// Decompresses, keeping the codec-level trailer (if any; the keyed one when
+/// `keyed`) out of the output.
 fn decompress_stage(
     mut rx: mpsc::Receiver<Msg<()>>,
     given: Option<Codec>,
+    keyed: bool,
     out: &mpsc::Sender<Msg<Decompressed>>,
 ) -> Result<(), StreamError> {
     let mut head = Vec::new();
@@ -229,7 +275,7 @@ fn decompress_stage(
             }
             let codec = resolve_codec(given, &head)?;
             let hold = match codec {
-                Codec::Zstd | Codec::Gzip => trailer_len(codec),
+                Codec::Zstd | Codec::Gzip => trailer_len_for(codec, keyed),
                 // The uncompressed trailer is found by the verify stage.
                 Codec::None => 0,
             };
@@ -256,7 +302,7 @@ fn decompress_stage(
             let record = if tail.is_empty() {
                 None
             } else {
-                match parse_trailer(codec, &tail) {
+                match parse_trailer_for(codec, keyed, &tail) {
                     Ok(r) => Some(r),
                     Err(TrailerError::NotFound | TrailerError::TooShort) => {
                         data_len += tail.len() as u64;
@@ -276,6 +322,9 @@ fn decompress_stage(
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stopped) => return Ok(()),
                 Err(_) => return Err(StreamError::TruncatedCompressed { codec }),
+            }
+            if record.is_none() && keyed && codec != Codec::None {
+                return Err(StreamError::MissingKeyedTrailer);
             }
             if record.is_none() && given.is_some() && codec != Codec::None {
                 return Err(StreamError::MissingTrailer { codec });
@@ -338,7 +387,8 @@ fn verify_stage(
 ) -> Result<(), StreamError> {
     // The trailer of an uncompressed object plus the end command before it, so the
     // end command stays held back whether or not a trailer follows it.
-    let mut hold = TailHold::new(trailer_len(Codec::None) + CMD_HEADER_LEN);
+    let keyed = opts.unseal.is_some();
+    let mut hold = TailHold::new(trailer_len_for(Codec::None, keyed) + CMD_HEADER_LEN);
     let mut tally = Tally {
         sha: Sha256::new(),
         crc: (!matches!(opts.codec, Some(Codec::Zstd | Codec::Gzip))).then(data_digest),
@@ -365,17 +415,20 @@ fn verify_stage(
                 // Only an uncompressed (or unnamed) object can carry its trailer
                 // at the raw level; a compressed one's is in the codec's framing.
                 if record.is_none() && tally.crc.is_some() {
-                    match parse_trailer(Codec::None, &tail) {
+                    match parse_trailer_for(Codec::None, keyed, &tail) {
                         Ok(r) => {
                             record = Some(r);
                             raw_level_record = true;
-                            tail.truncate(tail.len() - trailer_len(Codec::None));
+                            tail.truncate(tail.len() - trailer_len_for(Codec::None, keyed));
                         }
                         Err(TrailerError::NotFound | TrailerError::TooShort) => {}
                         Err(e) => return Err(StreamError::Trailer(e)),
                     }
                 }
                 tally.take_in(&tail)?;
+                if record.is_none() && keyed {
+                    return Err(StreamError::MissingKeyedTrailer);
+                }
                 if record.is_none() && opts.codec.is_some() {
                     return Err(StreamError::MissingTrailer { codec: d.codec });
                 }
@@ -408,6 +461,17 @@ fn verify_stage(
                         });
                     }
                 }
+                // The body MAC, over what was actually decoded: only then is
+                // the held-back end released.
+                if let Some(u) = &opts.unseal {
+                    let authentic = record
+                        .as_ref()
+                        .and_then(|r| r.mac)
+                        .is_some_and(|mac| u.auth.verify_body(&u.name, raw_len, &raw_sha256, &mac));
+                    if !authentic {
+                        return Err(StreamError::BodyMacMismatch);
+                    }
+                }
                 if !tail.is_empty() && out.blocking_send(Msg::Data(Bytes::from(tail))).is_err() {
                     return Ok(());
                 }
@@ -417,6 +481,7 @@ fn verify_stage(
                     raw_len,
                     raw_sha256,
                     verified: record.is_some(),
+                    authenticated: keyed,
                     trailer: record,
                     send_stream,
                 }));

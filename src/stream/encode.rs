@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! raw ──(tokio task: read 1 MiB chunks)──┬──> hash thread (SHA-256, send-stream check)
-//!                                        └──> compress thread ──> [pipe_through] ──> Encoded
+//!                                        └──> compress thread ──> [pipe_through] ──> [encrypt thread] ──> Encoded
 //! ```
+//!
+//! With a [`Seal`] (an encrypted remote) the trailer is keyed (it carries the
+//! body MAC) and the bytes are age-encrypted on a thread of their own, after
+//! compression and `pipe_through`, so encrypting overlaps compressing; it adds
+//! one channel of at most [`QUEUE`] chunks.
 //!
 //! Every link is a bounded channel of at most [`QUEUE`] chunks of 1 MiB, so memory
 //! is bounded whatever the stream size: about 2 x 4 MiB of raw chunks (shared by
@@ -29,10 +34,12 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::process::ChildStdout;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::auth::AuthKey;
 use crate::core::model::Codec;
 
 use super::channel::{pump, send_end, ChannelReader, Msg, QUEUE};
-use super::codec::{default_threads, validate_level, Compressor, Flow};
+use super::codec::{default_threads, validate_level, Compressor, Flow, CHUNK};
+use super::crypt::{encrypt_stage, Seal};
 use super::error::{ErrorSlot, StreamError};
 use super::pipe::{spawn_chain, wait_all};
 use super::send_format::{SendStreamSummary, SendStreamValidator};
@@ -60,6 +67,8 @@ pub struct EncodeOptions {
     pub check_send_stream: bool,
     /// Awaited at EOF of the raw stream (see [`SourceCheck`]).
     pub source_check: Option<SourceCheck>,
+    /// Encrypt and authenticate the object (an encrypted remote's).
+    pub seal: Option<Seal>,
 }
 
 impl EncodeOptions {
@@ -72,6 +81,7 @@ impl EncodeOptions {
             pipe_through: Vec::new(),
             check_send_stream: true,
             source_check: None,
+            seal: None,
         }
     }
 }
@@ -85,6 +95,7 @@ impl fmt::Debug for EncodeOptions {
             .field("pipe_through", &self.pipe_through)
             .field("check_send_stream", &self.check_send_stream)
             .field("source_check", &self.source_check.is_some())
+            .field("seal", &self.seal)
             .finish()
     }
 }
@@ -93,9 +104,10 @@ impl fmt::Debug for EncodeOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSummary {
     /// The trailer written into the object: raw length and SHA-256, data length and
-    /// CRC-32C.
+    /// CRC-32C (and the body MAC of a sealed object).
     pub record: Record,
-    /// Bytes out of the compressor, trailer included (before `pipe_through`).
+    /// Bytes out of the compressor, trailer included (before `pipe_through` and
+    /// encryption).
     pub compressed_len: u64,
     /// Bytes read from [`Encoded`]: the object's size.
     pub encoded_len: u64,
@@ -174,13 +186,31 @@ pub fn encode(
     let validate = opts.check_send_stream;
     tokio::task::spawn_blocking(move || hash_stage(hash_rx, validate, hashed_tx, &s));
     let s = slot.clone();
+    let seal = opts.seal;
+    let mac_key = seal.as_ref().map(|k| (k.auth.clone(), k.name.clone()));
     tokio::task::spawn_blocking(move || {
-        compress_stage(comp_rx, codec, level, threads, hashed_rx, out_tx, &s)
+        compress_stage(
+            comp_rx, codec, level, threads, hashed_rx, mac_key, out_tx, &s,
+        )
     });
 
-    let inner = match chain {
-        None => Inner::Direct(ChannelReader::new(out_rx, slot, "the encoder")),
-        Some(chain) => {
+    let inner = match (chain, seal) {
+        (None, None) => Inner::Direct(ChannelReader::new(out_rx, slot, "the encoder")),
+        (chain, Some(seal)) => {
+            let plain = match chain {
+                None => out_rx,
+                Some(chain) => piped_to_channel(chain, out_rx, &slot),
+            };
+            let (enc_tx, enc_rx) = mpsc::channel(QUEUE);
+            let s = slot.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = encrypt_stage(plain, &seal.recipients, enc_tx) {
+                    s.set(e);
+                }
+            });
+            Inner::Direct(ChannelReader::new(enc_rx, slot, "the encoder"))
+        }
+        (Some(chain), None) => {
             let mut stdin = chain.stdin;
             let first = chain.first_command;
             let s = slot.clone();
@@ -225,6 +255,80 @@ pub fn encode(
     Ok(Encoded { inner })
 }
 
+/// Feeds the compressed stream into the `pipe_through` chain and returns a
+/// channel of the chain's output, ending with the summary once every command
+/// exited 0 (so an encrypt stage can follow the chain).
+fn piped_to_channel(
+    chain: super::pipe::Chain,
+    from: mpsc::Receiver<Msg<EncodeSummary>>,
+    slot: &Arc<ErrorSlot>,
+) -> mpsc::Receiver<Msg<EncodeSummary>> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let mut stdin = chain.stdin;
+    let first = chain.first_command;
+    let s = slot.clone();
+    let feeder = tokio::spawn(async move {
+        let mut rx = from;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Data(b) => {
+                    if let Err(e) = stdin.write_all(&b).await {
+                        return Err(StreamError::PipeIo {
+                            setting: "pipe_through",
+                            command: first,
+                            source: Arc::new(e),
+                        });
+                    }
+                }
+                Msg::End(summary) => {
+                    drop(stdin);
+                    return Ok(summary);
+                }
+            }
+        }
+        Err(s.get_or("the encoder"))
+    });
+    let procs = chain.procs;
+    let mut stdout = chain.stdout;
+    let s = slot.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+            match tokio::io::AsyncReadExt::read_buf(&mut stdout, &mut buf).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    if tx.send(Msg::Data(buf.freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    s.set(StreamError::PipeIo {
+                        setting: "pipe_through",
+                        command: "(reading the last command's output)".into(),
+                        source: Arc::new(e),
+                    });
+                    return;
+                }
+            }
+        }
+        let fed = feeder
+            .await
+            .unwrap_or_else(|e| Err(StreamError::Internal(format!("feeder: {e}"))));
+        // A command's own failure explains a broken pipe, so report it first.
+        let result = match wait_all(procs).await {
+            Ok(()) => fed,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(summary) => {
+                let _ = tx.send(Msg::End(summary)).await;
+            }
+            Err(e) => s.set(e),
+        }
+    });
+    rx
+}
+
 fn hash_stage(
     mut rx: mpsc::Receiver<Msg<()>>,
     validate: bool,
@@ -261,12 +365,14 @@ fn hash_stage(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one thread's whole context
 fn compress_stage(
     mut rx: mpsc::Receiver<Msg<()>>,
     codec: Codec,
     level: Option<i32>,
     threads: u32,
     hashed: oneshot::Receiver<Hashed>,
+    mac_key: Option<(Arc<AuthKey>, String)>,
     out: mpsc::Sender<Msg<EncodeSummary>>,
     slot: &ErrorSlot,
 ) {
@@ -306,6 +412,9 @@ fn compress_stage(
                     raw_sha256,
                     data_len: compressed_len,
                     data_crc32c: crc.finalize() as u32,
+                    mac: mac_key
+                        .as_ref()
+                        .map(|(key, name)| key.body_mac(name, raw_len, &raw_sha256)),
                 };
                 let trailer = encode_trailer(codec, &record);
                 let trailer_len = trailer.len() as u64;

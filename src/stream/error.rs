@@ -105,6 +105,24 @@ pub enum StreamError {
     /// The decoded data is not an intact send stream.
     #[error("the object's btrfs send stream is damaged: {0}")]
     SendStream(SendStreamError),
+    /// age encryption failed (should not happen with a valid key file).
+    #[error("age encryption failed: {0}")]
+    Encrypt(String),
+    /// The object of an encrypted remote could not be decrypted.
+    #[error("{0}")]
+    Decrypt(String),
+    /// The object is encrypted, but not to the key file's identity.
+    #[error("the object is not encrypted to the identity in {key_file} (a different key file, or someone else wrote it)")]
+    NotOurRecipient {
+        /// The key file, for the message.
+        key_file: String,
+    },
+    /// An encrypted remote's object lacks the keyed trailer.
+    #[error("the object has no keyed trailer, so nothing authenticates it: it was not written with this remote's auth key (refused)")]
+    MissingKeyedTrailer,
+    /// The keyed trailer's MAC does not match the object's key and content.
+    #[error("the object's body MAC does not match its key and content: it was not written with this remote's auth key, or its body was altered or swapped with another object's (refused)")]
+    BodyMacMismatch,
     /// A `pipe_through` command has no program name.
     #[error(
         "a pipe_through command is empty; write each command as a list such as [\"gzip\", \"-1\"]"

@@ -6,6 +6,9 @@
 //! - [`decode()`] turns an object back into the raw stream, verifying the trailer
 //!   (when present) and the send stream's own per-command CRCs ([`send_format`]);
 //!   [`verify_object`] does the same without a consumer.
+//! - For an encrypted remote, [`Seal`] makes the encoder key the trailer (body
+//!   MAC) and age-encrypt the object, and [`Unseal`] makes the decoder decrypt
+//!   it and refuse it unless the body MAC matches.
 //!
 //! Both run their CPU work on dedicated threads linked by bounded channels, so
 //! reading, compressing, hashing and the caller's I/O overlap and memory stays
@@ -13,6 +16,7 @@
 
 mod channel;
 pub mod codec;
+mod crypt;
 mod decode;
 mod encode;
 mod error;
@@ -21,7 +25,10 @@ pub mod send_format;
 pub mod trailer;
 
 pub use codec::{default_level, default_threads, level_range, validate_level, MAX_THREADS};
-pub use decode::{decode, decode_with, verify_object, DecodeOptions, DecodeSummary, Decoded};
+pub use crypt::{decrypt, Decrypted, Seal, Unseal};
+pub use decode::{
+    decode, decode_with, verify_object, verify_object_with, DecodeOptions, DecodeSummary, Decoded,
+};
 pub use encode::{encode, EncodeOptions, EncodeSummary, Encoded, SourceCheck};
 pub use error::StreamError;
 pub use pipe::{is_secret_env, show as show_command, unpipe, Unpiped};

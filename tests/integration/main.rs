@@ -13,6 +13,7 @@ mod benchmarks;
 mod btrfs_adapter;
 mod config_errors;
 mod dedupe;
+mod encryption;
 mod harness;
 mod postgres;
 mod remote_s3;

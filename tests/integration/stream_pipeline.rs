@@ -88,10 +88,7 @@ fn opts(codec: Codec, pipe: &[&[&str]]) -> EncodeOptions {
 }
 
 fn checked(codec: Option<Codec>) -> DecodeOptions {
-    DecodeOptions {
-        codec,
-        check_send_stream: true,
-    }
+    DecodeOptions::new(codec)
 }
 
 /// A synthetic send stream of compressible and incompressible commands.
@@ -186,7 +183,7 @@ proptest! {
                 let mut o = opts(codec, &[]);
                 o.check_send_stream = false;
                 let (obj, _) = encode_bytes(raw.clone(), o).await.unwrap();
-                let opts = DecodeOptions { codec: Some(codec), check_send_stream: false };
+                let opts = DecodeOptions { check_send_stream: false, ..DecodeOptions::new(Some(codec)) };
                 let (back, dec) = decode_bytes(obj, opts).await.unwrap();
                 assert!(back == raw);
                 assert!(dec.verified);

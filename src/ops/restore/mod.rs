@@ -265,6 +265,7 @@ pub async fn restore(
         prefetch,
         progress,
         restore_pipe_through: &chosen.restore_pipe_through,
+        decoding: &chosen.decoding,
     };
     let before = target.subvolumes()?;
     let received = tokio::select! {

@@ -16,6 +16,7 @@ use super::path_guard::PathGuard;
 use super::target::{Present, Target};
 use super::{stream_head, writeback, ObjectFailure, RestoreError, Step, StepAction};
 use crate::core::model::Backup;
+use crate::ops::remotes::Decoding;
 use crate::progress::Progress;
 use crate::remote::ObjectStore;
 use crate::stream::{self, StreamError};
@@ -48,6 +49,9 @@ pub struct ReceiveOptions<'a> {
     pub progress: &'a dyn Progress,
     /// The source's `restore_pipe_through` commands (see [`object_reader`]).
     pub restore_pipe_through: &'a [Vec<String>],
+    /// How the objects are decoded (decrypted and authenticated, for an
+    /// encrypted remote).
+    pub decoding: &'a Decoding,
 }
 
 /// Receives the steps marked [`StepAction::Receive`] in order, prefetching the
@@ -87,7 +91,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
         ));
-        let r = receive_one(fetch, b, target, opts.restore_pipe_through).await?;
+        let r = receive_one(fetch, b, target, opts.restore_pipe_through, opts.decoding).await?;
         opts.progress.note(&format!(
             "received {} ({} raw in {:.1} s, {:.0} MB/s)",
             r.path.display(),
@@ -166,6 +170,7 @@ async fn receive_one(
     backup: &Backup,
     target: &Target,
     restore_pipe_through: &[Vec<String>],
+    decoding: &Decoding,
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
@@ -174,7 +179,7 @@ async fn receive_one(
         cleanup,
     };
     let before: BTreeSet<OsString> = target.subvolumes()?.into_keys().collect();
-    let mut dec = decode_object(fetch, backup, restore_pipe_through)
+    let mut dec = decode_object(fetch, backup, restore_pipe_through, decoding)
         .map_err(|e| fail(ObjectFailure::Stream(e), String::new()))?;
     let (head, head_buf) = read_head(&mut dec)
         .await
@@ -201,29 +206,42 @@ async fn receive_one(
     })
 }
 
-/// The bytes of `backup`'s object to decode: `body` itself, or `body` passed
-/// through the `restore_pipe_through` commands when there are some and the key
-/// names no codec (what `pipe_through` and btrfs2s3 write; keys naming
-/// subvault's own codec were never piped). Used by `restore` and `verify`.
+/// The bytes of `backup`'s object to decode, and how to decode them: `body`
+/// itself, or `body` passed through the `restore_pipe_through` commands when
+/// there are some and the key names no codec (what `pipe_through` and btrfs2s3
+/// write; keys naming subvault's own codec were never piped). In an encrypted
+/// remote the object was encrypted after `pipe_through`, so it is decrypted
+/// before the commands, and the decoder still checks its keyed trailer and
+/// body MAC. Used by `restore` and `verify`.
 pub fn object_reader(
     body: Fetch,
     backup: &Backup,
     restore_pipe_through: &[Vec<String>],
-) -> Result<Box<dyn AsyncRead + Unpin + Send>, StreamError> {
+    decoding: &Decoding,
+) -> Result<(Box<dyn AsyncRead + Unpin + Send>, stream::DecodeOptions), StreamError> {
+    let mut opts = decoding.options(backup);
     if backup.codec.is_some() || restore_pipe_through.is_empty() {
-        return Ok(Box::new(body));
+        return Ok((Box::new(body), opts));
     }
-    Ok(Box::new(stream::unpipe(body, restore_pipe_through)?))
+    let plain: Box<dyn AsyncRead + Unpin + Send> = match opts.unseal.as_mut() {
+        Some(u) => match u.identities.take() {
+            Some(ids) => Box::new(stream::decrypt(body, ids, u.key_file.clone())),
+            None => Box::new(body),
+        },
+        None => Box::new(body),
+    };
+    Ok((Box::new(stream::unpipe(plain, restore_pipe_through)?), opts))
 }
 
-/// [`stream::decode`] of [`object_reader`].
+/// [`stream::decode_with`] of [`object_reader`].
 fn decode_object(
     body: Fetch,
     backup: &Backup,
     restore_pipe_through: &[Vec<String>],
+    decoding: &Decoding,
 ) -> Result<stream::Decoded, StreamError> {
-    let obj = object_reader(body, backup, restore_pipe_through)?;
-    Ok(stream::decode(obj, backup.codec))
+    let (obj, opts) = object_reader(body, backup, restore_pipe_through, decoding)?;
+    Ok(stream::decode_with(obj, opts))
 }
 
 /// Reads the decoded stream until its first command (which names the subvolume

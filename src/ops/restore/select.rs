@@ -9,7 +9,7 @@ use crate::config::{Config, RemoteConfig, Source};
 use crate::core::chain::{self, Selector};
 use crate::core::model::Backup;
 use crate::errors::UsageError;
-use crate::ops::remotes;
+use crate::ops::remotes::{self, Decoding};
 use crate::ops::sources::{backups_of_source, basename_of, restore_pipe_through, source_uuids};
 use crate::remote::{AnyStore, ObjectStore};
 
@@ -30,6 +30,9 @@ pub struct Chosen {
     pub postgres: bool,
     /// The source's `restore_pipe_through` for this remote.
     pub restore_pipe_through: Vec<Vec<String>>,
+    /// How its objects are decoded (decrypted and authenticated, for an
+    /// encrypted remote).
+    pub decoding: Decoding,
 }
 
 impl Chosen {
@@ -56,6 +59,9 @@ pub async fn choose(
     target: &Target,
 ) -> Result<Chosen> {
     let opened = remotes::open(rc.clone()).await?;
+    // Before anything is chosen: an encrypted remote needs the identity.
+    let decoding = opened.decoding()?;
+    let foreign = opened.foreign.len();
     let (store, mut backups) = (opened.store, opened.backups);
     let prefix = store.prefix().to_string();
     match source {
@@ -67,6 +73,18 @@ pub async fn choose(
             one_source_only(rc, &prefix, &backups)?;
         }
         None => {}
+    }
+    if backups.is_empty() && foreign > 0 {
+        let file = rc
+            .encryption
+            .as_ref()
+            .map(|e| e.key_file.display().to_string())
+            .unwrap_or_default();
+        bail!(
+            "remote {} ({}) has no backups that authenticate with {file}: {foreign} object(s) named like backups fail its MAC (written with another key file, or by someone else); `subvault list` shows them",
+            rc.id,
+            store.describe()
+        );
     }
     if backups.is_empty() {
         bail!(
@@ -100,6 +118,7 @@ pub async fn choose(
         leaf,
         steps,
         postgres,
+        decoding,
     })
 }
 

@@ -48,8 +48,9 @@ pub(super) async fn upload<S: Subvolumes>(
         .find(|up| up.id == remote.config.id)
         .expect("plan remotes come from the source's uploads");
     let pg = crate::postgres::sidecar::read(&u.snapshot_path);
-    let key =
-        KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid).key(u, pg.as_ref());
+    let key = KeyNaming::new(config, source, up, remote.store.prefix(), source_uuid)
+        .sealed(remote.keys.as_ref().map(|k| &k.auth))
+        .key(u, pg.as_ref());
     let what = match &u.send_parent_path {
         None => "full".to_string(),
         Some(p) => format!("relative to {}", p.display()),
@@ -85,6 +86,7 @@ pub(super) async fn upload<S: Subvolumes>(
     opts.pipe_through = up.pipe_through.clone();
     let (send, check) = checked(send);
     opts.source_check = Some(check);
+    opts.seal = remote.seal(&key);
     let mut encoded = stream::encode(send, opts).with_context(ctx)?;
 
     let class = up.storage_class.r#for(u.timeframe);
