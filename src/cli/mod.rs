@@ -94,7 +94,7 @@ pub enum Command {
     /// wal-fetch --source NAME %f %p'`).
     ///
     /// Exit 1 quietly when the archive does not have it; 126 (which stops
-    /// PostgreSQL's recovery) when a copy exists but does not verify.
+    /// PostgreSQL's recovery) on any other failure, e.g. a copy that does not verify.
     WalFetch(wal_cmd::WalFetchArgs),
     /// Key files of encrypted remotes: generate one, or its write-only copy.
     #[command(subcommand)]

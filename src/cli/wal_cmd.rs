@@ -107,8 +107,25 @@ pub fn push(config_path: &Path, args: &WalPushArgs) -> Result<i32> {
     Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURE })
 }
 
-/// Runs `subvault wal-fetch`.
+/// Runs `subvault wal-fetch`. Every failure but "not in the archive" exits
+/// [`EXIT_WAL_FATAL`], usage errors included: PostgreSQL takes any status up
+/// to 125 for a missing file, and a broken restore_command must stop recovery,
+/// not end it early.
 pub fn fetch(config_path: &Path, args: &WalFetchArgs) -> Result<i32> {
+    match fetch_inner(config_path, args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!(
+                "subvault: wal-fetch {}: {}; recovery must stop here (exit {EXIT_WAL_FATAL})",
+                args.name,
+                crate::errors::one_line(&e)
+            );
+            Ok(EXIT_WAL_FATAL)
+        }
+    }
+}
+
+fn fetch_inner(config_path: &Path, args: &WalFetchArgs) -> Result<i32> {
     let config = load_config(config_path)?;
     let dir = datadir(&args.pgdata)?;
     let source = wal::owning_source(&config, &dir, args.source.as_deref())?;
