@@ -34,7 +34,7 @@ use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
 pub use error::PgError;
-pub use restore::prepare_restored_datadir;
+pub use restore::{prepare_restored_datadir, write_recovery, RecoverySettings};
 
 /// What a consistent PostgreSQL snapshot recorded; the runner stores it with the
 /// backup (object metadata, `list --json`).
