@@ -229,6 +229,25 @@ impl WalArchive {
     }
 }
 
+/// Reads any WAL key of `source` under `prefix` back, whatever the cluster:
+/// (system identifier, file). An encrypted remote's `.auth` suffix is passed
+/// over (the caller authenticates).
+pub fn parse_source_key(prefix: &str, source: &str, key: &str) -> Option<(u64, WalFile)> {
+    let folder = WalArchive::source_folder(prefix, source);
+    let rest = crate::core::auth::mac_name("", key).strip_prefix(&folder)?;
+    let (sysid, _) = rest.split_once('/')?;
+    // Digits only, as we write it: one spelling per cluster.
+    if sysid.is_empty() || !sysid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let archive = WalArchive {
+        prefix: prefix.to_string(),
+        source: source.to_string(),
+        system_id: sysid.parse().ok()?,
+    };
+    Some((archive.system_id, archive.parse_key(key)?))
+}
+
 /// Parses an LSN as PostgreSQL prints it (`16/B374D848`).
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
