@@ -59,7 +59,7 @@ pub fn choose_base(
         .filter_map(|b| Some((b, pg_record::from_key(&b.key)?.consistent_at?)))
         .collect();
     // Newest consistency first; ties by content order, like restore's choice.
-    bases.sort_by(|a, b| (b.1, b.0.ctransid).cmp(&(a.1, a.0.ctransid)));
+    bases.sort_by_key(|b| std::cmp::Reverse((b.1, b.0.ctransid)));
     let oldest = bases.last().ok_or(PitrError::NoBase)?.1;
     let newest = wal_end.ok_or(PitrError::NoWal)?;
     if target > newest {
