@@ -120,11 +120,20 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
             println!("PostgreSQL: {line}");
         }
         println!(
-            "PostgreSQL: start it to recover to {}: pg_ctl -D {} -o '-p PORT' start (as the data directory's owner; with Debian's postgresql-common give its config, e.g. -o '-c config_file=/etc/postgresql/15/main/postgresql.conf -p PORT'). It replays the WAL archive up to the target, then {}s; its log shows \"recovery stopping before commit ...\" and the end of recovery. Its archive_command still names the original's: give it one of its own (or archive_mode = off) before it writes new WAL",
+            "PostgreSQL: start it to recover to {}: pg_ctl -D {} -o '-c port=PORT -c archive_mode=off' -l LOGFILE start (as the data directory's owner). It replays the WAL archive up to the target, then {}s (its log: \"recovery stopping before commit ...\"). archive_mode=off keeps the copy from archiving into the original's archive; give it an archive of its own before it runs for long",
             show_time(time, tz),
             datadir.display(),
             args.target_action
         );
+        if !datadir.join("postgresql.conf").exists() {
+            // Debian keeps the config in /etc, and that config's
+            // data_directory names the original cluster: never start the
+            // copy with it.
+            println!(
+                "PostgreSQL: {} has no postgresql.conf (Debian keeps it in /etc/postgresql/...): create an empty one as its owner and add your settings with -c (e.g. -c hba_file=/etc/postgresql/15/main/pg_hba.conf); do not pass that cluster's config_file: its data_directory is the original's",
+                datadir.display()
+            );
+        }
     }
     Ok(EXIT_OK)
 }
