@@ -26,6 +26,9 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
 /// The suffix of every WAL object: zstd with subvault's integrity trailer.
 pub const WAL_SUFFIX: &str = ".cmprzstd";
 
@@ -248,6 +251,60 @@ pub fn parse_source_key(prefix: &str, source: &str, key: &str) -> Option<(u64, W
     Some((archive.system_id, archive.parse_key(key)?))
 }
 
+/// What a remote's WAL archive of one source holds, for `list` and
+/// `restore --pitr`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WalSummary {
+    /// The source.
+    pub source: String,
+    /// WAL objects (segments, partial segments, history and backup files).
+    pub objects: usize,
+    /// Their bytes as stored.
+    pub bytes: u64,
+    /// The clusters' system identifiers, ascending.
+    pub system_ids: Vec<u64>,
+    /// The timelines, ascending.
+    pub timelines: Vec<u32>,
+    /// The oldest segment archived (by name: timeline, then position).
+    pub first_segment: Option<String>,
+    /// The newest segment archived.
+    pub last_segment: Option<String>,
+    /// The newest upload time: every record archived is older.
+    pub newest_upload: Option<DateTime<Utc>>,
+}
+
+/// Summarizes the WAL objects of `source`: (system id, file, size, upload time).
+pub fn summarize(
+    source: &str,
+    items: impl IntoIterator<Item = (u64, WalFile, u64, Option<DateTime<Utc>>)>,
+) -> WalSummary {
+    let mut s = WalSummary {
+        source: source.to_string(),
+        ..Default::default()
+    };
+    let (mut first, mut last) = (None::<SegmentName>, None::<SegmentName>);
+    for (sysid, file, size, uploaded) in items {
+        s.objects += 1;
+        s.bytes += size;
+        s.newest_upload = s.newest_upload.max(uploaded);
+        if !s.system_ids.contains(&sysid) {
+            s.system_ids.push(sysid);
+        }
+        if !s.timelines.contains(&file.timeline()) {
+            s.timelines.push(file.timeline());
+        }
+        if let Some(seg) = file.segment() {
+            first = Some(first.map_or(seg, |f| f.min(seg)));
+            last = Some(last.map_or(seg, |l| l.max(seg)));
+        }
+    }
+    s.system_ids.sort_unstable();
+    s.timelines.sort_unstable();
+    s.first_segment = first.map(|f| f.to_string());
+    s.last_segment = last.map(|l| l.to_string());
+    s
+}
+
 /// Parses an LSN as PostgreSQL prints it (`16/B374D848`).
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
@@ -430,6 +487,39 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_summary_spans_segments_timelines_and_uploads() {
+        let f = |n: &str| WalFile::parse(n).unwrap();
+        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        let s = summarize(
+            "db",
+            [
+                (
+                    5,
+                    f("000000010000000000000003"),
+                    10,
+                    t("2026-01-01T00:00:00Z"),
+                ),
+                (
+                    5,
+                    f("000000010000000000000001"),
+                    20,
+                    t("2026-01-01T00:05:00Z"),
+                ),
+                (5, f("00000002.history"), 1, t("2026-01-01T00:01:00Z")),
+                (5, f("000000020000000000000004"), 5, None),
+            ],
+        );
+        assert_eq!(s.objects, 4);
+        assert_eq!(s.bytes, 36);
+        assert_eq!(s.system_ids, vec![5]);
+        assert_eq!(s.timelines, vec![1, 2]);
+        assert_eq!(s.first_segment.as_deref(), Some("000000010000000000000001"));
+        assert_eq!(s.last_segment.as_deref(), Some("000000020000000000000004"));
+        assert_eq!(s.newest_upload, t("2026-01-01T00:05:00Z"));
+        assert_eq!(summarize("db", []).objects, 0);
     }
 
     #[test]

@@ -402,6 +402,24 @@ impl WalRemote {
     }
 }
 
+/// What an opened remote's WAL archive holds for `source` (one listing; on
+/// an encrypted remote only the objects whose key authenticates count).
+pub async fn summary(
+    opened: &crate::ops::remotes::OpenRemote,
+    source: &Source,
+) -> Result<crate::core::wal::WalSummary> {
+    let prefix = opened.store.prefix();
+    let objects = opened.store.list().await?;
+    let items = objects.into_iter().filter_map(|o| {
+        let (sysid, file) = crate::core::wal::parse_source_key(prefix, &source.name, &o.key)?;
+        if let Some(k) = &opened.keys {
+            k.auth.open_name(&o.key[prefix.len()..]).ok()?;
+        }
+        Some((sysid, file, o.size, o.last_modified))
+    });
+    Ok(crate::core::wal::summarize(&source.name, items))
+}
+
 /// A fetched WAL file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, RemoteConfig, Source};
 use crate::core::model::Backup;
 use crate::core::pitr;
-use crate::core::wal;
 use crate::ops::remotes;
 use crate::ops::sources::{backups_of_source, source_uuids};
 use crate::postgres::RecoverySettings;
@@ -44,7 +43,9 @@ pub async fn choose_base(
     let prefix = opened.store.prefix().to_string();
     let uuid = source_uuids(config).get(&source.name).copied().flatten();
     let backups = backups_of_source(opened.backups.clone(), &prefix, source, uuid);
-    let (count, bytes, end) = wal_extent(&opened, source).await?;
+    let summary = crate::ops::wal::summary(&opened, source).await?;
+    let end = summary.newest_upload;
+    let (count, bytes) = (summary.objects, summary.bytes);
     let (b, at) = pitr::choose_base(&backups, end, target)
         .map_err(|e| anyhow::anyhow!("--pitr on remote {}: {e}", rc.id))?;
     Ok(PitrBase {
@@ -55,31 +56,6 @@ pub async fn choose_base(
     })
 }
 
-/// The source's WAL objects on an opened remote (authenticated ones only, on
-/// an encrypted remote): count, bytes, and the newest upload time.
-pub async fn wal_extent(
-    opened: &remotes::OpenRemote,
-    source: &Source,
-) -> Result<(usize, u64, Option<DateTime<Utc>>)> {
-    let prefix = opened.store.prefix();
-    let objects = opened.store.list().await?;
-    let (mut count, mut bytes, mut end) = (0usize, 0u64, None);
-    for o in objects {
-        if wal::parse_source_key(prefix, &source.name, &o.key).is_none() {
-            continue;
-        }
-        if let Some(k) = &opened.keys {
-            if k.auth.open_name(&o.key[prefix.len()..]).is_err() {
-                continue;
-            }
-        }
-        count += 1;
-        bytes += o.size;
-        end = end.max(o.last_modified);
-    }
-    Ok((count, bytes, end))
-}
-
 /// The recovery settings of a restored copy of `source` recovering to
 /// `target` with `action`.
 pub fn recovery_settings(
@@ -88,7 +64,11 @@ pub fn recovery_settings(
     target: DateTime<Utc>,
     action: &str,
 ) -> Result<RecoverySettings> {
+    // Linux names a replaced binary "<path> (deleted)" (a package upgrade
+    // while this runs); the path itself then holds the new subvault.
     let exe = std::env::current_exe()?;
+    let exe = exe.to_string_lossy();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
     let config_path = config
         .path
         .canonicalize()
@@ -96,7 +76,7 @@ pub fn recovery_settings(
     Ok(RecoverySettings {
         restore_command: format!(
             "{} -c {} wal-fetch --source {} %f %p",
-            shell_quote(&exe.to_string_lossy()),
+            shell_quote(exe),
             shell_quote(&config_path.to_string_lossy()),
             shell_quote(&source.name)
         ),
