@@ -5,6 +5,7 @@
 //! [`UsageError`]s (or config errors) and map to exit status 2; anything else is 1.
 //! Either way the error is one line on stderr.
 
+pub mod check_cmd;
 pub mod config_cmd;
 pub mod dedupe_cmd;
 pub mod key_cmd;
@@ -96,6 +97,10 @@ pub enum Command {
     /// Exit 1 quietly when the archive does not have it; 126 (which stops
     /// PostgreSQL's recovery) on any other failure, e.g. a copy that does not verify.
     WalFetch(wal_cmd::WalFetchArgs),
+    /// Check a PostgreSQL source's WAL archiving end to end: archive settings
+    /// that call `subvault wal-push`, the cluster inside its subvolume, and a
+    /// forced segment switch arriving in every remote. Exit 1 naming what fails.
+    Check(check_cmd::CheckArgs),
     /// Key files of encrypted remotes: generate one, or its write-only copy.
     #[command(subcommand)]
     Key(key_cmd::KeyCommand),
@@ -133,6 +138,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => verify_cmd::execute(&cli.config, args),
         Command::WalPush(args) => wal_cmd::push(&cli.config, args),
         Command::WalFetch(args) => wal_cmd::fetch(&cli.config, args),
+        Command::Check(args) => check_cmd::execute(&cli.config, args),
         Command::Key(cmd) => key_cmd::execute(cmd),
     };
     match result {

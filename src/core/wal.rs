@@ -305,6 +305,27 @@ pub fn summarize(
     s
 }
 
+/// Whether the server's archive settings hand WAL to subvault: one line naming
+/// the setting to change when they do not.
+pub fn check_archive_settings(archive_mode: &str, archive_command: &str) -> Result<(), String> {
+    if !matches!(archive_mode, "on" | "always") {
+        return Err(format!(
+            "archive_mode is {archive_mode:?}: set archive_mode = on (needs a restart) so the server archives WAL"
+        ));
+    }
+    let words: Vec<&str> = archive_command.split_whitespace().collect();
+    let runs_subvault = words.iter().any(|w| {
+        w.trim_matches(|c| c == '\'' || c == '"')
+            .ends_with("subvault")
+    });
+    if !runs_subvault || !words.contains(&"wal-push") || !archive_command.contains("%p") {
+        return Err(format!(
+            "archive_command is {archive_command:?}: set archive_command = 'subvault wal-push %p' (with -c CONFIG when the config is not the default) and reload"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses an LSN as PostgreSQL prints it (`16/B374D848`).
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
@@ -520,6 +541,30 @@ mod tests {
         assert_eq!(s.last_segment.as_deref(), Some("000000020000000000000004"));
         assert_eq!(s.newest_upload, t("2026-01-01T00:05:00Z"));
         assert_eq!(summarize("db", []).objects, 0);
+    }
+
+    #[test]
+    fn archive_settings_must_hand_wal_to_subvault() {
+        assert_eq!(check_archive_settings("on", "subvault wal-push %p"), Ok(()));
+        assert_eq!(
+            check_archive_settings(
+                "always",
+                "/usr/local/bin/subvault -c '/etc/s.yaml' wal-push %p"
+            ),
+            Ok(())
+        );
+        let e = check_archive_settings("off", "subvault wal-push %p").unwrap_err();
+        assert!(e.starts_with("archive_mode"), "{e}");
+        for bad in [
+            "",
+            "cp %p /archive/%f",
+            "subvault wal-fetch %f %p",
+            "subvault wal-push",
+            "notsubvault-x wal-push %p",
+        ] {
+            let e = check_archive_settings("on", bad).unwrap_err();
+            assert!(e.starts_with("archive_command"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! (naming new objects) and [`subvols`] (the btrfs side of a run, behind a
 //! trait so the executor is unit-tested without root).
 
+pub mod check;
 pub mod dedupe;
 pub mod keys;
 pub mod list;

@@ -239,7 +239,7 @@ pub async fn push(
 
 /// One remote, opened for WAL: its store, the cluster's archive on it, and
 /// its key file when it is encrypted.
-struct WalRemote {
+pub struct WalRemote {
     id: String,
     store: AnyStore,
     archive: WalArchive,
@@ -247,7 +247,9 @@ struct WalRemote {
 }
 
 impl WalRemote {
-    async fn open(rc: &RemoteConfig, source: &Source, system_id: u64) -> Result<WalRemote> {
+    /// Opens remote `rc` for the WAL of `source`'s cluster `system_id`
+    /// (no listing).
+    pub async fn open(rc: &RemoteConfig, source: &Source, system_id: u64) -> Result<WalRemote> {
         let keys = load_keys(rc)?;
         let store = remote::open(rc)
             .await
@@ -265,8 +267,22 @@ impl WalRemote {
         })
     }
 
+    /// The remote's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether the object `key` exists (a HEAD).
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The object key of `file`: on an encrypted remote with its `.auth` MAC.
-    fn key(&self, file: &WalFile) -> String {
+    pub fn key(&self, file: &WalFile) -> String {
         let key = self.archive.key(file);
         match &self.keys {
             None => key,

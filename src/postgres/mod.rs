@@ -33,6 +33,8 @@ use serde::Serialize;
 use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
+pub mod check;
+
 pub use error::PgError;
 pub use restore::{prepare_restored_datadir, write_recovery, RecoverySettings};
 

@@ -1143,3 +1143,84 @@ async fn pitr_restores_exactly_the_rows_up_to_each_time() {
         "{err}"
     );
 }
+
+/// `subvault check`: passes on a cluster archiving through `subvault
+/// wal-push` (the switched segment arrives on both remotes), and on a
+/// misconfigured one names the setting, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15"]
+async fn check_names_the_setting_or_sees_the_segment_arrive() {
+    let _serial = SERIAL.lock().await;
+    let fs = TestFs::new(1024);
+    let subvol = fs.subvolume("pg");
+    let cfg_dir = tempfile::tempdir().unwrap();
+    postgres_dir(cfg_dir.path());
+    let cfg = cfg_dir.path().join("config.yaml");
+    let stores = [fs.path().join("store-a"), fs.path().join("store-b")];
+    for s in &stores {
+        postgres_dir(s);
+    }
+    let write_config = |connection: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres: {{connection: \"{connection}\"}}\n    upload_to_remotes:\n      - {{id: a, preserve: 1d}}\n      - {{id: b, preserve: 1d}}\nremotes:\n  - id: a\n    local: {{path: {}}}\n  - id: b\n    local: {{path: {}}}\n",
+                subvol.display(),
+                fs.path().join("snaps").display(),
+                stores[0].display(),
+                stores[1].display()
+            ),
+        )
+        .unwrap();
+        run(Command::new("chown").arg("postgres:postgres").arg(&cfg));
+    };
+    write_config("host=127.0.0.1");
+    let command = format!(
+        "{} -c {} wal-push %p",
+        crate::common::subvault_bin().display(),
+        cfg.display()
+    );
+    let cluster = Cluster::start(
+        &subvol.join("data"),
+        &[("PG_ARCHIVE_COMMAND", Path::new(&command))],
+    );
+    write_config(&cluster.connection("postgres", None));
+    let check = || {
+        Command::new(crate::common::subvault_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .args(["check", "--source", "pg", "--timeout", "60"])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{text}\nserver log:\n{}",
+        cluster.log_text()
+    );
+    assert!(text.contains("arrived on every remote (a, b)"), "{text}");
+
+    // pg.sh gives the settings on the command line, where ALTER SYSTEM
+    // cannot override them: restart with another archive_command.
+    cluster.stop();
+    drop(cluster);
+    let cluster = Cluster::start(
+        &subvol.join("data"),
+        &[("PG_ARCHIVE_COMMAND", Path::new("cp %p /nowhere/%f"))],
+    );
+    write_config(&cluster.connection("postgres", None));
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("archive_command is \"cp %p /nowhere/%f\""),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
