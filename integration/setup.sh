@@ -18,10 +18,11 @@ MOTO_VERSION=5.2.5
 # postgresql-contrib (pgbench, amcheck) for the PostgreSQL tests; duperemove
 # for the dedupe benchmark; systemd for `systemd-analyze verify` of the units;
 # age for the encryption tests (objects decrypted and forged with the real CLI);
-# gnupg for the pipe_through/restore_pipe_through tests (tests/integration/trust.rs).
+# gnupg for the pipe_through/restore_pipe_through tests (tests/integration/trust.rs);
+# python3-prometheus-client parses the metrics file in tests/integration/monitoring.rs.
 PACKAGES=(
   btrfs-progs zstd util-linux e2fsprogs attr python3-venv
-  postgresql-15 postgresql-contrib duperemove systemd age gnupg
+  postgresql-15 postgresql-contrib duperemove systemd age gnupg python3-prometheus-client
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -11,19 +11,42 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{Config, RemoteKind, Source, UploadConfig, Verify};
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError, RemoteKind, Source, UploadConfig, Verify};
 use crate::core::policy::Timeframe;
 use crate::errors::{redact_url, EXIT_USAGE};
 use crate::stream::show_command;
 
+/// Arguments of `subvault config check`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CheckArgs {
+    /// Print the result as one JSON object (docs/json.md): `ok`, the error
+    /// with its line and column, the warnings, the sources and remotes.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Validate `config_path`; print a summary to stdout and return 0, or print the
-/// one-line error to stderr and return 2.
-pub fn execute(config_path: &Path) -> anyhow::Result<i32> {
-    match Config::load(config_path) {
+/// one-line error to stderr and return 2. With `--json` both go to stdout as
+/// one object (the exit status is the same).
+pub fn execute(config_path: &Path, args: &CheckArgs) -> anyhow::Result<i32> {
+    let loaded = Config::load(config_path);
+    if args.json {
+        let report = match &loaded {
+            Ok(config) => CheckReport::valid(config),
+            Err(e) => CheckReport::invalid(config_path, e),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(if loaded.is_ok() { 0 } else { EXIT_USAGE });
+    }
+    match loaded {
         Ok(config) => {
-            print!("{}", summary(&config));
+            if !super::quiet() {
+                print!("{}", summary(&config));
+            }
             for w in config.warnings() {
-                eprintln!("warning: {w}");
+                super::journal::warning(&format!("warning: {w}"));
             }
             // Key files are read too: one that cannot be used fails here
             // rather than at the first run.
@@ -49,8 +72,149 @@ pub fn execute(config_path: &Path) -> anyhow::Result<i32> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("{e}");
+            super::journal::error(&e.to_string());
             Ok(EXIT_USAGE)
+        }
+    }
+}
+
+/// `config check --json` (schema in docs/json.md). Never holds a secret: no
+/// keys, no connection strings, no `pipe_through` arguments, endpoints
+/// without `user:password@`.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    /// Schema version.
+    pub version: u32,
+    /// The config file.
+    pub path: String,
+    /// True when the file is valid.
+    pub ok: bool,
+    /// Why it is not.
+    pub error: Option<CheckError>,
+    /// Warnings about a valid file, one line each.
+    pub warnings: Vec<String>,
+    /// The sources (empty when invalid).
+    pub sources: Vec<CheckSource>,
+    /// The remotes (empty when invalid).
+    pub remotes: Vec<CheckRemote>,
+}
+
+/// Where and why a config is invalid.
+#[derive(Debug, Serialize)]
+pub struct CheckError {
+    /// The one-line message, as printed without --json.
+    pub message: String,
+    /// 1-based line, when the error has a place.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+}
+
+/// A source in brief.
+#[derive(Debug, Serialize)]
+pub struct CheckSource {
+    /// Its name.
+    pub name: String,
+    /// The subvolume.
+    pub path: String,
+    /// Its snapshot directory.
+    pub snapshots: String,
+    /// `checkpoint` or `backup` for a PostgreSQL source.
+    pub postgres_mode: Option<&'static str>,
+    /// `max_age`, seconds.
+    pub max_age_seconds: Option<u64>,
+    /// Where it goes.
+    pub upload_to_remotes: Vec<CheckUpload>,
+}
+
+/// One `upload_to_remotes` entry in brief.
+#[derive(Debug, Serialize)]
+pub struct CheckUpload {
+    /// The remote's id.
+    pub remote: String,
+    /// The policy as written (`1y 3m 30d 24h`).
+    pub preserve: String,
+    /// The policy in words.
+    pub preserve_described: String,
+    /// The codec (and level).
+    pub compression: String,
+    /// Number of `pipe_through` commands (their arguments may hold secrets).
+    pub pipe_through_commands: usize,
+}
+
+/// A remote in brief.
+#[derive(Debug, Serialize)]
+pub struct CheckRemote {
+    /// Its id.
+    pub id: String,
+    /// `s3` or `local`.
+    pub kind: &'static str,
+    /// Where it stores, credentials removed.
+    pub location: String,
+    /// `rate_limit`, bytes per second.
+    pub rate_limit_bytes_per_second: Option<u64>,
+}
+
+impl CheckReport {
+    fn valid(config: &Config) -> CheckReport {
+        CheckReport {
+            version: 1,
+            path: config.path.display().to_string(),
+            ok: true,
+            error: None,
+            warnings: config.warnings(),
+            sources: config
+                .sources
+                .iter()
+                .map(|s| CheckSource {
+                    name: s.name.clone(),
+                    path: s.path.display().to_string(),
+                    snapshots: s.snapshots.display().to_string(),
+                    postgres_mode: s.postgres.as_ref().map(|p| p.mode.as_str()),
+                    max_age_seconds: s.max_age.map(|d| d.as_secs()),
+                    upload_to_remotes: s
+                        .upload_to_remotes
+                        .iter()
+                        .map(|u| CheckUpload {
+                            remote: u.id.clone(),
+                            preserve: u.preserve.to_string(),
+                            preserve_described: u.preserve.describe(),
+                            compression: u.compression.to_string(),
+                            pipe_through_commands: u.pipe_through.len(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            remotes: config
+                .remotes
+                .iter()
+                .map(|r| CheckRemote {
+                    id: r.id.clone(),
+                    kind: match r.kind {
+                        RemoteKind::S3(_) => "s3",
+                        RemoteKind::Local(_) => "local",
+                    },
+                    location: r.location(),
+                    rate_limit_bytes_per_second: r.rate_limit,
+                })
+                .collect(),
+        }
+    }
+
+    fn invalid(path: &Path, e: &ConfigError) -> CheckReport {
+        let (line, column) = e.position().unzip();
+        CheckReport {
+            version: 1,
+            path: path.display().to_string(),
+            ok: false,
+            error: Some(CheckError {
+                message: e.to_string(),
+                line,
+                column,
+            }),
+            warnings: Vec::new(),
+            sources: Vec::new(),
+            remotes: Vec::new(),
         }
     }
 }
@@ -286,7 +450,11 @@ remotes:
 
     #[test]
     fn execute_returns_2_on_a_bad_file() {
-        let status = execute(Path::new("/nonexistent/subvault-config.yaml")).unwrap();
+        let status = execute(
+            Path::new("/nonexistent/subvault-config.yaml"),
+            &CheckArgs::default(),
+        )
+        .unwrap();
         assert_eq!(status, 2);
     }
 }

@@ -6,8 +6,11 @@
 //! Either way the error is one line on stderr.
 
 pub mod check_cmd;
+pub mod completions_cmd;
 pub mod config_cmd;
+pub mod config_init;
 pub mod dedupe_cmd;
+pub mod journal;
 pub mod key_cmd;
 pub mod list_cmd;
 pub mod plan_cmd;
@@ -15,12 +18,14 @@ pub mod plan_view;
 pub mod progress;
 pub mod restore_cmd;
 pub mod run_cmd;
+pub mod status_cmd;
 pub mod time_arg;
 pub mod verify_cmd;
 pub mod wal_cmd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -34,10 +39,11 @@ use crate::errors::{one_line, UsageError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 /// yearly, daily relative to the monthly, ...) to object storage, and prunes what
 /// the preservation policy no longer keeps.
 ///
-/// Start with `subvault config check`, look at `subvault plan --dry-run`, then let
-/// the systemd timer call `subvault run` every hour.
+/// Start with `subvault config init` or `subvault config check`, look at
+/// `subvault plan --dry-run`, then let the systemd timer call `subvault run`
+/// every hour; `subvault status` tells whether every source is backed up.
 #[derive(Debug, Parser)]
-#[command(name = "subvault", version, about, long_about)]
+#[command(name = "subvault", version, about, long_about, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// Config file (YAML).
     #[arg(
@@ -51,23 +57,50 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// More log output (-v: info on a terminal, -vv: debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
+
+    /// Print only errors and warnings (for cron): no summary lines, no
+    /// progress. JSON asked for with --json is still printed.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The exit statuses, shown under `--help`.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    success (status: every source fresh and restorable)
+  1    a source, remote or object failed or was held back; the other sources
+       still ran (status: a source is stale, broken, empty or unreachable, or
+       its last run failed)
+  2    config or usage error
+  3    another run of this config holds the lock; nothing was attempted
+  130  stopped by SIGINT, 143 stopped by SIGTERM (uploads under way aborted)";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One pass for every source: snapshot if changed, upload, prune.
     ///
-    /// Idempotent: a second run with nothing new does nothing. Exit status 0 when
-    /// every source succeeded, 1 when one failed (the others still ran), 2 for a
-    /// config or usage error.
+    /// Idempotent: a second run with nothing new does nothing. Sources run in
+    /// parallel (max_parallel_sources). A backup whose chain is broken is a
+    /// WARNING line, not a failure (`status` fails on it). After the run the
+    /// state file, the metrics file and the hooks are written and run.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Run(run_cmd::RunArgs),
+    /// Is every source backed up, recently and restorably? For monitoring.
+    ///
+    /// Per source and remote: the newest restorable backup and its age, broken
+    /// chains, backups and bytes per storage class, and the last run's outcome
+    /// (from the state file `run` writes). One listing per remote. Exit status
+    /// 0 when every source is fresh and healthy, 1 when one is stale (older than
+    /// --max-age, or the source's max_age), broken, empty or unreachable, or its
+    /// last run failed; 2 for a usage or config error.
+    Status(status_cmd::StatusArgs),
     /// Show the backup tree and the actions a run would take now; changes nothing.
     Plan(plan_cmd::PlanArgs),
     /// Config file commands.
@@ -104,13 +137,27 @@ pub enum Command {
     /// Key files of encrypted remotes: generate one, or its write-only copy.
     #[command(subcommand)]
     Key(key_cmd::KeyCommand),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions_cmd::CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 /// `subvault config ...`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the config file and print a short summary.
-    Check,
+    Check(config_cmd::CheckArgs),
+    /// Write a commented starter config (-c, default /etc/subvault/config.yaml)
+    /// for one source and one bucket, then check it. Never overwrites.
+    Init(config_init::InitArgs),
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether `-q` was given: commands print no summary lines.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
 }
 
 /// Parse arguments, run the command, and return the process exit status.
@@ -127,11 +174,16 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_logging(cli.verbose);
+    QUIET.store(cli.quiet, Ordering::Relaxed);
+    init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Run(args) => run_cmd::execute(&cli.config, args),
+        Command::Status(args) => status_cmd::execute(&cli.config, args),
         Command::Plan(args) => plan_cmd::execute(&cli.config, args),
-        Command::Config(ConfigCommand::Check) => config_cmd::execute(&cli.config),
+        Command::Config(ConfigCommand::Check(args)) => config_cmd::execute(&cli.config, args),
+        Command::Config(ConfigCommand::Init(args)) => config_init::execute(&cli.config, args),
+        Command::Completions(args) => completions_cmd::completions(args),
+        Command::Man => completions_cmd::man(),
         Command::Dedupe(args) => dedupe_cmd::execute(&cli.config, args),
         Command::Restore(args) => restore_cmd::execute(&cli.config, args),
         Command::List(args) => list_cmd::execute(&cli.config, args),
@@ -144,7 +196,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("subvault: {}", one_line(&e));
+            journal::error(&format!("subvault: {}", one_line(&e)));
             if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some()
             {
                 EXIT_USAGE
@@ -168,13 +220,16 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 /// Logs go to stderr: plain lines without colours or timestamps under systemd
-/// (journald stamps them), timestamped otherwise. On a terminal the default level
-/// is `warn` (progress bars tell the story); elsewhere `info`. `SUBVAULT_LOG`
-/// (an env-filter directive such as `subvault=debug`) overrides both.
-fn init_logging(verbose: u8) {
+/// (journald stamps them, and each line carries its priority: see
+/// [`journal`]), timestamped otherwise. On a terminal the default level is
+/// `warn` (progress bars tell the story); elsewhere `info`; with `-q` `warn`.
+/// `SUBVAULT_LOG` (an env-filter directive such as `subvault=debug`)
+/// overrides all of them.
+fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let tty = std::io::stderr().is_terminal();
     let level = match (verbose, tty) {
+        _ if quiet => "warn",
         (0, true) => "warn",
         (0, false) | (1, _) => "info",
         _ => "debug",
@@ -187,7 +242,7 @@ fn init_logging(verbose: u8) {
         std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(journal::StderrWriter)
         .with_ansi(tty)
         .with_target(false);
     if under_systemd {

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::load_config;
@@ -54,6 +55,10 @@ pub struct RestoreArgs {
     /// MiB of the next object to download while the current one is received.
     #[arg(long, value_name = "MIB", default_value_t = restore::DEFAULT_PREFETCH >> 20)]
     pub prefetch_mib: usize,
+    /// Print the result (or with --dry-run the chain) as one JSON object
+    /// (docs/json.md) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `subvault restore`.
@@ -92,11 +97,21 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
     };
     let chosen = rt.block_on(restore::choose(&config, rc, source, selector, &target))?;
     if args.dry_run {
-        print_dry_run(&chosen, &target, tz);
+        if args.json {
+            let out = chain_json(&chosen, &target);
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            print_dry_run(&chosen, &target, tz);
+        }
         return Ok(EXIT_OK);
     }
     let (leaf, name) = (chosen.leaf.clone(), chosen.name.clone());
-    let progress = super::progress::for_stderr("restore");
+    let chain = args.json.then(|| chain_json(&chosen, &target));
+    let progress: Box<dyn crate::progress::Progress> = if args.json || super::quiet() {
+        Box::new(crate::progress::NoProgress)
+    } else {
+        super::progress::for_stderr("restore")
+    };
     let prefetch = args.prefetch_mib.max(1) << 20;
     let restored = rt
         .block_on(restore::restore(chosen, &target, prefetch, progress.as_ref()))
@@ -108,7 +123,14 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
                 }
             }
         })?;
-    print_restored(&restored, &leaf, name.as_deref(), tz);
+    match chain {
+        Some(mut out) => {
+            out["restored"] = restored_json(&restored);
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        None if super::quiet() => {}
+        None => print_restored(&restored, &leaf, name.as_deref(), tz),
+    }
     if let Some((time, source)) = pitr {
         let copy = restored.postgres.as_ref().ok_or_else(|| {
             anyhow::anyhow!("--pitr: the restored backup was not prepared as a PostgreSQL copy")
@@ -136,6 +158,72 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `restore --json`: the chosen chain; `restored` is filled in after the
+/// receive (null for --dry-run).
+fn chain_json(chosen: &Chosen, target: &Target) -> Value {
+    let steps: Vec<Value> = chosen
+        .steps
+        .iter()
+        .map(|s| {
+            let (action, reuse) = match &s.action {
+                StepAction::Receive => ("receive", None),
+                StepAction::Skip => ("skip", None),
+                StepAction::Reuse(p) => ("reuse", Some(p.display().to_string())),
+            };
+            json!({
+                "key": s.backup.key,
+                "uuid": s.backup.uuid,
+                "time": s.backup.time,
+                "full": s.backup.send_parent_uuid.is_none(),
+                "size": s.backup.size,
+                "storage_class": s.backup.storage_class.as_deref().unwrap_or("STANDARD"),
+                "action": action,
+                "reuse_path": reuse,
+            })
+        })
+        .collect();
+    json!({
+        "version": 1,
+        "remote": chosen.remote.id,
+        "name": chosen.name,
+        "target": target.dir().display().to_string(),
+        "leaf": {
+            "key": chosen.leaf.key,
+            "uuid": chosen.leaf.uuid,
+            "time": chosen.leaf.time,
+        },
+        "steps": steps,
+        "bytes_to_download": chosen.bytes_to_get(),
+        "restored": Value::Null,
+    })
+}
+
+fn restored_json(restored: &Restored) -> Value {
+    let received: Vec<Value> = restored
+        .received
+        .iter()
+        .map(|r| {
+            json!({
+                "key": r.key,
+                "path": r.path.display().to_string(),
+                "object_bytes": r.object_len,
+                "raw_bytes": r.raw_len,
+                "checksummed": r.checksummed,
+                "seconds": r.seconds,
+            })
+        })
+        .collect();
+    json!({
+        "path": restored.path().display().to_string(),
+        "received": received,
+        "downloaded_bytes": restored.received.iter().map(|r| r.object_len).sum::<u64>(),
+        "postgres": restored.postgres.as_ref().map(|pg| json!({
+            "datadir": pg.datadir.display().to_string(),
+            "done": pg.done,
+        })),
+    })
 }
 
 fn print_dry_run(chosen: &Chosen, target: &Target, tz: chrono_tz::Tz) {

@@ -1,19 +1,24 @@
 //! `subvault run`: one pass over every source (snapshot, upload, prune).
 
+use std::cell::RefCell;
 use std::path::Path;
-
-use anyhow::Result;
-
-use super::time_arg::parse_time;
-use super::{load_config, progress};
 use std::time::Duration;
 
+use anyhow::Result;
+use chrono::Utc;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::time_arg::parse_time;
+use super::{journal, load_config, progress};
+use crate::config::Config;
 use crate::errors::{UsageError, EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM};
-use crate::ops::run::{run_sources, RunOptions, RunOutcome, SourceReport};
+use crate::ops::run::state::{self, Outcome, RunRecord, SourceRecord};
+use crate::ops::run::{
+    hooks, metrics, run_sources, RunOptions, RunOutcome, SourceReport, SourceRun,
+};
 use crate::ops::sources::select_sources;
 use crate::ops::subvols::Btrfs;
+use crate::progress::{NoProgress, Progress};
 use crate::sys::lock::{LockError, RunLock};
 use crate::units::{human_bytes, plural};
 
@@ -37,11 +42,18 @@ pub struct RunArgs {
     /// run after a deliberate policy change.
     #[arg(long)]
     pub allow_large_prune: bool,
+    /// Print the run's summary as one JSON object (docs/json.md) instead of
+    /// one line per source.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `subvault run`: 0 when every source succeeded, 1 when one failed or
 /// had a problem (the others still ran), 3 when another run holds the lock,
 /// 130/143 when SIGINT/SIGTERM stopped it (uploads under way are aborted first).
+/// Then the state file and the metrics file are written and the hook runs
+/// (their failures are warnings: they change neither the backups nor the
+/// exit status).
 pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     let config = load_config(config_path)?;
     let sources = select_sources(&config, &args.sources)?;
@@ -55,17 +67,24 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
     let _lock = match RunLock::acquire(config_path) {
         Ok(lock) => lock,
         Err(e @ LockError::RunBusy { .. }) => {
-            eprintln!("subvault: {e}");
+            journal::error(&format!("subvault: {e}"));
             return Ok(EXIT_LOCKED);
         }
         Err(e) => return Err(e.into()),
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let progress = progress::for_stderr("run");
+    let progress: Box<dyn Progress> = if super::quiet() {
+        Box::new(NoProgress)
+    } else {
+        progress::for_stderr("run")
+    };
     let opts = RunOptions {
         heal: args.heal,
         allow_large_prune: args.allow_large_prune,
     };
+    let started = Utc::now();
+    let records: RefCell<Vec<SourceRecord>> = RefCell::new(Vec::new());
+    let lines = !args.json && !super::quiet();
     let run = run_sources(
         &config,
         &sources,
@@ -73,18 +92,9 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
         opts,
         &Btrfs,
         progress.as_ref(),
-        |source, result| match result {
-            Ok(report) => {
-                println!("{}", summary(report));
-                for p in &report.problems {
-                    eprintln!("subvault: source {}: FAILED: {p}", source.name);
-                }
-            }
-            Err(e) => eprintln!(
-                "subvault: source {}: FAILED: {}",
-                source.name,
-                crate::errors::one_line(e)
-            ),
+        |r: &SourceRun| {
+            report_source(r, lines);
+            records.borrow_mut().push(SourceRecord::of(r));
         },
     );
     let ended = rt.block_on(async {
@@ -101,22 +111,134 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
             outcome = run => Ended::Ran(outcome),
         })
     })?;
-    match ended {
-        Ended::Ran(outcome) if outcome.interrupted => Ok(EXIT_SIGINT),
-        Ended::Ran(outcome) if outcome.failed > 0 => Ok(EXIT_FAILURE),
-        Ended::Ran(_) => Ok(EXIT_OK),
+    let (outcome, code) = match ended {
+        Ended::Ran(o) if o.interrupted => (Outcome::Interrupted, EXIT_SIGINT),
+        Ended::Ran(o) if o.failed > 0 => (Outcome::Failed, EXIT_FAILURE),
+        Ended::Ran(_) => (Outcome::Ok, EXIT_OK),
         Ended::Signal(name, code) => {
             let left = rt.block_on(crate::remote::pending::finish(ABORT_WAIT));
             progress.finish();
             if left > 0 {
-                eprintln!(
+                journal::error(&format!(
                     "subvault: stopped by {name}; {left} unfinished upload(s) could not be \
                      aborted in time (the next run aborts them once they are a day old)"
-                );
+                ));
             } else {
-                eprintln!("subvault: stopped by {name}; uploads under way were aborted");
+                journal::error(&format!(
+                    "subvault: stopped by {name}; uploads under way were aborted"
+                ));
             }
-            Ok(code)
+            (Outcome::Interrupted, code)
+        }
+    };
+    let record = run_record(
+        &config,
+        &sources,
+        records.into_inner(),
+        started,
+        now,
+        outcome,
+        code,
+    );
+    rt.block_on(after_run(&config, &record));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    }
+    Ok(code)
+}
+
+/// The lines printed when a source's run ends: its summary on stdout (unless
+/// --json or -q), a WARNING line per broken chain, a FAILED line per problem.
+fn report_source(r: &SourceRun, lines: bool) {
+    let name = &r.source.name;
+    match &r.result {
+        Ok(report) => {
+            if lines {
+                println!("{}", summary(report));
+            }
+            for w in &report.warnings {
+                journal::warning(&format!("subvault: source {name}: WARNING: {w}"));
+            }
+            for p in &report.problems {
+                journal::error(&format!("subvault: source {name}: FAILED: {p}"));
+            }
+        }
+        Err(e) => journal::error(&format!(
+            "subvault: source {name}: FAILED: {}",
+            crate::errors::one_line(e)
+        )),
+    }
+}
+
+/// The run's record: the sources in config order, those a signal kept from
+/// finishing marked interrupted.
+fn run_record(
+    config: &Config,
+    sources: &[&crate::config::Source],
+    mut done: Vec<SourceRecord>,
+    started: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+    outcome: Outcome,
+    exit_status: i32,
+) -> RunRecord {
+    let finished = Utc::now();
+    let records = sources
+        .iter()
+        .map(|s| match done.iter().position(|r| r.source == s.name) {
+            Some(i) => done.swap_remove(i),
+            None => SourceRecord::interrupted(s),
+        })
+        .collect();
+    RunRecord {
+        version: state::SCHEMA_VERSION,
+        config: config.path.clone(),
+        started,
+        finished,
+        duration_seconds: state::seconds(started, finished),
+        now,
+        outcome,
+        exit_status,
+        sources: records,
+    }
+}
+
+/// The state file, the hook and the metrics file, in that order; a failure of
+/// any is a warning line.
+async fn after_run(config: &Config, record: &RunRecord) {
+    let mut saved = match state::record(config, record) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            journal::warning(&format!(
+                "subvault: warning: the state file was not written (status will not know this \
+                 run): {}",
+                crate::errors::one_line(&e)
+            ));
+            None
+        }
+    };
+    if let Some(hook) = hooks::run(config, record).await {
+        if let Some(err) = &hook.error {
+            journal::warning(&format!(
+                "subvault: warning: hook {} failed (nothing backed up changes): {err}",
+                hook.hook
+            ));
+        }
+        if let Some(s) = saved.as_mut() {
+            s.hooks = vec![hook];
+            if let Err(e) = state::save(config, s) {
+                journal::warning(&format!(
+                    "subvault: warning: {}",
+                    crate::errors::one_line(&e)
+                ));
+            }
+        }
+    }
+    if let Some(s) = &saved {
+        if let Err(e) = metrics::write(config, s) {
+            journal::warning(&format!(
+                "subvault: warning: the metrics file was not written: {}",
+                crate::errors::one_line(&e)
+            ));
         }
     }
 }
@@ -183,8 +305,7 @@ mod tests {
             upload_seconds: 2.0,
             deleted: 1,
             destroyed: 0,
-            warnings: vec![],
-            problems: vec![],
+            ..Default::default()
         };
         assert_eq!(
             summary(&busy),

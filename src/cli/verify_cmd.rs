@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::load_config;
@@ -26,6 +27,9 @@ pub struct VerifyArgs {
     /// Check only N randomly chosen objects of the selection.
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
+    /// Print one JSON object (docs/json.md) instead of one line per object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `subvault verify`.
@@ -41,17 +45,27 @@ pub fn execute(config_path: &Path, args: &VerifyArgs) -> Result<i32> {
         sample: args.sample,
     };
     let rt = tokio::runtime::Runtime::new()?;
+    let lines = !args.json && !super::quiet();
+    let mut objects = Vec::new();
     let report = rt.block_on(verify::verify(
         &config,
         &remotes,
         &selection,
-        |b, outcome| match outcome {
-            Outcome::Good(note) => println!("ok  {}  ({note})", b.key),
-            Outcome::Archived(cmd) => println!(
-                "--  {}  (not checked: in archive storage; to check it, first run: {cmd})",
-                b.key
-            ),
-            Outcome::Bad(problem) => println!("BAD {}  ({problem})", b.key),
+        |b, outcome| {
+            if args.json {
+                objects.push(object_json(b, outcome));
+            }
+            if !lines {
+                return;
+            }
+            match outcome {
+                Outcome::Good(note) => println!("ok  {}  ({note})", b.key),
+                Outcome::Archived(cmd) => println!(
+                    "--  {}  (not checked: in archive storage; to check it, first run: {cmd})",
+                    b.key
+                ),
+                Outcome::Bad(problem) => println!("BAD {}  ({problem})", b.key),
+            }
         },
     ))?;
     if !report.found_uuid {
@@ -60,6 +74,30 @@ pub fn execute(config_path: &Path, args: &VerifyArgs) -> Result<i32> {
             args.uuid.unwrap_or_default()
         ))
         .into());
+    }
+    if args.json {
+        let bad: Vec<_> = report
+            .bad
+            .iter()
+            .map(|b| json!({"key": b.key, "problem": b.problem}))
+            .collect();
+        let out = json!({
+            "version": 1,
+            "ok": report.bad.is_empty(),
+            "checked": report.checked,
+            "bad": bad,
+            "archived": report.archived,
+            "objects": objects,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(if report.bad.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FAILURE
+        });
+    }
+    if super::quiet() && report.bad.is_empty() {
+        return Ok(EXIT_OK);
     }
     println!(
         "{} object(s) checked, {} bad, {} not checked (archived)",
@@ -75,4 +113,20 @@ pub fn execute(config_path: &Path, args: &VerifyArgs) -> Result<i32> {
         eprintln!("{}: {}", b.key, b.problem);
     }
     Ok(EXIT_FAILURE)
+}
+
+/// One checked object in `verify --json`.
+fn object_json(b: &crate::core::model::Backup, outcome: &Outcome) -> serde_json::Value {
+    let (result, detail) = match outcome {
+        Outcome::Good(note) => ("ok", note),
+        Outcome::Archived(cmd) => ("archived", cmd),
+        Outcome::Bad(problem) => ("bad", problem),
+    };
+    json!({
+        "key": b.key,
+        "uuid": b.uuid,
+        "size": b.size,
+        "result": result,
+        "detail": detail,
+    })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Parse a duration such as `90s`, `5m`, `1h 30m` or `250ms`. A bare integer is
 /// rejected so that `timeout: 60` cannot be misread as minutes.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = "write e.g. 30s, 5m or 1h30m (units ms, s, m, h, d)";
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if compact.is_empty() {

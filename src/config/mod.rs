@@ -21,7 +21,9 @@
 mod duration;
 mod locate;
 mod node;
+mod operations;
 mod schema;
+mod storage_costs;
 mod warnings;
 
 use std::fmt;
@@ -29,6 +31,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
+
+pub use duration::parse_duration;
+pub use operations::{
+    parse_rate, Hooks, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PARALLEL_SOURCES, MAX_PARALLEL_SOURCES,
+};
 
 use crate::core::model::Codec;
 use crate::core::policy::{Policy, Timeframe};
@@ -46,6 +53,12 @@ pub struct Config {
     pub remotes: Vec<RemoteConfig>,
     /// The guards that keep one run from losing history.
     pub safety: Safety,
+    /// How many sources a run works on at once (`max_parallel_sources`).
+    pub max_parallel_sources: usize,
+    /// Where a run writes its Prometheus textfile (`metrics_file`), if anywhere.
+    pub metrics_file: Option<PathBuf>,
+    /// Commands run after each run (`hooks`).
+    pub hooks: Hooks,
 }
 
 /// The guards against a run that would lose history (`safety:` in the file).
@@ -89,6 +102,9 @@ pub struct Source {
     pub dedupe: DedupeConfig,
     /// The remotes this source is backed up to, with per-remote policy.
     pub upload_to_remotes: Vec<UploadConfig>,
+    /// `status` calls the source stale on a remote whose newest restorable
+    /// backup is older than this (`max_age`).
+    pub max_age: Option<Duration>,
 }
 
 /// How one source is backed up to one remote.
@@ -252,6 +268,9 @@ pub struct RemoteConfig {
     pub id: String,
     /// The kind of store and its settings.
     pub kind: RemoteKind,
+    /// Upload bandwidth in bytes per second, shared by every upload to this
+    /// remote (`rate_limit`).
+    pub rate_limit: Option<u64>,
     /// Encryption and authentication of every object in it, when set.
     pub encryption: Option<EncryptionConfig>,
 }

@@ -14,6 +14,7 @@ use serde_yaml_ng::Value;
 
 use super::duration::parse_duration;
 use super::node::{closest, Fault, Node};
+use super::operations;
 use super::{
     Compression, Config, DedupeConfig, EncryptionConfig, LocalConfig, ObjectLockConfig,
     ObjectLockMode, PgMode, PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Safety,
@@ -67,7 +68,8 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
     if root.value().is_null() {
         return Err(root.fault("the file is empty: it needs timezone, sources and remotes"));
     }
-    let top = root.map(TOP_KEYS)?;
+    let top = root.map(&[TOP_KEYS, operations::TOP_KEYS].concat())?;
+    let ops = operations::top_level(&top)?;
     let timezone = timezone(&top.required("timezone")?)?;
 
     let remote_nodes = top.required("remotes")?.non_empty_seq()?;
@@ -125,6 +127,9 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         sources,
         remotes,
         safety,
+        max_parallel_sources: ops.max_parallel_sources,
+        metrics_file: ops.metrics_file,
+        hooks: ops.hooks,
     })
 }
 
@@ -186,9 +191,10 @@ fn remote<'v>(
     node: &Node<'v>,
     base_dir: &Path,
 ) -> Result<(RemoteConfig, Node<'v>, Node<'v>), Fault> {
-    let map = node.map(REMOTE_KEYS)?;
+    let map = node.map(&[REMOTE_KEYS, operations::REMOTE_KEYS].concat())?;
     let id_node = map.required("id")?;
     let id = identifier(&id_node, "remote id")?;
+    let rate_limit = operations::rate_limit(&map)?;
     let place;
     let kind = match (map.get("s3"), map.get("local")) {
         (Some(s3), None) => {
@@ -230,6 +236,7 @@ fn remote<'v>(
             id,
             kind,
             encryption,
+            rate_limit,
         },
         id_node,
         place,
@@ -448,7 +455,8 @@ fn source<'v>(
     node: &Node<'v>,
     remotes: &[RemoteConfig],
 ) -> Result<(Source, SourceNodes<'v>), Fault> {
-    let map = node.map(SOURCE_KEYS)?;
+    let map = node.map(&[SOURCE_KEYS, operations::SOURCE_KEYS].concat())?;
+    let max_age = operations::max_age(&map)?;
     let path_node = map.required("path")?;
     let path = abs_path(&path_node)?;
     let snapshots_node = map.required("snapshots")?;
@@ -498,6 +506,7 @@ fn source<'v>(
             postgres,
             dedupe,
             upload_to_remotes: uploads,
+            max_age,
         },
         SourceNodes {
             name: name_node,

@@ -15,11 +15,12 @@ use super::{Config, RemoteKind, UploadConfig};
 const SNIFFED: &[&str] = &["gzip", "pigz", "zstd", "pzstd"];
 
 impl Config {
-    /// Everything [`Config::secret_exposure`] and [`Config::pipe_warnings`]
-    /// say, one line each.
+    /// Everything [`Config::secret_exposure`], [`Config::pipe_warnings`] and
+    /// [`Config::storage_class_warnings`] say, one line each.
     pub fn warnings(&self) -> Vec<String> {
         let mut out: Vec<String> = self.secret_exposure().into_iter().collect();
         out.extend(self.pipe_warnings());
+        out.extend(self.storage_class_warnings());
         out
     }
 

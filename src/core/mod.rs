@@ -1,6 +1,7 @@
 //! The pure core: the nouns (snapshots, backups), preservation policies and
 //! their calendar spans, the object key format, the planner, restore chains and
-//! the MACs that authenticate an encrypted remote's keys and bodies.
+//! the MACs that authenticate an encrypted remote's keys and bodies, and the
+//! retention rule stated from the policy alone (what tests hold the planner to).
 //!
 //! Nothing here does I/O or reads the clock: every function is a function of its
 //! arguments, so every rule is tested without root, btrfs or object storage.
@@ -9,6 +10,7 @@
 
 pub mod auth;
 pub mod chain;
+pub mod coverage;
 pub mod guards;
 pub mod model;
 pub mod object_key;

@@ -28,6 +28,35 @@ pub struct Outcome {
     pub still_pending: HashSet<u32>,
 }
 
+/// First pause between retry rounds; doubled each round up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// Longest pause between retry rounds.
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// Retries what a round left busy until nothing is busy or `retry_for` has
+/// passed (by `elapsed`), pausing with exponential backoff (`pause` is told
+/// how long, and what is still busy). Returns what is still busy and the
+/// number of retry rounds run. Kept apart from the ioctls so the rule is
+/// tested without a kernel: a send holds a subvolume for as long as its
+/// reader takes, and giving up too early or never must both be caught.
+fn retry_busy<T>(
+    mut busy: Vec<T>,
+    retry_for: Duration,
+    elapsed: impl Fn() -> Duration,
+    mut pause: impl FnMut(Duration, &[T]),
+    mut round: impl FnMut(Vec<T>) -> Vec<T>,
+) -> (Vec<T>, u32) {
+    let mut next = FIRST_PAUSE;
+    let mut rounds = 0;
+    while !busy.is_empty() && elapsed() < retry_for {
+        pause(next.min(retry_for.saturating_sub(elapsed())), &busy);
+        next = (next * 2).min(MAX_PAUSE);
+        busy = round(busy);
+        rounds += 1;
+    }
+    (busy, rounds)
+}
+
 /// Runs calls against the kernel.
 pub struct Applier<'a> {
     pub table: &'a FileTable,
@@ -71,15 +100,27 @@ impl<'a> Applier<'a> {
     pub fn run(mut self, calls: Vec<Call>) -> Outcome {
         let total: u64 = calls.iter().map(|c| c.len * c.dests.len() as u64).sum();
         self.progress.phase("deduping", total);
-        let mut retry = self.run_round(calls);
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(500);
-        while !retry.is_empty() && started.elapsed() < self.retry_for {
-            std::thread::sleep(backoff.min(self.retry_for.saturating_sub(started.elapsed())));
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-            retry = self.run_round(retry);
-        }
-        for c in &retry {
+        let retry_for = self.retry_for;
+        let progress = self.progress;
+        let first = self.run_round(calls);
+        let (left, rounds) = retry_busy(
+            first,
+            retry_for,
+            || started.elapsed(),
+            |pause, busy: &[Call]| {
+                let ranges: usize = busy.iter().map(|c| c.dests.len()).sum();
+                progress.note(&format!(
+                    "{ranges} dedupe ranges busy (a send or another dedupe holds their subvolume); \
+                     retrying in {:.1} s",
+                    pause.as_secs_f64()
+                ));
+                std::thread::sleep(pause);
+            },
+            |calls| self.run_round(calls),
+        );
+        self.report.retry_rounds = rounds;
+        for c in &left {
             for d in &c.dests {
                 self.report.deferred_bytes += c.len;
                 self.outcome.still_pending.insert(d.0);
@@ -122,6 +163,7 @@ impl<'a> Applier<'a> {
             }
             i = j;
         }
+        self.report.busy_ranges += retry.iter().map(|c| c.dests.len() as u64).sum::<u64>();
         retry
     }
 
@@ -374,4 +416,75 @@ fn single_start(segs: Option<&Segments>) -> u64 {
     segs.filter(|s| s.physical.len() == 1)
         .map(|s| s.physical[0].0)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// A fake clock the pauses advance, and a round that frees one item per call
+    /// once `busy_for` has passed.
+    fn simulate(
+        items: u32,
+        busy_for: Duration,
+        retry_for: Duration,
+    ) -> (Vec<u32>, u32, Vec<Duration>) {
+        let now = Cell::new(Duration::ZERO);
+        let mut pauses = Vec::new();
+        let (left, rounds) = retry_busy(
+            (0..items).collect(),
+            retry_for,
+            || now.get(),
+            |p, busy: &[u32]| {
+                assert!(!busy.is_empty(), "a pause with nothing busy");
+                pauses.push(p);
+                now.set(now.get() + p);
+            },
+            |mut busy| {
+                if now.get() >= busy_for {
+                    busy.pop();
+                }
+                busy
+            },
+        );
+        (left, rounds, pauses)
+    }
+
+    #[test]
+    fn busy_ranges_are_retried_until_the_holder_lets_go() {
+        let (left, rounds, pauses) = simulate(2, Duration::from_secs(3), Duration::from_secs(60));
+        assert!(left.is_empty());
+        // 0.5 + 1 + 2 = 3.5 s: free one in round 3, the other in round 4.
+        assert_eq!(rounds, 4);
+        assert_eq!(
+            pauses,
+            [500, 1000, 2000, 4000].map(Duration::from_millis).to_vec()
+        );
+    }
+
+    #[test]
+    fn retries_stop_at_the_deadline_and_pauses_are_capped() {
+        let (left, rounds, pauses) =
+            simulate(1, Duration::from_secs(3600), Duration::from_secs(45));
+        assert_eq!(left, vec![0], "still busy: deferred to the next pass");
+        assert!(pauses.iter().all(|p| *p <= MAX_PAUSE));
+        let total: Duration = pauses.iter().sum();
+        assert_eq!(
+            total,
+            Duration::from_secs(45),
+            "the last pause ends at the deadline"
+        );
+        assert_eq!(rounds as usize, pauses.len());
+    }
+
+    #[test]
+    fn nothing_busy_means_no_retry_round() {
+        let (left, rounds, pauses) = simulate(0, Duration::ZERO, Duration::from_secs(60));
+        assert!(left.is_empty());
+        assert_eq!((rounds, pauses.len()), (0, 0));
+        let (_, rounds, _) = simulate(3, Duration::ZERO, Duration::ZERO);
+        assert_eq!(rounds, 0, "retry_for 0 never retries");
+    }
 }

@@ -124,6 +124,12 @@ pub struct DedupeReport {
     /// Bytes not deduped because a send (or another dedupe) held the subvolume
     /// (EAGAIN / ETXTBSY after retries, or our lock was busy); retried next pass.
     pub deferred_bytes: u64,
+    /// Destination ranges found busy (the kernel said EAGAIN / ETXTBSY / EBUSY
+    /// because a send held the subvolume, or our lock was held) and retried,
+    /// counted once per round they were busy in.
+    pub busy_ranges: u64,
+    /// Retry rounds run after the first (0 when nothing was busy).
+    pub retry_rounds: u32,
     /// Dedupe calls made.
     pub ioctl_calls: u64,
     /// Other per-range errors (first few messages in `errors`).
@@ -232,6 +238,13 @@ impl DedupeReport {
                 "  data differed:       {} in {} ranges (left alone)",
                 human(self.differs_bytes),
                 self.differs_ranges
+            )?;
+        }
+        if self.busy_ranges > 0 {
+            writeln!(
+                f,
+                "  busy, retried:       {} ranges in {} retry rounds",
+                self.busy_ranges, self.retry_rounds
             )?;
         }
         if self.deferred_bytes > 0 {

@@ -14,6 +14,7 @@
 //! trait so the executor is unit-tested without root).
 
 pub mod check;
+pub mod config_init;
 pub mod dedupe;
 pub mod keys;
 pub mod list;
@@ -22,6 +23,7 @@ pub mod remotes;
 pub mod restore;
 pub mod run;
 pub mod sources;
+pub mod status;
 pub mod subvols;
 pub mod verify;
 pub mod wal;

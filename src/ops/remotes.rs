@@ -15,6 +15,7 @@ use crate::core::auth::{self, Foreign};
 use crate::core::model::Backup;
 use crate::crypt::KeyFile;
 use crate::errors::UsageError;
+use crate::remote::rate::RateLimiter;
 use crate::remote::{self, AnyStore, ObjectStore};
 use crate::stream::{DecodeOptions, Seal, Unseal};
 
@@ -27,6 +28,8 @@ pub struct OpenRemote {
     /// Every backup key found under the prefix (all sources); in an encrypted
     /// remote, only those whose key authenticates.
     pub backups: Vec<Backup>,
+    /// The remote's `rate_limit`, shared by every upload to it in this run.
+    pub rate: Option<Arc<RateLimiter>>,
     /// The key file of an encrypted remote.
     pub keys: Option<Arc<KeyFile>>,
     /// In an encrypted remote, the keys that look like backups but do not
@@ -137,6 +140,7 @@ pub async fn open(config: RemoteConfig) -> Result<OpenRemote> {
         }
     };
     Ok(OpenRemote {
+        rate: config.rate_limit.map(RateLimiter::new),
         config,
         store,
         backups,

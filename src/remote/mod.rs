@@ -9,6 +9,7 @@ mod error;
 pub mod local;
 pub mod parts;
 pub mod pending;
+pub mod rate;
 pub mod retry;
 pub mod s3;
 
@@ -375,6 +376,7 @@ mod tests {
                 },
             }),
             encryption: None,
+            rate_limit: None,
         }
     }
 
@@ -392,6 +394,7 @@ mod tests {
                 path: dir.path().to_path_buf(),
             }),
             encryption: None,
+            rate_limit: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));

@@ -82,10 +82,9 @@ fn lock_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_DIR))
 }
 
-/// Opens (creating it and its directory) the lock file `name` in the lock
-/// directory.
-fn open_lock_file(name: &str) -> Result<(File, PathBuf), LockError> {
-    let dir = lock_dir();
+/// Opens (creating it and its directory) the lock file `name` in `dir`.
+fn open_lock_file(dir: &Path, name: &str) -> Result<(File, PathBuf), LockError> {
+    let dir = dir.to_path_buf();
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -152,7 +151,12 @@ fn run_lock_name(config_path: &Path) -> String {
 impl RunLock {
     /// Takes the run lock of `config_path` without waiting.
     pub fn acquire(config_path: &Path) -> Result<RunLock, LockError> {
-        let (file, path) = open_lock_file(&run_lock_name(config_path))?;
+        Self::acquire_in(&lock_dir(), config_path)
+    }
+
+    /// [`RunLock::acquire`] with the lock file in `dir`.
+    pub fn acquire_in(dir: &Path, config_path: &Path) -> Result<RunLock, LockError> {
+        let (file, path) = open_lock_file(dir, &run_lock_name(config_path))?;
         match try_lock(file, &path)? {
             Ok(mut lock) => {
                 // Best effort: the pid helps the user find the other run.
@@ -183,7 +187,7 @@ pub struct SourceLock {
 impl SourceLock {
     /// Takes the lock of the source subvolume `uuid` (named `name`) without waiting.
     pub fn acquire(uuid: Uuid, name: &str) -> Result<SourceLock, LockError> {
-        let (file, path) = open_lock_file(&format!("source-{uuid}.lock"))?;
+        let (file, path) = open_lock_file(&lock_dir(), &format!("source-{uuid}.lock"))?;
         match try_lock(file, &path)? {
             Ok(mut lock) => {
                 let _ = lock.set_len(0);
@@ -219,7 +223,16 @@ impl SubvolLock {
     /// once; `Some(d)` retries for up to `d`. Blocks the calling thread while
     /// waiting (use `spawn_blocking` from async code).
     pub fn exclusive(uuid: Uuid, wait: Option<Duration>) -> Result<SubvolLock, LockError> {
-        let (mut file, path) = open_lock_file(&format!("{uuid}.lock"))?;
+        Self::exclusive_in(&lock_dir(), uuid, wait)
+    }
+
+    /// [`SubvolLock::exclusive`] with the lock file in `dir`.
+    pub fn exclusive_in(
+        dir: &Path,
+        uuid: Uuid,
+        wait: Option<Duration>,
+    ) -> Result<SubvolLock, LockError> {
+        let (mut file, path) = open_lock_file(dir, &format!("{uuid}.lock"))?;
         let started = Instant::now();
         let deadline = wait.map(|w| started + w);
         loop {
@@ -251,40 +264,35 @@ impl SubvolLock {
 mod tests {
     use super::*;
 
-    // Both lock kinds read SUBVAULT_LOCK_DIR, which is process-wide: one test
-    // sets it and runs every case, so parallel tests cannot race on it.
+    // The directory is passed in, never set through SUBVAULT_LOCK_DIR: setenv
+    // while other test threads read the environment is undefined in glibc.
     #[test]
-    fn locks_exclude_release_on_drop_and_time_out() {
+    fn subvolume_locks_exclude_release_on_drop_and_time_out() {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("locks");
-        std::env::set_var("SUBVAULT_LOCK_DIR", &lock_dir);
-        subvolume_locks(&lock_dir);
-        run_locks(dir.path());
-        std::env::remove_var("SUBVAULT_LOCK_DIR");
-    }
-
-    fn subvolume_locks(lock_dir: &Path) {
+        let lock = |uuid, wait| SubvolLock::exclusive_in(&lock_dir, uuid, wait);
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
 
-        let held = SubvolLock::exclusive(a, None).unwrap();
+        let held = lock(a, None).unwrap();
         assert_eq!(held.path(), lock_dir.join(format!("{a}.lock")));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(lock_dir).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&lock_dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
 
-        let busy = SubvolLock::exclusive(a, None).unwrap_err();
+        let busy = lock(a, None).unwrap_err();
         assert!(
             matches!(busy, LockError::SubvolBusy { uuid, .. } if uuid == a),
             "{busy}"
         );
         let t = Instant::now();
-        let busy = SubvolLock::exclusive(a, Some(Duration::from_millis(200))).unwrap_err();
+        let busy = lock(a, Some(Duration::from_millis(200))).unwrap_err();
         assert!(t.elapsed() >= Duration::from_millis(200), "{busy}");
 
-        let other = SubvolLock::exclusive(b, None).unwrap();
+        let other = lock(b, None).unwrap();
 
+        let waiter_dir = lock_dir.clone();
         let waiter = std::thread::spawn(move || {
-            SubvolLock::exclusive(a, Some(Duration::from_secs(10))).map(|_| ())
+            SubvolLock::exclusive_in(&waiter_dir, a, Some(Duration::from_secs(10))).map(|_| ())
         });
         std::thread::sleep(Duration::from_millis(100));
         drop(held);
@@ -292,11 +300,16 @@ mod tests {
         drop(other);
     }
 
-    fn run_locks(dir: &Path) {
+    #[test]
+    fn run_locks_exclude_per_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let locks = dir.join("locks");
+        let acquire = |cfg: &Path| RunLock::acquire_in(&locks, cfg);
         let cfg = dir.join("config.yaml");
         std::fs::write(&cfg, "").unwrap();
-        let first = RunLock::acquire(&cfg).unwrap();
-        let err = RunLock::acquire(&cfg).unwrap_err();
+        let first = acquire(&cfg).unwrap();
+        let err = acquire(&cfg).unwrap_err();
         assert!(matches!(err, LockError::RunBusy { .. }));
         assert!(
             err.to_string()
@@ -305,8 +318,8 @@ mod tests {
         );
         let other = dir.join("other.yaml");
         std::fs::write(&other, "").unwrap();
-        let _unrelated = RunLock::acquire(&other).expect("another config is not blocked");
+        let _unrelated = acquire(&other).expect("another config is not blocked");
         drop(first);
-        RunLock::acquire(&cfg).expect("free again after drop");
+        acquire(&cfg).expect("free again after drop");
     }
 }

@@ -355,6 +355,46 @@ fn a_new_snapshot_is_matched_incrementally_and_a_corrupt_index_is_rebuilt() {
     assert_eq!(rep.error_count, 0);
 }
 
+/// Progress that lets the blocked send reader go (creates `.0`) at the first
+/// note about busy ranges.
+struct ReleaseOnBusy(PathBuf);
+
+impl subvault::progress::Progress for ReleaseOnBusy {
+    fn note(&self, line: &str) {
+        if line.contains("busy") {
+            fs::write(&self.0, "").unwrap();
+        }
+    }
+}
+
+/// Waits (at most 30 s) until the `btrfs send` under the shell `shell` is
+/// blocked writing into a full pipe.
+fn wait_for_blocked_send(shell: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let children =
+            fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "btrfs" {
+                continue;
+            }
+            // btrfs-progs copies the kernel's stream from an internal pipe on
+            // a thread of its own: any of its threads may be the blocked one.
+            let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten();
+            if tasks.flatten().any(|t| {
+                fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write"))
+            }) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("btrfs send never blocked on its pipe");
+}
+
 #[test]
 #[ignore = "needs root + btrfs"]
 fn dedupe_during_a_send_of_the_same_snapshot_leaves_the_send_intact() {
@@ -370,20 +410,26 @@ fn dedupe_during_a_send_of_the_same_snapshot_leaves_the_send_intact() {
     let expected = tree_hash(&big_snap);
     let index = tempfile::tempdir().unwrap();
 
-    // A send whose reader is slow: the kernel keeps the snapshot "in send" until
-    // the stream is consumed.
+    // A send whose reader does not read until the dedupe has reported a busy
+    // range: the kernel keeps the snapshot "in send" (and refuses dedupe into
+    // it with EAGAIN) while send blocks on the full pipe, so the retry path is
+    // taken every time, not only when the timing happens to overlap.
     let stream = tempfile::NamedTempFile::new().unwrap();
+    let release = index.path().join("release-the-reader");
     let mut send = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{} send -q {} | (sleep 3; cat > {})",
+            "{} send -q {} | (while [ ! -e {} ]; do sleep 0.05; done; cat > {})",
             tool("btrfs").display(),
             big_snap.display(),
+            release.display(),
             stream.path().display()
         ))
         .spawn()
         .expect("start send pipeline");
-    std::thread::sleep(Duration::from_millis(500));
+    // Until send has filled the pipe it has certainly begun (the snapshot is
+    // marked in send before the first byte is written).
+    wait_for_blocked_send(send.id());
     let o = DedupeOptions {
         retry_for: Duration::from_secs(120),
         ..opts(index.path())
@@ -391,9 +437,17 @@ fn dedupe_during_a_send_of_the_same_snapshot_leaves_the_send_intact() {
     let mut paths = trees(&d);
     paths.push(big_sv.clone());
     paths.push(big_snap.clone());
-    let rep = dedupe(&paths, &o);
+    let releaser = ReleaseOnBusy(release.clone());
+    let rep = dedupe_paths(&paths, &o, &releaser).expect("dedupe pass");
+    eprintln!("{rep}");
+    // Whatever happened, the reader must not wait forever.
+    fs::write(&release, "").unwrap();
     assert!(send.wait().unwrap().success(), "the send failed");
     assert_eq!(rep.error_count, 0, "errors: {:?}", rep.errors);
+    assert!(
+        rep.busy_ranges > 0 && rep.retry_rounds > 0,
+        "the send held the snapshot, so some range must have been busy and retried: {rep}"
+    );
     assert_eq!(
         rep.deferred_bytes, 0,
         "busy ranges were retried until the send ended"

@@ -4,17 +4,17 @@
 //! Tests that need root, loop-device btrfs, the S3 server or PostgreSQL are
 //! `#[ignore]`d with the reason ("needs root + btrfs + S3", ...), so a plain
 //! `cargo test` runs the rest; `integration/test.sh` runs them all with the
-//! services up. Benchmarks that print figures live in `benchmarks` and are
-//! ignored as "benchmark: ...".
+//! services up. Benchmarks are not tests: they live in `benches/` and
+//! `bench/`.
 
 mod common;
 
-mod benchmarks;
 mod btrfs_adapter;
 mod config_errors;
 mod dedupe;
 mod encryption;
 mod harness;
+mod monitoring;
 mod postgres;
 mod remote_s3;
 mod restore;

@@ -242,6 +242,25 @@ fn source_cluster_with(fs: &TestFs, archive: bool, archive_command: Option<&str>
     }
 }
 
+/// Rows in `pgbench_history`: one per committed pgbench transaction.
+fn history_rows(cluster: &Cluster) -> u64 {
+    let n = cluster.psql("postgres", "SELECT count(*) FROM pgbench_history");
+    n.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {n}"))
+}
+
+/// pgbench has not exited (it exits at once when it cannot connect or run).
+fn assert_pgbench_running(load: &mut Background) {
+    if let Some(status) = load.0.try_wait().unwrap() {
+        let mut err = String::new();
+        if let Some(mut e) = load.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        panic!("pgbench exited early ({status}): {err}");
+    }
+}
+
 fn start_pgbench(cluster: &Cluster) -> Background {
     let child = Command::new(format!("{PG_BIN}/pgbench"))
         .args([
@@ -258,7 +277,8 @@ fn start_pgbench(cluster: &Cluster) -> Background {
         ])
         .args(["-p", &cluster.port.to_string(), "postgres"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Read only when pgbench exited early (its progress output is small).
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start pgbench");
     Background(child)
@@ -266,11 +286,22 @@ fn start_pgbench(cluster: &Cluster) -> Background {
 
 /// Take `n` snapshots while pgbench runs.
 async fn snapshots_under_load(src: &Source, mode: PgMode, n: usize) -> Vec<PgSnapshotInfo> {
-    let load = start_pgbench(&src.cluster);
+    let mut load = start_pgbench(&src.cluster);
     let cfg = pg_config(src.cluster.connection("postgres", None), mode);
     let mut infos = Vec::new();
+    let mut committed = history_rows(&src.cluster);
     for i in 0..n {
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        // "Under load" must hold: pgbench is still running and committed
+        // transactions since the last snapshot (on an idle database every
+        // invariant below would hold trivially).
+        assert_pgbench_running(&mut load);
+        let now = history_rows(&src.cluster);
+        assert!(
+            now > committed,
+            "pgbench committed nothing before snapshot {i} ({now} history rows)"
+        );
+        committed = now;
         let name = format!("pg.{i}");
         let info = snapshot_with(
             &cfg,
@@ -344,8 +375,9 @@ fn writable_copy(received: &Path, dest: &TestFs) -> PathBuf {
     rw
 }
 
-/// The restored server passes amcheck and pgbench's invariant holds.
-fn check_restored(cluster: &Cluster) {
+/// The restored server passes amcheck and pgbench's invariant holds; returns
+/// its `pgbench_history` row count (transactions committed before the copy).
+fn check_restored(cluster: &Cluster) -> u64 {
     let out = Command::new(format!("{PG_BIN}/pg_amcheck"))
         .args([
             "--all",
@@ -382,6 +414,19 @@ fn check_restored(cluster: &Cluster) {
         cluster.psql("postgres", "SELECT count(*) FROM ts_check"),
         "1000"
     );
+    v[4].trim().parse().unwrap()
+}
+
+/// Each restored copy holds transactions the one before it did not: the
+/// snapshots really were taken while pgbench wrote.
+fn assert_grows(prev: &mut Option<u64>, rows: u64, what: &str) {
+    if let Some(p) = *prev {
+        assert!(
+            rows > p,
+            "{what}: {rows} pgbench_history rows, not more than the previous copy's {p}"
+        );
+    }
+    *prev = Some(rows);
 }
 
 fn lsn(text: &str) -> u64 {
@@ -443,10 +488,15 @@ async fn checkpoint_mode_snapshots_under_load_restore_and_start() {
     );
 
     let received = send_receive_all(infos, dst_fs);
+    let mut rows = None;
     for (i, rec) in received.iter().enumerate() {
         let rw = writable_copy(rec, dst_fs);
         let restored = Cluster::start(&rw.join("data"), &[]);
-        check_restored(&restored);
+        assert_grows(
+            &mut rows,
+            check_restored(&restored),
+            &format!("snapshot {i}"),
+        );
         let log = restored.log_text();
         assert!(
             log.contains("database system was interrupted")
@@ -480,10 +530,12 @@ async fn backup_mode_snapshots_under_load_restore_from_archive_and_start() {
     }
 
     let received = send_receive_all(infos, dst_fs);
+    let mut rows = None;
     for (info, rec) in infos.iter().zip(&received) {
         let rw = writable_copy(rec, dst_fs);
         let restored = Cluster::start(&rw.join("data"), &[("PG_RESTORE_FROM", &src.archive)]);
-        check_restored(&restored);
+        let what = rec.display().to_string();
+        assert_grows(&mut rows, check_restored(&restored), &what);
         // Recovery stopped at consistency (the end of the backup) and promoted to
         // timeline 2: the switch point in the history file is at or after the
         // LSN pg_backup_stop returned.
@@ -709,10 +761,11 @@ async fn cli_run_list_restore_and_start(mode: PgMode) {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let bench = start_pgbench(&src.cluster);
+    let mut bench = start_pgbench(&src.cluster);
     let times: Vec<String> = (0..5).map(|h| format!("2026-01-01T0{h}:00:00Z")).collect();
     for now in &times {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_pgbench_running(&mut bench);
         let out = subvault(&["run", "--now", now]);
         assert!(out.contains("uploaded 1 object"), "{out}");
     }
@@ -745,6 +798,7 @@ async fn cli_run_list_restore_and_start(mode: PgMode) {
     lsns.dedup();
     assert_eq!(lsns.len(), 5, "five distinct LSNs: {text}");
 
+    let mut rows = None;
     for now in &times {
         let out = subvault(&[
             "restore",
@@ -779,7 +833,7 @@ async fn cli_run_list_restore_and_start(mode: PgMode) {
             vec![]
         };
         let restored = Cluster::start(&rw.join("data"), &env);
-        check_restored(&restored);
+        assert_grows(&mut rows, check_restored(&restored), now);
         drop(restored);
     }
 }

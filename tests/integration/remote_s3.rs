@@ -15,52 +15,15 @@ use futures::StreamExt;
 use subvault::core::model::Codec;
 use subvault::core::object_key::{format_key, KeyInfo};
 use subvault::ops::restore::fetch::{Fetch, RANGE};
-use subvault::remote::retry::RetryPolicy;
 use subvault::remote::{
-    list_backups, BackupListing, MultipartUpload, ObjectStore, RemoteErrorKind, S3Settings,
-    S3Store, UploadOptions,
+    list_backups, BackupListing, MultipartUpload, ObjectStore, RemoteErrorKind, S3Store,
+    UploadOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::common::proxy::FaultProxy;
 
-pub(crate) const MIB: usize = 1 << 20;
-
-pub(crate) fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
-    let env_or = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "testing".into())
-    };
-    let mut s = S3Settings::new(bucket, prefix);
-    s.endpoint_url = Some(endpoint);
-    s.region = Some(crate::common::s3_region());
-    s.access_key_id = Some(env_or("AWS_ACCESS_KEY_ID"));
-    s.secret_access_key = Some(env_or("AWS_SECRET_ACCESS_KEY"));
-    s.retry = RetryPolicy {
-        max_attempts: 6,
-        base_delay: Duration::from_millis(50),
-        max_delay: Duration::from_millis(500),
-    };
-    s
-}
-
-pub(crate) async fn store(prefix: &str) -> (S3Store, String) {
-    let bucket = crate::common::new_bucket_async("remote").await;
-    let s = S3Store::new(settings(&bucket, prefix, crate::common::s3_endpoint()))
-        .await
-        .unwrap();
-    (s, bucket)
-}
-
-/// Deterministic, incompressible-looking bytes.
-pub(crate) fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut v = vec![0u8; n];
-    rng.fill(&mut v);
-    v
-}
+use crate::common::s3store::{data, settings, store, MIB};
 
 async fn read_all(mut r: subvault::remote::Body) -> Vec<u8> {
     let mut v = Vec::new();
@@ -546,6 +509,7 @@ async fn transient_errors_are_retried_and_the_upload_completes() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("InternalError"), "{err}");
+    assert!(always.injected() >= 1, "the proxy failed no UploadPart");
     assert!(direct.head("never").await.unwrap_err().is_not_found());
     assert!(direct.list_multipart_uploads().await.unwrap().is_empty());
 }

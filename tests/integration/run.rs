@@ -188,6 +188,70 @@ fn check_converged(s: &Setup, buckets: &[(&str, &str)], now: &str) {
     );
 }
 
+/// The retention rule from the policies' spans alone
+/// ([`subvault::core::coverage`]), against the buckets: every preserved span's
+/// first snapshot (of `history`, every snapshot the runs took) has its object,
+/// and every other object is the newest snapshot's or an ancestor of one that
+/// must be kept. Unlike [`check_converged`], this does not ask the planner.
+fn check_coverage(buckets: &[(&str, &str, &str)], history: &[DateTime<Utc>], now: &str) {
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let now_t: DateTime<Utc> = now.parse().unwrap();
+    for (remote, bucket, policy) in buckets {
+        let policy: subvault::core::policy::Policy = policy.parse().unwrap();
+        // Object time -> its parent's time, through the uuids in the keys.
+        let infos: Vec<_> = crate::common::bucket_objects(bucket)
+            .into_keys()
+            .map(|k| parse_key("", &k).unwrap())
+            .collect();
+        let time_of = |u: uuid::Uuid| {
+            infos
+                .iter()
+                .find(|i| i.uuid == u)
+                .map(|i| i.time.with_timezone(&Utc))
+        };
+        let kept: BTreeMap<DateTime<Utc>, Option<DateTime<Utc>>> = infos
+            .iter()
+            .map(|i| {
+                (
+                    i.time.with_timezone(&Utc),
+                    i.send_parent_uuid.and_then(time_of),
+                )
+            })
+            .collect();
+        let required: Vec<DateTime<Utc>> =
+            subvault::core::coverage::required_items(&policy, tz, now_t, history)
+                .into_iter()
+                .map(|i| history[i])
+                .collect();
+        assert!(!required.is_empty());
+        for t in &required {
+            assert!(
+                kept.contains_key(t),
+                "at {now}: {remote} ({policy}) lost the backup of {t}, the first of a \
+                 preserved span; it holds {:?}",
+                kept.keys().collect::<Vec<_>>()
+            );
+        }
+        let mut allowed: BTreeSet<DateTime<Utc>> = required.iter().copied().collect();
+        allowed.extend(history.last().copied());
+        let mut todo: Vec<DateTime<Utc>> = allowed.iter().copied().collect();
+        while let Some(t) = todo.pop() {
+            if let Some(Some(p)) = kept.get(&t) {
+                if allowed.insert(*p) {
+                    todo.push(*p);
+                }
+            }
+        }
+        for t in kept.keys() {
+            assert!(
+                allowed.contains(t),
+                "at {now}: {remote} ({policy}) keeps the backup of {t}, which no preserved \
+                 span, newest snapshot or ancestor needs"
+            );
+        }
+    }
+}
+
 /// Restores the chain of `key` by hand (`zstd -d | btrfs receive`, no subvault)
 /// into a fresh dir under `into` and returns the received subvolume's path.
 fn restore_by_hand(
@@ -267,7 +331,13 @@ fn simulated_400_days_keep_bucket_and_snapshots_exactly_as_planned() {
     std::os::unix::fs::symlink("readme", s.source.join("link")).unwrap();
     let start: DateTime<Utc> = "2025-06-01T08:00:00Z".parse().unwrap();
     let buckets = [("main", b1.as_str()), ("archive", b2.as_str())];
+    let policies = [
+        ("main", b1.as_str(), "1y 3m 30d 24h"),
+        ("archive", b2.as_str(), "2y 12m"),
+    ];
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    // The time of every snapshot the runs took, oldest first.
+    let mut history: Vec<DateTime<Utc>> = Vec::new();
     for day in 0..400i64 {
         let mut runs = vec![(0, 0)];
         if day % 37 == 3 {
@@ -279,8 +349,12 @@ fn simulated_400_days_keep_bucket_and_snapshots_exactly_as_planned() {
             run_at(&s, &now);
             let newest = snapshot_names(&s.snapshots).into_iter().max().unwrap();
             hashes.insert(newest.clone(), tree_hash(&s.snapshots.join(&newest)));
+            let taken: DateTime<Utc> = newest["data.".len()..].parse().unwrap();
+            assert_eq!(taken, now.parse::<DateTime<Utc>>().unwrap(), "{newest}");
+            history.push(taken);
             if day % 10 == 0 || day > 390 || hour > 0 {
                 check_converged(&s, &buckets, &now);
+                check_coverage(&policies, &history, &now);
             }
         }
         // A run without changes does nothing and says so.
@@ -451,6 +525,12 @@ fn a_stream_killed_midway_leaves_no_object_and_no_multipart_upload() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("source data: FAILED"), "{stderr}");
+    // The failure named is the killed command (its exit by SIGKILL, or the
+    // broken pipe into it), not just any failure.
+    let named = stderr
+        .lines()
+        .any(|l| l.contains("pipe_through command") && l.contains("die-midway.sh"));
+    assert!(named, "the killed command is not named: {stderr}");
     assert!(
         crate::common::bucket_objects(&bucket).is_empty(),
         "an object exists after a failed stream"
@@ -499,6 +579,11 @@ fn an_upload_error_midway_aborts_the_multipart_upload_and_the_next_run_completes
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(proxy.injected() >= 1, "the proxy failed no UploadPart");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("500") || stderr.contains("InternalError"),
+        "the error line names the store's answer: {stderr}"
+    );
     assert!(
         crate::common::bucket_objects(&bucket).is_empty(),
         "an object exists after a failed upload"
@@ -524,15 +609,18 @@ fn concurrent_runs_never_upload_twice() {
     let bucket = new_bucket("run-conc");
     let s = setup(512, &[("main", &bucket, "1y 1d", "")], &s3_endpoint());
     fill_random(&s.source, "big", 48);
-    let spawn = || {
-        subvault_command(&s.config, &["run", "--now", "2026-01-01T10:00:00Z"])
+    // Two different times: without the lock each run would take its own
+    // snapshot under its own name and upload it, so a missing lock shows as two
+    // objects (with one time both would write the same key and hide it).
+    let spawn = |now: &str| {
+        subvault_command(&s.config, &["run", "--now", now])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let a = spawn();
-    let b = spawn();
+    let a = spawn("2026-01-01T10:00:00Z");
+    let b = spawn("2026-01-01T10:00:30Z");
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let codes = [a.status.code(), b.status.code()];
     assert!(codes.contains(&Some(0)), "one run succeeds: {codes:?}");

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use subvault::core::model::Codec;
-use subvault::stream::send_format::{synthetic, CMD_END};
+use subvault::stream::send_format::synthetic;
+
+use crate::common::mixed::MixedStream;
 use subvault::stream::trailer::{parse_trailer, trailer_len};
 use subvault::stream::{
     decode, decode_with, encode, verify_object, DecodeOptions, DecodeSummary, EncodeOptions,
@@ -187,6 +189,55 @@ proptest! {
                 let (back, dec) = decode_bytes(obj, opts).await.unwrap();
                 assert!(back == raw);
                 assert!(dec.verified);
+            }
+        });
+    }
+}
+
+/// Payloads of 48 KiB, alternately text-like and random, from a seed (a
+/// proptest strategy of millions of single bytes would be slow to generate).
+fn big_payloads(seed: u64, n: usize) -> Vec<Vec<u8>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|i| {
+            let mut p = vec![0u8; 48 << 10];
+            if i % 2 == 0 {
+                rng.fill(&mut p);
+            } else {
+                p.iter_mut().for_each(|b| *b = b"abc de"[rng.usize(..6)]);
+            }
+            p
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// Streams of 3.8-6.1 MiB: several 1 MiB pipeline chunks, and on either
+    /// side of a 4 MiB zstd job (two workers, so jobs are compressed in
+    /// parallel and must come out in order). Round trips, and a cut anywhere
+    /// (often in the second job) is an error.
+    #[test]
+    fn streams_across_chunk_and_zstd_job_boundaries_round_trip(
+        seed in any::<u64>(),
+        n in 80usize..130,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let raw = send_stream(&big_payloads(seed, n));
+        prop_assert!(raw.len() > (3 << 20));
+        runtime().block_on(async {
+            for codec in [Codec::Zstd, Codec::None] {
+                let mut o = opts(codec, &[]);
+                o.threads = Some(2);
+                let (obj, enc) = encode_bytes(raw.clone(), o).await.unwrap();
+                assert_eq!(enc.record.raw_sha256, sha256(&raw));
+                let (back, dec) = decode_bytes(obj.clone(), checked(Some(codec))).await.unwrap();
+                assert!(back == raw, "{codec}: {} bytes differ after the round trip", raw.len());
+                assert!(dec.verified);
+                let at = cut.index(obj.len());
+                let r = decode_bytes(obj[..at].to_vec(), checked(Some(codec))).await;
+                assert!(r.is_err(), "{codec} cut at {at} of {} accepted", obj.len());
             }
         });
     }
@@ -451,96 +502,6 @@ async fn verify_object_reports_corruption_with_a_clear_message() {
 // ---------------------------------------------------------------------------
 // Memory bound and throughput: figures printed with --nocapture.
 
-/// A fast generator of a send stream: alternating 64 KiB WRITE commands of
-/// pseudo-random bytes and of text-like bytes (half each), `total` bytes long.
-struct MixedStream {
-    left: u64,
-    state: u64,
-    pending: Vec<u8>,
-    pos: usize,
-    n: u64,
-    ended: bool,
-}
-
-impl MixedStream {
-    fn new(total: u64) -> Self {
-        MixedStream {
-            left: total,
-            state: 0x9e37_79b9_7f4a_7c15,
-            pending: synthetic::header(1),
-            pos: 0,
-            n: 0,
-            ended: false,
-        }
-    }
-
-    fn refill(&mut self) {
-        self.pos = 0;
-        if self.left == 0 {
-            self.pending = if self.ended {
-                Vec::new()
-            } else {
-                synthetic::command(CMD_END, &[])
-            };
-            self.ended = true;
-            return;
-        }
-        let len = self.left.min(65_536) as usize;
-        self.left -= len as u64;
-        let mut payload = vec![0u8; len];
-        if self.n % 2 == 0 {
-            for chunk in payload.chunks_mut(8) {
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                let b = self.state.to_le_bytes();
-                chunk.copy_from_slice(&b[..chunk.len()]);
-            }
-        } else {
-            const WORDS: [&[u8]; 8] = [
-                b"the ",
-                b"btrfs ",
-                b"snapshot ",
-                b"of ",
-                b"data ",
-                b"log=",
-                b"42\n",
-                b"ok ",
-            ];
-            let mut i = 0;
-            while i < len {
-                self.state = self
-                    .state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                let w = WORDS[(self.state >> 61) as usize];
-                let k = w.len().min(len - i);
-                payload[i..i + k].copy_from_slice(&w[..k]);
-                i += k;
-            }
-        }
-        self.n += 1;
-        self.pending = synthetic::command(15, &payload);
-    }
-}
-
-impl AsyncRead for MixedStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos == this.pending.len() {
-            this.refill();
-        }
-        let n = (this.pending.len() - this.pos).min(buf.remaining());
-        buf.put_slice(&this.pending[this.pos..this.pos + n]);
-        this.pos += n;
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -558,34 +519,49 @@ fn env_mib(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Helper of `encoding_memory_is_bounded`: does the work in a process of its own
-/// (so no other test's memory is counted) when `SUBVAULT_MEMORY_PROBE_MIB` is set;
-/// does nothing otherwise.
+/// The compression threads of the memory test: pinned, because each zstd
+/// worker holds its own buffers, so the bound would otherwise depend on the
+/// machine's core count.
+const MEMORY_TEST_THREADS: u32 = 2;
+
+/// Encodes a generated stream of `mib` MiB and checks the result; prints
+/// the probe line `encoding_memory_is_bounded` reads. Run alone in a process of
+/// its own (`SUBVAULT_MEMORY_PROBE_MIB` set) so no other test's memory is
+/// counted; without the variable it encodes 8 MiB as an ordinary test.
 #[test]
 fn memory_probe_child() {
-    let Some(mib) = std::env::var("SUBVAULT_MEMORY_PROBE_MIB")
+    let mib = std::env::var("SUBVAULT_MEMORY_PROBE_MIB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
+        .unwrap_or(8);
     runtime().block_on(async {
         let before = rss_kib("VmRSS:");
         let start = Instant::now();
-        let mut enc = encode(MixedStream::new(mib << 20), EncodeOptions::new(Codec::Zstd)).unwrap();
+        let mut opts = EncodeOptions::new(Codec::Zstd);
+        opts.threads = Some(MEMORY_TEST_THREADS);
+        let mut enc = encode(MixedStream::new(mib << 20), opts).unwrap();
         let n = tokio::io::copy(&mut enc, &mut tokio::io::sink())
             .await
             .unwrap();
         let s = enc.finish().await.unwrap();
+        // The payload plus one command header per 64 KiB write.
+        let raw = s.record.raw_len;
+        assert!(
+            raw >= mib << 20 && raw < (mib << 20) + (mib << 20) / 100,
+            "every generated byte encoded: {raw}"
+        );
+        assert_eq!(s.encoded_len, n, "the summary counts what was read");
+        assert!(n < mib << 20, "the mixed stream compresses: {n} bytes");
         let peak = rss_kib("VmHWM:");
         println!(
-            "PROBE raw={} encoded={} secs={:.2} rss_before_kib={} peak_kib={} growth_mib={}",
+            "PROBE raw={} encoded={} secs={:.2} rss_before_kib={} peak_kib={} growth_mib={} threads={}",
             s.record.raw_len,
             n,
             start.elapsed().as_secs_f64(),
             before,
             peak,
-            (peak.saturating_sub(before)) / 1024
+            (peak.saturating_sub(before)) / 1024,
+            MEMORY_TEST_THREADS
         );
     });
 }
@@ -631,85 +607,6 @@ fn encoding_memory_is_bounded() {
     assert!(
         growth < 64,
         "RSS grew by {growth} MiB while encoding {mib} MiB"
-    );
-}
-
-/// Times `f` and prints MB/s for `bytes`.
-fn report(what: &str, bytes: u64, secs: f64) -> f64 {
-    let mbps = bytes as f64 / secs / 1e6;
-    println!("{what:<44} {secs:>7.2} s {mbps:>8.1} MB/s");
-    mbps
-}
-
-#[test]
-#[ignore = "benchmark: prints figures; SUBVAULT_BENCH_MIB (default 64), use --release for real numbers"]
-fn throughput_against_the_zstd_cli() {
-    let mib = env_mib("SUBVAULT_BENCH_MIB", 64);
-    let dir = tempfile::tempdir().unwrap();
-    let raw_path = dir.path().join("raw");
-    let obj_path = dir.path().join("obj.zst");
-    let rt = runtime();
-    rt.block_on(async {
-        let mut f = tokio::fs::File::create(&raw_path).await.unwrap();
-        tokio::io::copy(&mut MixedStream::new(mib << 20), &mut f)
-            .await
-            .unwrap();
-    });
-    let raw_len = std::fs::metadata(&raw_path).unwrap().len();
-    let cli = |args: &[&str], input: &Path| {
-        let start = Instant::now();
-        let st = Command::new("zstd")
-            .args(args)
-            .stdin(std::fs::File::open(input).unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        start.elapsed().as_secs_f64()
-    };
-    // Warm the page cache, then measure.
-    cli(&["-3", "-c"], &raw_path);
-    let zstd_enc = report(
-        "zstd -3 -c < raw > /dev/null",
-        raw_len,
-        cli(&["-3", "-c"], &raw_path),
-    );
-    let ours_enc = rt.block_on(async {
-        let start = Instant::now();
-        let src = tokio::fs::File::open(&raw_path).await.unwrap();
-        let mut enc = encode(src, EncodeOptions::new(Codec::Zstd)).unwrap();
-        let mut out = tokio::fs::File::create(&obj_path).await.unwrap();
-        tokio::io::copy(&mut enc, &mut out).await.unwrap();
-        enc.finish().await.unwrap();
-        report(
-            "subvault encode zstd-3 (hash + check)",
-            raw_len,
-            start.elapsed().as_secs_f64(),
-        )
-    });
-    let zstd_dec = report(
-        "zstd -d -c < obj > /dev/null",
-        raw_len,
-        cli(&["-d", "-c"], &obj_path),
-    );
-    let ours_dec = rt.block_on(async {
-        let start = Instant::now();
-        let src = tokio::fs::File::open(&obj_path).await.unwrap();
-        let s = verify_object(src, Some(Codec::Zstd)).await.unwrap();
-        assert!(s.verified);
-        report(
-            "subvault decode zstd (hash + check)",
-            raw_len,
-            start.elapsed().as_secs_f64(),
-        )
-    });
-    let obj_len = std::fs::metadata(&obj_path).unwrap().len();
-    println!(
-        "raw {:.0} MB, object {:.0} MB; encode ratio {:.2}x, decode ratio {:.2}x of the CLI",
-        raw_len as f64 / 1e6,
-        obj_len as f64 / 1e6,
-        ours_enc / zstd_enc,
-        ours_dec / zstd_dec
     );
 }
 

@@ -67,6 +67,9 @@ struct Sim {
     tz: Tz,
     snapshots: Vec<Snapshot>,
     remotes: Vec<RemoteInput>,
+    /// (time, ctransid) of every snapshot ever taken, oldest first: what
+    /// [`check_coverage`] holds the remotes to.
+    history: Vec<(DateTime<Utc>, u64)>,
 }
 
 impl Sim {
@@ -84,6 +87,7 @@ impl Sim {
                     unreachable: false,
                 })
                 .collect(),
+            history: Vec::new(),
         }
     }
 
@@ -122,7 +126,10 @@ impl Sim {
             .collect();
         for action in &plan.actions {
             match action {
-                Action::CreateSnapshot { .. } => self.snapshots.push(snap(now, new.unwrap())),
+                Action::CreateSnapshot { .. } => {
+                    self.snapshots.push(snap(now, new.unwrap()));
+                    self.history.push((now, new.unwrap()));
+                }
                 Action::UploadBackup(Upload {
                     remote,
                     snapshot_path,
@@ -166,7 +173,11 @@ impl Sim {
 
     /// (ctransid, parent ctransid) of each backup on a remote.
     fn backup_ids(&self, remote: usize) -> Vec<(u64, Option<u64>)> {
-        let mut v: Vec<_> = self.remotes[remote]
+        self.backup_ids_of(&self.remotes[remote])
+    }
+
+    fn backup_ids_of(&self, remote: &RemoteInput) -> Vec<(u64, Option<u64>)> {
+        let mut v: Vec<_> = remote
             .backups
             .iter()
             .map(|b| (b.ctransid, b.send_parent_uuid.map(|u| u.as_u128() as u64)))
@@ -240,6 +251,59 @@ fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
     // The newest snapshot is never destroyed.
     if let Some(newest) = plan.snapshots.iter().max_by_key(|s| s.snapshot.ctransid) {
         assert_ne!(newest.action, SnapshotAction::Destroy);
+    }
+}
+
+/// The retention rule from the policy's spans alone ([`crate::core::coverage`]),
+/// checked against what each remote holds after a run at `now`: the first
+/// snapshot of every preserved span has its backup, and every other backup is
+/// the newest snapshot's or an ancestor of a required one.
+fn check_coverage(sim: &Sim, now: DateTime<Utc>) {
+    let times: Vec<DateTime<Utc>> = sim.history.iter().map(|(t, _)| *t).collect();
+    for r in &sim.remotes {
+        let parents: HashMap<u64, Option<u64>> = r
+            .backups
+            .iter()
+            .map(|b| (b.ctransid, b.send_parent_uuid.map(|u| u.as_u128() as u64)))
+            .collect();
+        let required: Vec<u64> =
+            crate::core::coverage::required_items(&r.policy, sim.tz, now, &times)
+                .into_iter()
+                .map(|i| sim.history[i].1)
+                .collect();
+        for c in &required {
+            assert!(
+                parents.contains_key(c),
+                "remote {} ({}) at {now} in {}: the backup of snapshot {c} (taken {}) is \
+                 its span's first and must be kept; kept {:?}",
+                r.id,
+                r.policy,
+                sim.tz,
+                sim.history.iter().find(|(_, x)| x == c).unwrap().0,
+                sim.backup_ids_of(r)
+            );
+        }
+        let mut allowed: HashSet<u64> = required.iter().copied().collect();
+        allowed.extend(sim.history.last().map(|(_, c)| *c));
+        let mut todo: Vec<u64> = allowed.iter().copied().collect();
+        while let Some(c) = todo.pop() {
+            if let Some(Some(p)) = parents.get(&c) {
+                if allowed.insert(*p) {
+                    todo.push(*p);
+                }
+            }
+        }
+        for c in parents.keys() {
+            assert!(
+                allowed.contains(c),
+                "remote {} ({}) at {now} in {}: backup {c} is kept but is no preserved span's \
+                 first, not the newest and no ancestor of one; kept {:?}",
+                r.id,
+                r.policy,
+                sim.tz,
+                sim.backup_ids_of(r)
+            );
+        }
     }
 }
 
@@ -543,6 +607,7 @@ proptest! {
             t += Duration::minutes(minutes);
             let new = if changed || sim.snapshots.is_empty() { ctransid += 7; Some(ctransid) } else { None };
             sim.run(t, new);
+            check_coverage(&sim, t);
         }
         sim.run(t, None);
         let plan = sim.run(t, None);
@@ -561,8 +626,10 @@ proptest! {
         for (i, g) in gaps.iter().enumerate() {
             t += Duration::minutes(*g);
             sim.snapshots.push(snap(t, 10 + i as u64));
+            sim.history.push((t, 10 + i as u64));
         }
         sim.run(t, None);
+        check_coverage(&sim, t);
     }
 }
 

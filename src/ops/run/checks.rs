@@ -63,14 +63,17 @@ pub(crate) fn foreign_writers(
         let Some(newest) = foreign.iter().max_by_key(|b| b.time) else {
             continue;
         };
-        report.problems.push(format!(
+        report.remote_problem(
+            id,
+            format!(
             "remote {id}: not pruned: it holds {} backup(s) of this source that no snapshot on \
              this host explains, newer than this host's newest snapshot (newest: {}): another \
              machine (a cloned VM?) writes this source to the same place; give each machine its \
              own prefix, then delete the other machine's objects or move them away",
             foreign.len(),
             newest.key
-        ));
+        ),
+        );
         out.insert(id.to_string());
     }
     out

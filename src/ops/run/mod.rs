@@ -19,23 +19,29 @@
 
 pub(crate) mod checks;
 mod cleanup;
+pub mod hooks;
+pub mod metrics;
 mod prune;
+pub mod state;
 mod upload;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::remotes::{OpenRemote, OpenRemotes};
 use super::sources::{new_snapshot_path, plan_input, SourceState};
 use super::subvols::Subvolumes;
 use crate::config::{Config, Source};
+use crate::core::object_key;
 use crate::core::planner::{self, Plan, PlanInput, PlanOptions};
+use crate::ops::status::Inventory;
 use crate::postgres::PgError;
 use crate::progress::{NoProgress, Progress};
 use crate::units::human_bytes;
@@ -77,6 +83,49 @@ pub struct SourceReport {
     /// (a remote down, an upload failed, a prune over budget), one line each.
     /// A source with problems counts as failed (exit status 1).
     pub problems: Vec<String>,
+    /// Per remote of the source: what this run did there.
+    pub remotes: BTreeMap<String, RemoteReport>,
+    /// Paths of the snapshots destroyed.
+    pub destroyed_snapshots: Vec<String>,
+}
+
+/// What one source's run did on one remote.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteReport {
+    /// Objects stored (and read back).
+    pub uploaded: Vec<Uploaded>,
+    /// Keys deleted.
+    pub deleted: Vec<String>,
+    /// The problems of this remote (also in [`SourceReport::problems`]).
+    pub errors: Vec<String>,
+    /// What the remote holds of the source after the run: its listing at the
+    /// start, less what was deleted, plus what was uploaded (`None` when it
+    /// could not be listed).
+    pub inventory: Option<Inventory>,
+}
+
+impl SourceReport {
+    /// Records a problem of remote `id`.
+    pub(crate) fn remote_problem(&mut self, id: &str, problem: String) {
+        self.remotes
+            .entry(id.to_string())
+            .or_default()
+            .errors
+            .push(problem.clone());
+        self.problems.push(problem);
+    }
+}
+
+/// One source's run, as handed to the caller when it ends.
+pub struct SourceRun<'a> {
+    /// The source.
+    pub source: &'a Source,
+    /// When its run started and ended.
+    pub started: DateTime<Utc>,
+    /// When its run ended.
+    pub finished: DateTime<Utc>,
+    /// What it did, or why it stopped.
+    pub result: Result<SourceReport>,
 }
 
 /// How a run over several sources ended.
@@ -88,9 +137,16 @@ pub struct RunOutcome {
     pub interrupted: bool,
 }
 
-/// Runs every source in turn, opening each remote once, and hands each
-/// source's result to `on_result` as soon as it is known. A signal during a
-/// PostgreSQL backup stops the run after that source.
+/// Runs the sources, up to `max_parallel_sources` at once (the others wait
+/// for a free slot, in config order), opening each remote once, and hands
+/// each source's run to `on_result` as soon as it ends. A signal during a
+/// PostgreSQL backup stops the run after that source (the sources still under
+/// way are dropped, which aborts their uploads).
+///
+/// The sources share one task: their CPU work (compression, checksums) runs on
+/// worker threads and their I/O is asynchronous, so they overlap; each holds
+/// its own upload buffers, so memory grows with the parallelism
+/// (docs/design.md, Uploads).
 #[allow(clippy::too_many_arguments)] // the run's inputs, from the command line
 pub async fn run_sources<S: Subvolumes>(
     config: &Config,
@@ -99,15 +155,26 @@ pub async fn run_sources<S: Subvolumes>(
     opts: RunOptions,
     subvols: &S,
     progress: &dyn Progress,
-    mut on_result: impl FnMut(&Source, &Result<SourceReport>),
+    mut on_result: impl FnMut(&SourceRun),
 ) -> RunOutcome {
     let remotes = super::remotes::open_for_sources(config, sources).await;
     cleanup::abort_stale_uploads(&remotes, config.safety.abort_incomplete_uploads_after).await;
     let mut outcome = RunOutcome::default();
-    for source in sources {
-        let result = run_source(config, source, &remotes, now, opts, subvols, progress).await;
-        on_result(source, &result);
-        match &result {
+    let remotes = &remotes;
+    let mut runs = futures::stream::iter(sources.iter().map(|source| async move {
+        let started = Utc::now();
+        let result = run_source(config, source, remotes, now, opts, subvols, progress).await;
+        SourceRun {
+            source,
+            started,
+            finished: Utc::now(),
+            result,
+        }
+    }))
+    .buffer_unordered(config.max_parallel_sources.max(1));
+    while let Some(run) = runs.next().await {
+        on_result(&run);
+        match &run.result {
             Ok(report) if report.problems.is_empty() => {}
             Ok(_) => outcome.failed += 1,
             Err(e) => {
@@ -150,7 +217,7 @@ pub async fn run_source<S: Subvolumes>(
     checks::clock(config, source, remotes, &before, now)?;
     for up in &source.upload_to_remotes {
         if let Some(Err(e)) = remotes.get(&up.id) {
-            report.problems.push(crate::errors::one_line(e));
+            report.remote_problem(&up.id, crate::errors::one_line(e));
         }
     }
     let mut no_prune = checks::foreign_writers(source, remotes, &before, &mut report);
@@ -159,7 +226,8 @@ pub async fn run_source<S: Subvolumes>(
     let mut input = plan_input(config, source, &state, remotes, now, false)?;
     let plan = planner::plan_with(&input, PlanOptions { heal: opts.heal });
     for w in &plan.warnings {
-        tracing::warn!("source {}: {w}", source.name);
+        // `run` prints them as WARNING lines; here for -vv logs.
+        tracing::debug!("source {}: {w}", source.name);
     }
     report.warnings = plan.warnings.clone();
 
@@ -203,7 +271,49 @@ pub async fn run_source<S: Subvolumes>(
     if source.dedupe.after_run {
         dedupe_after_run(source, subvols).await?;
     }
+    inventories(source, remotes, state.info.uuid, &mut report);
     Ok(report)
+}
+
+/// Each remote's inventory of the source after the run: the listing at the
+/// start, less what this run deleted, plus what it uploaded (an upload under
+/// an existing key replaces that object).
+fn inventories(
+    source: &Source,
+    remotes: &OpenRemotes,
+    source_uuid: uuid::Uuid,
+    report: &mut SourceReport,
+) {
+    for up in &source.upload_to_remotes {
+        let entry = report.remotes.entry(up.id.clone()).or_default();
+        let Some(Ok(open)) = remotes.get(&up.id) else {
+            continue;
+        };
+        let prefix = crate::remote::ObjectStore::prefix(&open.store);
+        let gone: HashSet<&str> = entry
+            .deleted
+            .iter()
+            .chain(entry.uploaded.iter().map(|u| &u.key))
+            .map(String::as_str)
+            .collect();
+        let mut mine: Vec<_> = open
+            .backups
+            .iter()
+            .filter(|b| b.source_uuid == source_uuid && !gone.contains(b.key.as_str()))
+            .cloned()
+            .collect();
+        for u in &entry.uploaded {
+            if let Ok(info) = object_key::parse_key(prefix, &u.key) {
+                mine.push(object_key::to_backup(
+                    &u.key,
+                    &info,
+                    Some(u.stored_bytes),
+                    Some(u.storage_class.clone()),
+                ));
+            }
+        }
+        entry.inventory = Some(Inventory::of(&mine));
+    }
 }
 
 /// Marks `failed` remotes as unreachable in a plan's input.
@@ -283,10 +393,16 @@ async fn upload_all<S: Subvolumes>(
                 report.uploaded += 1;
                 report.bytes += done.stored_bytes;
                 report.raw_bytes += done.raw_bytes;
+                report
+                    .remotes
+                    .entry(u.remote.clone())
+                    .or_default()
+                    .uploaded
+                    .push(done.clone());
                 out.done.push(done);
             }
             Err(e) => {
-                report.problems.push(crate::errors::one_line(&e));
+                report.remote_problem(&u.remote, crate::errors::one_line(&e));
                 out.failed.insert(u.remote.clone());
             }
         }

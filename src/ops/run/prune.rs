@@ -92,6 +92,7 @@ impl Prune<'_> {
                         path.display()
                     );
                     report.destroyed += 1;
+                    report.destroyed_snapshots.push(path.display().to_string());
                 }
                 Err(e) => report.problems.push(format!("{e}")),
             }
@@ -128,12 +129,15 @@ impl Prune<'_> {
             match self.over_budget(keys.len(), existing) {
                 None => true,
                 Some(why) => {
-                    report.problems.push(format!(
-                        "remote {remote}: not pruned: this run would delete {} of the {existing} \
-                         backups of source {} there, {why}",
-                        keys.len(),
-                        self.source.name
-                    ));
+                    report.remote_problem(
+                        remote,
+                        format!(
+                            "remote {remote}: not pruned: this run would delete {} of the \
+                             {existing} backups of source {} there, {why}",
+                            keys.len(),
+                            self.source.name
+                        ),
+                    );
                     false
                 }
             }
@@ -144,7 +148,7 @@ impl Prune<'_> {
     async fn delete(&self, remote: &str, keys: &[String], report: &mut SourceReport) {
         let open = match opened(self.remotes, remote) {
             Ok(o) => o,
-            Err(e) => return report.problems.push(format!("{e:#}")),
+            Err(e) => return report.remote_problem(remote, format!("{e:#}")),
         };
         match open.store.delete(keys).await {
             Ok(rep) => {
@@ -155,13 +159,20 @@ impl Prune<'_> {
                     );
                 }
                 report.deleted += rep.deleted.len();
+                report
+                    .remotes
+                    .entry(remote.to_string())
+                    .or_default()
+                    .deleted
+                    .extend(rep.deleted.iter().cloned());
                 for (key, err) in rep.failed {
-                    report
-                        .problems
-                        .push(format!("remote {remote}: cannot delete {key}: {err}"));
+                    report.remote_problem(
+                        remote,
+                        format!("remote {remote}: cannot delete {key}: {err}"),
+                    );
                 }
             }
-            Err(e) => report.problems.push(format!("remote {remote}: {e}")),
+            Err(e) => report.remote_problem(remote, format!("remote {remote}: {e}")),
         }
     }
 }

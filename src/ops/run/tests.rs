@@ -324,6 +324,9 @@ async fn a_key_uploaded_by_this_run_is_never_deleted() {
         key: key.clone(),
         stored_bytes: 1,
         raw_bytes: 1,
+        seconds: 0.1,
+        storage_class: "STANDARD".into(),
+        full: true,
     }];
     let no_prune = BTreeSet::new();
     let prune = |uploaded| prune::Prune {
@@ -459,7 +462,7 @@ async fn unfinished_uploads_older_than_the_limit_are_aborted() {
         RunOptions::default(),
         &subvols,
         &NoProgress,
-        |_, r| assert!(r.is_ok()),
+        |r| assert!(r.result.is_ok()),
     )
     .await;
     assert_eq!(outcome.failed, 0);

@@ -15,12 +15,13 @@ use crate::ops::keys::KeyNaming;
 use crate::ops::remotes::OpenRemote;
 use crate::ops::subvols::{SendSource, Subvolumes};
 use crate::progress::Progress;
+use crate::remote::rate::Throttled;
 use crate::remote::{ObjectStore, UploadOptions};
 use crate::stream::{self, EncodeOptions, SourceCheck};
 use crate::units::human_bytes;
 
 /// An object this run stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Uploaded {
     /// The remote's id.
     pub remote: String,
@@ -30,6 +31,12 @@ pub struct Uploaded {
     pub stored_bytes: u64,
     /// Bytes of raw send stream.
     pub raw_bytes: u64,
+    /// Wall time of the upload (send, encode, upload, read back), seconds.
+    pub seconds: f64,
+    /// The storage class it was stored with (`STANDARD` for the store's default).
+    pub storage_class: String,
+    /// True for a full backup, false for one sent relative to a parent.
+    pub full: bool,
 }
 
 /// Sends one snapshot, encodes it and uploads it.
@@ -62,6 +69,7 @@ pub(super) async fn upload<S: Subvolumes>(
         )
     };
 
+    let started = std::time::Instant::now();
     let parent = u.send_parent_path.as_deref().zip(u.send_parent_uuid);
     let send = subvols
         .send(&u.snapshot_path, u.uuid, parent)
@@ -91,7 +99,7 @@ pub(super) async fn upload<S: Subvolumes>(
 
     let class = up.storage_class.r#for(u.timeframe);
     let upload_opts = UploadOptions {
-        storage_class: (class != "STANDARD").then_some(class),
+        storage_class: (class != "STANDARD").then(|| class.clone()),
         object_lock: match (&up.object_lock, u.retain_until) {
             (Some(lock), Some(until)) => Some((lock.mode.as_str().to_string(), until)),
             _ => None,
@@ -103,7 +111,15 @@ pub(super) async fn upload<S: Subvolumes>(
         source.name,
         remote.config.id
     );
-    let result = remote.store.upload(&key, &mut encoded, &upload_opts).await;
+    // A rate limit throttles the body the store cuts its parts from, so it
+    // covers every part in flight of every upload to this remote.
+    let result = match &remote.rate {
+        Some(limiter) => {
+            let body = Throttled::new(&mut encoded, limiter.clone());
+            remote.store.upload(&key, body, &upload_opts).await
+        }
+        None => remote.store.upload(&key, &mut encoded, &upload_opts).await,
+    };
     progress.upload_finished(&key);
     let stats = result.with_context(ctx)?;
     let summary = encoded.finish().await.with_context(ctx)?;
@@ -122,6 +138,9 @@ pub(super) async fn upload<S: Subvolumes>(
         key,
         stored_bytes: stats.bytes,
         raw_bytes: summary.record.raw_len,
+        seconds: started.elapsed().as_secs_f64(),
+        storage_class: class,
+        full: u.send_parent_path.is_none(),
     })
 }
 

@@ -9,7 +9,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime as SdkDateTime;
 use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
@@ -163,15 +163,22 @@ where
         }
         SdkError::DispatchFailure(d) => Failure {
             transient: !d.is_user(),
-            kind: RemoteErrorKind::Transport(DisplayErrorContext(&err).to_string()),
+            kind: RemoteErrorKind::Transport(super::transport::in_words(&err)),
         },
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Failure {
+        SdkError::TimeoutError(_) => Failure {
             transient: true,
-            kind: RemoteErrorKind::Transport(DisplayErrorContext(&err).to_string()),
+            kind: RemoteErrorKind::Transport("no answer within the timeout".into()),
+        },
+        SdkError::ResponseError(_) => Failure {
+            transient: true,
+            kind: RemoteErrorKind::Transport(format!(
+                "unreadable response: {}",
+                super::transport::in_words(&err)
+            )),
         },
         _ => Failure {
             transient: false,
-            kind: RemoteErrorKind::Transport(DisplayErrorContext(&err).to_string()),
+            kind: RemoteErrorKind::Transport(super::transport::in_words(&err)),
         },
     }
 }

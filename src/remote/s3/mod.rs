@@ -15,6 +15,7 @@
 mod client;
 mod listing;
 mod multipart;
+mod transport;
 
 use std::fmt;
 use std::ops::Range;

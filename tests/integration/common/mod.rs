@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod gpg;
+pub mod mixed;
 pub mod proxy;
+pub mod s3store;
 
 /// Distinguishes the filesystems and buckets one test process creates.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -701,14 +703,17 @@ pub fn put_object(bucket: &str, key: &str, body: Vec<u8>) {
     })
 }
 
-/// The built `subvault -c CONFIG ARGS...` with its locks in a `locks` dir next
-/// to the config (so concurrent tests never share a run lock), not started.
+/// The built `subvault -c CONFIG ARGS...` with its locks in a `locks` dir and
+/// its state file in a `state` dir next to the config (so concurrent tests
+/// never share a run lock, and none writes /var/lib/subvault), not started.
 pub fn subvault_command(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(subvault_bin());
+    let dir = config.parent().unwrap();
     cmd.arg("-c")
         .arg(config)
         .args(args)
-        .env("SUBVAULT_LOCK_DIR", config.parent().unwrap().join("locks"));
+        .env("SUBVAULT_LOCK_DIR", dir.join("locks"))
+        .env("SUBVAULT_STATE_DIR", dir.join("state"));
     cmd
 }
 
