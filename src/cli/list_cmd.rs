@@ -100,6 +100,26 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
                 s.push_str(&format!("  {}", line(e, tz)));
             }
         }
+        for w in &l.wal {
+            s.push_str(&format!(
+                "  WAL archive of {}: {} object(s), {}{}\n",
+                w.source,
+                w.objects,
+                human_bytes(w.bytes),
+                match (&w.first_segment, &w.last_segment, w.newest_upload) {
+                    (Some(f), Some(last), Some(t)) => format!(
+                        ", segments {f} .. {last}, timeline(s) {}, newest uploaded {}",
+                        w.timelines
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        crate::units::show_time(t, tz)
+                    ),
+                    _ => String::new(),
+                }
+            ));
+        }
         if !l.foreign.is_empty() {
             s.push_str(&format!(
                 "  foreign ({}): named like backups but not authenticated; never used or deleted\n",

@@ -5,6 +5,7 @@
 //! [`UsageError`]s (or config errors) and map to exit status 2; anything else is 1.
 //! Either way the error is one line on stderr.
 
+pub mod check_cmd;
 pub mod completions_cmd;
 pub mod config_cmd;
 pub mod config_init;
@@ -20,6 +21,7 @@ pub mod run_cmd;
 pub mod status_cmd;
 pub mod time_arg;
 pub mod verify_cmd;
+pub mod wal_cmd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -116,6 +118,22 @@ pub enum Command {
     List(list_cmd::ListArgs),
     /// Download objects and check them without btrfs; exit 1 listing the bad ones.
     Verify(verify_cmd::VerifyArgs),
+    /// Archive one WAL file to every remote of its PostgreSQL source
+    /// (`archive_command = 'subvault wal-push %p'`).
+    ///
+    /// Exit 0 only when the file is stored on every remote; a file already
+    /// archived with the same content succeeds, with other content fails.
+    WalPush(wal_cmd::WalPushArgs),
+    /// Bring one archived WAL file back (`restore_command = 'subvault
+    /// wal-fetch --source NAME %f %p'`).
+    ///
+    /// Exit 1 quietly when the archive does not have it; 126 (which stops
+    /// PostgreSQL's recovery) on any other failure, e.g. a copy that does not verify.
+    WalFetch(wal_cmd::WalFetchArgs),
+    /// Check a PostgreSQL source's WAL archiving end to end: archive settings
+    /// that call `subvault wal-push`, the cluster inside its subvolume, and a
+    /// forced segment switch arriving in every remote. Exit 1 naming what fails.
+    Check(check_cmd::CheckArgs),
     /// Key files of encrypted remotes: generate one, or its write-only copy.
     #[command(subcommand)]
     Key(key_cmd::KeyCommand),
@@ -170,6 +188,9 @@ pub fn main() -> i32 {
         Command::Restore(args) => restore_cmd::execute(&cli.config, args),
         Command::List(args) => list_cmd::execute(&cli.config, args),
         Command::Verify(args) => verify_cmd::execute(&cli.config, args),
+        Command::WalPush(args) => wal_cmd::push(&cli.config, args),
+        Command::WalFetch(args) => wal_cmd::fetch(&cli.config, args),
+        Command::Check(args) => check_cmd::execute(&cli.config, args),
         Command::Key(cmd) => key_cmd::execute(cmd),
     };
     match result {

@@ -39,6 +39,16 @@ pub struct RestoreArgs {
     /// Restore the newest backup (the default).
     #[arg(long, group = "point")]
     pub latest: bool,
+    /// Point-in-time recovery of a PostgreSQL source (needs --source): restore
+    /// the newest backup consistent before TIME and set the copy up to replay
+    /// the WAL archive (`wal-fetch`) up to TIME (fractions of a second allowed).
+    #[arg(long, value_name = "TIME", group = "point", requires = "source")]
+    pub pitr: Option<String>,
+    /// With --pitr: what the server does at the target (`promote`: open for
+    /// writes on a new timeline; `pause`: stay read-only to inspect,
+    /// `pg_wal_replay_resume()` to promote; `shutdown`).
+    #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"], requires = "pitr")]
+    pub target_action: String,
     /// Print the chain and the bytes to download; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -59,11 +69,6 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         None => None,
     };
     let rc = remotes::pick(&config, args.remote.as_deref(), source)?;
-    let selector = match (&args.at, args.uuid) {
-        (Some(at), _) => Selector::At(parse_time(at, config.timezone, "--at")?),
-        (None, Some(u)) => Selector::Uuid(u),
-        (None, None) => Selector::Latest,
-    };
     let target = Target::open(&args.to).map_err(|e| UsageError(e.to_string()))?;
     let tz = config.timezone;
     if !args.dry_run {
@@ -74,6 +79,29 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         }
     }
     let rt = tokio::runtime::Runtime::new()?;
+    let mut pitr = None;
+    let selector = match (&args.at, args.uuid, &args.pitr) {
+        (Some(at), _, _) => Selector::At(parse_time(at, config.timezone, "--at")?),
+        (None, Some(u), _) => Selector::Uuid(u),
+        (None, None, Some(t)) => {
+            let time = parse_time(t, config.timezone, "--pitr")?;
+            let source = source.expect("clap requires --source with --pitr");
+            let base = rt.block_on(restore::pitr::choose_base(&config, rc, source, time))?;
+            println!(
+                "point-in-time recovery to {}: base backup {} (consistent at {}), WAL archived up to {} ({} object(s), {})",
+                show_time(time, tz),
+                base.backup.uuid,
+                show_time(base.consistent_at, tz),
+                show_time(base.wal_end, tz),
+                base.wal_objects.0,
+                human_bytes(base.wal_objects.1)
+            );
+            let uuid = base.backup.uuid;
+            pitr = Some((time, source));
+            Selector::Uuid(uuid)
+        }
+        (None, None, None) => Selector::Latest,
+    };
     let chosen = rt.block_on(restore::choose(&config, rc, source, selector, &target))?;
     if args.dry_run {
         if args.json {
@@ -109,6 +137,32 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         }
         None if super::quiet() => {}
         None => print_restored(&restored, &leaf, name.as_deref(), tz),
+    }
+    if let Some((time, source)) = pitr {
+        let copy = restored.postgres.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("--pitr: the restored backup was not prepared as a PostgreSQL copy")
+        })?;
+        let settings =
+            restore::pitr::recovery_settings(&config, source, time, &args.target_action)?;
+        let (datadir, done) = crate::postgres::write_recovery(&copy.datadir, &settings)?;
+        for line in &done {
+            println!("PostgreSQL: {line}");
+        }
+        println!(
+            "PostgreSQL: start it to recover to {}: pg_ctl -D {} -o '-c port=PORT -c archive_mode=off' -l LOGFILE start (as the data directory's owner). It replays the WAL archive up to the target, then {}s (its log: \"recovery stopping before commit ...\"). archive_mode=off keeps the copy from archiving into the original's archive; give it an archive of its own before it runs for long",
+            show_time(time, tz),
+            datadir.display(),
+            args.target_action
+        );
+        if !datadir.join("postgresql.conf").exists() {
+            // Debian keeps the config in /etc, and that config's
+            // data_directory names the original cluster: never start the
+            // copy with it.
+            println!(
+                "PostgreSQL: {} has no postgresql.conf (Debian keeps it in /etc/postgresql/...): create an empty one as its owner and add your settings with -c (e.g. -c hba_file=/etc/postgresql/15/main/pg_hba.conf); do not pass that cluster's config_file: its data_directory is the original's",
+                datadir.display()
+            );
+        }
     }
     Ok(EXIT_OK)
 }

@@ -21,7 +21,8 @@ pub fn parse_time(s: &str, tz: Tz, flag: &str) -> Result<DateTime<Utc>, UsageErr
             return Ok(t.with_timezone(&Utc));
         }
     }
-    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+    // Fractions of a second matter to --pitr (a row committed 100 ms apart).
+    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
         .or_else(|| {
@@ -46,6 +47,23 @@ pub fn parse_time(s: &str, tz: Tz, flag: &str) -> Result<DateTime<Utc>, UsageErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fractions_of_a_second_are_kept() {
+        let want: DateTime<Utc> = "2026-11-27T12:00:00.250Z".parse().unwrap();
+        assert_eq!(
+            parse_time("2026-11-27T12:00:00.250Z", Tz::UTC, "--pitr").unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_time("2026-11-27 12:00:00.25", Tz::UTC, "--pitr").unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_time("2026-11-27T12:00:00.250", Tz::UTC, "--pitr").unwrap(),
+            want
+        );
+    }
 
     #[test]
     fn parses_offsets_and_local_times() {

@@ -15,5 +15,7 @@ pub mod guards;
 pub mod model;
 pub mod object_key;
 pub mod pg_record;
+pub mod pitr;
 pub mod planner;
 pub mod policy;
+pub mod wal;

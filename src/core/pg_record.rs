@@ -3,10 +3,13 @@
 //!
 //! In the bucket the record is a set of key suffixes, so one listing shows them
 //! without a HEAD per object: `.pgvn<server_version_num>.pgtl<timeline>.pgls<LSN,
-//! '/' as '-'>.pgmd<mode>`. Readers that do not know them (btrfs2s3) ignore
+//! '/' as '-'>.pgmd<mode>`, and `.pgct<UTC time>` (the time from which the copy
+//! is consistent, which `restore --pitr` chooses by; absent on keys written
+//! before it existed). Readers that do not know them (btrfs2s3) ignore
 //! unknown suffixes. Locally the record is a sidecar file next to the snapshot
 //! (`postgres::sidecar`).
 
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The part of [`PgSnapshotInfo`] recorded with a backup.
@@ -26,23 +29,41 @@ pub struct PgRecord {
     pub stop_lsn: Option<String>,
     /// Timeline.
     pub timeline: u32,
+    /// The time from which the copy is consistent (`PgSnapshotInfo::consistent_at`).
+    #[serde(default)]
+    pub consistent_at: Option<DateTime<Utc>>,
+}
+
+/// `t` rounded up to the whole second: the key holds seconds, and a
+/// consistency time must never be earlier than the real one.
+pub fn round_up(t: DateTime<Utc>) -> DateTime<Utc> {
+    let down = t.trunc_subsecs(0);
+    if down == t {
+        t
+    } else {
+        down + TimeDelta::seconds(1)
+    }
 }
 
 /// The key suffixes for a record.
 pub fn key_suffix(r: &PgRecord) -> String {
-    format!(
+    let mut s = format!(
         ".pgvn{}.pgtl{}.pgls{}.pgmd{}",
         r.server_version_num,
         r.timeline,
         r.lsn.replace('/', "-"),
         r.mode
-    )
+    );
+    if let Some(t) = r.consistent_at {
+        s += &format!(".pgct{}", round_up(t).format("%Y-%m-%dT%H:%M:%SZ"));
+    }
+    s
 }
 
 /// Reads the PostgreSQL suffixes back from a key (`None` when it has none).
 pub fn from_key(key: &str) -> Option<PgRecord> {
     let name = key.rsplit('/').next().unwrap_or(key);
-    let (mut vn, mut tl, mut ls, mut md) = (None, None, None, None);
+    let (mut vn, mut tl, mut ls, mut md, mut ct) = (None, None, None, None, None);
     for part in name.split('.').skip(1) {
         if part.len() < 4 || !part.is_char_boundary(4) {
             continue;
@@ -53,6 +74,11 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
             "pgtl" => tl = value.parse().ok(),
             "pgls" => ls = Some(value.replace('-', "/")),
             "pgmd" => md = Some(value.to_string()),
+            "pgct" => {
+                ct = DateTime::parse_from_rfc3339(value)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            }
             _ => {}
         }
     }
@@ -63,6 +89,7 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
         lsn: ls?,
         stop_lsn: None,
         timeline: tl?,
+        consistent_at: ct,
     })
 }
 
@@ -79,6 +106,7 @@ mod tests {
             lsn: "0/16B3740".into(),
             stop_lsn: None,
             timeline: 1,
+            consistent_at: Some("2026-01-01T00:00:07Z".parse().unwrap()),
         };
         let key = format!(
             "pfx/db.ctim2026-01-01T00:00:00+00:00.ctid5.uuid3fd11d8e-8110-4cd0-b85c-bae3dda86a3d\
@@ -87,8 +115,23 @@ mod tests {
             key_suffix(&r)
         );
         assert!(!key_suffix(&r).contains('/'));
-        assert_eq!(from_key(&key), Some(r));
+        assert_eq!(from_key(&key), Some(r.clone()));
         crate::core::object_key::parse_key("pfx/", &key).expect("still a backup key");
         assert_eq!(from_key("pfx/db.ctim2026.mdvn1"), None);
+        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z"));
+        // Keys written before `.pgct` existed still read, without the time.
+        let old = key.replace(".pgct2026-01-01T00:00:07Z", "");
+        assert_eq!(from_key(&old).unwrap().consistent_at, None);
+    }
+
+    #[test]
+    fn consistency_times_round_up_to_the_second() {
+        let t: DateTime<Utc> = "2026-01-01T00:00:07.001Z".parse().unwrap();
+        assert_eq!(
+            round_up(t),
+            "2026-01-01T00:00:08Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let whole: DateTime<Utc> = "2026-01-01T00:00:07Z".parse().unwrap();
+        assert_eq!(round_up(whole), whole);
     }
 }

@@ -70,6 +70,8 @@ pub struct RemoteListing {
     /// Encrypted remotes only: keys named like backups that do not
     /// authenticate (never planned, restored, verified or deleted).
     pub foreign: Vec<ForeignEntry>,
+    /// The WAL archive of each PostgreSQL source uploading here.
+    pub wal: Vec<crate::core::wal::WalSummary>,
 }
 
 /// A key in an encrypted remote that looks like a backup but does not
@@ -90,13 +92,41 @@ pub async fn list(config: &Config, ids: &[&str]) -> Vec<Result<RemoteListing>> {
     let opened = remotes::open_ids(config, ids.iter().copied()).await;
     let reasons = planner_reasons(config, &opened);
     let uuids = source_uuids(config);
-    opened
-        .iter()
-        .map(|(id, r)| match r {
-            Ok(r) => Ok(listing(config, id, r, &reasons, &uuids)),
+    let mut out = Vec::new();
+    for (id, r) in &opened {
+        out.push(match r {
+            Ok(r) => {
+                let mut l = listing(config, id, r, &reasons, &uuids);
+                l.wal = wal_summaries(config, id, r).await;
+                Ok(l)
+            }
             Err(e) => Err(anyhow::anyhow!(crate::errors::one_line(e))),
-        })
-        .collect()
+        });
+    }
+    out
+}
+
+/// The WAL archives on remote `id` of the PostgreSQL sources uploading to it
+/// (a second listing; a failure only logs, the tree is still shown).
+async fn wal_summaries(
+    config: &Config,
+    id: &str,
+    r: &OpenRemote,
+) -> Vec<crate::core::wal::WalSummary> {
+    let mut out = Vec::new();
+    for source in &config.sources {
+        if source.postgres.is_none() || !source.upload_to_remotes.iter().any(|u| u.id == id) {
+            continue;
+        }
+        match crate::ops::wal::summary(r, source).await {
+            Ok(s) => out.push(s),
+            Err(e) => tracing::warn!(
+                "remote {id}: cannot list the WAL archive of {}: {e:#}",
+                source.name
+            ),
+        }
+    }
+    out
 }
 
 /// The planner's reasons per (remote, uuid), for sources readable on this host
@@ -236,5 +266,6 @@ fn listing(
                 why: f.why.to_string(),
             })
             .collect(),
+        wal: Vec::new(),
     }
 }

@@ -13,6 +13,7 @@
 //! (naming new objects) and [`subvols`] (the btrfs side of a run, behind a
 //! trait so the executor is unit-tested without root).
 
+pub mod check;
 pub mod config_init;
 pub mod dedupe;
 pub mod keys;
@@ -25,3 +26,4 @@ pub mod sources;
 pub mod status;
 pub mod subvols;
 pub mod verify;
+pub mod wal;

@@ -33,8 +33,10 @@ use serde::Serialize;
 use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
+pub mod check;
+
 pub use error::PgError;
-pub use restore::prepare_restored_datadir;
+pub use restore::{prepare_restored_datadir, write_recovery, RecoverySettings};
 
 /// What a consistent PostgreSQL snapshot recorded; the runner stores it with the
 /// backup (object metadata, `list --json`).
@@ -54,6 +56,12 @@ pub struct PgSnapshotInfo {
     pub stop_lsn: Option<String>,
     /// The timeline the checkpoint or backup started on.
     pub timeline: u32,
+    /// The wall-clock time (rounded up to the second) from which the copy is
+    /// consistent: taken after the snapshot (checkpoint mode) or after
+    /// `pg_backup_stop` returned (backup mode). Every commit in the copy's WAL
+    /// happened before it, so a recovery target at or after it never stops
+    /// replay before the copy is consistent.
+    pub consistent_at: chrono::DateTime<chrono::Utc>,
     /// Backup mode: the `backup_label` written into the snapshot.
     pub backup_label: Option<String>,
     /// Backup mode with tablespaces: the `tablespace_map` written into the snapshot.
@@ -211,6 +219,7 @@ where
     session.close().await;
     // Crash-consistent by atomicity; the checkpoint only shortens recovery.
     let snapshot = take_snapshot(true).map_err(PgError::Snapshot)?;
+    let consistent_at = crate::core::pg_record::round_up(chrono::Utc::now());
     Ok(PgSnapshotInfo {
         server_version: prepared.server_version,
         server_version_num: prepared.server_version_num,
@@ -218,6 +227,7 @@ where
         lsn,
         stop_lsn: None,
         timeline,
+        consistent_at,
         backup_label: None,
         tablespace_map: None,
         snapshot,
@@ -295,6 +305,7 @@ where
     };
     half_made.0 = Some(snapshot.clone());
     let stopped = stop_backup(&session, prepared.server_version_num, wait_for_archive).await;
+    let consistent_at = crate::core::pg_record::round_up(chrono::Utc::now());
     session.close().await;
     let (stop_lsn, labelfile, spcmapfile) =
         stopped.map_err(|e| match session::session_lost(&e) {
@@ -320,6 +331,7 @@ where
         lsn: start_lsn,
         stop_lsn: Some(stop_lsn),
         timeline,
+        consistent_at,
         backup_label: Some(labelfile),
         tablespace_map,
         snapshot,
@@ -402,6 +414,7 @@ mod tests {
             lsn: "0/2000028".into(),
             stop_lsn: Some("0/2000100".into()),
             timeline: 1,
+            consistent_at: "2026-01-01T00:00:00Z".parse().unwrap(),
             backup_label: Some("LABEL: x\n".into()),
             tablespace_map: None,
             snapshot: PathBuf::from("/snapshots/x"),

@@ -124,6 +124,101 @@ pub fn prepare_restored_datadir(copy: &Path) -> Result<Vec<String>, PgError> {
     Ok(done)
 }
 
+/// What a point-in-time recovery of a restored copy is told
+/// (`postgresql.auto.conf`, read after `postgresql.conf`, so these win).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverySettings {
+    /// `restore_command`, e.g. `subvault -c CONFIG wal-fetch --source db %f %p`.
+    pub restore_command: String,
+    /// `recovery_target_time`, in a form PostgreSQL parses
+    /// (`2026-12-03 13:20:18.5+00`).
+    pub target_time: String,
+    /// `recovery_target_action`: `promote`, `pause` or `shutdown`.
+    pub target_action: String,
+}
+
+/// `s` as a PostgreSQL configuration string literal.
+pub fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The lines appended to `postgresql.auto.conf`.
+pub fn recovery_conf(s: &RecoverySettings) -> String {
+    format!(
+        "\n# Added by subvault restore --pitr: recover to the target, then {action}.\n\
+         restore_command = {cmd}\n\
+         recovery_target_time = {time}\n\
+         recovery_target_inclusive = on\n\
+         recovery_target_timeline = 'latest'\n\
+         recovery_target_action = {action_q}\n",
+        action = s.target_action,
+        cmd = conf_quote(&s.restore_command),
+        time = conf_quote(&s.target_time),
+        action_q = conf_quote(&s.target_action),
+    )
+}
+
+/// Prepares the data directory in `copy` (already through
+/// [`prepare_restored_datadir`]) for a point-in-time recovery: appends
+/// [`recovery_conf`] to `postgresql.auto.conf` and creates `recovery.signal`,
+/// both owned like the data directory and never through a symlink the copy
+/// holds. Returns the data directory and one line per thing done.
+pub fn write_recovery(
+    copy: &Path,
+    settings: &RecoverySettings,
+) -> Result<(PathBuf, Vec<String>), PgError> {
+    use std::os::unix::fs::MetadataExt;
+    let copy = copy
+        .canonicalize()
+        .map_err(PgError::io("resolve the restored copy", copy))?;
+    let datadir = find_datadir(&copy)?;
+    let owner = datadir
+        .symlink_metadata()
+        .map_err(PgError::io("inspect", &datadir))?;
+    let create = |path: &Path, content: &[u8]| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(path)?;
+        std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid()))?;
+        f.write_all(content)?;
+        f.sync_all()
+    };
+    let mut done = Vec::new();
+    let auto = datadir.join("postgresql.auto.conf");
+    let signal = datadir.join("recovery.signal");
+    let auto_meta = no_symlink(&auto)?;
+    let signal_meta = no_symlink(&signal)?;
+    let added = recovery_conf(settings);
+    match auto_meta {
+        Some(_) => {
+            let mut text = String::new();
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&auto)
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .map_err(PgError::io("read", &auto))?;
+            text.push_str(&added);
+            replace_file(&auto, text.as_bytes()).map_err(PgError::io("rewrite", &auto))?;
+        }
+        None => create(&auto, added.as_bytes()).map_err(PgError::io("create", &auto))?,
+    }
+    done.push(format!(
+        "set restore_command, recovery_target_time = {}, recovery_target_action = {} in {}",
+        settings.target_time,
+        settings.target_action,
+        auto.display()
+    ));
+    if signal_meta.is_none() {
+        create(&signal, b"").map_err(PgError::io("create", &signal))?;
+    }
+    done.push(format!("created {}", signal.display()));
+    Ok((datadir, done))
+}
+
 /// The data directory: `copy` or the only directory up to 3 levels below it with
 /// `PG_VERSION` and `global/pg_control` (none of them symlinks, and only real
 /// directories are searched, so the data directory is inside the copy).
@@ -307,6 +402,65 @@ mod tests {
         std::fs::write(dir.join("global/pg_control"), "x").unwrap();
         std::fs::write(dir.join("postmaster.pid"), "123\n").unwrap();
         std::fs::write(dir.join("backup_label"), "LABEL: x\n").unwrap();
+    }
+
+    fn settings() -> RecoverySettings {
+        RecoverySettings {
+            restore_command: "/usr/bin/subvault -c '/etc/sv.yaml' wal-fetch --source db %f %p"
+                .into(),
+            target_time: "2026-12-03 13:20:18.5+00".into(),
+            target_action: "promote".into(),
+        }
+    }
+
+    #[test]
+    fn recovery_settings_are_quoted_for_postgresql() {
+        assert_eq!(conf_quote("a'b\\c"), "'a''b\\\\c'");
+        let conf = recovery_conf(&settings());
+        assert!(conf.contains(
+            "restore_command = '/usr/bin/subvault -c ''/etc/sv.yaml'' wal-fetch --source db %f %p'\n"
+        ));
+        assert!(conf.contains("recovery_target_time = '2026-12-03 13:20:18.5+00'\n"));
+        assert!(conf.contains("recovery_target_action = 'promote'\n"));
+    }
+
+    #[test]
+    fn recovery_is_written_into_the_copy_and_never_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("copy");
+        let data = copy.join("15/main");
+        fake_datadir(&data);
+        std::fs::write(data.join("postgresql.auto.conf"), "work_mem = '8MB'\n").unwrap();
+        let (dir, done) = write_recovery(&copy, &settings()).unwrap();
+        assert_eq!(dir, data.canonicalize().unwrap());
+        let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        assert!(auto.starts_with("work_mem = '8MB'\n"), "{auto}");
+        assert!(auto.ends_with(&recovery_conf(&settings())));
+        assert_eq!(std::fs::read(data.join("recovery.signal")).unwrap(), b"");
+        assert_eq!(done.len(), 2);
+
+        // A copy whose postgresql.auto.conf is a symlink (PostgreSQL never
+        // makes one) is refused before anything is written.
+        let evil = tmp.path().join("evil");
+        let data = evil.join("main");
+        fake_datadir(&data);
+        let outside = tmp.path().join("outside.conf");
+        std::fs::write(&outside, "x\n").unwrap();
+        symlink(&outside, data.join("postgresql.auto.conf")).unwrap();
+        let e = write_recovery(&evil, &settings()).unwrap_err();
+        assert!(matches!(e, PgError::SymlinkInCopy { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "x\n");
+        assert!(!data.join("recovery.signal").exists());
+        // The same for recovery.signal, and a missing auto.conf is created.
+        std::fs::remove_file(data.join("postgresql.auto.conf")).unwrap();
+        symlink(&outside, data.join("recovery.signal")).unwrap();
+        assert!(write_recovery(&evil, &settings()).is_err());
+        assert!(!data.join("postgresql.auto.conf").exists());
+        std::fs::remove_file(data.join("recovery.signal")).unwrap();
+        write_recovery(&evil, &settings()).unwrap();
+        assert!(std::fs::read_to_string(data.join("postgresql.auto.conf"))
+            .unwrap()
+            .contains("restore_command"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ impl From<&PgSnapshotInfo> for PgRecord {
             lsn: i.lsn.clone(),
             stop_lsn: i.stop_lsn.clone(),
             timeline: i.timeline,
+            consistent_at: Some(i.consistent_at),
         }
     }
 }
@@ -67,6 +68,7 @@ mod tests {
             lsn: "0/3000060".into(),
             stop_lsn: None,
             timeline: 2,
+            consistent_at: Some("2026-01-01T00:00:05Z".parse().unwrap()),
         };
         write(&snap, &r).unwrap();
         assert_eq!(read(&snap), Some(r));

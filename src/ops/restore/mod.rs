@@ -24,6 +24,7 @@
 
 pub mod fetch;
 pub mod path_guard;
+pub mod pitr;
 pub mod postgres;
 mod receive;
 pub mod select;
