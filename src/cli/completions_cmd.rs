@@ -49,7 +49,9 @@ pub fn completions(args: &CompletionsArgs) -> Result<i32> {
 pub fn man() -> Result<i32> {
     let cmd = Cli::command();
     let man = clap_mangen::Man::new(cmd.clone());
-    let mut out = std::io::stdout().lock();
+    // Rendered whole first, so a reader that stops early (`subvault man |
+    // head`) is a closed pipe on one write, which is not an error.
+    let mut out = Vec::new();
     man.render_title(&mut out)?;
     man.render_name_section(&mut out)?;
     man.render_synopsis_section(&mut out)?;
@@ -71,7 +73,10 @@ pub fn man() -> Result<i32> {
         }
     }
     man.render_version_section(&mut out)?;
-    Ok(EXIT_OK)
+    match std::io::stdout().lock().write_all(&out) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
+        r => r.map(|()| EXIT_OK).map_err(Into::into),
+    }
 }
 
 fn render_subcommand(out: &mut impl std::io::Write, sub: &clap::Command, path: &str) -> Result<()> {
