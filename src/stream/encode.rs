@@ -211,31 +211,7 @@ pub fn encode(
             Inner::Direct(ChannelReader::new(enc_rx, slot, "the encoder"))
         }
         (Some(chain), None) => {
-            let mut stdin = chain.stdin;
-            let first = chain.first_command;
-            let s = slot.clone();
-            let feeder = tokio::spawn(async move {
-                let mut rx = out_rx;
-                while let Some(msg) = rx.recv().await {
-                    match msg {
-                        Msg::Data(b) => {
-                            if let Err(e) = stdin.write_all(&b).await {
-                                return Err(StreamError::PipeIo {
-                                    setting: "pipe_through",
-                                    command: first,
-                                    source: Arc::new(e),
-                                });
-                            }
-                        }
-                        Msg::End(summary) => {
-                            // Dropping stdin closes it: the chain sees EOF.
-                            drop(stdin);
-                            return Ok(summary);
-                        }
-                    }
-                }
-                Err(s.get_or("the encoder"))
-            });
+            let feeder = spawn_feeder(chain.stdin, chain.first_command, out_rx, &slot);
             let procs = chain.procs;
             let finishing: Finishing = Box::pin(async move {
                 let fed = feeder
@@ -255,20 +231,16 @@ pub fn encode(
     Ok(Encoded { inner })
 }
 
-/// Feeds the compressed stream into the `pipe_through` chain and returns a
-/// channel of the chain's output, ending with the summary once every command
-/// exited 0 (so an encrypt stage can follow the chain).
-fn piped_to_channel(
-    chain: super::pipe::Chain,
-    from: mpsc::Receiver<Msg<EncodeSummary>>,
+/// Writes the compressed stream into the `pipe_through` chain's stdin and
+/// closes it at the end; resolves to the stream's summary.
+fn spawn_feeder<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut stdin: W,
+    first: String,
+    mut rx: mpsc::Receiver<Msg<EncodeSummary>>,
     slot: &Arc<ErrorSlot>,
-) -> mpsc::Receiver<Msg<EncodeSummary>> {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let mut stdin = chain.stdin;
-    let first = chain.first_command;
+) -> tokio::task::JoinHandle<Result<EncodeSummary, StreamError>> {
     let s = slot.clone();
-    let feeder = tokio::spawn(async move {
-        let mut rx = from;
+    tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Data(b) => {
@@ -281,13 +253,26 @@ fn piped_to_channel(
                     }
                 }
                 Msg::End(summary) => {
+                    // Dropping stdin closes it: the chain sees EOF.
                     drop(stdin);
                     return Ok(summary);
                 }
             }
         }
         Err(s.get_or("the encoder"))
-    });
+    })
+}
+
+/// Feeds the compressed stream into the `pipe_through` chain and returns a
+/// channel of the chain's output, ending with the summary once every command
+/// exited 0 (so an encrypt stage can follow the chain).
+fn piped_to_channel(
+    chain: super::pipe::Chain,
+    from: mpsc::Receiver<Msg<EncodeSummary>>,
+    slot: &Arc<ErrorSlot>,
+) -> mpsc::Receiver<Msg<EncodeSummary>> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let feeder = spawn_feeder(chain.stdin, chain.first_command, from, slot);
     let procs = chain.procs;
     let mut stdout = chain.stdout;
     let s = slot.clone();
