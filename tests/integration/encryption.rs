@@ -17,6 +17,7 @@ use crate::common::{
     bucket_objects, get_object, new_bucket, put_object, run, s3_endpoint, subvault, tool,
     tree_hash, TestFs,
 };
+use crate::common::{expect_success as ok, output_text as text};
 use sha2::{Digest, Sha256};
 use subvault::core::model::Codec;
 use subvault::core::object_key::parse_key;
@@ -37,20 +38,6 @@ struct Enc {
     config: PathBuf,
     /// Snapshot name -> tree hash, recorded after each run.
     hashes: BTreeMap<String, String>,
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "subvault failed: {}", text(&out));
-    out
 }
 
 /// The command failed with exactly one error line (`subvault: ...`) on

@@ -13,6 +13,7 @@ use crate::common::{
     append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
     set_xattr, subvault, tool, tree_hash, TestFs,
 };
+use crate::common::{expect_success as ok, output_text as text};
 use chrono::{DateTime, Duration, Utc};
 use subvault::core::object_key::parse_key;
 
@@ -63,20 +64,6 @@ fn setup(size_mib: u64, bucket: &str, policy: &str) -> Setup {
         config,
         _dir: dir,
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "subvault failed: {}", text(&out));
-    out
 }
 
 /// The path in restore's final "restored PATH (...)" line.

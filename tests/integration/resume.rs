@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use subvault::remote::{ObjectStore, S3Store, UploadOptions};
 
+use crate::common::output_text as text;
 use crate::common::proxy::FaultProxy;
 use crate::common::s3store::{data, settings, MIB};
 use crate::common::{
@@ -270,15 +271,6 @@ impl Host {
         v.sort();
         v
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 const NOW: &str = "2026-10-01T09:00:00+00:00";

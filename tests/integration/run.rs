@@ -11,30 +11,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::common::{
-    append_line, block_on, get_object, new_bucket, put_object, run, s3_client, s3_endpoint,
-    subvault, subvault_command, tool, tree_hash, TestFs,
+    append_line, get_object, new_bucket, put_object, run, s3_endpoint, subvault, subvault_command,
+    tool, tree_hash, TestFs,
 };
+use crate::common::{expect_success as ok, multipart_uploads};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use subvault::core::object_key::parse_key;
 
 use crate::common::proxy::FaultProxy;
-
-fn multipart_uploads(bucket: &str) -> Vec<String> {
-    let bucket = bucket.to_string();
-    block_on(async move {
-        let out = s3_client()
-            .list_multipart_uploads()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap();
-        out.uploads()
-            .iter()
-            .map(|u| u.key().unwrap_or_default().to_string())
-            .collect()
-    })
-}
 
 /// A source subvolume with its snapshot dir on a fresh btrfs, and a config file.
 struct Setup {
@@ -87,17 +72,6 @@ fn write_config(
         ));
     }
     fs::write(config, yaml).unwrap();
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "subvault failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// `subvault run --now NOW` on the setup's config, which must succeed.

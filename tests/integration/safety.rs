@@ -8,16 +8,17 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::proxy::FaultProxy;
 use crate::common::{
-    append_line, block_on, bucket_objects, get_object, new_bucket, put_object, s3_client,
-    s3_endpoint, subvault, subvault_command, tree_hash, TestFs,
+    append_line, bucket_objects, get_object, new_bucket, put_object, s3_endpoint, subvault,
+    subvault_command, tree_hash, TestFs,
 };
+use crate::common::{expect_success as ok, multipart_uploads, output_text as text};
 
 /// A source subvolume on a fresh btrfs and a directory for configs (and, with
 /// them, the lock directory their runs share).
@@ -96,20 +97,6 @@ fn s3(id: &str, bucket: &str, prefix: &str, endpoint: &str) -> String {
     )
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "subvault failed: {}", text(&out));
-    out
-}
-
 fn day(n: i64) -> String {
     (chrono::DateTime::parse_from_rfc3339("2026-10-01T09:00:00Z").unwrap()
         + chrono::Duration::days(n))
@@ -131,22 +118,6 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
         }
     }
     out
-}
-
-fn multipart_uploads(bucket: &str) -> Vec<String> {
-    let bucket = bucket.to_string();
-    block_on(async move {
-        let out = s3_client()
-            .list_multipart_uploads()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap();
-        out.uploads()
-            .iter()
-            .map(|u| u.key().unwrap_or_default().to_string())
-            .collect()
-    })
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::process::{Command, Output, Stdio};
 use uuid::Uuid;
 
 use crate::common::gpg::{yaml_command, GpgHome};
+use crate::common::{expect_success as ok, output_text as text};
 use crate::common::{get_object, new_bucket, put_object, run, s3_endpoint, subvault, tool, TestFs};
 use subvault::stream::send_format::synthetic::{command, header};
 
@@ -117,15 +118,6 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     out.stdout
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Every path below `dir` (relative, sorted), without following symlinks.
@@ -447,11 +439,6 @@ fn restored_path(out: &Output) -> PathBuf {
         .find_map(|l| l.strip_prefix("restored "))
         .unwrap_or_else(|| panic!("no result line: {}", text(out)));
     PathBuf::from(line.split(" (").next().unwrap())
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "{}", text(&out));
-    out
 }
 
 #[test]

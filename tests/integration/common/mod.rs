@@ -758,3 +758,40 @@ pub fn is_readonly(path: &Path) -> bool {
         .arg("ro"));
     String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
 }
+
+/// A finished command's status, stdout and stderr, for assertion messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `out`, after asserting that its command succeeded.
+pub fn expect_success(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "subvault failed: {}",
+        output_text(&out)
+    );
+    out
+}
+
+/// The keys of a bucket's open multipart uploads.
+pub fn multipart_uploads(bucket: &str) -> Vec<String> {
+    let bucket = bucket.to_string();
+    block_on(async move {
+        let out = s3_client()
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads()
+            .iter()
+            .map(|u| u.key().unwrap_or_default().to_string())
+            .collect()
+    })
+}
