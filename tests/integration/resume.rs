@@ -171,10 +171,16 @@ async fn a_cancelled_resumable_upload_stays_open_and_duplicates_are_aborted() {
         .await
         .unwrap();
 
+    let before = open_uploads(&bucket).await;
+
     let counting = FaultProxy::start(Arc::new(|_, _| None));
     let store = store_via(&bucket, &counting).await;
     let stats = store.upload("c", &body[..], &resumable()).await.unwrap();
-    assert_eq!(stats.resumed_bytes, (16 * MIB) as u64, "{stats:?}");
+    assert_eq!(
+        stats.resumed_bytes,
+        (16 * MIB) as u64,
+        "{stats:?}; open uploads before: {before:?}"
+    );
     assert!(counting.sent() < (15 * MIB) as u64);
     assert!(crate::common::get_object(&bucket, "c") == body);
     assert!(open_uploads(&bucket).await.is_empty(), "no duplicate left");

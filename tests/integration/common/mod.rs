@@ -397,6 +397,7 @@ pub fn unique_bucket_name(prefix: &str) -> String {
 /// Creates a uniquely named bucket on the test endpoint and returns its name.
 pub async fn new_bucket_async(prefix: &str) -> String {
     use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+    log_library_warnings();
     let name = unique_bucket_name(prefix);
     let region = s3_region();
     let mut request = s3_client().create_bucket().bucket(&name);
@@ -421,6 +422,20 @@ pub async fn new_bucket_async(prefix: &str) -> String {
 ///
 /// Usable from plain and from `#[tokio::test]` tests alike: it runs on a thread
 /// with its own runtime, so it never nests runtimes.
+/// Sends the library's warnings (in-process store calls) to the test's
+/// captured output, so a failing test shows why a retry, resume or abort
+/// went the way it did.
+fn log_library_warnings() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("subvault=info"))
+            .try_init();
+    });
+}
+
 pub fn new_bucket(prefix: &str) -> String {
     let prefix = prefix.to_string();
     std::thread::spawn(move || {
