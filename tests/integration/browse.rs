@@ -513,3 +513,121 @@ fn mount_shows_the_backup_read_only_and_umount_and_clean_leave_nothing() {
     assert!(text(&out).contains("main.img"), "{}", text(&out));
     assert!(!f.image().exists());
 }
+
+/// Two sources on one remote, 40 MiB of random data each, and a 128 MiB
+/// cache: the second chain does not fit beside the first, which is evicted
+/// (and downloaded again when asked for once more).
+#[test]
+#[ignore = "needs root + btrfs + S3"]
+fn a_full_cache_evicts_the_oldest_unused_chain() {
+    use std::io::Read;
+    let fs = TestFs::new(512);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let bucket = new_bucket("browse-evict");
+    let mut yaml = String::from("timezone: UTC\nsources:\n");
+    for name in ["a", "b"] {
+        let src = fs.subvolume(name);
+        let snaps = fs.path().join(format!("{name}-snapshots"));
+        fs::create_dir(&snaps).unwrap();
+        let mut random = fs::File::open("/dev/urandom").unwrap().take(40 << 20);
+        std::io::copy(
+            &mut random,
+            &mut fs::File::create(src.join("random")).unwrap(),
+        )
+        .unwrap();
+        fs::write(src.join("note"), format!("source {name}")).unwrap();
+        yaml += &format!(
+            "  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      - id: main\n        preserve: 1y\n",
+            src.display(),
+            snaps.display()
+        );
+    }
+    yaml += &format!(
+        "remotes:\n  - id: main\n    s3:\n      bucket: {bucket}\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n",
+        s3_endpoint()
+    );
+    fs::write(&config, yaml).unwrap();
+    ok(subvault_command(&config, &["run", "--now", T1])
+        .output()
+        .unwrap());
+    let cache = tempfile::tempdir_in(test_root()).unwrap();
+    let image = cache.path().join("main.img");
+    let browse = |source: &str, to: &Path| {
+        subvault_command(
+            &config,
+            &[
+                "restore",
+                "--source",
+                source,
+                "--to",
+                to.to_str().unwrap(),
+                "--path",
+                "note",
+            ],
+        )
+        .env("SUBVAULT_BROWSE_CACHE", cache.path())
+        .env("SUBVAULT_BROWSE_CACHE_MAX", "128M")
+        .output()
+        .unwrap()
+    };
+    let out_dir = tempfile::tempdir_in(test_root()).unwrap();
+    let _guard = scopeguard(&config, cache.path());
+    let mut outputs = Vec::new();
+    for (i, source) in ["a", "b", "a"].iter().enumerate() {
+        let to = out_dir.path().join(i.to_string());
+        let out = browse(source, &to);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            fs::read_to_string(to.join("note")).unwrap(),
+            format!("source {source}")
+        );
+        outputs.push(text(&out));
+    }
+    assert!(!outputs[0].contains("evicted"), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains(&format!("evicted a.{T1}")),
+        "{}",
+        outputs[1]
+    );
+    // a was evicted, so it is downloaded again (and b goes in its turn).
+    assert!(outputs[2].contains("1 step(s) received"), "{}", outputs[2]);
+    assert!(
+        outputs[2].contains(&format!("evicted b.{T1}")),
+        "{}",
+        outputs[2]
+    );
+    // The sparse image never takes more than its size.
+    let md = fs::metadata(&image).unwrap();
+    assert_eq!(md.len(), 128 << 20);
+    assert!(md.blocks() * 512 <= 128 << 20);
+    assert!(loop_devices_for(&image).is_empty());
+    ok(subvault_command(&config, &["cache", "clean"])
+        .env("SUBVAULT_BROWSE_CACHE", cache.path())
+        .output()
+        .unwrap());
+    assert!(!image.exists());
+}
+
+/// Cleans the cache of `config` when a test panics between commands.
+struct CacheGuard {
+    config: PathBuf,
+    cache: PathBuf,
+}
+
+fn scopeguard(config: &Path, cache: &Path) -> CacheGuard {
+    CacheGuard {
+        config: config.to_path_buf(),
+        cache: cache.to_path_buf(),
+    }
+}
+
+impl Drop for CacheGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = subvault_command(&self.config, &["cache", "clean"])
+                .env("SUBVAULT_BROWSE_CACHE", &self.cache)
+                .output();
+        }
+    }
+}

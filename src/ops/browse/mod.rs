@@ -207,11 +207,15 @@ fn make_room(
             "browse cache: evicted {victim} to make room for {}",
             human_bytes(need)
         ));
-        // Deleted subvolumes free their space in the background.
-        let _ = std::process::Command::new("btrfs")
-            .args(["subvolume", "sync"])
-            .arg(cache.mount_dir())
-            .output();
+        // A deleted subvolume's space comes back when the cleaner thread has
+        // dropped it, and the cleaner starts at a transaction commit (every
+        // 30 s on its own): commit now, then wait for the cleaner.
+        for args in [["filesystem", "sync"], ["subvolume", "sync"]] {
+            let _ = std::process::Command::new("btrfs")
+                .args(args)
+                .arg(cache.mount_dir())
+                .output();
+        }
         avail = space(cache.mount_dir())?.1;
     }
     Ok(())
