@@ -130,3 +130,77 @@ fn run_cp(root: &Path, paths: &[PathBuf], staging: &Path) -> Result<(), String> 
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A small "backup": a/b/file, a/link -> /etc, top.
+    fn backup() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("a/b")).unwrap();
+        fs::write(root.path().join("a/b/file"), "data").unwrap();
+        fs::write(root.path().join("top"), "top").unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("a/link")).unwrap();
+        root
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn paths_must_exist_and_not_pass_through_a_symlink() {
+        let root = backup();
+        let ok = [PathBuf::from("a/b/file"), PathBuf::from("a/link")];
+        check_paths(root.path(), &ok, "snap").unwrap();
+        let err = check_paths(root.path(), &[PathBuf::from("a/b/nope")], "snap").unwrap_err();
+        assert!(
+            matches!(err, BrowseError::Missing { ref path, .. } if path == Path::new("a/b/nope"))
+        );
+        assert!(err.to_string().contains("snap"));
+        let err = check_paths(root.path(), &[PathBuf::from("a/link/passwd")], "snap").unwrap_err();
+        assert!(
+            matches!(err, BrowseError::ThroughSymlink { ref link, .. } if link == Path::new("a/link"))
+        );
+        // A file in the middle of a path is a missing path, not a crash.
+        assert!(check_paths(root.path(), &[PathBuf::from("top/x")], "snap").is_err());
+    }
+
+    #[test]
+    fn a_copy_lands_whole_or_not_at_all() {
+        let root = backup();
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("new");
+        let placed = copy_out(root.path(), &[PathBuf::from("a/b/file")], &dir).unwrap();
+        assert_eq!(placed, vec![dir.join("a")]);
+        assert_eq!(fs::read_to_string(dir.join("a/b/file")).unwrap(), "data");
+        assert_eq!(names(&dir), vec!["a"]);
+
+        // An entry already in DIR: refused before anything is copied.
+        let err = copy_out(
+            root.path(),
+            &[PathBuf::from("top"), PathBuf::from("a")],
+            &dir,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exists already"), "{err}");
+        assert_eq!(names(&dir), vec!["a"]);
+
+        // cp fails (a path gone meanwhile): nothing of it stays, no staging.
+        let err = copy_out(
+            root.path(),
+            &[PathBuf::from("top"), PathBuf::from("gone")],
+            &out.path().join("other"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nothing was restored"), "{err}");
+        assert_eq!(names(&out.path().join("other")), Vec::<String>::new());
+    }
+}
