@@ -345,6 +345,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_lock_makes_the_second_command_wait_then_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("browse").join("main-1.lock");
+        let held = CacheLock::acquire(&path, Duration::ZERO).unwrap();
+        let t = Instant::now();
+        let busy = CacheLock::acquire(&path, Duration::from_millis(150)).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        assert!(matches!(busy, LockError::CacheBusy { .. }), "{busy}");
+        assert!(busy.to_string().contains("main-1.lock"), "{busy}");
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || {
+            CacheLock::acquire(&waiter_path, Duration::from_secs(10)).map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
     fn run_locks_exclude_per_config() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();

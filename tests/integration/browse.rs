@@ -509,6 +509,15 @@ fn mount_shows_the_backup_read_only_and_umount_and_clean_leave_nothing() {
     assert!(!is_mounted(&mp_path));
     f.assert_cache_released();
 
+    // A plain umount leaves the cache mounted (nothing tells subvault); the
+    // next browse command finds no mount of it and releases it.
+    ok(f.subvault(&["mount", "--at", T2, m]));
+    assert_eq!(loop_devices_for(&f.image()).len(), 1);
+    run(Command::new(tool("umount")).arg(&mp_path));
+    assert_eq!(loop_devices_for(&f.image()).len(), 1);
+    ok(f.subvault(&["ls", "--at", T2, "plain"]));
+    f.assert_cache_released();
+
     let out = ok(f.subvault(&["cache", "clean"]));
     assert!(text(&out).contains("main.img"), "{}", text(&out));
     assert!(!f.image().exists());
