@@ -41,7 +41,7 @@ pub enum BrowseError {
         reason: String,
     },
     /// A PATH is not in the backup.
-    #[error("--path {}: not in the backup {snapshot}; nothing was restored (`subvault ls` lists the backup)", .path.display())]
+    #[error("--path {}: not in the backup {snapshot} (`subvault ls` lists it); nothing was written", .path.display())]
     Missing {
         /// The path asked for.
         path: PathBuf,
