@@ -20,6 +20,15 @@ use crate::common::{
 const T1: &str = "2026-01-05T10:00:00Z";
 const T2: &str = "2026-01-06T10:00:00Z";
 
+/// `img` or `mnt` under the test root: what a killed test leaves there
+/// (cache and ext4 images, mount points) is detached and unmounted by
+/// `integration/with-services.sh`'s teardown, like `TestFs`'s.
+fn harness_dir(kind: &str) -> PathBuf {
+    let dir = test_root().join(kind);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A backed-up source, its config and its browse cache directory. Dropping it
 /// unmounts what a failed test left mounted and cleans the cache.
 struct Fixture {
@@ -49,7 +58,7 @@ impl Fixture {
             ),
         )
         .unwrap();
-        let cache = tempfile::tempdir_in(test_root()).unwrap();
+        let cache = tempfile::tempdir_in(harness_dir("img")).unwrap();
         let f = Fixture {
             fs,
             source,
@@ -193,7 +202,7 @@ struct OtherFs {
 
 impl OtherFs {
     fn tmpfs() -> OtherFs {
-        let mnt = tempfile::tempdir_in(test_root()).unwrap();
+        let mnt = tempfile::tempdir_in(harness_dir("mnt")).unwrap();
         run(Command::new(tool("mount"))
             .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
             .arg(mnt.path()));
@@ -201,8 +210,11 @@ impl OtherFs {
     }
 
     fn ext4() -> OtherFs {
-        let mnt = tempfile::tempdir_in(test_root()).unwrap();
-        let image = mnt.path().with_extension("ext4.img");
+        let mnt = tempfile::tempdir_in(harness_dir("mnt")).unwrap();
+        let image = harness_dir("img").join(format!(
+            "{}.ext4.img",
+            mnt.path().file_name().unwrap().to_string_lossy()
+        ));
         let f = fs::File::create(&image).unwrap();
         f.set_len(128 << 20).unwrap();
         drop(f);
@@ -481,7 +493,7 @@ fn ls_lists_the_backup_like_the_source_at_that_time() {
 #[ignore = "needs root + btrfs + S3"]
 fn mount_shows_the_backup_read_only_and_umount_and_clean_leave_nothing() {
     let mut f = Fixture::new();
-    let mp = tempfile::tempdir_in(test_root()).unwrap();
+    let mp = tempfile::tempdir_in(harness_dir("mnt")).unwrap();
     let mp_path = fs::canonicalize(mp.path()).unwrap();
     f.mounts.push(mp_path.clone());
     let full = mp_path.join("not-empty");
@@ -560,7 +572,7 @@ fn a_full_cache_evicts_the_oldest_unused_chain() {
     ok(subvault_command(&config, &["run", "--now", T1])
         .output()
         .unwrap());
-    let cache = tempfile::tempdir_in(test_root()).unwrap();
+    let cache = tempfile::tempdir_in(harness_dir("img")).unwrap();
     let image = cache.path().join("main.img");
     let browse = |source: &str, to: &Path| {
         subvault_command(
