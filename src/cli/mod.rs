@@ -5,6 +5,7 @@
 //! [`UsageError`]s (or config errors) and map to exit status 2; anything else is 1.
 //! Either way the error is one line on stderr.
 
+pub mod browse_cmd;
 pub mod check_cmd;
 pub mod completions_cmd;
 pub mod config_cmd;
@@ -114,6 +115,16 @@ pub enum Command {
     /// root -> leaf, one read-only subvolume per step; every object is verified
     /// (trailer SHA-256 and length, send-stream CRCs) on the way.
     Restore(restore_cmd::RestoreArgs),
+    /// List the files of one backup (mode, owner, size, mtime, path), through
+    /// the browse cache; no btrfs target needed.
+    Ls(browse_cmd::LsArgs),
+    /// Mount one backup read-only at an empty directory until `subvault umount`.
+    Mount(browse_cmd::MountArgs),
+    /// Unmount a `subvault mount` (and the browse cache when nothing else uses it).
+    Umount(browse_cmd::UmountArgs),
+    /// The browse cache of `restore --path`, `ls` and `mount`.
+    #[command(subcommand)]
+    Cache(browse_cmd::CacheCommand),
     /// Show the backups on each remote as a tree (full roots, children by send parent).
     List(list_cmd::ListArgs),
     /// Download objects and check them without btrfs; exit 1 listing the bad ones.
@@ -187,6 +198,10 @@ pub fn main() -> i32 {
         Command::Dedupe(args) => dedupe_cmd::execute(&cli.config, args),
         Command::Restore(args) => restore_cmd::execute(&cli.config, args),
         Command::List(args) => list_cmd::execute(&cli.config, args),
+        Command::Ls(args) => browse_cmd::ls(&cli.config, args),
+        Command::Mount(args) => browse_cmd::mount(&cli.config, args),
+        Command::Umount(args) => browse_cmd::umount(args),
+        Command::Cache(browse_cmd::CacheCommand::Clean(args)) => browse_cmd::cache_clean(args),
         Command::Verify(args) => verify_cmd::execute(&cli.config, args),
         Command::WalPush(args) => wal_cmd::push(&cli.config, args),
         Command::WalFetch(args) => wal_cmd::fetch(&cli.config, args),

@@ -21,8 +21,16 @@ use crate::units::{human_bytes, show_time};
 pub struct RestoreArgs {
     /// Directory on btrfs to receive into; one read-only subvolume per chain step
     /// appears in it. Earlier steps already in it (same received uuid) are reused.
+    /// With --path: a directory on any filesystem to copy the paths into.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
+    /// Restore only this file or directory (relative to the source's root,
+    /// kept under DIR; repeat for more) onto any filesystem, through the
+    /// browse cache (docs/restore.md#restoring-one-file).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pitr", "dry_run", "json"])]
+    pub path: Vec<String>,
+    #[command(flatten)]
+    pub cache: super::browse_cmd::CacheArgs,
     /// The source whose backup to restore (needed when a remote holds several).
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
@@ -63,6 +71,21 @@ pub struct RestoreArgs {
 
 /// Runs `subvault restore`.
 pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
+    if !args.path.is_empty() {
+        let point = super::browse_cmd::PointArgs {
+            source: args.source.clone(),
+            remote: args.remote.clone(),
+            at: args.at.clone(),
+            uuid: args.uuid,
+        };
+        return super::browse_cmd::restore_paths(
+            config_path,
+            &args.path,
+            &args.to,
+            &point,
+            &args.cache,
+        );
+    }
     let config = load_config(config_path)?;
     let source = match &args.source {
         Some(n) => Some(select_sources(&config, std::slice::from_ref(n))?[0]),

@@ -9,6 +9,7 @@
 //! subvault's.
 
 pub mod auth;
+pub mod browse;
 pub mod chain;
 pub mod coverage;
 pub mod guards;

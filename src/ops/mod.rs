@@ -5,6 +5,7 @@
 //! - [`run`]: snapshot, upload and prune each source;
 //! - [`plan`]: what a run would do now;
 //! - [`restore`]: choose a chain, receive it, prepare a PostgreSQL copy;
+//! - [`browse`]: single files, listings and mounts of a backup through a cache image;
 //! - [`verify`] and [`list`]: read the remotes;
 //! - [`dedupe`]: the trees a dedupe pass of configured sources covers.
 //!
@@ -13,6 +14,7 @@
 //! (naming new objects) and [`subvols`] (the btrfs side of a run, behind a
 //! trait so the executor is unit-tested without root).
 
+pub mod browse;
 pub mod check;
 pub mod config_init;
 pub mod dedupe;

@@ -58,6 +58,14 @@ pub enum LockError {
         /// ` (pid N)` when the holder wrote its pid.
         holder: String,
     },
+    /// Another command holds the browse cache.
+    #[error("the browse cache is busy: another subvault restore --path, ls, mount or cache clean holds {} (waited {waited:?}); try again when it is done", .path.display())]
+    CacheBusy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// Someone else holds the subvolume's lock.
     #[error(
         "subvolume {uuid} is busy: another send or dedupe holds {} (waited {waited:?}); \
@@ -260,6 +268,42 @@ impl SubvolLock {
     }
 }
 
+/// An exclusive lock on the browse cache file `<image>.lock` (next to the
+/// image, not in the lock directory: the cache is shared by every config), so
+/// two `restore --path`, `ls`, `mount` or `cache clean` never receive into,
+/// evict from or delete one cache at once. Released on drop.
+#[derive(Debug)]
+pub struct CacheLock {
+    _lock: Flock<File>,
+}
+
+impl CacheLock {
+    /// Takes the lock file `path`, waiting up to `wait` for another holder.
+    pub fn acquire(path: &Path, wait: Duration) -> Result<CacheLock, LockError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let (mut file, path) = open_lock_file(dir, &name)?;
+        let started = Instant::now();
+        loop {
+            file = match try_lock(file, &path)? {
+                Ok(mut lock) => {
+                    let _ = lock.set_len(0);
+                    let _ = write!(*lock, "{}", std::process::id());
+                    return Ok(CacheLock { _lock: lock });
+                }
+                Err(file) => file,
+            };
+            if started.elapsed() >= wait {
+                return Err(LockError::CacheBusy {
+                    path,
+                    waited: started.elapsed(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +342,25 @@ mod tests {
         drop(held);
         waiter.join().unwrap().unwrap();
         drop(other);
+    }
+
+    #[test]
+    fn a_cache_lock_makes_the_second_command_wait_then_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("browse").join("main-1.lock");
+        let held = CacheLock::acquire(&path, Duration::ZERO).unwrap();
+        let t = Instant::now();
+        let busy = CacheLock::acquire(&path, Duration::from_millis(150)).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        assert!(matches!(busy, LockError::CacheBusy { .. }), "{busy}");
+        assert!(busy.to_string().contains("main-1.lock"), "{busy}");
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || {
+            CacheLock::acquire(&waiter_path, Duration::from_secs(10)).map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        waiter.join().unwrap().unwrap();
     }
 
     #[test]

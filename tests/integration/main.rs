@@ -9,6 +9,7 @@
 
 mod common;
 
+mod browse;
 mod btrfs_adapter;
 mod config_errors;
 mod dedupe;
