@@ -19,3 +19,4 @@ pub mod pitr;
 pub mod planner;
 pub mod policy;
 pub mod wal;
+pub mod wal_retention;

@@ -5,7 +5,9 @@
 //! without a HEAD per object: `.pgvn<server_version_num>.pgtl<timeline>.pgls<LSN,
 //! '/' as '-'>.pgmd<mode>`, and `.pgct<UTC time>` (the time from which the copy
 //! is consistent, which `restore --pitr` chooses by; absent on keys written
-//! before it existed). Readers that do not know them (btrfs2s3) ignore
+//! before it existed), and `.pgrs<segment name>` (the WAL segment holding the
+//! redo point recovery from the copy starts at, which WAL retention keeps
+//! from; absent on older keys). Readers that do not know them (btrfs2s3) ignore
 //! unknown suffixes. Locally the record is a sidecar file next to the snapshot
 //! (`postgres::sidecar`).
 
@@ -32,6 +34,12 @@ pub struct PgRecord {
     /// The time from which the copy is consistent (`PgSnapshotInfo::consistent_at`).
     #[serde(default)]
     pub consistent_at: Option<DateTime<Utc>>,
+    /// The WAL segment (24 hex digits) holding the redo point recovery from
+    /// the copy starts at: the checkpoint's redo point (checkpoint mode) or
+    /// the backup's start (backup mode). `None` on keys written before it
+    /// was recorded.
+    #[serde(default)]
+    pub wal_start: Option<String>,
 }
 
 /// `t` rounded up to the whole second: the key holds seconds, and a
@@ -57,13 +65,16 @@ pub fn key_suffix(r: &PgRecord) -> String {
     if let Some(t) = r.consistent_at {
         s += &format!(".pgct{}", round_up(t).format("%Y-%m-%dT%H:%M:%SZ"));
     }
+    if let Some(seg) = &r.wal_start {
+        s += &format!(".pgrs{seg}");
+    }
     s
 }
 
 /// Reads the PostgreSQL suffixes back from a key (`None` when it has none).
 pub fn from_key(key: &str) -> Option<PgRecord> {
     let name = key.rsplit('/').next().unwrap_or(key);
-    let (mut vn, mut tl, mut ls, mut md, mut ct) = (None, None, None, None, None);
+    let (mut vn, mut tl, mut ls, mut md, mut ct, mut rs) = (None, None, None, None, None, None);
     for part in name.split('.').skip(1) {
         if part.len() < 4 || !part.is_char_boundary(4) {
             continue;
@@ -79,6 +90,10 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
                     .ok()
                     .map(|t| t.with_timezone(&Utc))
             }
+            // Only a well-formed segment name: retention compares them.
+            "pgrs" => {
+                rs = crate::core::wal::SegmentName::parse(value).map(|s| s.to_string());
+            }
             _ => {}
         }
     }
@@ -90,6 +105,7 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
         stop_lsn: None,
         timeline: tl?,
         consistent_at: ct,
+        wal_start: rs,
     })
 }
 
@@ -107,6 +123,7 @@ mod tests {
             stop_lsn: None,
             timeline: 1,
             consistent_at: Some("2026-01-01T00:00:07Z".parse().unwrap()),
+            wal_start: Some("000000010000000000000001".into()),
         };
         let key = format!(
             "pfx/db.ctim2026-01-01T00:00:00+00:00.ctid5.uuid3fd11d8e-8110-4cd0-b85c-bae3dda86a3d\
@@ -118,10 +135,16 @@ mod tests {
         assert_eq!(from_key(&key), Some(r.clone()));
         crate::core::object_key::parse_key("pfx/", &key).expect("still a backup key");
         assert_eq!(from_key("pfx/db.ctim2026.mdvn1"), None);
-        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z"));
-        // Keys written before `.pgct` existed still read, without the time.
-        let old = key.replace(".pgct2026-01-01T00:00:07Z", "");
-        assert_eq!(from_key(&old).unwrap().consistent_at, None);
+        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z.pgrs000000010000000000000001"));
+        // Keys written before `.pgct` and `.pgrs` existed still read, without them.
+        let old = key
+            .replace(".pgct2026-01-01T00:00:07Z", "")
+            .replace(".pgrs000000010000000000000001", "");
+        let old = from_key(&old).unwrap();
+        assert_eq!((old.consistent_at, old.wal_start), (None, None));
+        // A mangled segment name is no start point.
+        let bad = key.replace(".pgrs000000010000000000000001", ".pgrs00000001");
+        assert_eq!(from_key(&bad).unwrap().wal_start, None);
     }
 
     #[test]

@@ -78,7 +78,8 @@ fn hex8(s: &str) -> Option<u32> {
 }
 
 impl SegmentName {
-    fn parse(s: &str) -> Option<SegmentName> {
+    /// Parses a 24-hex-digit segment name (upper case, as PostgreSQL writes it).
+    pub fn parse(s: &str) -> Option<SegmentName> {
         if s.len() != 24 || !s.is_ascii() {
             return None;
         }

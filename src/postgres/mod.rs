@@ -62,6 +62,10 @@ pub struct PgSnapshotInfo {
     /// happened before it, so a recovery target at or after it never stops
     /// replay before the copy is consistent.
     pub consistent_at: chrono::DateTime<chrono::Utc>,
+    /// The WAL segment holding the redo point recovery from the copy starts
+    /// at (the checkpoint's `redo_wal_file`, or the label's `START WAL
+    /// LOCATION` file); WAL retention keeps the archive from here.
+    pub wal_start: Option<String>,
     /// Backup mode: the `backup_label` written into the snapshot.
     pub backup_label: Option<String>,
     /// Backup mode with tablespaces: the `tablespace_map` written into the snapshot.
@@ -210,12 +214,17 @@ where
     let row = session
         .one(
             Step::plain("read pg_control_checkpoint()"),
-            "SELECT checkpoint_lsn::text, timeline_id::int8 FROM pg_control_checkpoint()",
+            "SELECT checkpoint_lsn::text, timeline_id::int8, redo_wal_file FROM pg_control_checkpoint()",
             &[],
         )
         .await?;
     let lsn: String = row.get(0);
     let timeline = row.get::<_, i64>(1) as u32;
+    // The redo point of the checkpoint just made (or of a later one the
+    // snapshot's pg_control may name): recovery never reads WAL before it.
+    let wal_start = row
+        .get::<_, Option<String>>(2)
+        .filter(|f| crate::core::wal::SegmentName::parse(f).is_some());
     session.close().await;
     // Crash-consistent by atomicity; the checkpoint only shortens recovery.
     let snapshot = take_snapshot(true).map_err(PgError::Snapshot)?;
@@ -228,6 +237,7 @@ where
         stop_lsn: None,
         timeline,
         consistent_at,
+        wal_start,
         backup_label: None,
         tablespace_map: None,
         snapshot,
@@ -324,6 +334,7 @@ where
     half_made.0 = None;
 
     let timeline = start_timeline(&labelfile).unwrap_or(1);
+    let wal_start = start_wal_file(&labelfile);
     Ok(PgSnapshotInfo {
         server_version: prepared.server_version,
         server_version_num: prepared.server_version_num,
@@ -332,6 +343,7 @@ where
         stop_lsn: Some(stop_lsn),
         timeline,
         consistent_at,
+        wal_start,
         backup_label: Some(labelfile),
         tablespace_map,
         snapshot,
@@ -364,6 +376,16 @@ fn start_timeline(label: &str) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("START TIMELINE: "))
         .and_then(|t| t.trim().parse().ok())
+}
+
+/// The segment named by the label's `START WAL LOCATION: 0/2000028 (file
+/// 000000010000000000000002)` line: where recovery from the backup starts.
+fn start_wal_file(label: &str) -> Option<String> {
+    let line = label
+        .lines()
+        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))?;
+    let file = line.split_once("(file ")?.1.strip_suffix(')')?;
+    crate::core::wal::SegmentName::parse(file).map(|s| s.to_string())
 }
 
 /// Write `name` into the snapshot's data directory, owned like the directory (the
@@ -402,6 +424,11 @@ mod tests {
         let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
                      CHECKPOINT LOCATION: 0/2000060\nSTART TIMELINE: 3\n";
         assert_eq!(start_timeline(label), Some(3));
+        assert_eq!(
+            start_wal_file(label).as_deref(),
+            Some("000000010000000000000002")
+        );
+        assert_eq!(start_wal_file("START WAL LOCATION: 0/2000028\n"), None);
         assert_eq!(start_timeline("LABEL: x\n"), None);
     }
 
@@ -415,6 +442,7 @@ mod tests {
             stop_lsn: Some("0/2000100".into()),
             timeline: 1,
             consistent_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            wal_start: Some("000000010000000000000002".into()),
             backup_label: Some("LABEL: x\n".into()),
             tablespace_map: None,
             snapshot: PathBuf::from("/snapshots/x"),
