@@ -231,6 +231,10 @@ pub struct PostgresConfig {
     pub mode: PgMode,
     /// Limit for connecting and for each statement (default 60 s).
     pub timeout: Duration,
+    /// `pitr_window`: keep archived WAL for point-in-time recovery to this
+    /// span back from now only (never less than a kept backup needs);
+    /// `None` keeps the WAL every kept backup can use.
+    pub pitr_window: Option<Duration>,
 }
 
 /// How a PostgreSQL snapshot is made consistent.

@@ -518,7 +518,7 @@ fn source<'v>(
 
 /// The `postgres` section of a source.
 fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
-    let map = node.map(&["connection", "mode", "timeout"])?;
+    let map = node.map(&["connection", "mode", "timeout", "pitr_window"])?;
     let connection = Secret::new(map.required("connection")?.non_empty_str()?);
     let mode = match map.get("mode") {
         None => PgMode::default(),
@@ -545,10 +545,26 @@ fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
             d
         }
     };
+    let pitr_window = match map.get("pitr_window") {
+        None => None,
+        Some(n) => {
+            if let Value::Number(num) = n.value() {
+                return Err(n.fault(format!("{num} has no unit; write e.g. {num}d")));
+            }
+            let d = parse_duration(n.str()?).map_err(|m| n.fault(m))?;
+            if d.is_zero() {
+                return Err(n.fault(
+                    "pitr_window must be longer than zero (leave it out to keep the WAL every kept backup can use)",
+                ));
+            }
+            Some(d)
+        }
+    };
     Ok(PostgresConfig {
         connection,
         mode,
         timeout,
+        pitr_window,
     })
 }
 

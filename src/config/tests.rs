@@ -145,6 +145,7 @@ sources:
       connection: \"host=/run/postgresql user=postgres password=hunter2\"
       mode: backup
       timeout: 2m30s
+      pitr_window: 7d
     dedupe:
       after_run: true
     upload_to_remotes:
@@ -186,6 +187,7 @@ remotes:
     let pgc = pg.postgres.as_ref().unwrap();
     assert_eq!(pgc.mode, PgMode::Backup);
     assert_eq!(pgc.timeout, Duration::from_secs(150));
+    assert_eq!(pgc.pitr_window, Some(Duration::from_secs(7 * 86400)));
     assert!(pgc.connection.expose().contains("hunter2"));
     assert!(pg.dedupe.after_run);
     let up = &pg.upload_to_remotes[0];
@@ -256,6 +258,7 @@ remotes: [{id: r, local: {path: /backup}}]
     let pg = c.sources[0].postgres.as_ref().unwrap();
     assert_eq!(pg.mode, PgMode::Checkpoint);
     assert_eq!(pg.timeout, Duration::from_secs(60));
+    assert_eq!(pg.pitr_window, None);
 }
 
 #[test]
@@ -470,6 +473,29 @@ remotes: [{id: r, local: {path: /backup}}]
     );
     assert_eq!((line, column), (5, 49), "{msg}");
     assert!(msg.contains("60 has no unit; write e.g. 60s"), "{msg}");
+}
+
+#[test]
+fn pitr_window_needs_a_unit_and_a_length() {
+    for (value, want) in [
+        ("7", "7 has no unit; write e.g. 7d"),
+        ("0s", "pitr_window must be longer than zero"),
+        ("soon", "soon"),
+    ] {
+        let (line, _, msg) = error_at(&format!(
+            "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    postgres: {{connection: 'dbname=x', pitr_window: {value}}}
+    upload_to_remotes: [{{id: r, preserve: 1d}}]
+remotes: [{{id: r, local: {{path: /backup}}}}]
+"
+        ));
+        assert_eq!(line, 5, "{msg}");
+        assert!(msg.contains(want), "{value}: {msg}");
+    }
 }
 
 #[test]

@@ -272,6 +272,8 @@ pub struct WalSummary {
     pub last_segment: Option<String>,
     /// The newest upload time: every record archived is older.
     pub newest_upload: Option<DateTime<Utc>>,
+    /// When the oldest segment was uploaded (its records are older).
+    pub first_upload: Option<DateTime<Utc>>,
 }
 
 /// Summarizes the WAL objects of `source`: (system id, file, size, upload time).
@@ -295,6 +297,9 @@ pub fn summarize(
             s.timelines.push(file.timeline());
         }
         if let Some(seg) = file.segment() {
+            if first.map_or(true, |f| seg < f) {
+                s.first_upload = uploaded;
+            }
             first = Some(first.map_or(seg, |f| f.min(seg)));
             last = Some(last.map_or(seg, |l| l.max(seg)));
         }
@@ -541,6 +546,7 @@ mod tests {
         assert_eq!(s.first_segment.as_deref(), Some("000000010000000000000001"));
         assert_eq!(s.last_segment.as_deref(), Some("000000020000000000000004"));
         assert_eq!(s.newest_upload, t("2026-01-01T00:05:00Z"));
+        assert_eq!(s.first_upload, t("2026-01-01T00:05:00Z"));
         assert_eq!(summarize("db", []).objects, 0);
     }
 

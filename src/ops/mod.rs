@@ -27,3 +27,4 @@ pub mod status;
 pub mod subvols;
 pub mod verify;
 pub mod wal;
+pub mod wal_retention;

@@ -162,6 +162,7 @@ fn pg_config(connection: String, mode: PgMode) -> PostgresConfig {
         connection: Secret::new(connection),
         mode,
         timeout: Duration::from_secs(60),
+        pitr_window: None,
     }
 }
 
@@ -1277,4 +1278,151 @@ async fn check_names_the_setting_or_sees_the_segment_arrive() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+/// The segment names in `objects` (a bucket listing) archived under
+/// `.wal/`, and the `.pgrs` start segments of the backups there.
+fn archive_and_starts(objects: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut segments: Vec<String> = objects
+        .iter()
+        .filter(|k| k.contains(".wal/"))
+        .filter_map(|k| k.rsplit('/').next()?.strip_suffix(".cmprzstd"))
+        .filter(|n| n.len() == 24)
+        .map(String::from)
+        .collect();
+    segments.sort();
+    let starts = objects
+        .iter()
+        .filter(|k| !k.contains(".wal/"))
+        .filter_map(|k| Some(k.split(".pgrs").nth(1)?[..24].to_string()))
+        .collect();
+    (segments, starts)
+}
+
+/// WAL retention through `run` on S3: a cluster archives with `subvault
+/// wal-push` (a few segments a simulated hour), and `run --now` keeps two
+/// hourlies (`preserve: 2h`). After every run the archive holds exactly the
+/// segments from the oldest kept backup's start (its `.pgrs`) on, without a
+/// gap; `plan --dry-run` shows the archive and what a run would delete,
+/// including when that is over the prune budget, and the run that would
+/// delete that much is held back until `--allow-large-prune`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15 + S3"]
+async fn wal_retention_keeps_exactly_what_the_kept_backups_need() {
+    let _serial = SERIAL.lock().await;
+    let fs = TestFs::new(1024);
+    let subvol = fs.subvolume("pg");
+    let bucket = crate::common::new_bucket_async("walret").await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    postgres_dir(cfg_dir.path());
+    let cfg = cfg_dir.path().join("config.yaml");
+    let write_config = |connection: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres: {{connection: \"{connection}\"}}\n    upload_to_remotes:\n      - {{id: s3, preserve: 2h}}\nremotes:\n  - id: s3\n    s3:\n      bucket: {bucket}\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n        aws_access_key_id: testing\n        aws_secret_access_key: testing\n",
+                subvol.display(),
+                fs.path().join("snaps").display(),
+                crate::common::s3_endpoint()
+            ),
+        )
+        .unwrap();
+        run(Command::new("chown").arg("postgres:postgres").arg(&cfg));
+        run(Command::new("chmod").arg("600").arg(&cfg));
+    };
+    write_config("host=127.0.0.1");
+    let command = format!(
+        "{} -c {} wal-push %p",
+        crate::common::subvault_bin().display(),
+        cfg.display()
+    );
+    let cluster = Cluster::start(
+        &subvol.join("data"),
+        &[("PG_ARCHIVE_COMMAND", Path::new(&command))],
+    );
+    write_config(&cluster.connection("postgres", None));
+    cluster.psql("postgres", "CREATE TABLE t (x int)");
+    let subvault = |args: &[&str]| {
+        let out = Command::new(crate::common::subvault_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .env("SUBVAULT_LOCK_DIR", cfg_dir.path().join("locks"))
+            .output()
+            .unwrap();
+        (out.status.code(), crate::common::output_text(&out))
+    };
+    let keys = || -> Vec<String> { crate::common::bucket_objects(&bucket).into_keys().collect() };
+    // Segments switched per simulated hour, and what each run deletes: the
+    // first run the WAL from before its backup; the third the four segments
+    // of hour 1 (over the budget: 4 of 6); then each hour's two.
+    let switches = [2, 4, 2, 2, 2];
+    let deletes = [2, 0, 4, 2, 2];
+    for h in 0..5 {
+        for _ in 0..switches[h] {
+            cluster.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+            switch_and_wait_archived(&cluster);
+        }
+        let now = format!("2026-01-01T0{h}:00:00Z");
+        let out = if h == 2 {
+            let (_, plan) = subvault(&["plan", "--dry-run", "--now", &now]);
+            assert!(plan.contains("WAL archive on s3: 000000010000000000000003 .. 000000010000000000000008, 6 objects"), "{plan}");
+            assert!(
+                plan.contains("WAL retention deletes 4 objects")
+                    && plan.contains("over the prune budget"),
+                "{plan}"
+            );
+            let (code, out) = subvault(&["run", "--now", &now]);
+            assert_eq!(code, Some(1), "{out}");
+            assert!(
+                out.contains(
+                    "WAL not pruned: this run would delete 4 of the 6 archived WAL objects"
+                ) && out.contains("--allow-large-prune"),
+                "{out}"
+            );
+            let (code, out) = subvault(&[
+                "run",
+                "--now",
+                "2026-01-01T02:30:00Z",
+                "--allow-large-prune",
+            ]);
+            assert_eq!(code, Some(0), "{out}");
+            out
+        } else {
+            let (code, out) = subvault(&["run", "--now", &now]);
+            assert_eq!(code, Some(0), "{out}");
+            out
+        };
+        if deletes[h] > 0 {
+            assert!(
+                out.contains(&format!("deleted {} archived WAL objects", deletes[h])),
+                "hour {h}: {out}"
+            );
+        } else {
+            assert!(!out.contains("archived WAL"), "hour {h}: {out}");
+        }
+        // Exactly the segments from the oldest kept start on, no gap.
+        let (segments, starts) = archive_and_starts(&keys());
+        let oldest = starts.iter().min().expect("backups record .pgrs").clone();
+        if let Some(first) = segments.first() {
+            assert_eq!(
+                first, &oldest,
+                "hour {h}: {segments:?} vs starts {starts:?}"
+            );
+        }
+        let pos = |s: &str| u64::from_str_radix(&s[8..], 16).unwrap();
+        for pair in segments.windows(2) {
+            assert_eq!(
+                pos(&pair[1]),
+                pos(&pair[0]) + 1,
+                "hour {h}: gap in {segments:?}"
+            );
+        }
+    }
+    let (_, list) = subvault(&["list"]);
+    assert!(
+        list.contains("WAL archive of pg: 2 object(s)")
+            && list.contains("segments 00000001000000000000000B (uploaded "),
+        "{list}"
+    );
 }
