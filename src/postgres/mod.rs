@@ -34,6 +34,7 @@ use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
 pub mod check;
+mod trim;
 
 pub use error::PgError;
 pub use restore::{prepare_restored_datadir, write_recovery, RecoverySettings};
@@ -84,10 +85,11 @@ fn serialize_mode<S: serde::Serializer>(mode: &PgMode, s: S) -> Result<S::Ok, S:
 ///
 /// `take_snapshot(readonly)` must create the snapshot atomically (e.g.
 /// `crate::sys::btrfs::create_snapshot(source, dir, name, readonly)`) and return its
-/// path. It is asked for a read-only snapshot in checkpoint mode, and for a
-/// read-write one in backup mode: `backup_label` is written into it and it is then
-/// made read-only here, so either way a read-only snapshot comes back
-/// ([`PgSnapshotInfo::snapshot`]). Its error is returned as [`PgError::Snapshot`].
+/// path. It is asked for a read-write snapshot: the segments of its `pg_wal`
+/// that recovery from it cannot read are removed (and in backup mode
+/// `backup_label` is written into it), and it is then made read-only here, so a
+/// read-only snapshot comes back ([`PgSnapshotInfo::snapshot`]); a failure on
+/// the way destroys it. Its error is returned as [`PgError::Snapshot`].
 ///
 /// Backup mode always ends the backup: on a callback error (explicit
 /// `pg_backup_stop`), a panic or a dropped future (the session is closed, and the
@@ -225,10 +227,30 @@ where
     let wal_start = row
         .get::<_, Option<String>>(2)
         .filter(|f| crate::core::wal::SegmentName::parse(f).is_some());
-    session.close().await;
     // Crash-consistent by atomicity; the checkpoint only shortens recovery.
-    let snapshot = take_snapshot(true).map_err(PgError::Snapshot)?;
+    // Taken writable so its pg_wal can be trimmed, and made read-only before
+    // anything may send it; until then it is half-made (destroyed on any
+    // failure, and never listed: runs list read-only snapshots only).
+    let mut half_made = HalfMade(None);
+    let snapshot = match take_snapshot(false) {
+        Ok(p) => p,
+        Err(e) => {
+            session.close().await;
+            return Err(PgError::Snapshot(e));
+        }
+    };
+    half_made.0 = Some(snapshot.clone());
     let consistent_at = crate::core::pg_record::round_up(chrono::Utc::now());
+    let insert = insert_segment(&session, prepared.server_version_num).await;
+    session.close().await;
+    trim::trim_snapshot_wal(
+        &snapshot,
+        &prepared.layout,
+        wal_start.as_deref(),
+        insert.as_deref(),
+    )?;
+    seal::set_readonly(&snapshot)?;
+    half_made.0 = None;
     Ok(PgSnapshotInfo {
         server_version: prepared.server_version,
         server_version_num: prepared.server_version_num,
@@ -314,6 +336,7 @@ where
         }
     };
     half_made.0 = Some(snapshot.clone());
+    let insert = insert_segment(&session, prepared.server_version_num).await;
     let stopped = stop_backup(&session, prepared.server_version_num, wait_for_archive).await;
     let consistent_at = crate::core::pg_record::round_up(chrono::Utc::now());
     session.close().await;
@@ -330,11 +353,17 @@ where
         write_into_snapshot(&datadir, "tablespace_map", map)?;
     }
     sync_dir(&datadir)?;
+    let wal_start = start_wal_file(&labelfile);
+    trim::trim_snapshot_wal(
+        &snapshot,
+        &prepared.layout,
+        wal_start.as_deref(),
+        insert.as_deref(),
+    )?;
     seal::set_readonly(&snapshot)?;
     half_made.0 = None;
 
     let timeline = start_timeline(&labelfile).unwrap_or(1);
-    let wal_start = start_wal_file(&labelfile);
     Ok(PgSnapshotInfo {
         server_version: prepared.server_version,
         server_version_num: prepared.server_version_num,
@@ -376,6 +405,29 @@ fn start_timeline(label: &str) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("START TIMELINE: "))
         .and_then(|t| t.trim().parse().ok())
+}
+
+/// The segment the server is writing (asked after the snapshot: every later
+/// segment file in the snapshot is a recycled or preallocated one). `None`
+/// when it cannot say (a standby, before PostgreSQL 10): nothing is trimmed.
+async fn insert_segment(session: &Session, server_version_num: u32) -> Option<String> {
+    if server_version_num < 100000 {
+        return None;
+    }
+    match session
+        .one(
+            Step::plain("read the WAL insert position"),
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(e) => {
+            tracing::info!("pg_wal not trimmed: {e}");
+            None
+        }
+    }
 }
 
 /// The segment named by the label's `START WAL LOCATION: 0/2000028 (file

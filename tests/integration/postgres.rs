@@ -290,6 +290,7 @@ async fn snapshots_under_load(src: &Source, mode: PgMode, n: usize) -> Vec<PgSna
     let mut load = start_pgbench(&src.cluster);
     let cfg = pg_config(src.cluster.connection("postgres", None), mode);
     let mut infos = Vec::new();
+    let mut future_left_out = 0;
     let mut committed = history_rows(&src.cluster);
     for i in 0..n {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -312,10 +313,57 @@ async fn snapshots_under_load(src: &Source, mode: PgMode, n: usize) -> Vec<PgSna
         )
         .await
         .unwrap_or_else(|e| panic!("snapshot {i} in {mode:?} mode: {e}"));
+        future_left_out += assert_lean_pg_wal(src, &info);
         infos.push(info);
     }
     drop(load);
+    assert!(
+        future_left_out > 0,
+        "the live pg_wal never held recycled segments past the insert position, so nothing \
+         showed that the snapshots leave them out"
+    );
     infos
+}
+
+/// Segment names (24 hex digits) in `dir`, sorted.
+fn segments_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A snapshot's pg_wal holds only what recovery from it can read: the
+/// segments from its recorded start (the redo point's segment, which is
+/// there) to the insert position now (later than when it was trimmed), and
+/// it is read-only. Returns how many segments the live pg_wal holds past the
+/// insert position (recycled ones the snapshot left out).
+fn assert_lean_pg_wal(src: &Source, info: &PgSnapshotInfo) -> usize {
+    assert!(crate::common::is_readonly(&info.snapshot));
+    let insert = src.cluster.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    let pos = |s: &str| s[8..].to_string();
+    let start = info
+        .wal_start
+        .clone()
+        .expect("the start segment is recorded");
+    let snap = segments_in(&info.snapshot.join("wal"));
+    assert!(snap.contains(&start), "{start} missing from {snap:?}");
+    for s in &snap {
+        assert!(
+            pos(s) >= pos(&start) && pos(s) <= pos(&insert),
+            "{s} is outside {start} .. {insert} in the snapshot's pg_wal: {snap:?}"
+        );
+    }
+    segments_in(&src.subvol.join("wal"))
+        .iter()
+        .filter(|s| pos(s) > pos(&insert))
+        .count()
 }
 
 /// Send every snapshot (each relative to the one before) into `dest`, as the
