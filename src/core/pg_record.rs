@@ -5,14 +5,17 @@
 //! without a HEAD per object: `.pgvn<server_version_num>.pgtl<timeline>.pgls<LSN,
 //! '/' as '-'>.pgmd<mode>`, and `.pgct<UTC time>` (the time from which the copy
 //! is consistent, which `restore --pitr` chooses by; absent on keys written
-//! before it existed), and `.pgrs<segment name>` (the WAL segment holding the
-//! redo point recovery from the copy starts at, which WAL retention keeps
-//! from; absent on older keys). Readers that do not know them (btrfs2s3) ignore
+//! before it existed), and `.pgrs<log>-<segment>` (hex, no leading zeros: the
+//! WAL segment, on the `.pgtl` timeline, holding the redo point recovery from
+//! the copy starts at, which WAL retention keeps from; absent on older keys,
+//! and left out where the key would be too long for a file name). Readers that do not know them (btrfs2s3) ignore
 //! unknown suffixes. Locally the record is a sidecar file next to the snapshot
 //! (`postgres::sidecar`).
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::core::wal::SegmentName;
 
 /// The part of [`PgSnapshotInfo`] recorded with a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +68,9 @@ pub fn key_suffix(r: &PgRecord) -> String {
     if let Some(t) = r.consistent_at {
         s += &format!(".pgct{}", round_up(t).format("%Y-%m-%dT%H:%M:%SZ"));
     }
-    if let Some(seg) = &r.wal_start {
-        s += &format!(".pgrs{seg}");
+    // Short: a local remote's key is a file name (255 bytes at most).
+    if let Some(seg) = r.wal_start.as_deref().and_then(SegmentName::parse) {
+        s += &format!(".pgrs{:X}-{:X}", seg.log, seg.seg);
     }
     s
 }
@@ -90,13 +94,27 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
                     .ok()
                     .map(|t| t.with_timezone(&Utc))
             }
-            // Only a well-formed segment name: retention compares them.
-            "pgrs" => {
-                rs = crate::core::wal::SegmentName::parse(value).map(|s| s.to_string());
-            }
+            "pgrs" => rs = Some(value.to_string()),
             _ => {}
         }
     }
+    // Only a well-formed position: retention compares them.
+    let wal_start = rs.as_deref().and_then(|v| {
+        let (log, seg) = v.split_once('-')?;
+        let hex = |h: &str| {
+            (!h.is_empty() && h.len() <= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(h, 16).ok())
+                .flatten()
+        };
+        Some(
+            SegmentName {
+                timeline: tl?,
+                log: hex(log)?,
+                seg: hex(seg)?,
+            }
+            .to_string(),
+        )
+    });
     Some(PgRecord {
         server_version_num: vn?,
         server_version: String::new(),
@@ -105,7 +123,7 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
         stop_lsn: None,
         timeline: tl?,
         consistent_at: ct,
-        wal_start: rs,
+        wal_start,
     })
 }
 
@@ -135,16 +153,32 @@ mod tests {
         assert_eq!(from_key(&key), Some(r.clone()));
         crate::core::object_key::parse_key("pfx/", &key).expect("still a backup key");
         assert_eq!(from_key("pfx/db.ctim2026.mdvn1"), None);
-        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z.pgrs000000010000000000000001"));
+        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z.pgrs0-1"));
         // Keys written before `.pgct` and `.pgrs` existed still read, without them.
         let old = key
             .replace(".pgct2026-01-01T00:00:07Z", "")
-            .replace(".pgrs000000010000000000000001", "");
+            .replace(".pgrs0-1", "");
         let old = from_key(&old).unwrap();
         assert_eq!((old.consistent_at, old.wal_start), (None, None));
-        // A mangled segment name is no start point.
-        let bad = key.replace(".pgrs000000010000000000000001", ".pgrs00000001");
-        assert_eq!(from_key(&bad).unwrap().wal_start, None);
+        // A mangled position is no start point.
+        for bad in [
+            ".pgrs1",
+            ".pgrs-1",
+            ".pgrs0-",
+            ".pgrs0-x",
+            ".pgrs0-123456789",
+        ] {
+            let bad = key.replace(".pgrs0-1", bad);
+            assert_eq!(from_key(&bad).unwrap().wal_start, None, "{bad}");
+        }
+        // The timeline comes from `.pgtl`.
+        let r2 = PgRecord {
+            timeline: 3,
+            wal_start: Some("000000030000001A000000FF".into()),
+            ..r.clone()
+        };
+        assert!(key_suffix(&r2).ends_with(".pgrs1A-FF"));
+        assert_eq!(from_key(&key_suffix(&r2)).unwrap().wal_start, r2.wal_start);
     }
 
     #[test]

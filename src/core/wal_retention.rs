@@ -248,7 +248,7 @@ mod tests {
             mode: mode.into(),
             lsn: "0/3000060".into(),
             stop_lsn: None,
-            timeline: 1,
+            timeline: start.and_then(SegmentName::parse).map_or(1, |s| s.timeline),
             consistent_at: Some(consistent),
             wal_start: start.map(String::from),
         };

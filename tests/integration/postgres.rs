@@ -163,6 +163,8 @@ fn pg_config(connection: String, mode: PgMode) -> PostgresConfig {
         mode,
         timeout: Duration::from_secs(60),
         pitr_window: None,
+        sslmode: Default::default(),
+        sslrootcert: None,
     }
 }
 
@@ -1329,7 +1331,7 @@ async fn check_names_the_setting_or_sees_the_segment_arrive() {
 }
 
 /// The segment names in `objects` (a bucket listing) archived under
-/// `.wal/`, and the `.pgrs` start segments of the backups there.
+/// `.wal/`, and the `.pgrs` start segments of the backups there (as names).
 fn archive_and_starts(objects: &[String]) -> (Vec<String>, Vec<String>) {
     let mut segments: Vec<String> = objects
         .iter()
@@ -1342,7 +1344,13 @@ fn archive_and_starts(objects: &[String]) -> (Vec<String>, Vec<String>) {
     let starts = objects
         .iter()
         .filter(|k| !k.contains(".wal/"))
-        .filter_map(|k| Some(k.split(".pgrs").nth(1)?[..24].to_string()))
+        .filter_map(|k| {
+            // `.pgrs<log>-<seg>` (hex), on timeline 1 here.
+            let v = k.split(".pgrs").nth(1)?.split('.').next()?;
+            let (log, seg) = v.split_once('-')?;
+            let hex = |h: &str| u32::from_str_radix(h, 16).ok();
+            Some(format!("00000001{:08X}{:08X}", hex(log)?, hex(seg)?))
+        })
         .collect();
     (segments, starts)
 }
