@@ -114,7 +114,7 @@ fn write_wal(out: &mut String, sp: &SourcePlan) {
                 human_bytes(r.delete_bytes),
                 from.join(", "),
                 if w.over_budget {
-                    "; over the prune budget: a run holds this back unless given --allow-large-prune"
+                    "; over the prune budget: a run deletes the oldest it allows, later runs the rest (all at once with --allow-large-prune)"
                 } else {
                     ""
                 }

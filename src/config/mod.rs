@@ -235,8 +235,9 @@ pub struct PostgresConfig {
     /// span back from now only (never less than a kept backup needs);
     /// `None` keeps the WAL every kept backup can use.
     pub pitr_window: Option<Duration>,
-    /// `sslmode`: TLS to the server (default `prefer`, as libpq).
-    pub sslmode: SslMode,
+    /// `sslmode`: TLS to the server; `None` leaves it to the connection
+    /// string (`disable`, `prefer` or `require`; default `prefer`, as libpq).
+    pub sslmode: Option<SslMode>,
     /// `sslrootcert`: the CA certificates (PEM) the server's certificate
     /// must lead to (needed by `verify-ca` and `verify-full`).
     pub sslrootcert: Option<PathBuf>,

@@ -568,8 +568,8 @@ fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
         }
     };
     let sslmode = match map.get("sslmode") {
-        None => SslMode::default(),
-        Some(n) => match n.str()? {
+        None => None,
+        Some(n) => Some(match n.str()? {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
@@ -580,13 +580,13 @@ fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
                     "unknown sslmode {other:?} (expected disable, prefer, require, verify-ca or verify-full)"
                 )))
             }
-        },
+        }),
     };
     let sslrootcert = map.get("sslrootcert").map(|n| abs_path(&n)).transpose()?;
-    if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && sslrootcert.is_none() {
+    if let (Some(m @ (SslMode::VerifyCa | SslMode::VerifyFull)), None) = (sslmode, &sslrootcert) {
         return Err(map.required("sslmode")?.fault(format!(
             "sslmode {} needs sslrootcert: the CA certificate file (PEM) the server's certificate must lead to",
-            sslmode.as_str()
+            m.as_str()
         )));
     }
     Ok(PostgresConfig {

@@ -190,7 +190,7 @@ remotes:
     assert_eq!(pgc.mode, PgMode::Backup);
     assert_eq!(pgc.timeout, Duration::from_secs(150));
     assert_eq!(pgc.pitr_window, Some(Duration::from_secs(7 * 86400)));
-    assert_eq!(pgc.sslmode, crate::config::SslMode::VerifyFull);
+    assert_eq!(pgc.sslmode, Some(crate::config::SslMode::VerifyFull));
     assert_eq!(
         pgc.sslrootcert.as_deref(),
         Some(std::path::Path::new("/etc/ssl/pg-ca.pem"))
@@ -266,7 +266,7 @@ remotes: [{id: r, local: {path: /backup}}]
     assert_eq!(pg.mode, PgMode::Checkpoint);
     assert_eq!(pg.timeout, Duration::from_secs(60));
     assert_eq!(pg.pitr_window, None);
-    assert_eq!(pg.sslmode, crate::config::SslMode::Prefer);
+    assert_eq!(pg.sslmode, None);
 }
 
 #[test]

@@ -148,14 +148,15 @@ mod tests {
 
     #[test]
     fn backups_starting_before_the_archive_serve_no_target() {
+        // `.pgrs<log>-<seg>`, timeline 1 from `.pgtl1`.
         let with_start = |n: u8, start: &str| {
             let mut b = backup(n, n.into(), Some("2026-01-01T01:00:05Z"));
             b.key += &format!(".pgrs{start}");
             b
         };
         let b = vec![
-            with_start(1, "000000010000000000000003"),
-            with_start(2, "000000010000000000000005"),
+            with_start(1, "0-3"),
+            with_start(2, "0-5"),
             backup(3, 3, None),
         ];
         let ids = |v: Vec<Backup>| v.iter().map(|b| b.uuid.as_u128()).collect::<Vec<_>>();

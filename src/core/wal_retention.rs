@@ -52,7 +52,8 @@ pub struct WalObject {
 /// What retention decided for one source's archive on one remote.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WalRetention {
-    /// Keys to delete, in key order.
+    /// Keys to delete, oldest first (by position in WAL, then timeline), so
+    /// that deleting any first part of them leaves the archive without a gap.
     pub delete: Vec<String>,
     /// Their bytes as stored.
     pub delete_bytes: u64,
@@ -68,6 +69,14 @@ pub struct WalRetention {
 struct Anchor<'a> {
     key: &'a str,
     record: Option<PgRecord>,
+}
+
+impl WalRetention {
+    /// The deletions one run may make with a budget of `allowed` objects:
+    /// the oldest ones, so what stays has no gap; later runs take the rest.
+    pub fn within(&self, allowed: usize) -> &[String] {
+        &self.delete[..self.delete.len().min(allowed)]
+    }
 }
 
 /// Decides which of `objects` (one source's archive on one remote) no backup
@@ -142,7 +151,13 @@ pub fn retain(
             (seg.log, seg.seg) < (cut[&seg.timeline].log, cut[&seg.timeline].seg)
         })
         .collect();
-    delete.sort_by(|a, b| a.key.cmp(&b.key));
+    delete.sort_by_key(|o| {
+        let s = match o.file {
+            WalFile::Segment(s) | WalFile::Partial(s) | WalFile::Backup(s, _) => s,
+            WalFile::History(_) => unreachable!("history files are kept"),
+        };
+        (s.log, s.seg, s.timeline, o.key.clone())
+    });
     out.delete_bytes = delete.iter().map(|o| o.size).sum();
     out.delete = delete.into_iter().map(|o| o.key.clone()).collect();
     out
@@ -318,6 +333,8 @@ mod tests {
             ]
         );
         assert_eq!(r.delete_bytes, 300);
+        // Oldest first: the first object deleted is segment 1.
+        assert!(r.delete[0].contains("000000010000000000000001.cmprzstd"));
         assert_eq!(r.existing, 10);
         // Timeline 2 keeps from the timeline-1 backup's start too: recovery
         // from it may follow the switch to timeline 2.

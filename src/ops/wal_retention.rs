@@ -25,8 +25,9 @@ pub struct WalPrunePlan {
     pub archive: WalSummary,
     /// What retention decided.
     pub retention: WalRetention,
-    /// The deletions exceed the prune budget: a run holds them back unless
-    /// it is given `--allow-large-prune` (set by `plan`).
+    /// The deletions exceed the prune budget: a run deletes the oldest it
+    /// allows and leaves the rest to later runs, unless it is given
+    /// `--allow-large-prune` (set by `plan`).
     pub over_budget: bool,
 }
 

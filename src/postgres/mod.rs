@@ -34,6 +34,7 @@ use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
 pub mod check;
+pub mod tls;
 mod trim;
 
 pub use error::PgError;
@@ -80,6 +81,21 @@ fn serialize_mode<S: serde::Serializer>(mode: &PgMode, s: S) -> Result<S::Ok, S:
     s.serialize_str(mode.as_str())
 }
 
+/// Connects as `cfg` says and reports whether the session is encrypted
+/// (`pg_stat_ssl`): the TLS settings' check, for `subvault check` and tests.
+pub async fn connection_uses_tls(cfg: &PostgresConfig) -> Result<bool, PgError> {
+    let session = Session::connect(cfg).await?;
+    let row = session
+        .one(
+            Step::plain("read pg_stat_ssl"),
+            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .await;
+    session.close().await;
+    Ok(row?.get(0))
+}
+
 /// Take a consistent snapshot of the PostgreSQL cluster in `source_path` (the
 /// source subvolume). `label` names the backup on the server (backup mode).
 ///
@@ -106,7 +122,7 @@ pub async fn snapshot_with<F>(
 where
     F: FnOnce(bool) -> Result<PathBuf, anyhow::Error>,
 {
-    let session = Session::connect(cfg.connection.expose(), cfg.timeout).await?;
+    let session = Session::connect(cfg).await?;
     match cfg.mode {
         PgMode::Checkpoint => checkpoint_snapshot(session, source_path, take_snapshot).await,
         PgMode::Backup => {

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{run, tool, TestFs};
-use subvault::config::{PgMode, PostgresConfig, Secret};
+use subvault::config::{PgMode, PostgresConfig, Secret, SslMode};
 use subvault::postgres::{prepare_restored_datadir, snapshot_with, PgError, PgSnapshotInfo};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -163,7 +163,7 @@ fn pg_config(connection: String, mode: PgMode) -> PostgresConfig {
         mode,
         timeout: Duration::from_secs(60),
         pitr_window: None,
-        sslmode: Default::default(),
+        sslmode: None,
         sslrootcert: None,
     }
 }
@@ -1360,8 +1360,8 @@ fn archive_and_starts(objects: &[String]) -> (Vec<String>, Vec<String>) {
 /// hourlies (`preserve: 2h`). After every run the archive holds exactly the
 /// segments from the oldest kept backup's start (its `.pgrs`) on, without a
 /// gap; `plan --dry-run` shows the archive and what a run would delete,
-/// including when that is over the prune budget, and the run that would
-/// delete that much is held back until `--allow-large-prune`.
+/// including when that is over the prune budget, and then a run deletes the
+/// oldest the budget allows and the next run the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + btrfs + postgresql-15 + S3"]
 async fn wal_retention_keeps_exactly_what_the_kept_backups_need() {
@@ -1410,48 +1410,47 @@ async fn wal_retention_keeps_exactly_what_the_kept_backups_need() {
     };
     let keys = || -> Vec<String> { crate::common::bucket_objects(&bucket).into_keys().collect() };
     // Segments switched per simulated hour, and what each run deletes: the
-    // first run the WAL from before its backup; the third the four segments
-    // of hour 1 (over the budget: 4 of 6); then each hour's two.
+    // first run the WAL from before its backup; in hour 2 the four segments
+    // of hour 1 (over the budget: 3 of 6 at 02:00, the last at 02:30); then
+    // each hour's two.
     let switches = [2, 4, 2, 2, 2];
-    let deletes = [2, 0, 4, 2, 2];
+    let deletes = [2, 0, 1, 2, 2];
     for h in 0..5 {
         for _ in 0..switches[h] {
             cluster.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
             switch_and_wait_archived(&cluster);
         }
         let now = format!("2026-01-01T0{h}:00:00Z");
-        let out = if h == 2 {
+        if h == 2 {
             let (_, plan) = subvault(&["plan", "--dry-run", "--now", &now]);
-            assert!(plan.contains("WAL archive on s3: 000000010000000000000003 .. 000000010000000000000008, 6 objects"), "{plan}");
+            assert!(
+                plan.contains(
+                    "WAL archive on s3: 000000010000000000000003 .. 000000010000000000000008, 6 objects"
+                ),
+                "{plan}"
+            );
             assert!(
                 plan.contains("WAL retention deletes 4 objects")
                     && plan.contains("over the prune budget"),
                 "{plan}"
             );
+            // The budget allows 3 of 6: the oldest three go now, no gap.
             let (code, out) = subvault(&["run", "--now", &now]);
-            assert_eq!(code, Some(1), "{out}");
-            assert!(
-                out.contains(
-                    "WAL not pruned: this run would delete 4 of the 6 archived WAL objects"
-                ) && out.contains("--allow-large-prune"),
-                "{out}"
-            );
-            let (code, out) = subvault(&[
-                "run",
-                "--now",
-                "2026-01-01T02:30:00Z",
-                "--allow-large-prune",
-            ]);
             assert_eq!(code, Some(0), "{out}");
-            out
+            assert!(out.contains("deleted 3 archived WAL objects"), "{out}");
+            let (segments, _) = archive_and_starts(&keys());
+            assert_eq!(segments[0], "000000010000000000000006", "{segments:?}");
+        }
+        let at = if h == 2 {
+            "2026-01-01T02:30:00Z".to_string()
         } else {
-            let (code, out) = subvault(&["run", "--now", &now]);
-            assert_eq!(code, Some(0), "{out}");
-            out
+            now
         };
+        let (code, out) = subvault(&["run", "--now", &at]);
+        assert_eq!(code, Some(0), "{out}");
         if deletes[h] > 0 {
             assert!(
-                out.contains(&format!("deleted {} archived WAL objects", deletes[h])),
+                out.contains(&format!("deleted {} archived WAL object", deletes[h])),
                 "hour {h}: {out}"
             );
         } else {
@@ -1480,5 +1479,181 @@ async fn wal_retention_keeps_exactly_what_the_kept_backups_need() {
         list.contains("WAL archive of pg: 2 object(s)")
             && list.contains("segments 00000001000000000000000B (uploaded "),
         "{list}"
+    );
+}
+
+/// Writes a CA (`NAME.pem`, `NAME.key`) into `dir` with the openssl CLI.
+fn make_ca(dir: &Path, name: &str) {
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .stderr(Stdio::null()));
+}
+
+/// TLS to PostgreSQL (`sslmode`, `sslrootcert`) against a real server with
+/// `ssl = on` and a CA and server certificate (for `localhost` only) made
+/// here with openssl: `require` and `verify-full` with the right CA connect
+/// encrypted, `verify-ca` accepts an address the certificate does not name;
+/// `verify-full` with another CA, or by an address the certificate does not
+/// name, fails in one line naming the setting; with a `hostssl`-only
+/// pg_hba.conf, `disable` fails naming `sslmode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15 + openssl"]
+async fn tls_modes_connect_or_name_the_setting() {
+    let _serial = SERIAL.lock().await;
+    let fs = TestFs::new(512);
+    let subvol = fs.subvolume("pg");
+    let cluster = Cluster::start(&subvol.join("data"), &[]);
+    let certs = fs.path().join("certs");
+    postgres_dir(&certs);
+    make_ca(&certs, "ca");
+    make_ca(&certs, "other-ca");
+    run(Command::new("openssl")
+        .current_dir(&certs)
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+        ])
+        .args(["-out", "server.csr", "-subj", "/CN=localhost"])
+        .stderr(Stdio::null()));
+    std::fs::write(
+        certs.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .current_dir(&certs)
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+        ])
+        .args(["-CAcreateserial", "-days", "2", "-out", "server.pem"])
+        .args(["-extfile", "ext.cnf"])
+        .stderr(Stdio::null()));
+    run(Command::new("chown")
+        .arg("-R")
+        .arg("postgres:postgres")
+        .arg(&certs));
+    run(Command::new("chmod")
+        .arg("600")
+        .arg(certs.join("server.key")));
+    cluster.psql("postgres", "ALTER SYSTEM SET ssl = on");
+    cluster.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            certs.join("server.pem").display()
+        ),
+    );
+    cluster.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            certs.join("server.key").display()
+        ),
+    );
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let cfg = |host: &str, mode: Option<SslMode>, ca: Option<&str>| PostgresConfig {
+        connection: Secret::new(format!(
+            "host={host} port={} user=postgres dbname=postgres",
+            cluster.port
+        )),
+        sslmode: mode,
+        sslrootcert: ca.map(|c| certs.join(c)),
+        ..pg_config(String::new(), PgMode::Checkpoint)
+    };
+    let tls = |c: PostgresConfig| async move { subvault::postgres::connection_uses_tls(&c).await };
+    assert!(tls(cfg("127.0.0.1", Some(SslMode::Require), None))
+        .await
+        .unwrap());
+    assert!(
+        tls(cfg("127.0.0.1", None, None)).await.unwrap(),
+        "prefer uses TLS when offered"
+    );
+    assert!(!tls(cfg("127.0.0.1", Some(SslMode::Disable), None))
+        .await
+        .unwrap());
+    assert!(
+        tls(cfg("localhost", Some(SslMode::VerifyFull), Some("ca.pem")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        tls(cfg("127.0.0.1", Some(SslMode::VerifyCa), Some("ca.pem")))
+            .await
+            .unwrap()
+    );
+
+    let one_line = |e: PgError| {
+        let line = e.to_string();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        line
+    };
+    let wrong_ca = one_line(
+        tls(cfg(
+            "localhost",
+            Some(SslMode::VerifyFull),
+            Some("other-ca.pem"),
+        ))
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        wrong_ca.contains("postgres.sslrootcert") && wrong_ca.contains("other-ca.pem"),
+        "{wrong_ca}"
+    );
+    let wrong_name = one_line(
+        tls(cfg("127.0.0.1", Some(SslMode::VerifyFull), Some("ca.pem")))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        wrong_name.contains("postgres.sslmode verify-full") && wrong_name.contains("does not name"),
+        "{wrong_name}"
+    );
+
+    // TLS only: pg_hba.conf with hostssl lines.
+    let hba = subvol.join("data/pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, text.replace("\nhost ", "\nhostssl ")).unwrap();
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let plain = one_line(
+        tls(cfg("127.0.0.1", Some(SslMode::Disable), None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        plain.contains("hostssl") && plain.contains("postgres.sslmode is disable"),
+        "{plain}"
+    );
+    assert!(
+        tls(cfg("localhost", Some(SslMode::VerifyFull), Some("ca.pem")))
+            .await
+            .unwrap()
     );
 }

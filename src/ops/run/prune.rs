@@ -98,21 +98,29 @@ impl Prune<'_> {
             if plan.delete.is_empty() {
                 continue;
             }
-            if let Some(why) = self.over_budget(plan.delete.len(), plan.existing) {
-                report.remote_problem(
-                    remote,
-                    format!(
-                        "remote {remote}: WAL not pruned: this run would delete {} of the {} \
-                         archived WAL objects of source {} there, {why}",
-                        plan.delete.len(),
-                        plan.existing,
-                        self.source.name
-                    ),
-                );
-                continue;
-            }
-            self.delete_wal(remote, &open.store, &plan.delete, report)
-                .await;
+            // Over the budget, the oldest go now and the rest in later runs:
+            // what stays is still gapless and every kept backup's WAL stays.
+            let keys = match self.budget {
+                Some(share) => {
+                    let allowed = PruneBudget { share }.allowed(plan.existing);
+                    let now = plan.within(allowed);
+                    if now.len() < plan.delete.len() {
+                        tracing::info!(
+                            "source {}: remote {remote}: WAL retention deletes {} of the {} \
+                             archived WAL objects no kept backup needs now (the prune budget \
+                             allows {allowed} of {}), the rest in later runs \
+                             (--allow-large-prune deletes all at once)",
+                            self.source.name,
+                            now.len(),
+                            plan.delete.len(),
+                            plan.existing
+                        );
+                    }
+                    now
+                }
+                None => &plan.delete[..],
+            };
+            self.delete_wal(remote, &open.store, keys, report).await;
         }
     }
 
