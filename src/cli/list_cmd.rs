@@ -108,7 +108,10 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
                 human_bytes(w.bytes),
                 match (&w.first_segment, &w.last_segment, w.newest_upload) {
                     (Some(f), Some(last), Some(t)) => format!(
-                        ", segments {f} .. {last}, timeline(s) {}, newest uploaded {}",
+                        ", segments {f}{} .. {last}, timeline(s) {}, newest uploaded {}",
+                        w.first_upload
+                            .map(|t| format!(" (uploaded {})", crate::units::show_time(t, tz)))
+                            .unwrap_or_default(),
                         w.timelines
                             .iter()
                             .map(u32::to_string)

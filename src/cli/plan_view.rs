@@ -77,8 +77,51 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
             let _ = writeln!(out, "  warning: {w}");
         }
         write_actions(&mut out, sp);
+        write_wal(&mut out, sp);
     }
     out
+}
+
+/// Each remote's WAL archive (range, size) and what WAL retention would
+/// delete from it.
+fn write_wal(out: &mut String, sp: &SourcePlan) {
+    for w in &sp.wal {
+        let a = &w.archive;
+        let range = match (&a.first_segment, &a.last_segment) {
+            (Some(f), Some(l)) => format!("{f} .. {l}"),
+            _ => "no segments".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  WAL archive on {}: {range}, {} objects, {}{}",
+            w.remote,
+            a.objects,
+            human_bytes(a.bytes),
+            a.newest_upload
+                .map(|t| format!(", newest uploaded {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        );
+        let r = &w.retention;
+        let verdict = if let Some(why) = &r.held_back {
+            format!("keeps everything: {why}")
+        } else if r.delete.is_empty() {
+            "deletes nothing (every kept backup needs what is there)".into()
+        } else {
+            let from: Vec<String> = r.keep_from.values().cloned().collect();
+            format!(
+                "deletes {} objects ({}) older than {}{}",
+                r.delete.len(),
+                human_bytes(r.delete_bytes),
+                from.join(", "),
+                if w.over_budget {
+                    "; over the prune budget: a run deletes the oldest it allows, later runs the rest (all at once with --allow-large-prune)"
+                } else {
+                    ""
+                }
+            )
+        };
+        let _ = writeln!(out, "    WAL retention {verdict}");
+    }
 }
 
 /// One remote's backups as a tree: full backups as roots, each backup under
@@ -257,7 +300,19 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             actions.push(v);
         }
     }
-    json!({ "snapshots": snapshots, "backups": backups, "actions": actions })
+    let wal: Vec<Value> = sources
+        .iter()
+        .flat_map(|sp| {
+            sp.wal.iter().map(move |w| {
+                let mut v = serde_json::to_value(w).expect("WAL plans serialize");
+                if let Value::Object(m) = &mut v {
+                    m.insert("source".into(), json!(sp.name));
+                }
+                v
+            })
+        })
+        .collect();
+    json!({ "snapshots": snapshots, "backups": backups, "actions": actions, "wal": wal })
 }
 
 #[cfg(test)]
@@ -331,6 +386,7 @@ mod tests {
             )]),
             upload_keys: std::collections::HashMap::new(),
             problems: Vec::new(),
+            wal: Vec::new(),
         }
     }
 

@@ -256,7 +256,12 @@ enum Ended {
 
 /// The one summary line printed per source.
 fn summary(r: &SourceReport) -> String {
-    if r.created.is_none() && r.uploaded == 0 && r.deleted == 0 && r.destroyed == 0 {
+    if r.created.is_none()
+        && r.uploaded == 0
+        && r.deleted == 0
+        && r.destroyed == 0
+        && r.wal_deleted == 0
+    {
         return format!(
             "source {}: nothing to do (no change since the last run)",
             r.source
@@ -282,6 +287,14 @@ fn summary(r: &SourceReport) -> String {
         ));
     }
     parts.push(format!("deleted {} object{}", r.deleted, plural(r.deleted)));
+    if r.wal_deleted > 0 {
+        // Only for PostgreSQL sources with an archive to prune.
+        parts.push(format!(
+            "deleted {} archived WAL object{}",
+            r.wal_deleted,
+            plural(r.wal_deleted)
+        ));
+    }
     parts.push(format!(
         "destroyed {} snapshot{}",
         r.destroyed,

@@ -231,6 +231,45 @@ pub struct PostgresConfig {
     pub mode: PgMode,
     /// Limit for connecting and for each statement (default 60 s).
     pub timeout: Duration,
+    /// `pitr_window`: keep archived WAL for point-in-time recovery to this
+    /// span back from now only (never less than a kept backup needs);
+    /// `None` keeps the WAL every kept backup can use.
+    pub pitr_window: Option<Duration>,
+    /// `sslmode`: TLS to the server; `None` leaves it to the connection
+    /// string (`disable`, `prefer` or `require`; default `prefer`, as libpq).
+    pub sslmode: Option<SslMode>,
+    /// `sslrootcert`: the CA certificates (PEM) the server's certificate
+    /// must lead to (needed by `verify-ca` and `verify-full`).
+    pub sslrootcert: Option<PathBuf>,
+}
+
+/// TLS to a PostgreSQL server, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it.
+    #[default]
+    Prefer,
+    /// TLS; the certificate is checked only when `sslrootcert` is given.
+    Require,
+    /// TLS; the certificate must lead to a CA of `sslrootcert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// How a PostgreSQL snapshot is made consistent.

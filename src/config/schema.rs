@@ -18,7 +18,7 @@ use super::operations;
 use super::{
     Compression, Config, DedupeConfig, EncryptionConfig, LocalConfig, ObjectLockConfig,
     ObjectLockMode, PgMode, PostgresConfig, RemoteConfig, RemoteKind, S3Config, S3Endpoint, Safety,
-    Secret, Source, StorageClasses, UploadConfig, Verify,
+    Secret, Source, SslMode, StorageClasses, UploadConfig, Verify,
 };
 use crate::core::model::Codec;
 use crate::core::policy::{Policy, Timeframe};
@@ -518,7 +518,14 @@ fn source<'v>(
 
 /// The `postgres` section of a source.
 fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
-    let map = node.map(&["connection", "mode", "timeout"])?;
+    let map = node.map(&[
+        "connection",
+        "mode",
+        "timeout",
+        "pitr_window",
+        "sslmode",
+        "sslrootcert",
+    ])?;
     let connection = Secret::new(map.required("connection")?.non_empty_str()?);
     let mode = match map.get("mode") {
         None => PgMode::default(),
@@ -545,10 +552,50 @@ fn postgres(node: &Node) -> Result<PostgresConfig, Fault> {
             d
         }
     };
+    let pitr_window = match map.get("pitr_window") {
+        None => None,
+        Some(n) => {
+            if let Value::Number(num) = n.value() {
+                return Err(n.fault(format!("{num} has no unit; write e.g. {num}d")));
+            }
+            let d = parse_duration(n.str()?).map_err(|m| n.fault(m))?;
+            if d.is_zero() {
+                return Err(n.fault(
+                    "pitr_window must be longer than zero (leave it out to keep the WAL every kept backup can use)",
+                ));
+            }
+            Some(d)
+        }
+    };
+    let sslmode = match map.get("sslmode") {
+        None => None,
+        Some(n) => Some(match n.str()? {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(n.fault(format!(
+                    "unknown sslmode {other:?} (expected disable, prefer, require, verify-ca or verify-full)"
+                )))
+            }
+        }),
+    };
+    let sslrootcert = map.get("sslrootcert").map(|n| abs_path(&n)).transpose()?;
+    if let (Some(m @ (SslMode::VerifyCa | SslMode::VerifyFull)), None) = (sslmode, &sslrootcert) {
+        return Err(map.required("sslmode")?.fault(format!(
+            "sslmode {} needs sslrootcert: the CA certificate file (PEM) the server's certificate must lead to",
+            m.as_str()
+        )));
+    }
     Ok(PostgresConfig {
         connection,
         mode,
         timeout,
+        pitr_window,
+        sslmode,
+        sslrootcert,
     })
 }
 

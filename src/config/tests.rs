@@ -145,6 +145,9 @@ sources:
       connection: \"host=/run/postgresql user=postgres password=hunter2\"
       mode: backup
       timeout: 2m30s
+      pitr_window: 7d
+      sslmode: verify-full
+      sslrootcert: /etc/ssl/pg-ca.pem
     dedupe:
       after_run: true
     upload_to_remotes:
@@ -186,6 +189,12 @@ remotes:
     let pgc = pg.postgres.as_ref().unwrap();
     assert_eq!(pgc.mode, PgMode::Backup);
     assert_eq!(pgc.timeout, Duration::from_secs(150));
+    assert_eq!(pgc.pitr_window, Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(pgc.sslmode, Some(crate::config::SslMode::VerifyFull));
+    assert_eq!(
+        pgc.sslrootcert.as_deref(),
+        Some(std::path::Path::new("/etc/ssl/pg-ca.pem"))
+    );
     assert!(pgc.connection.expose().contains("hunter2"));
     assert!(pg.dedupe.after_run);
     let up = &pg.upload_to_remotes[0];
@@ -256,6 +265,8 @@ remotes: [{id: r, local: {path: /backup}}]
     let pg = c.sources[0].postgres.as_ref().unwrap();
     assert_eq!(pg.mode, PgMode::Checkpoint);
     assert_eq!(pg.timeout, Duration::from_secs(60));
+    assert_eq!(pg.pitr_window, None);
+    assert_eq!(pg.sslmode, None);
 }
 
 #[test]
@@ -470,6 +481,66 @@ remotes: [{id: r, local: {path: /backup}}]
     );
     assert_eq!((line, column), (5, 49), "{msg}");
     assert!(msg.contains("60 has no unit; write e.g. 60s"), "{msg}");
+}
+
+#[test]
+fn pitr_window_needs_a_unit_and_a_length() {
+    for (value, want) in [
+        ("7", "7 has no unit; write e.g. 7d"),
+        ("0s", "pitr_window must be longer than zero"),
+        ("soon", "soon"),
+    ] {
+        let (line, _, msg) = error_at(&format!(
+            "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    postgres: {{connection: 'dbname=x', pitr_window: {value}}}
+    upload_to_remotes: [{{id: r, preserve: 1d}}]
+remotes: [{{id: r, local: {{path: /backup}}}}]
+"
+        ));
+        assert_eq!(line, 5, "{msg}");
+        assert!(msg.contains(want), "{value}: {msg}");
+    }
+}
+
+#[test]
+fn sslmode_is_one_of_libpqs_and_verify_needs_a_ca_file() {
+    for (pg, want) in [
+        (
+            "sslmode: verify",
+            "unknown sslmode \"verify\" (expected disable, prefer",
+        ),
+        (
+            "sslmode: verify-full",
+            "sslmode verify-full needs sslrootcert",
+        ),
+        (
+            "{sslmode: verify-ca, sslrootcert: ca.pem}",
+            "\"ca.pem\" is a relative path",
+        ),
+    ] {
+        let pg = if pg.starts_with('{') {
+            format!("postgres: {{connection: x, {}}}", &pg[1..pg.len() - 1])
+        } else {
+            format!("postgres: {{connection: x, {pg}}}")
+        };
+        let (line, _, msg) = error_at(&format!(
+            "\
+timezone: UTC
+sources:
+  - path: /a
+    snapshots: /s
+    {pg}
+    upload_to_remotes: [{{id: r, preserve: 1d}}]
+remotes: [{{id: r, local: {{path: /backup}}}}]
+"
+        ));
+        assert_eq!(line, 5, "{msg}");
+        assert!(msg.contains(want), "{pg}: {msg}");
+    }
 }
 
 #[test]

@@ -20,3 +20,4 @@ pub mod pitr;
 pub mod planner;
 pub mod policy;
 pub mod wal;
+pub mod wal_retention;

@@ -5,12 +5,17 @@
 //! without a HEAD per object: `.pgvn<server_version_num>.pgtl<timeline>.pgls<LSN,
 //! '/' as '-'>.pgmd<mode>`, and `.pgct<UTC time>` (the time from which the copy
 //! is consistent, which `restore --pitr` chooses by; absent on keys written
-//! before it existed). Readers that do not know them (btrfs2s3) ignore
+//! before it existed), and `.pgrs<log>-<segment>` (hex, no leading zeros: the
+//! WAL segment, on the `.pgtl` timeline, holding the redo point recovery from
+//! the copy starts at, which WAL retention keeps from; absent on older keys,
+//! and left out where the key would be too long for a file name). Readers that do not know them (btrfs2s3) ignore
 //! unknown suffixes. Locally the record is a sidecar file next to the snapshot
 //! (`postgres::sidecar`).
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::core::wal::SegmentName;
 
 /// The part of [`PgSnapshotInfo`] recorded with a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +37,12 @@ pub struct PgRecord {
     /// The time from which the copy is consistent (`PgSnapshotInfo::consistent_at`).
     #[serde(default)]
     pub consistent_at: Option<DateTime<Utc>>,
+    /// The WAL segment (24 hex digits) holding the redo point recovery from
+    /// the copy starts at: the checkpoint's redo point (checkpoint mode) or
+    /// the backup's start (backup mode). `None` on keys written before it
+    /// was recorded.
+    #[serde(default)]
+    pub wal_start: Option<String>,
 }
 
 /// `t` rounded up to the whole second: the key holds seconds, and a
@@ -57,13 +68,17 @@ pub fn key_suffix(r: &PgRecord) -> String {
     if let Some(t) = r.consistent_at {
         s += &format!(".pgct{}", round_up(t).format("%Y-%m-%dT%H:%M:%SZ"));
     }
+    // Short: a local remote's key is a file name (255 bytes at most).
+    if let Some(seg) = r.wal_start.as_deref().and_then(SegmentName::parse) {
+        s += &format!(".pgrs{:X}-{:X}", seg.log, seg.seg);
+    }
     s
 }
 
 /// Reads the PostgreSQL suffixes back from a key (`None` when it has none).
 pub fn from_key(key: &str) -> Option<PgRecord> {
     let name = key.rsplit('/').next().unwrap_or(key);
-    let (mut vn, mut tl, mut ls, mut md, mut ct) = (None, None, None, None, None);
+    let (mut vn, mut tl, mut ls, mut md, mut ct, mut rs) = (None, None, None, None, None, None);
     for part in name.split('.').skip(1) {
         if part.len() < 4 || !part.is_char_boundary(4) {
             continue;
@@ -79,9 +94,27 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
                     .ok()
                     .map(|t| t.with_timezone(&Utc))
             }
+            "pgrs" => rs = Some(value.to_string()),
             _ => {}
         }
     }
+    // Only a well-formed position: retention compares them.
+    let wal_start = rs.as_deref().and_then(|v| {
+        let (log, seg) = v.split_once('-')?;
+        let hex = |h: &str| {
+            (!h.is_empty() && h.len() <= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(h, 16).ok())
+                .flatten()
+        };
+        Some(
+            SegmentName {
+                timeline: tl?,
+                log: hex(log)?,
+                seg: hex(seg)?,
+            }
+            .to_string(),
+        )
+    });
     Some(PgRecord {
         server_version_num: vn?,
         server_version: String::new(),
@@ -90,6 +123,7 @@ pub fn from_key(key: &str) -> Option<PgRecord> {
         stop_lsn: None,
         timeline: tl?,
         consistent_at: ct,
+        wal_start,
     })
 }
 
@@ -107,6 +141,7 @@ mod tests {
             stop_lsn: None,
             timeline: 1,
             consistent_at: Some("2026-01-01T00:00:07Z".parse().unwrap()),
+            wal_start: Some("000000010000000000000001".into()),
         };
         let key = format!(
             "pfx/db.ctim2026-01-01T00:00:00+00:00.ctid5.uuid3fd11d8e-8110-4cd0-b85c-bae3dda86a3d\
@@ -118,10 +153,32 @@ mod tests {
         assert_eq!(from_key(&key), Some(r.clone()));
         crate::core::object_key::parse_key("pfx/", &key).expect("still a backup key");
         assert_eq!(from_key("pfx/db.ctim2026.mdvn1"), None);
-        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z"));
-        // Keys written before `.pgct` existed still read, without the time.
-        let old = key.replace(".pgct2026-01-01T00:00:07Z", "");
-        assert_eq!(from_key(&old).unwrap().consistent_at, None);
+        assert!(key_suffix(&r).ends_with(".pgct2026-01-01T00:00:07Z.pgrs0-1"));
+        // Keys written before `.pgct` and `.pgrs` existed still read, without them.
+        let old = key
+            .replace(".pgct2026-01-01T00:00:07Z", "")
+            .replace(".pgrs0-1", "");
+        let old = from_key(&old).unwrap();
+        assert_eq!((old.consistent_at, old.wal_start), (None, None));
+        // A mangled position is no start point.
+        for bad in [
+            ".pgrs1",
+            ".pgrs-1",
+            ".pgrs0-",
+            ".pgrs0-x",
+            ".pgrs0-123456789",
+        ] {
+            let bad = key.replace(".pgrs0-1", bad);
+            assert_eq!(from_key(&bad).unwrap().wal_start, None, "{bad}");
+        }
+        // The timeline comes from `.pgtl`.
+        let r2 = PgRecord {
+            timeline: 3,
+            wal_start: Some("000000030000001A000000FF".into()),
+            ..r.clone()
+        };
+        assert!(key_suffix(&r2).ends_with(".pgrs1A-FF"));
+        assert_eq!(from_key(&key_suffix(&r2)).unwrap().wal_start, r2.wal_start);
     }
 
     #[test]

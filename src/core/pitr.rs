@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::core::model::Backup;
 use crate::core::pg_record;
+use crate::core::wal::SegmentName;
 
 /// Why no base backup serves a target time. Each names the possible range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +46,26 @@ pub enum PitrError {
         /// The end of the archive.
         newest: DateTime<Utc>,
     },
+}
+
+/// The backups whose WAL the archive still holds from their start on: a
+/// backup whose recorded start (`.pgrs`) lies before the archive's first
+/// segment (`first_segment`; WAL retention with `pitr_window` deleted it)
+/// cannot replay past its own snapshot, so it serves no recovery target.
+/// Backups that do not record their start are kept (as before `.pgrs`).
+pub fn reachable_by_archive(backups: Vec<Backup>, first_segment: Option<&str>) -> Vec<Backup> {
+    let Some(first) = first_segment.and_then(SegmentName::parse) else {
+        return backups;
+    };
+    backups
+        .into_iter()
+        .filter(|b| {
+            let start = pg_record::from_key(&b.key)
+                .and_then(|r| r.wal_start)
+                .and_then(|s| SegmentName::parse(&s));
+            start.map_or(true, |s| (s.log, s.seg) >= (first.log, first.seg))
+        })
+        .collect()
 }
 
 /// The base backup for a recovery to `target`, given the source's backups and
@@ -123,6 +144,37 @@ mod tests {
             choose_base(&b, end, t("2026-01-01T02:30:00Z")).unwrap().1,
             t("2026-01-01T02:00:05Z")
         );
+    }
+
+    #[test]
+    fn backups_starting_before_the_archive_serve_no_target() {
+        // `.pgrs<log>-<seg>`, timeline 1 from `.pgtl1`.
+        let with_start = |n: u8, start: &str| {
+            let mut b = backup(n, n.into(), Some("2026-01-01T01:00:05Z"));
+            b.key += &format!(".pgrs{start}");
+            b
+        };
+        let b = vec![
+            with_start(1, "0-3"),
+            with_start(2, "0-5"),
+            backup(3, 3, None),
+        ];
+        let ids = |v: Vec<Backup>| v.iter().map(|b| b.uuid.as_u128()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(reachable_by_archive(
+                b.clone(),
+                Some("000000010000000000000004")
+            )),
+            [2, 3]
+        );
+        assert_eq!(
+            ids(reachable_by_archive(
+                b.clone(),
+                Some("000000010000000000000003")
+            )),
+            [1, 2, 3]
+        );
+        assert_eq!(ids(reachable_by_archive(b, None)), [1, 2, 3]);
     }
 
     #[test]

@@ -78,7 +78,8 @@ fn hex8(s: &str) -> Option<u32> {
 }
 
 impl SegmentName {
-    fn parse(s: &str) -> Option<SegmentName> {
+    /// Parses a 24-hex-digit segment name (upper case, as PostgreSQL writes it).
+    pub fn parse(s: &str) -> Option<SegmentName> {
         if s.len() != 24 || !s.is_ascii() {
             return None;
         }
@@ -271,6 +272,8 @@ pub struct WalSummary {
     pub last_segment: Option<String>,
     /// The newest upload time: every record archived is older.
     pub newest_upload: Option<DateTime<Utc>>,
+    /// When the oldest segment was uploaded (its records are older).
+    pub first_upload: Option<DateTime<Utc>>,
 }
 
 /// Summarizes the WAL objects of `source`: (system id, file, size, upload time).
@@ -294,6 +297,9 @@ pub fn summarize(
             s.timelines.push(file.timeline());
         }
         if let Some(seg) = file.segment() {
+            if first.map_or(true, |f| seg < f) {
+                s.first_upload = uploaded;
+            }
             first = Some(first.map_or(seg, |f| f.min(seg)));
             last = Some(last.map_or(seg, |l| l.max(seg)));
         }
@@ -402,6 +408,29 @@ impl SegmentHeader {
         }
         Ok(())
     }
+}
+
+/// The files of a snapshot's `pg_wal` that recovery from the snapshot cannot
+/// read (docs/postgres.md, "Leaner base backups"): segments before `redo`
+/// (the segment of the redo point recovery starts at) and segments after
+/// `insert` (the segment being written when the server was asked, after the
+/// snapshot: later ones are recycled or preallocated files holding old WAL
+/// that replay stops at anyway). Positions compare across timelines, so an
+/// old timeline's segment at or after the redo point stays. History files,
+/// `.partial` and `.backup` files, `archive_status/` and anything else stay.
+pub fn unneeded_in_pg_wal<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    redo: SegmentName,
+    insert: SegmentName,
+) -> Vec<&'a str> {
+    let pos = |s: &SegmentName| (s.log, s.seg);
+    names
+        .into_iter()
+        .filter(|n| match SegmentName::parse(n) {
+            Some(s) => pos(&s) < pos(&redo) || pos(&s) > pos(&insert),
+            None => false,
+        })
+        .collect()
 }
 
 /// The system identifier at the start of `global/pg_control`
@@ -540,6 +569,7 @@ mod tests {
         assert_eq!(s.first_segment.as_deref(), Some("000000010000000000000001"));
         assert_eq!(s.last_segment.as_deref(), Some("000000020000000000000004"));
         assert_eq!(s.newest_upload, t("2026-01-01T00:05:00Z"));
+        assert_eq!(s.first_upload, t("2026-01-01T00:05:00Z"));
         assert_eq!(summarize("db", []).objects, 0);
     }
 
@@ -587,6 +617,39 @@ mod tests {
         assert_eq!(big.next(1 << 30).to_string(), "000000010000000100000000");
         // Ordering is WAL order within a timeline.
         assert!(s < last.next(MIB16));
+    }
+
+    #[test]
+    fn a_snapshots_pg_wal_keeps_redo_to_insert_and_every_other_file() {
+        let seg = |n: &str| SegmentName::parse(n).unwrap();
+        let names = [
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000010000000000000005",
+            "000000020000000000000005",
+            "000000020000000000000006",
+            "000000020000000000000007",
+            "000000020000000000000008",
+            "000000010000000000000005.partial",
+            "000000010000000000000002.00000028.backup",
+            "00000002.history",
+            "archive_status",
+            "xlogtemp.123",
+        ];
+        let gone = unneeded_in_pg_wal(
+            names.iter().copied(),
+            seg("000000020000000000000005"),
+            seg("000000020000000000000006"),
+        );
+        assert_eq!(
+            gone,
+            [
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000020000000000000007",
+                "000000020000000000000008",
+            ]
+        );
     }
 
     /// A long page header as PostgreSQL writes it.

@@ -38,7 +38,12 @@ pub struct KeyNaming<'a> {
     pub source_uuid: Uuid,
     /// An encrypted remote's auth key: the key gets its `.auth` MAC suffix.
     pub auth: Option<Arc<AuthKey>>,
+    /// A local remote: its keys are file names, at most 255 bytes each.
+    pub local: bool,
 }
+
+/// The longest file name (`NAME_MAX`): a local remote's key component.
+const NAME_MAX: usize = 255;
 
 impl<'a> KeyNaming<'a> {
     /// The naming of `source`'s uploads to the remote `up` describes, under `prefix`.
@@ -56,6 +61,10 @@ impl<'a> KeyNaming<'a> {
             prefix,
             source_uuid,
             auth: None,
+            local: config
+                .remotes
+                .iter()
+                .any(|r| r.id == up.id && matches!(r.kind, crate::config::RemoteKind::Local(_))),
         }
     }
 
@@ -67,6 +76,24 @@ impl<'a> KeyNaming<'a> {
 
     /// The key of `upload`; a PostgreSQL snapshot's record adds its suffixes.
     pub fn key(&self, upload: &Upload, pg: Option<&PgRecord>) -> String {
+        let key = self.key_with(upload, pg);
+        let too_long = |k: &str| k.rsplit('/').next().map_or(0, str::len) > NAME_MAX;
+        match pg {
+            // On a local remote a PostgreSQL key can pass the file name limit;
+            // the WAL start is what it can lose (WAL retention then keeps all
+            // WAL there, docs/postgres.md).
+            Some(r) if self.local && r.wal_start.is_some() && too_long(&key) => {
+                let shorter = PgRecord {
+                    wal_start: None,
+                    ..r.clone()
+                };
+                self.key_with(upload, Some(&shorter))
+            }
+            _ => key,
+        }
+    }
+
+    fn key_with(&self, upload: &Upload, pg: Option<&PgRecord>) -> String {
         let key = object_key::format_key(
             self.prefix,
             &KeyInfo {

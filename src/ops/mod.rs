@@ -29,3 +29,4 @@ pub mod status;
 pub mod subvols;
 pub mod verify;
 pub mod wal;
+pub mod wal_retention;

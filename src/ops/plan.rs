@@ -29,6 +29,9 @@ pub struct SourcePlan {
     /// What a run would report as failed or held back: remotes that cannot be
     /// opened or listed, remotes another machine writes this source to.
     pub problems: Vec<String>,
+    /// PostgreSQL sources: each remote's WAL archive and what WAL retention
+    /// would delete from it.
+    pub wal: Vec<super::wal_retention::WalPrunePlan>,
 }
 
 /// Plans every source (opening each remote once); a source that cannot be
@@ -40,10 +43,55 @@ pub async fn plan_sources(
     heal: bool,
 ) -> Vec<Result<SourcePlan>> {
     let remotes = remotes::open_for_sources(config, sources).await;
-    sources
-        .iter()
-        .map(|source| plan_source(config, source, &remotes, now, heal))
-        .collect()
+    let mut out = Vec::new();
+    for source in sources {
+        let mut planned = plan_source(config, source, &remotes, now, heal);
+        if let (Ok(sp), Some(_)) = (&mut planned, &source.postgres) {
+            wal_plans(config, source, &remotes, now, sp).await;
+        }
+        out.push(planned);
+    }
+    out
+}
+
+/// What WAL retention would delete on each remote of a PostgreSQL source,
+/// keeping WAL for the backups the plan keeps. A remote whose archive cannot
+/// be listed adds a problem.
+async fn wal_plans(
+    config: &Config,
+    source: &Source,
+    remotes: &OpenRemotes,
+    now: DateTime<Utc>,
+    sp: &mut SourcePlan,
+) {
+    for up in &source.upload_to_remotes {
+        let Some(Ok(open)) = remotes.get(&up.id) else {
+            continue;
+        };
+        let kept: Vec<crate::core::model::Backup> = sp
+            .plan
+            .backups
+            .iter()
+            .filter(|b| b.remote == up.id && b.action == planner::BackupAction::Keep)
+            .filter_map(|b| {
+                let key = b.key.as_ref()?;
+                open.backups.iter().find(|o| &o.key == key).cloned()
+            })
+            .collect();
+        match super::wal_retention::plan(&up.id, open, source, &kept, now).await {
+            Ok(mut p) => {
+                let budget = crate::core::guards::PruneBudget {
+                    share: config.safety.prune_budget,
+                };
+                p.over_budget = !budget.allows(p.retention.delete.len(), p.retention.existing);
+                sp.wal.push(p)
+            }
+            Err(e) => sp.problems.push(format!(
+                "remote {}: cannot list the WAL archive: {e:#}",
+                up.id
+            )),
+        }
+    }
 }
 
 /// The plan of one source as a run at `now` would make it (with the snapshot
@@ -93,5 +141,6 @@ pub fn plan_source(
         remotes: described,
         upload_keys,
         problems: report.problems,
+        wal: Vec::new(),
     })
 }

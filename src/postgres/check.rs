@@ -34,7 +34,7 @@ pub async fn archive_facts(
     source_path: &Path,
     switch: bool,
 ) -> Result<ArchiveFacts, PgError> {
-    let session = Session::connect(cfg.connection.expose(), cfg.timeout).await?;
+    let session = Session::connect(cfg).await?;
     let prepared = super::prepare(&session, source_path).await?;
     let row = session
         .one(

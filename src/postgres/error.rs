@@ -28,6 +28,18 @@ pub enum PgError {
         detail: String,
     },
 
+    /// TLS to the server failed or is required and not used: `setting` names
+    /// the setting to change.
+    #[error("PostgreSQL at {target}: {detail}; {setting}")]
+    Tls {
+        /// `host:port`.
+        target: String,
+        /// What went wrong.
+        detail: String,
+        /// What to change (`postgres.sslmode`, `postgres.sslrootcert`).
+        setting: String,
+    },
+
     /// The server refused the login.
     #[error(
         "PostgreSQL at {target} rejected the login of user {user:?} ({detail}); check the \

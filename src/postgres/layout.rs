@@ -26,6 +26,9 @@ pub(crate) struct Layout {
     /// The data directory relative to the source subvolume (empty when it is the
     /// subvolume itself); the same relative path inside a snapshot.
     pub datadir_in_subvolume: PathBuf,
+    /// Where `pg_wal` really is (symlinks followed), relative to the
+    /// subvolume: a snapshot's copy of it is at the same relative path.
+    pub wal_in_subvolume: PathBuf,
 }
 
 /// Verify the layout. `data_directory` is what the server reports.
@@ -91,11 +94,24 @@ pub(crate) fn check(
         )?;
     }
 
-    Ok(Layout {
-        datadir_in_subvolume: datadir
-            .strip_prefix(&root)
+    // pg_xlog before PostgreSQL 10.
+    let wal_link = ["pg_wal", "pg_xlog"]
+        .iter()
+        .map(|n| datadir.join(n))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| datadir.join("pg_wal"));
+    let wal = wal_link
+        .canonicalize()
+        .map_err(PgError::io("resolve", &wal_link))?;
+    inside("pg_wal".into(), &wal)?;
+    let relative = |p: &Path| {
+        p.strip_prefix(&root)
             .expect("checked to be inside")
-            .to_path_buf(),
+            .to_path_buf()
+    };
+    Ok(Layout {
+        datadir_in_subvolume: relative(&datadir),
+        wal_in_subvolume: relative(&wal),
     })
 }
 
@@ -145,6 +161,7 @@ mod tests {
         }];
         let layout = check(&sub, &data, &ts).unwrap();
         assert_eq!(layout.datadir_in_subvolume, Path::new("15/main"));
+        assert_eq!(layout.wal_in_subvolume, Path::new("wal"));
     }
 
     #[test]

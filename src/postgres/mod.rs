@@ -34,6 +34,8 @@ use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
 pub mod check;
+pub mod tls;
+mod trim;
 
 pub use error::PgError;
 pub use restore::{prepare_restored_datadir, write_recovery, RecoverySettings};
@@ -62,6 +64,10 @@ pub struct PgSnapshotInfo {
     /// happened before it, so a recovery target at or after it never stops
     /// replay before the copy is consistent.
     pub consistent_at: chrono::DateTime<chrono::Utc>,
+    /// The WAL segment holding the redo point recovery from the copy starts
+    /// at (the checkpoint's `redo_wal_file`, or the label's `START WAL
+    /// LOCATION` file); WAL retention keeps the archive from here.
+    pub wal_start: Option<String>,
     /// Backup mode: the `backup_label` written into the snapshot.
     pub backup_label: Option<String>,
     /// Backup mode with tablespaces: the `tablespace_map` written into the snapshot.
@@ -75,15 +81,31 @@ fn serialize_mode<S: serde::Serializer>(mode: &PgMode, s: S) -> Result<S::Ok, S:
     s.serialize_str(mode.as_str())
 }
 
+/// Connects as `cfg` says and reports whether the session is encrypted
+/// (`pg_stat_ssl`): the TLS settings' check, for `subvault check` and tests.
+pub async fn connection_uses_tls(cfg: &PostgresConfig) -> Result<bool, PgError> {
+    let session = Session::connect(cfg).await?;
+    let row = session
+        .one(
+            Step::plain("read pg_stat_ssl"),
+            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .await;
+    session.close().await;
+    Ok(row?.get(0))
+}
+
 /// Take a consistent snapshot of the PostgreSQL cluster in `source_path` (the
 /// source subvolume). `label` names the backup on the server (backup mode).
 ///
 /// `take_snapshot(readonly)` must create the snapshot atomically (e.g.
 /// `crate::sys::btrfs::create_snapshot(source, dir, name, readonly)`) and return its
-/// path. It is asked for a read-only snapshot in checkpoint mode, and for a
-/// read-write one in backup mode: `backup_label` is written into it and it is then
-/// made read-only here, so either way a read-only snapshot comes back
-/// ([`PgSnapshotInfo::snapshot`]). Its error is returned as [`PgError::Snapshot`].
+/// path. It is asked for a read-write snapshot: the segments of its `pg_wal`
+/// that recovery from it cannot read are removed (and in backup mode
+/// `backup_label` is written into it), and it is then made read-only here, so a
+/// read-only snapshot comes back ([`PgSnapshotInfo::snapshot`]); a failure on
+/// the way destroys it. Its error is returned as [`PgError::Snapshot`].
 ///
 /// Backup mode always ends the backup: on a callback error (explicit
 /// `pg_backup_stop`), a panic or a dropped future (the session is closed, and the
@@ -100,7 +122,7 @@ pub async fn snapshot_with<F>(
 where
     F: FnOnce(bool) -> Result<PathBuf, anyhow::Error>,
 {
-    let session = Session::connect(cfg.connection.expose(), cfg.timeout).await?;
+    let session = Session::connect(cfg).await?;
     match cfg.mode {
         PgMode::Checkpoint => checkpoint_snapshot(session, source_path, take_snapshot).await,
         PgMode::Backup => {
@@ -210,16 +232,41 @@ where
     let row = session
         .one(
             Step::plain("read pg_control_checkpoint()"),
-            "SELECT checkpoint_lsn::text, timeline_id::int8 FROM pg_control_checkpoint()",
+            "SELECT checkpoint_lsn::text, timeline_id::int8, redo_wal_file FROM pg_control_checkpoint()",
             &[],
         )
         .await?;
     let lsn: String = row.get(0);
     let timeline = row.get::<_, i64>(1) as u32;
-    session.close().await;
+    // The redo point of the checkpoint just made (or of a later one the
+    // snapshot's pg_control may name): recovery never reads WAL before it.
+    let wal_start = row
+        .get::<_, Option<String>>(2)
+        .filter(|f| crate::core::wal::SegmentName::parse(f).is_some());
     // Crash-consistent by atomicity; the checkpoint only shortens recovery.
-    let snapshot = take_snapshot(true).map_err(PgError::Snapshot)?;
+    // Taken writable so its pg_wal can be trimmed, and made read-only before
+    // anything may send it; until then it is half-made (destroyed on any
+    // failure, and never listed: runs list read-only snapshots only).
+    let mut half_made = HalfMade(None);
+    let snapshot = match take_snapshot(false) {
+        Ok(p) => p,
+        Err(e) => {
+            session.close().await;
+            return Err(PgError::Snapshot(e));
+        }
+    };
+    half_made.0 = Some(snapshot.clone());
     let consistent_at = crate::core::pg_record::round_up(chrono::Utc::now());
+    let insert = insert_segment(&session, prepared.server_version_num).await;
+    session.close().await;
+    trim::trim_snapshot_wal(
+        &snapshot,
+        &prepared.layout,
+        wal_start.as_deref(),
+        insert.as_deref(),
+    )?;
+    seal::set_readonly(&snapshot)?;
+    half_made.0 = None;
     Ok(PgSnapshotInfo {
         server_version: prepared.server_version,
         server_version_num: prepared.server_version_num,
@@ -228,6 +275,7 @@ where
         stop_lsn: None,
         timeline,
         consistent_at,
+        wal_start,
         backup_label: None,
         tablespace_map: None,
         snapshot,
@@ -304,6 +352,7 @@ where
         }
     };
     half_made.0 = Some(snapshot.clone());
+    let insert = insert_segment(&session, prepared.server_version_num).await;
     let stopped = stop_backup(&session, prepared.server_version_num, wait_for_archive).await;
     let consistent_at = crate::core::pg_record::round_up(chrono::Utc::now());
     session.close().await;
@@ -320,6 +369,13 @@ where
         write_into_snapshot(&datadir, "tablespace_map", map)?;
     }
     sync_dir(&datadir)?;
+    let wal_start = start_wal_file(&labelfile);
+    trim::trim_snapshot_wal(
+        &snapshot,
+        &prepared.layout,
+        wal_start.as_deref(),
+        insert.as_deref(),
+    )?;
     seal::set_readonly(&snapshot)?;
     half_made.0 = None;
 
@@ -332,6 +388,7 @@ where
         stop_lsn: Some(stop_lsn),
         timeline,
         consistent_at,
+        wal_start,
         backup_label: Some(labelfile),
         tablespace_map,
         snapshot,
@@ -364,6 +421,39 @@ fn start_timeline(label: &str) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("START TIMELINE: "))
         .and_then(|t| t.trim().parse().ok())
+}
+
+/// The segment the server is writing (asked after the snapshot: every later
+/// segment file in the snapshot is a recycled or preallocated one). `None`
+/// when it cannot say (a standby, before PostgreSQL 10): nothing is trimmed.
+async fn insert_segment(session: &Session, server_version_num: u32) -> Option<String> {
+    if server_version_num < 100000 {
+        return None;
+    }
+    match session
+        .one(
+            Step::plain("read the WAL insert position"),
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(e) => {
+            tracing::info!("pg_wal not trimmed: {e}");
+            None
+        }
+    }
+}
+
+/// The segment named by the label's `START WAL LOCATION: 0/2000028 (file
+/// 000000010000000000000002)` line: where recovery from the backup starts.
+fn start_wal_file(label: &str) -> Option<String> {
+    let line = label
+        .lines()
+        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))?;
+    let file = line.split_once("(file ")?.1.strip_suffix(')')?;
+    crate::core::wal::SegmentName::parse(file).map(|s| s.to_string())
 }
 
 /// Write `name` into the snapshot's data directory, owned like the directory (the
@@ -402,6 +492,11 @@ mod tests {
         let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
                      CHECKPOINT LOCATION: 0/2000060\nSTART TIMELINE: 3\n";
         assert_eq!(start_timeline(label), Some(3));
+        assert_eq!(
+            start_wal_file(label).as_deref(),
+            Some("000000010000000000000002")
+        );
+        assert_eq!(start_wal_file("START WAL LOCATION: 0/2000028\n"), None);
         assert_eq!(start_timeline("LABEL: x\n"), None);
     }
 
@@ -415,6 +510,7 @@ mod tests {
             stop_lsn: Some("0/2000100".into()),
             timeline: 1,
             consistent_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            wal_start: Some("000000010000000000000002".into()),
             backup_label: Some("LABEL: x\n".into()),
             tablespace_map: None,
             snapshot: PathBuf::from("/snapshots/x"),

@@ -16,6 +16,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
+use super::tls::MakeRustls;
+use crate::config::{PostgresConfig, SslMode};
+
 use super::error::PgError;
 use super::pgpass;
 
@@ -49,16 +52,56 @@ pub(crate) struct Session {
     timeout: Duration,
     /// The role logged in as (for messages).
     pub user: String,
+    /// The TLS connector, for cancelling a statement the same way.
+    tls: Option<MakeRustls>,
+}
+
+/// Runs a new connection's message loop on its own task.
+fn spawn_connection<S, T>(
+    (client, conn): (Client, tokio_postgres::Connection<S, T>),
+) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    Ok((client, tokio::spawn(conn)))
 }
 
 impl Session {
-    /// Connect with `connection` (never logged), giving up after `timeout`.
-    pub async fn connect(connection: &str, timeout: Duration) -> Result<Session, PgError> {
-        let config = complete_config(connection)?;
+    /// Connect as `cfg` says (its connection string is never logged),
+    /// giving up after its timeout; TLS as its `sslmode` and `sslrootcert` say.
+    pub async fn connect(cfg: &PostgresConfig) -> Result<Session, PgError> {
+        let mut config = complete_config(cfg.connection.expose())?;
         let user = config.get_user().unwrap_or_default().to_string();
         let target = describe_target(&config);
-        let connecting = config.connect(NoTls);
-        let (client, conn) = match tokio::time::timeout(timeout, connecting).await {
+        let timeout = cfg.timeout;
+        let tls_error = |detail: String, setting: &str| PgError::Tls {
+            target: target.clone(),
+            detail,
+            setting: setting.to_string(),
+        };
+        let mode = match cfg.sslmode {
+            Some(m) => m,
+            None => match config.get_ssl_mode() {
+                tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+                tokio_postgres::config::SslMode::Require => SslMode::Require,
+                _ => SslMode::Prefer,
+            },
+        };
+        config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = MakeRustls::new(mode, cfg.sslrootcert.as_deref())
+            .map_err(|e| tls_error(e.to_string(), "fix postgres.sslrootcert"))?;
+        let connecting = async {
+            match tls.clone() {
+                None => spawn_connection(config.connect(NoTls).await?),
+                Some(tls) => spawn_connection(config.connect(tls).await?),
+            }
+        };
+        let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
             Err(_) => {
                 return Err(PgError::Timeout {
                     action: "accept the connection",
@@ -66,15 +109,15 @@ impl Session {
                     hint: "; is the address right and the server healthy?",
                 })
             }
-            Ok(Err(e)) => return Err(connect_error(&e, &target, &user)),
+            Ok(Err(e)) => return Err(connect_error(&e, &target, &user, mode, cfg)),
             Ok(Ok(pair)) => pair,
         };
-        let connection = tokio::spawn(conn);
         Ok(Session {
             client,
             connection,
             timeout,
             user,
+            tls,
         })
     }
 
@@ -123,11 +166,14 @@ impl Session {
             Ok(Err(e)) => Err(query_error(&e, step, &self.user, self.timeout)),
             Err(_) => {
                 // The server keeps running the statement unless told otherwise.
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    self.client.cancel_token().cancel_query(NoTls),
-                )
-                .await;
+                let token = self.client.cancel_token();
+                let cancel = async {
+                    match self.tls.clone() {
+                        None => token.cancel_query(NoTls).await,
+                        Some(tls) => token.cancel_query(tls).await,
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await;
                 Err(PgError::Timeout {
                     action: step.action,
                     timeout: self.timeout,
@@ -264,9 +310,67 @@ fn error_chain(e: &tokio_postgres::Error) -> String {
     text
 }
 
+/// When a failed connection is TLS's doing: what to change.
+fn tls_setting_at_fault(detail: &str, mode: SslMode, cfg: &PostgresConfig) -> Option<String> {
+    let ca = || {
+        cfg.sslrootcert
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    // pg_hba.conf `hostssl` only: PostgreSQL 14+ says "no encryption",
+    // older ones "SSL off".
+    if detail.contains("no pg_hba.conf entry")
+        && (detail.contains("no encryption") || detail.contains("SSL off"))
+    {
+        return Some(format!(
+            "the server takes only TLS connections here (pg_hba.conf hostssl) and postgres.sslmode is {}: set sslmode to require, verify-ca or verify-full",
+            mode.as_str()
+        ));
+    }
+    if detail.contains("server does not support TLS") {
+        return Some(format!(
+            "the server does not offer TLS (ssl = off) and postgres.sslmode is {}: turn ssl on in the server or set sslmode to prefer or disable",
+            mode.as_str()
+        ));
+    }
+    if detail.contains("not valid for name") || detail.contains("NotValidForName") {
+        return Some(
+            "the server's certificate does not name the host connected to, which postgres.sslmode verify-full requires: connect by a name the certificate holds (host in postgres.connection) or use sslmode verify-ca"
+                .to_string(),
+        );
+    }
+    if detail.contains("invalid peer certificate") || detail.contains("UnknownIssuer") {
+        return Some(format!(
+            "the server's certificate does not lead to a CA in postgres.sslrootcert {}: point sslrootcert at the CA that signed it",
+            ca()
+        ));
+    }
+    if detail.contains("error performing TLS") {
+        return Some(format!(
+            "check postgres.sslmode ({}) and postgres.sslrootcert",
+            mode.as_str()
+        ));
+    }
+    None
+}
+
 /// Classify a failed connection attempt.
-fn connect_error(e: &tokio_postgres::Error, target: &str, user: &str) -> PgError {
+fn connect_error(
+    e: &tokio_postgres::Error,
+    target: &str,
+    user: &str,
+    mode: SslMode,
+    cfg: &PostgresConfig,
+) -> PgError {
     let detail = error_chain(e);
+    if let Some(setting) = tls_setting_at_fault(&detail, mode, cfg) {
+        return PgError::Tls {
+            target: target.to_string(),
+            detail,
+            setting,
+        };
+    }
     let auth = |detail: String| PgError::Authentication {
         target: target.to_string(),
         user: user.to_string(),
@@ -295,10 +399,8 @@ fn connect_error(e: &tokio_postgres::Error, target: &str, user: &str) -> PgError
     if detail.starts_with("authentication error") {
         return auth(detail);
     }
-    if detail.starts_with("invalid configuration") || detail.starts_with("error performing TLS") {
-        return PgError::BadConnection(format!(
-            "{detail} (TLS is not supported yet: use sslmode=disable or prefer)"
-        ));
+    if detail.starts_with("invalid configuration") {
+        return PgError::BadConnection(detail);
     }
     PgError::Unreachable {
         target: target.to_string(),

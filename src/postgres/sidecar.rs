@@ -18,6 +18,7 @@ impl From<&PgSnapshotInfo> for PgRecord {
             stop_lsn: i.stop_lsn.clone(),
             timeline: i.timeline,
             consistent_at: Some(i.consistent_at),
+            wal_start: i.wal_start.clone(),
         }
     }
 }
@@ -69,6 +70,7 @@ mod tests {
             stop_lsn: None,
             timeline: 2,
             consistent_at: Some("2026-01-01T00:00:05Z".parse().unwrap()),
+            wal_start: Some("000000020000000000000003".into()),
         };
         write(&snap, &r).unwrap();
         assert_eq!(read(&snap), Some(r));

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{run, tool, TestFs};
-use subvault::config::{PgMode, PostgresConfig, Secret};
+use subvault::config::{PgMode, PostgresConfig, Secret, SslMode};
 use subvault::postgres::{prepare_restored_datadir, snapshot_with, PgError, PgSnapshotInfo};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -162,6 +162,9 @@ fn pg_config(connection: String, mode: PgMode) -> PostgresConfig {
         connection: Secret::new(connection),
         mode,
         timeout: Duration::from_secs(60),
+        pitr_window: None,
+        sslmode: None,
+        sslrootcert: None,
     }
 }
 
@@ -289,6 +292,7 @@ async fn snapshots_under_load(src: &Source, mode: PgMode, n: usize) -> Vec<PgSna
     let mut load = start_pgbench(&src.cluster);
     let cfg = pg_config(src.cluster.connection("postgres", None), mode);
     let mut infos = Vec::new();
+    let mut future_left_out = 0;
     let mut committed = history_rows(&src.cluster);
     for i in 0..n {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -311,10 +315,57 @@ async fn snapshots_under_load(src: &Source, mode: PgMode, n: usize) -> Vec<PgSna
         )
         .await
         .unwrap_or_else(|e| panic!("snapshot {i} in {mode:?} mode: {e}"));
+        future_left_out += assert_lean_pg_wal(src, &info);
         infos.push(info);
     }
     drop(load);
+    assert!(
+        future_left_out > 0,
+        "the live pg_wal never held recycled segments past the insert position, so nothing \
+         showed that the snapshots leave them out"
+    );
     infos
+}
+
+/// Segment names (24 hex digits) in `dir`, sorted.
+fn segments_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A snapshot's pg_wal holds only what recovery from it can read: the
+/// segments from its recorded start (the redo point's segment, which is
+/// there) to the insert position now (later than when it was trimmed), and
+/// it is read-only. Returns how many segments the live pg_wal holds past the
+/// insert position (recycled ones the snapshot left out).
+fn assert_lean_pg_wal(src: &Source, info: &PgSnapshotInfo) -> usize {
+    assert!(crate::common::is_readonly(&info.snapshot));
+    let insert = src.cluster.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    let pos = |s: &str| s[8..].to_string();
+    let start = info
+        .wal_start
+        .clone()
+        .expect("the start segment is recorded");
+    let snap = segments_in(&info.snapshot.join("wal"));
+    assert!(snap.contains(&start), "{start} missing from {snap:?}");
+    for s in &snap {
+        assert!(
+            pos(s) >= pos(&start) && pos(s) <= pos(&insert),
+            "{s} is outside {start} .. {insert} in the snapshot's pg_wal: {snap:?}"
+        );
+    }
+    segments_in(&src.subvol.join("wal"))
+        .iter()
+        .filter(|s| pos(s) > pos(&insert))
+        .count()
 }
 
 /// Send every snapshot (each relative to the one before) into `dest`, as the
@@ -1277,4 +1328,332 @@ async fn check_names_the_setting_or_sees_the_segment_arrive() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+/// The segment names in `objects` (a bucket listing) archived under
+/// `.wal/`, and the `.pgrs` start segments of the backups there (as names).
+fn archive_and_starts(objects: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut segments: Vec<String> = objects
+        .iter()
+        .filter(|k| k.contains(".wal/"))
+        .filter_map(|k| k.rsplit('/').next()?.strip_suffix(".cmprzstd"))
+        .filter(|n| n.len() == 24)
+        .map(String::from)
+        .collect();
+    segments.sort();
+    let starts = objects
+        .iter()
+        .filter(|k| !k.contains(".wal/"))
+        .filter_map(|k| {
+            // `.pgrs<log>-<seg>` (hex), on timeline 1 here.
+            let v = k.split(".pgrs").nth(1)?.split('.').next()?;
+            let (log, seg) = v.split_once('-')?;
+            let hex = |h: &str| u32::from_str_radix(h, 16).ok();
+            Some(format!("00000001{:08X}{:08X}", hex(log)?, hex(seg)?))
+        })
+        .collect();
+    (segments, starts)
+}
+
+/// WAL retention through `run` on S3: a cluster archives with `subvault
+/// wal-push` (a few segments a simulated hour), and `run --now` keeps two
+/// hourlies (`preserve: 2h`). After every run the archive holds exactly the
+/// segments from the oldest kept backup's start (its `.pgrs`) on, without a
+/// gap; `plan --dry-run` shows the archive and what a run would delete,
+/// including when that is over the prune budget, and then a run deletes the
+/// oldest the budget allows and the next run the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15 + S3"]
+async fn wal_retention_keeps_exactly_what_the_kept_backups_need() {
+    let _serial = SERIAL.lock().await;
+    let fs = TestFs::new(1024);
+    let subvol = fs.subvolume("pg");
+    let bucket = crate::common::new_bucket_async("walret").await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    postgres_dir(cfg_dir.path());
+    let cfg = cfg_dir.path().join("config.yaml");
+    let write_config = |connection: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres: {{connection: \"{connection}\"}}\n    upload_to_remotes:\n      - {{id: s3, preserve: 2h}}\nremotes:\n  - id: s3\n    s3:\n      bucket: {bucket}\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n        aws_access_key_id: testing\n        aws_secret_access_key: testing\n",
+                subvol.display(),
+                fs.path().join("snaps").display(),
+                crate::common::s3_endpoint()
+            ),
+        )
+        .unwrap();
+        run(Command::new("chown").arg("postgres:postgres").arg(&cfg));
+        run(Command::new("chmod").arg("600").arg(&cfg));
+    };
+    write_config("host=127.0.0.1");
+    let command = format!(
+        "{} -c {} wal-push %p",
+        crate::common::subvault_bin().display(),
+        cfg.display()
+    );
+    let cluster = Cluster::start(
+        &subvol.join("data"),
+        &[("PG_ARCHIVE_COMMAND", Path::new(&command))],
+    );
+    write_config(&cluster.connection("postgres", None));
+    cluster.psql("postgres", "CREATE TABLE t (x int)");
+    let subvault = |args: &[&str]| {
+        let out = Command::new(crate::common::subvault_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .env("SUBVAULT_LOCK_DIR", cfg_dir.path().join("locks"))
+            .output()
+            .unwrap();
+        (out.status.code(), crate::common::output_text(&out))
+    };
+    let keys = || -> Vec<String> { crate::common::bucket_objects(&bucket).into_keys().collect() };
+    // Segments switched per simulated hour, and what each run deletes: the
+    // first run the WAL from before its backup; in hour 2 the four segments
+    // of hour 1 (over the budget: 3 of 6 at 02:00, the last at 02:30); then
+    // each hour's two.
+    let switches = [2, 4, 2, 2, 2];
+    let deletes = [2, 0, 1, 2, 2];
+    for h in 0..5 {
+        for _ in 0..switches[h] {
+            cluster.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+            switch_and_wait_archived(&cluster);
+        }
+        let now = format!("2026-01-01T0{h}:00:00Z");
+        if h == 2 {
+            let (_, plan) = subvault(&["plan", "--dry-run", "--now", &now]);
+            assert!(
+                plan.contains(
+                    "WAL archive on s3: 000000010000000000000003 .. 000000010000000000000008, 6 objects"
+                ),
+                "{plan}"
+            );
+            assert!(
+                plan.contains("WAL retention deletes 4 objects")
+                    && plan.contains("over the prune budget"),
+                "{plan}"
+            );
+            // The budget allows 3 of 6: the oldest three go now, no gap.
+            let (code, out) = subvault(&["run", "--now", &now]);
+            assert_eq!(code, Some(0), "{out}");
+            assert!(out.contains("deleted 3 archived WAL objects"), "{out}");
+            let (segments, _) = archive_and_starts(&keys());
+            assert_eq!(segments[0], "000000010000000000000006", "{segments:?}");
+        }
+        let at = if h == 2 {
+            "2026-01-01T02:30:00Z".to_string()
+        } else {
+            now
+        };
+        let (code, out) = subvault(&["run", "--now", &at]);
+        assert_eq!(code, Some(0), "{out}");
+        if deletes[h] > 0 {
+            assert!(
+                out.contains(&format!("deleted {} archived WAL object", deletes[h])),
+                "hour {h}: {out}"
+            );
+        } else {
+            assert!(!out.contains("archived WAL"), "hour {h}: {out}");
+        }
+        // Exactly the segments from the oldest kept start on, no gap.
+        let (segments, starts) = archive_and_starts(&keys());
+        let oldest = starts.iter().min().expect("backups record .pgrs").clone();
+        if let Some(first) = segments.first() {
+            assert_eq!(
+                first, &oldest,
+                "hour {h}: {segments:?} vs starts {starts:?}"
+            );
+        }
+        let pos = |s: &str| u64::from_str_radix(&s[8..], 16).unwrap();
+        for pair in segments.windows(2) {
+            assert_eq!(
+                pos(&pair[1]),
+                pos(&pair[0]) + 1,
+                "hour {h}: gap in {segments:?}"
+            );
+        }
+    }
+    let (_, list) = subvault(&["list"]);
+    assert!(
+        list.contains("WAL archive of pg: 2 object(s)")
+            && list.contains("segments 00000001000000000000000B (uploaded "),
+        "{list}"
+    );
+}
+
+/// Writes a CA (`NAME.pem`, `NAME.key`) into `dir` with the openssl CLI.
+fn make_ca(dir: &Path, name: &str) {
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .stderr(Stdio::null()));
+}
+
+/// TLS to PostgreSQL (`sslmode`, `sslrootcert`) against a real server with
+/// `ssl = on` and a CA and server certificate (for `localhost` only) made
+/// here with openssl: `require` and `verify-full` with the right CA connect
+/// encrypted, `verify-ca` accepts an address the certificate does not name;
+/// `verify-full` with another CA, or by an address the certificate does not
+/// name, fails in one line naming the setting; with a `hostssl`-only
+/// pg_hba.conf, `disable` fails naming `sslmode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + postgresql-15 + openssl"]
+async fn tls_modes_connect_or_name_the_setting() {
+    let _serial = SERIAL.lock().await;
+    let fs = TestFs::new(512);
+    let subvol = fs.subvolume("pg");
+    let cluster = Cluster::start(&subvol.join("data"), &[]);
+    let certs = fs.path().join("certs");
+    postgres_dir(&certs);
+    make_ca(&certs, "ca");
+    make_ca(&certs, "other-ca");
+    run(Command::new("openssl")
+        .current_dir(&certs)
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+        ])
+        .args(["-out", "server.csr", "-subj", "/CN=localhost"])
+        .stderr(Stdio::null()));
+    std::fs::write(
+        certs.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .current_dir(&certs)
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+        ])
+        .args(["-CAcreateserial", "-days", "2", "-out", "server.pem"])
+        .args(["-extfile", "ext.cnf"])
+        .stderr(Stdio::null()));
+    run(Command::new("chown")
+        .arg("-R")
+        .arg("postgres:postgres")
+        .arg(&certs));
+    run(Command::new("chmod")
+        .arg("600")
+        .arg(certs.join("server.key")));
+    cluster.psql("postgres", "ALTER SYSTEM SET ssl = on");
+    cluster.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            certs.join("server.pem").display()
+        ),
+    );
+    cluster.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            certs.join("server.key").display()
+        ),
+    );
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let cfg = |host: &str, mode: Option<SslMode>, ca: Option<&str>| PostgresConfig {
+        connection: Secret::new(format!(
+            "host={host} port={} user=postgres dbname=postgres",
+            cluster.port
+        )),
+        sslmode: mode,
+        sslrootcert: ca.map(|c| certs.join(c)),
+        ..pg_config(String::new(), PgMode::Checkpoint)
+    };
+    let tls = |c: PostgresConfig| async move { subvault::postgres::connection_uses_tls(&c).await };
+    assert!(tls(cfg("127.0.0.1", Some(SslMode::Require), None))
+        .await
+        .unwrap());
+    assert!(
+        tls(cfg("127.0.0.1", None, None)).await.unwrap(),
+        "prefer uses TLS when offered"
+    );
+    assert!(!tls(cfg("127.0.0.1", Some(SslMode::Disable), None))
+        .await
+        .unwrap());
+    assert!(
+        tls(cfg("localhost", Some(SslMode::VerifyFull), Some("ca.pem")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        tls(cfg("127.0.0.1", Some(SslMode::VerifyCa), Some("ca.pem")))
+            .await
+            .unwrap()
+    );
+
+    let one_line = |e: PgError| {
+        let line = e.to_string();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        line
+    };
+    let wrong_ca = one_line(
+        tls(cfg(
+            "localhost",
+            Some(SslMode::VerifyFull),
+            Some("other-ca.pem"),
+        ))
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        wrong_ca.contains("postgres.sslrootcert") && wrong_ca.contains("other-ca.pem"),
+        "{wrong_ca}"
+    );
+    let wrong_name = one_line(
+        tls(cfg("127.0.0.1", Some(SslMode::VerifyFull), Some("ca.pem")))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        wrong_name.contains("postgres.sslmode verify-full") && wrong_name.contains("does not name"),
+        "{wrong_name}"
+    );
+
+    // TLS only: pg_hba.conf with hostssl lines.
+    let hba = subvol.join("data/pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, text.replace("\nhost ", "\nhostssl ")).unwrap();
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let plain = one_line(
+        tls(cfg("127.0.0.1", Some(SslMode::Disable), None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        plain.contains("hostssl") && plain.contains("postgres.sslmode is disable"),
+        "{plain}"
+    );
+    assert!(
+        tls(cfg("localhost", Some(SslMode::VerifyFull), Some("ca.pem")))
+            .await
+            .unwrap()
+    );
 }

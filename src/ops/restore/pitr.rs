@@ -44,6 +44,9 @@ pub async fn choose_base(
     let uuid = source_uuids(config).get(&source.name).copied().flatten();
     let backups = backups_of_source(opened.backups.clone(), &prefix, source, uuid);
     let summary = crate::ops::wal::summary(&opened, source).await?;
+    // Backups older than the archive (WAL retention with `pitr_window`)
+    // cannot replay to any later time; the range named on error leaves them out.
+    let backups = pitr::reachable_by_archive(backups, summary.first_segment.as_deref());
     let end = summary.newest_upload;
     let (count, bytes) = (summary.objects, summary.bytes);
     let (b, at) = pitr::choose_base(&backups, end, target)

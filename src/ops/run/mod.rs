@@ -77,6 +77,8 @@ pub struct SourceReport {
     pub deleted: usize,
     /// Snapshots destroyed.
     pub destroyed: usize,
+    /// Archived WAL objects deleted by WAL retention.
+    pub wal_deleted: usize,
     /// Warnings from the plan (broken chains).
     pub warnings: Vec<String>,
     /// What failed or was held back without stopping the rest of the source
@@ -103,6 +105,8 @@ pub struct RemoteReport {
     pub uploaded: Vec<Uploaded>,
     /// Keys deleted.
     pub deleted: Vec<String>,
+    /// Archived WAL keys deleted (WAL retention).
+    pub wal_deleted: Vec<String>,
     /// The problems of this remote (also in [`SourceReport::problems`]).
     pub errors: Vec<String>,
     /// What the remote holds of the source after the run: its listing at the
@@ -286,6 +290,9 @@ pub async fn run_source<S: Subvolumes>(
             &mut report,
         )
         .await;
+    if source.postgres.is_some() {
+        prune.prune_wal(state.info.uuid, now, &mut report).await;
+    }
     if source.dedupe.after_run {
         dedupe_after_run(source, subvols).await?;
     }

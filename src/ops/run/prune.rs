@@ -11,6 +11,7 @@ use crate::core::guards::{PruneBudget, ALWAYS_ALLOWED};
 use crate::core::planner::{Action, BackupAction, Plan};
 use crate::ops::remotes::OpenRemotes;
 use crate::ops::subvols::Subvolumes;
+use crate::ops::wal_retention;
 use crate::remote::ObjectStore;
 
 /// What a prune may touch.
@@ -42,6 +43,117 @@ impl Prune<'_> {
         self.destroy_snapshots(destroys, subvols, report);
         for (remote, keys) in self.deletions(deletes, report) {
             self.delete(remote, &keys, report).await;
+        }
+    }
+
+    /// WAL retention, after the backups' prune: on each remote that may be
+    /// pruned, deletes the archived WAL that no backup left there can use
+    /// (docs/postgres.md, "WAL retention"), within the prune budget.
+    pub(super) async fn prune_wal(
+        &self,
+        source_uuid: uuid::Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut SourceReport,
+    ) {
+        for up in &self.source.upload_to_remotes {
+            let remote = up.id.as_str();
+            if self.no_prune.contains(remote) {
+                continue;
+            }
+            let Some(Ok(open)) = self.remotes.get(remote) else {
+                continue;
+            };
+            let deleted = report
+                .remotes
+                .get(remote)
+                .map(|r| r.deleted.clone())
+                .unwrap_or_default();
+            let uploaded: Vec<(String, u64)> = self
+                .uploaded
+                .iter()
+                .filter(|u| u.remote == remote)
+                .map(|u| (u.key.clone(), u.stored_bytes))
+                .collect();
+            let kept = wal_retention::kept_backups(open, source_uuid, &deleted, &uploaded);
+            let plan = match wal_retention::plan(remote, open, self.source, &kept, now).await {
+                Ok(p) => p.retention,
+                Err(e) => {
+                    report.remote_problem(
+                        remote,
+                        format!(
+                            "remote {remote}: cannot list the WAL archive of source {}: {e:#}",
+                            self.source.name
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if let Some(why) = &plan.held_back {
+                tracing::info!(
+                    "source {}: remote {remote}: WAL kept: {why}",
+                    self.source.name
+                );
+                continue;
+            }
+            if plan.delete.is_empty() {
+                continue;
+            }
+            // Over the budget, the oldest go now and the rest in later runs:
+            // what stays is still gapless and every kept backup's WAL stays.
+            let keys = match self.budget {
+                Some(share) => {
+                    let allowed = PruneBudget { share }.allowed(plan.existing);
+                    let now = plan.within(allowed);
+                    if now.len() < plan.delete.len() {
+                        tracing::info!(
+                            "source {}: remote {remote}: WAL retention deletes {} of the {} \
+                             archived WAL objects no kept backup needs now (the prune budget \
+                             allows {allowed} of {}), the rest in later runs \
+                             (--allow-large-prune deletes all at once)",
+                            self.source.name,
+                            now.len(),
+                            plan.delete.len(),
+                            plan.existing
+                        );
+                    }
+                    now
+                }
+                None => &plan.delete[..],
+            };
+            self.delete_wal(remote, &open.store, keys, report).await;
+        }
+    }
+
+    async fn delete_wal(
+        &self,
+        remote: &str,
+        store: &crate::remote::AnyStore,
+        keys: &[String],
+        report: &mut SourceReport,
+    ) {
+        match store.delete(keys).await {
+            Ok(rep) => {
+                tracing::info!(
+                    "source {}: deleted {} archived WAL objects from remote {remote} \
+                     (older than every kept backup needs)",
+                    self.source.name,
+                    rep.deleted.len()
+                );
+                report.wal_deleted += rep.deleted.len();
+                report
+                    .remotes
+                    .entry(remote.to_string())
+                    .or_default()
+                    .wal_deleted
+                    .extend(rep.deleted.iter().cloned());
+                for (key, err) in rep.failed {
+                    report.remote_problem(
+                        remote,
+                        format!("remote {remote}: cannot delete {key}: {err}"),
+                    );
+                }
+            }
+            Err(e) => report.remote_problem(remote, format!("remote {remote}: {e}")),
         }
     }
 

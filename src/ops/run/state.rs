@@ -110,6 +110,9 @@ pub struct RemoteRecord {
     pub uploaded: Vec<UploadRecord>,
     /// Keys deleted.
     pub deleted: Vec<String>,
+    /// Archived WAL keys deleted by WAL retention (PostgreSQL sources).
+    #[serde(default)]
+    pub wal_deleted: Vec<String>,
     /// Bytes of send stream read for this remote.
     pub read_bytes: u64,
     /// Bytes uploaded to it.
@@ -237,6 +240,7 @@ impl SourceRecord {
                     ok: rr.errors.is_empty(),
                     uploaded: rr.uploaded.iter().map(UploadRecord::from).collect(),
                     deleted: rr.deleted.clone(),
+                    wal_deleted: rr.wal_deleted.clone(),
                     read_bytes: rr.uploaded.iter().map(|u| u.raw_bytes).sum(),
                     sent_bytes: rr.uploaded.iter().map(|u| u.stored_bytes).sum(),
                     errors: rr.errors.clone(),
@@ -254,6 +258,7 @@ impl RemoteRecord {
             ok: false,
             uploaded: Vec::new(),
             deleted: Vec::new(),
+            wal_deleted: Vec::new(),
             read_bytes: 0,
             sent_bytes: 0,
             errors: Vec::new(),
