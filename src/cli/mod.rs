@@ -10,6 +10,7 @@ pub mod completions_cmd;
 pub mod config_cmd;
 pub mod config_init;
 pub mod dedupe_cmd;
+pub mod fleet_view;
 pub mod journal;
 pub mod key_cmd;
 pub mod list_cmd;
@@ -99,7 +100,8 @@ pub enum Command {
     /// (from the state file `run` writes). One listing per remote. Exit status
     /// 0 when every source is fresh and healthy, 1 when one is stale (older than
     /// --max-age, or the source's max_age), broken, empty or unreachable, or its
-    /// last run failed; 2 for a usage or config error.
+    /// last run failed; 2 for a usage or config error. With --fleet: every
+    /// host under each remote's prefix (docs/fleet.md).
     Status(status_cmd::StatusArgs),
     /// Show the backup tree and the actions a run would take now; changes nothing.
     Plan(plan_cmd::PlanArgs),

@@ -35,6 +35,14 @@ pub struct StatusArgs {
     /// inventories, in the Prometheus text format.
     #[arg(long)]
     pub prometheus: bool,
+    /// Many hosts, one bucket: treat each remote's prefix as a fleet's root
+    /// and report every host under it (`<root><host>/`, docs/fleet.md).
+    /// Needs list access only. Without --max-age, stale means older than 26h.
+    #[arg(long, conflicts_with_all = ["prometheus", "sources"])]
+    pub fleet: bool,
+    /// With --fleet: only this remote (repeatable; default: every remote).
+    #[arg(long = "remote", value_name = "ID", requires = "fleet")]
+    pub remotes: Vec<String>,
 }
 
 fn parse_max_age(text: &str) -> Result<Duration, String> {
@@ -47,6 +55,9 @@ fn parse_max_age(text: &str) -> Result<Duration, String> {
 /// Runs `subvault status`: 0 when every source is fresh and healthy, 1 when not.
 pub fn execute(config_path: &Path, args: &StatusArgs) -> Result<i32> {
     let config = load_config(config_path)?;
+    if args.fleet {
+        return super::fleet_view::execute(&config, args);
+    }
     let sources = select_sources(&config, &args.sources)?;
     if sources.is_empty() {
         return Err(UsageError("no sources in the config".into()).into());

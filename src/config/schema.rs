@@ -91,7 +91,13 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         remotes.push(remote);
     }
 
-    let source_nodes = top.required("sources")?.non_empty_seq()?;
+    // A config without `sources` only reads (a fleet reader's `status
+    // --fleet`, `list`, `restore`); commands that back up refuse it
+    // (`ops::sources::select_sources`). An empty list is still a mistake.
+    let source_nodes = match top.get("sources") {
+        Some(n) => n.non_empty_seq()?,
+        None => Vec::new(),
+    };
     let mut sources: Vec<Source> = Vec::new();
     let mut located: Vec<SourceNodes> = Vec::new();
     for node in &source_nodes {

@@ -667,3 +667,21 @@ fn safety_settings_have_defaults_and_are_checked() {
         assert!(msg.contains(says), "{bad}: {msg}");
     }
 }
+
+#[test]
+fn a_reader_config_may_leave_out_sources_but_not_list_none() {
+    let reader = "\
+timezone: UTC
+remotes:
+  - id: fleet
+    s3: {bucket: b, prefix: fleet/}
+";
+    let c = load(reader);
+    assert!(c.sources.is_empty());
+    assert_eq!(c.remotes[0].id, "fleet");
+    let e = load_err(&format!("{reader}sources: []\n"));
+    assert!(
+        e.to_string().contains("must list at least one entry"),
+        "{e}"
+    );
+}

@@ -11,7 +11,9 @@
 pub mod auth;
 pub mod chain;
 pub mod coverage;
+pub mod fleet;
 pub mod guards;
+pub mod inventory;
 pub mod model;
 pub mod object_key;
 pub mod pg_record;

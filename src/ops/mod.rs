@@ -16,6 +16,7 @@
 pub mod check;
 pub mod config_init;
 pub mod dedupe;
+pub mod fleet;
 pub mod keys;
 pub mod list;
 pub mod plan;

@@ -138,6 +138,38 @@ pub struct BackupListing {
     pub ignored: Vec<String>,
 }
 
+/// One level of a listing: the sub-prefixes under the store's prefix (as
+/// ListObjectsV2 with delimiter `/` returns them) and the objects directly
+/// there. A fleet's root lists one sub-prefix per host (docs/fleet.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixListing {
+    /// Full sub-prefixes, each ending in `/` (e.g. `fleet/host-a/`), sorted.
+    pub prefixes: Vec<String>,
+    /// Objects directly under the store's prefix, with full keys.
+    pub objects: Vec<ObjectInfo>,
+}
+
+/// Splits a full listing under `prefix` into one level (what a store without
+/// a delimiter listing returns for [`ObjectStore::list_prefixes`]).
+pub fn split_level(prefix: &str, objects: Vec<ObjectInfo>) -> PrefixListing {
+    let mut out = PrefixListing::default();
+    for o in objects {
+        let rest = o.key.strip_prefix(prefix).unwrap_or(&o.key);
+        match rest.find('/') {
+            Some(i) => {
+                let sub = &rest[..=i];
+                if out.prefixes.last().map(|p| &p[prefix.len()..]) != Some(sub) {
+                    out.prefixes.push(format!("{prefix}{sub}"));
+                }
+            }
+            None => out.objects.push(o),
+        }
+    }
+    out.prefixes.sort();
+    out.prefixes.dedup();
+    out
+}
+
 /// A streaming object body.
 pub type Body = Box<dyn AsyncRead + Unpin + Send>;
 
@@ -152,6 +184,30 @@ pub trait ObjectStore: Send + Sync {
 
     /// Every object under the prefix (all pages), with full keys.
     fn list(&self) -> impl Future<Output = Result<Vec<ObjectInfo>, RemoteError>> + Send;
+
+    /// One level under the prefix: its sub-prefixes and the objects directly
+    /// there (S3: ListObjectsV2 with delimiter `/`, all pages). The default
+    /// lists everything and splits it.
+    fn list_prefixes(&self) -> impl Future<Output = Result<PrefixListing, RemoteError>> + Send {
+        async move {
+            let all = self.list().await?;
+            Ok(split_level(self.prefix(), all))
+        }
+    }
+
+    /// Every object under `sub_prefix`, a full key prefix that starts with
+    /// this store's prefix (as [`ObjectStore::list_prefixes`] returns them).
+    /// The default lists everything and filters.
+    fn list_under(
+        &self,
+        sub_prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, RemoteError>> + Send {
+        async move {
+            let mut all = self.list().await?;
+            all.retain(|o| o.key.starts_with(sub_prefix));
+            Ok(all)
+        }
+    }
 
     /// Streams `body` into a new object at `key`. The object appears under `key`
     /// only once complete; on any failure (including the body's reader failing)
@@ -228,6 +284,12 @@ impl ObjectStore for AnyStore {
     }
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         delegate!(self, s => s.list().await)
+    }
+    async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
+        delegate!(self, s => s.list_prefixes().await)
+    }
+    async fn list_under(&self, sub_prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
+        delegate!(self, s => s.list_under(sub_prefix).await)
     }
     async fn upload(
         &self,
@@ -434,6 +496,20 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("PEM"), "{e}");
         assert!(!e.to_string().contains("very-secret"));
+    }
+
+    #[test]
+    fn one_level_splits_sub_prefixes_from_objects() {
+        let objects = vec![
+            obj("f/a/x", None, None),
+            obj("f/a/y/z", None, None),
+            obj("f/b/x", None, None),
+            obj("f/top", None, None),
+        ];
+        let level = split_level("f/", objects);
+        assert_eq!(level.prefixes, vec!["f/a/", "f/b/"]);
+        assert_eq!(level.objects.len(), 1);
+        assert_eq!(level.objects[0].key, "f/top");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod btrfs_adapter;
 mod config_errors;
 mod dedupe;
 mod encryption;
+mod fleet;
 mod harness;
 mod monitoring;
 mod postgres;

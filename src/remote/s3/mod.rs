@@ -25,8 +25,8 @@ use tokio::io::AsyncRead;
 
 use super::retry::{with_retries, RetryPolicy};
 use super::{
-    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, RemoteError, RemoteErrorKind,
-    UploadOptions, UploadStats,
+    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing, RemoteError,
+    RemoteErrorKind, UploadOptions, UploadStats,
 };
 use client::{classify, redact_url, sign_payload, to_chrono, Failure};
 
@@ -248,6 +248,24 @@ impl ObjectStore for S3Store {
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         self.list_objects().await
+    }
+
+    async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
+        self.list_level().await
+    }
+
+    async fn list_under(&self, sub_prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
+        if !sub_prefix.starts_with(&self.prefix) {
+            return Err(self.fatal(
+                "ListObjectsV2",
+                None,
+                RemoteErrorKind::InvalidKey(format!(
+                    "{sub_prefix:?} is not under the remote's prefix {:?}",
+                    self.prefix
+                )),
+            ));
+        }
+        self.list_objects_under(sub_prefix).await
     }
 
     fn parallel_gets(&self) -> usize {
