@@ -10,6 +10,7 @@ pub mod local;
 pub mod parts;
 pub mod pending;
 pub mod rate;
+pub mod requests;
 pub mod resume;
 pub mod retry;
 pub mod s3;
@@ -235,6 +236,12 @@ pub trait ObjectStore: Send + Sync {
         1
     }
 
+    /// Requests sent so far, per kind (S3 API names; see [`requests`]). A
+    /// store that makes no billed requests (a local directory) reports none.
+    fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        std::collections::BTreeMap::new()
+    }
+
     /// Size, storage class and restore status of one object.
     fn head(&self, key: &str) -> impl Future<Output = Result<ObjectInfo, RemoteError>> + Send;
 
@@ -304,6 +311,9 @@ impl ObjectStore for AnyStore {
     }
     fn parallel_gets(&self) -> usize {
         delegate!(self, s => s.parallel_gets())
+    }
+    fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        delegate!(self, s => s.requests())
     }
     async fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
         delegate!(self, s => s.head(key).await)

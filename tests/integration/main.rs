@@ -18,6 +18,7 @@ mod harness;
 mod monitoring;
 mod postgres;
 mod remote_s3;
+mod requests;
 mod restore;
 mod resume;
 mod run;

@@ -17,12 +17,15 @@ mod listing;
 mod multipart;
 mod transport;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use tokio::io::AsyncRead;
 
+use super::requests::RequestCounter;
 use super::retry::{with_retries, RetryPolicy};
 use super::{
     Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing, RemoteError,
@@ -123,6 +126,8 @@ pub struct S3Store {
     retry: RetryPolicy,
     /// See [`client::sign_payload`].
     sign_payload: bool,
+    /// Requests sent, per kind (shared by clones of this store).
+    requests: Arc<RequestCounter>,
 }
 
 impl fmt::Debug for S3Store {
@@ -165,8 +170,12 @@ impl S3Store {
                     .into(),
             ));
         }
-        let client = client::connect(&settings).await.map_err(config_err)?;
+        let requests = Arc::new(RequestCounter::default());
+        let client = client::connect(&settings, requests.clone())
+            .await
+            .map_err(config_err)?;
         Ok(S3Store {
+            requests,
             sign_payload: sign_payload(settings.endpoint_url.as_deref()),
             client,
             bucket: settings.bucket,
@@ -270,6 +279,10 @@ impl ObjectStore for S3Store {
 
     fn parallel_gets(&self) -> usize {
         PARALLEL_GETS
+    }
+
+    fn requests(&self) -> BTreeMap<String, u64> {
+        self.requests.snapshot()
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
