@@ -271,6 +271,9 @@ pub struct RemoteConfig {
     /// Upload bandwidth in bytes per second, shared by every upload to this
     /// remote (`rate_limit`).
     pub rate_limit: Option<u64>,
+    /// Streams up to this many bytes go up in one PutObject
+    /// (`single_put_max`; default 64 MiB, S3 remotes only).
+    pub single_put_max: Option<u64>,
     /// Encryption and authentication of every object in it, when set.
     pub encryption: Option<EncryptionConfig>,
 }

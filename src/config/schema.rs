@@ -201,6 +201,7 @@ fn remote<'v>(
     let id_node = map.required("id")?;
     let id = identifier(&id_node, "remote id")?;
     let rate_limit = operations::rate_limit(&map)?;
+    let single_put_max = operations::single_put_max(&map)?;
     let place;
     let kind = match (map.get("s3"), map.get("local")) {
         (Some(s3), None) => {
@@ -243,6 +244,7 @@ fn remote<'v>(
             kind,
             encryption,
             rate_limit,
+            single_put_max,
         },
         id_node,
         place,

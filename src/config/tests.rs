@@ -685,3 +685,26 @@ remotes:
         "{e}"
     );
 }
+
+#[test]
+fn single_put_max_is_a_size_within_bounds() {
+    let with = |v: &str| {
+        format!(
+            "timezone: UTC\nremotes:\n  - id: r\n    single_put_max: {v}\n    s3: {{bucket: b}}\n"
+        )
+    };
+    assert_eq!(
+        load(&with("64MiB")).remotes[0].single_put_max,
+        Some(64 << 20)
+    );
+    assert_eq!(
+        load(&with("8 MiB")).remotes[0].single_put_max,
+        Some(8 << 20)
+    );
+    let e = load_err(&with("64")).to_string();
+    assert!(e.contains("single_put_max") && e.contains("no unit"), "{e}");
+    let e = load_err(&with("2GiB")).to_string();
+    assert!(e.contains("between 5MiB"), "{e}");
+    let e = load_err(&with("64Mi")).to_string();
+    assert!(e.contains("unknown unit"), "{e}");
+}

@@ -360,6 +360,9 @@ pub async fn open(remote: &RemoteConfig) -> Result<AnyStore, RemoteError> {
             s.access_key_id = e.access_key_id.clone();
             s.secret_access_key = e.secret_access_key.as_ref().map(|k| k.expose().to_string());
             s.force_path_style = e.force_path_style;
+            if let Some(max) = remote.single_put_max {
+                s.single_put_max = max;
+            }
             match &e.verify {
                 Verify::Default => {}
                 Verify::Disabled => s.verify = false,
@@ -461,6 +464,7 @@ mod tests {
             }),
             encryption: None,
             rate_limit: None,
+            single_put_max: None,
         }
     }
 
@@ -479,6 +483,7 @@ mod tests {
             }),
             encryption: None,
             rate_limit: None,
+            single_put_max: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));

@@ -10,7 +10,11 @@
 //! being filled, so an upload holds at most `(in_flight + 1) × part size` bytes;
 //! once parts grow past the buffer budget fewer parts fly at once (at least one),
 //! keeping it near `max(buffer_budget, 2 × part size)`. With the defaults (4 in
-//! flight, 8 MiB parts) that is 40 MiB for any stream up to 7.8 GiB.
+//! flight, 8 MiB parts) that is 40 MiB for any stream up to 7.8 GiB. Before
+//! that, the first `single_put_max` bytes (64 MiB by default) are read into
+//! one buffer: a stream that ends there is one PutObject (two requests with
+//! the read-back instead of ten for 50 MiB); a longer one holds that buffer
+//! until its parts are sent, so its peak is about 64 + 40 MiB.
 
 mod client;
 mod listing;
@@ -65,6 +69,9 @@ pub struct S3Settings {
     pub in_flight: usize,
     /// Part buffer bytes allowed before fewer parts fly at once.
     pub buffer_budget: u64,
+    /// Streams up to this size (rounded down to whole parts) are one
+    /// PutObject; see [`crate::remote::parts::DEFAULT_SINGLE_PUT_MAX`].
+    pub single_put_max: u64,
     /// Retry policy for every request.
     pub retry: RetryPolicy,
 }
@@ -109,6 +116,7 @@ impl S3Settings {
             force_path_style: None,
             in_flight: 4,
             buffer_budget: 160 << 20,
+            single_put_max: super::parts::DEFAULT_SINGLE_PUT_MAX,
             retry: RetryPolicy::default(),
         }
     }
@@ -123,6 +131,7 @@ pub struct S3Store {
     describe: String,
     in_flight: usize,
     buffer_budget: u64,
+    single_put_max: u64,
     retry: RetryPolicy,
     /// See [`client::sign_payload`].
     sign_payload: bool,
@@ -183,6 +192,7 @@ impl S3Store {
             describe,
             in_flight: settings.in_flight.max(1),
             buffer_budget: settings.buffer_budget,
+            single_put_max: settings.single_put_max,
             retry: settings.retry,
         })
     }
