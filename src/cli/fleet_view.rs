@@ -88,6 +88,9 @@ pub fn render(st: &FleetStatus, tz: chrono_tz::Tz, only_problems: bool) -> Strin
                         human_bytes(inv.bytes)
                     );
                 }
+                if let Some(c) = &h.cost {
+                    let _ = writeln!(out, "  {}", super::status_cmd::cost_line(c));
+                }
                 if h.foreign.count > 0 {
                     let _ = writeln!(
                         out,

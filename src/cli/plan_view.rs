@@ -71,6 +71,13 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
         for (remote, (desc, policy)) in &sp.remotes {
             let _ = writeln!(out, "  remote {remote} {desc}, keeping {policy}");
             write_tree(&mut out, sp, remote, tz);
+            if let Some(c) = sp.costs.get(remote) {
+                let _ = writeln!(
+                    out,
+                    "    after this run: {}",
+                    super::status_cmd::cost_line(c)
+                );
+            }
         }
         write_snapshots(&mut out, sp);
         for w in &sp.plan.warnings {
@@ -257,7 +264,20 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             actions.push(v);
         }
     }
-    json!({ "snapshots": snapshots, "backups": backups, "actions": actions })
+    let costs: Vec<Value> = sources
+        .iter()
+        .flat_map(|sp| {
+            sp.costs.iter().map(|(remote, c)| {
+                let mut v = serde_json::to_value(c).expect("costs serialize");
+                if let Value::Object(m) = &mut v {
+                    m.insert("source".into(), json!(sp.name));
+                    m.insert("remote".into(), json!(remote));
+                }
+                v
+            })
+        })
+        .collect();
+    json!({ "snapshots": snapshots, "backups": backups, "actions": actions, "costs": costs })
 }
 
 #[cfg(test)]
@@ -330,6 +350,7 @@ mod tests {
                 ),
             )]),
             upload_keys: std::collections::HashMap::new(),
+            costs: BTreeMap::new(),
             problems: Vec::new(),
         }
     }
@@ -377,6 +398,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("delete data.k3 from aws"), "{text}");
+    }
+
+    #[test]
+    fn a_priced_plan_shows_the_cost_per_remote_in_text_and_json() {
+        use crate::core::cost::{plan_cost, PriceTable};
+        let mut sp = sample();
+        let table = PriceTable {
+            currency: "EUR".into(),
+            storage_gb_month: [("STANDARD".to_string(), 0.02)].into(),
+            ..Default::default()
+        };
+        let now = utc("2025-01-03T00:00:00Z");
+        sp.costs
+            .insert("aws".into(), plan_cost(&table, &sp.plan.backups, now));
+        let text = render_text(std::slice::from_ref(&sp), chrono_tz::UTC);
+        assert!(
+            text.contains("    after this run: ") && text.contains("EUR a month"),
+            "{text}"
+        );
+        let v = render_json(&[sp]);
+        assert_eq!(v["costs"][0]["remote"], "aws");
+        assert_eq!(v["costs"][0]["currency"], "EUR");
+        assert!(v["costs"][0]["storage_monthly"].is_number());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod duration;
 mod locate;
 mod node;
 mod operations;
+mod prices;
 mod schema;
 mod storage_costs;
 mod warnings;
@@ -59,6 +60,9 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// Commands run after each run (`hooks`).
     pub hooks: Hooks,
+    /// The `prices:` table for cost estimates in `plan` and `status`
+    /// (`None`: no estimates).
+    pub prices: Option<crate::core::cost::PriceTable>,
 }
 
 /// The guards against a run that would lose history (`safety:` in the file).

@@ -23,7 +23,7 @@ use super::{
 use crate::core::model::Codec;
 use crate::core::policy::{Policy, Timeframe};
 
-const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes", "safety"];
+const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes", "safety", "prices"];
 const SAFETY_KEYS: &[&str] = &[
     "prune_budget",
     "clock_tolerance",
@@ -126,6 +126,10 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         Some(n) => safety(&n)?,
         None => Safety::default(),
     };
+    let prices = match top.get("prices") {
+        Some(n) => Some(super::prices::prices(&n)?),
+        None => None,
+    };
 
     Ok(Config {
         path: file.to_path_buf(),
@@ -136,6 +140,7 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         max_parallel_sources: ops.max_parallel_sources,
         metrics_file: ops.metrics_file,
         hooks: ops.hooks,
+        prices,
     })
 }
 

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod chain;
+pub mod cost;
 pub mod coverage;
 pub mod fleet;
 pub mod guards;

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::{Config, RemoteConfig};
+use crate::core::cost::{CostEstimate, PriceTable};
 use crate::core::fleet::{self, Foreign, HostInventory, Listed, SourceVerdict, Verdict};
 use crate::core::inventory::ClassTotal;
 use crate::errors::UsageError;
@@ -47,6 +48,8 @@ pub struct HostStatus {
     pub foreign: Foreign,
     /// Per source (the keys' base name), sorted by name.
     pub sources: Vec<SourceVerdict>,
+    /// What the host's objects cost a month, with the config's `prices:`.
+    pub cost: Option<CostEstimate>,
 }
 
 /// One fleet remote.
@@ -149,7 +152,7 @@ pub async fn fleet_status(
     }
     let mut out = Vec::new();
     for r in remotes {
-        out.push(fleet_remote(r, max_age, now).await);
+        out.push(fleet_remote(r, config.prices.as_ref(), max_age, now).await);
     }
     let healthy = out.iter().all(|r| {
         r.error.is_none() && !r.hosts.is_empty() && r.hosts.iter().all(|h| !h.health.fails())
@@ -163,7 +166,12 @@ pub async fn fleet_status(
     })
 }
 
-async fn fleet_remote(config: &RemoteConfig, max_age: Duration, now: DateTime<Utc>) -> FleetRemote {
+async fn fleet_remote(
+    config: &RemoteConfig,
+    prices: Option<&PriceTable>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> FleetRemote {
     let mut out = FleetRemote {
         remote: config.id.clone(),
         location: config.location(),
@@ -196,7 +204,15 @@ async fn fleet_remote(config: &RemoteConfig, max_age: Duration, now: DateTime<Ut
             let root = root.clone();
             async move {
                 let listed = store.list_under(&prefix).await;
-                host_status(&root, prefix, listed, max_age, now)
+                let mut host = host_status(&root, prefix, listed, max_age, now);
+                host.cost = prices.filter(|_| host.error.is_none()).map(|t| {
+                    let mut c = CostEstimate::new(t);
+                    for (class, total) in &host.by_storage_class {
+                        c.add_storage(t, class, total.bytes);
+                    }
+                    c
+                });
+                host
             }
         })
         .buffered(HOSTS_IN_FLIGHT)
@@ -227,6 +243,7 @@ fn host_status(
                 by_storage_class: Default::default(),
                 foreign: Foreign::default(),
                 sources: Vec::new(),
+                cost: None,
             }
         }
     };
@@ -258,5 +275,6 @@ fn host_status(
         by_storage_class,
         foreign,
         sources,
+        cost: None,
     }
 }

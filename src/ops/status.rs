@@ -23,6 +23,8 @@ use super::remotes::{self, OpenRemote};
 use super::run::state::{self, SourceHistory};
 use super::sources::{backups_of_source, basename_of, source_uuids};
 use crate::config::{Config, Source};
+use crate::core::cost::{CostEstimate, PriceTable};
+use crate::core::model::Backup;
 use crate::remote::ObjectStore;
 
 pub use crate::core::inventory::{BrokenBackup, ClassTotal, Inventory, NewestBackup};
@@ -88,6 +90,10 @@ pub struct RemoteSummary {
     pub error: Option<String>,
     /// Backups that belong to no configured source.
     pub orphans: usize,
+    /// Every backup on the remote (all sources, orphans too) by storage
+    /// class, priced with the config's `prices:` (`None` without them, or
+    /// when the remote could not be listed).
+    pub cost: Option<CostEstimate>,
 }
 
 /// The whole status.
@@ -168,12 +174,17 @@ pub async fn status(
                 location: open.store.describe(),
                 error: None,
                 orphans: orphans(config, open, &uuids),
+                cost: config
+                    .prices
+                    .as_ref()
+                    .map(|t| stored_cost(t, &open.backups)),
             },
             Err(e) => RemoteSummary {
                 remote: id.clone(),
                 location: config.remote(id).map(|r| r.location()).unwrap_or_default(),
                 error: Some(crate::errors::one_line(e)),
                 orphans: 0,
+                cost: None,
             },
         })
         .collect();
@@ -188,6 +199,16 @@ pub async fn status(
         sources: out,
         remotes: summaries,
     })
+}
+
+/// What storing `backups` costs a month under `table`.
+pub fn stored_cost(table: &PriceTable, backups: &[Backup]) -> CostEstimate {
+    let mut cost = CostEstimate::new(table);
+    for b in backups {
+        let class = b.storage_class.as_deref().unwrap_or("STANDARD");
+        cost.add_storage(table, class, b.size.unwrap_or(0));
+    }
+    cost
 }
 
 /// Judges one source's inventory on one remote.
@@ -253,7 +274,6 @@ fn orphans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::Backup;
 
     fn backup(n: u128, parent: Option<u128>, hours_ago: i64, class: Option<&str>) -> Backup {
         Backup {

@@ -37,7 +37,10 @@ fn key(prefix: &str, base: &str, n: u128, parent: Option<u128>, hours_ago: i64) 
 
 /// A fleet reader's config: no sources, one remote per (id, root prefix).
 fn config(dir: &Path, bucket: &str, endpoint: &str, roots: &[(&str, &str)]) -> PathBuf {
-    let mut yaml = String::from("timezone: UTC\nremotes:\n");
+    // A made-up price (1024 per GB-month: 1 per MiB) so the estimate is exact.
+    let mut yaml = String::from(
+        "timezone: UTC\nprices:\n  currency: EUR\n  storage_gb_month: {STANDARD: 1024}\nremotes:\n",
+    );
     for (id, root) in roots {
         yaml.push_str(&format!(
             "  - id: {id}\n    s3:\n      bucket: {bucket}\n      prefix: {root}\n      \
@@ -164,6 +167,9 @@ fn fleet_status_names_stale_and_broken_hosts_and_reports_foreign_ones() {
     assert_eq!(fresh["objects"], 4);
     assert_eq!(fresh["by_storage_class"]["STANDARD"]["bytes"], 425);
     assert_eq!(fresh["foreign"]["count"], 1);
+    let monthly = fresh["cost"]["storage_monthly"].as_f64().unwrap();
+    assert!((monthly - 425.0 / 1048576.0).abs() < 1e-12, "{monthly}");
+    assert_eq!(fresh["cost"]["currency"], "EUR");
     let home = &fresh["sources"][1];
     assert_eq!(home["source"], "home");
     assert_eq!(home["inventory"]["backups"], 2);

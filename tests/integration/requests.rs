@@ -61,7 +61,7 @@ fn run_json_counts_requests_per_kind_as_the_wire_saw_them_and_a_small_stream_is_
     fs::write(
         &config,
         format!(
-            "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      \
+            "timezone: UTC\nprices: {{currency: EUR, storage_gb_month: {{STANDARD: 1024}}}}\nsources:\n  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      \
              - id: r\n        preserve: 1y 1d\nremotes:\n  - id: r\n    s3:\n      bucket: {bucket}\n      \
              endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n",
             source.display(),
@@ -114,4 +114,32 @@ fn run_json_counts_requests_per_kind_as_the_wire_saw_them_and_a_small_stream_is_
         .sum();
     assert_eq!(total, heads.lock().unwrap().len() as u64, "{reported}");
     assert!(reported.get("PutObject").is_none(), "{reported}");
+
+    // status and plan price what the bucket holds (1024 per GB-month is 1 per MiB).
+    let stored: i64 = crate::common::bucket_objects(&bucket)
+        .values()
+        .map(|(size, _)| size)
+        .sum();
+    let out = subvault(&config, &["status", "--json"]);
+    assert_eq!(code(&out), 0, "{}", output_text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cost = &json["remotes"][0]["cost"];
+    assert_eq!(
+        cost["by_storage_class"]["STANDARD"]["bytes"], stored,
+        "{cost}"
+    );
+    let monthly = cost["storage_monthly"].as_f64().unwrap();
+    assert!(
+        (monthly - stored as f64 / 1048576.0).abs() < 1e-12,
+        "{cost}"
+    );
+    let out = subvault(&config, &["plan", "--dry-run", "--json"]);
+    assert_eq!(code(&out), 0, "{}", output_text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["costs"][0]["remote"], "r", "{json:#}");
+    assert_eq!(
+        json["costs"][0]["by_storage_class"]["STANDARD"]["bytes"],
+        stored
+    );
+    assert_eq!(json["costs"][0]["early_deletion"], 0.0);
 }
