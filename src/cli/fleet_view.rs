@@ -26,7 +26,7 @@ pub fn execute(config: &Config, args: &StatusArgs) -> Result<i32> {
         Utc::now(),
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        super::print_json(&st)?;
     } else {
         print!("{}", render(&st, config.timezone, super::quiet()));
     }

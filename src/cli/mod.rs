@@ -209,6 +209,18 @@ pub fn main() -> i32 {
     }
 }
 
+/// Writes `value` as pretty JSON and a newline to stdout as it serializes,
+/// without building the document as a string first (a listing of 100,000
+/// backups is tens of MiB of JSON).
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Loads the config, turning its error into a usage error (exit 2). A file
 /// that holds secrets and that group or others may read is used, with a
 /// warning naming the `chmod` that fixes it (on every command, so the journal

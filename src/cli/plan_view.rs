@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use chrono_tz::Tz;
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -213,9 +214,37 @@ fn opt_uuid(u: Uuid) -> Value {
     }
 }
 
-/// The machine-readable plan: one object with `snapshots`, `backups` and `actions`
-/// over all sources; times are RFC 3339.
-pub fn render_json(sources: &[SourcePlan]) -> Value {
+/// One backup of the JSON plan, borrowed from the plan: a plan of 100,000
+/// backups is written out without a second copy of it as a JSON tree.
+#[derive(Serialize)]
+struct BackupJson<'a> {
+    source: &'a str,
+    remote: &'a str,
+    key: Option<&'a str>,
+    uuid: Option<String>,
+    send_parent_uuid: Option<String>,
+    ctransid: u64,
+    time: String,
+    action: BackupAction,
+    reasons: &'a [KeepReason],
+    size: Option<u64>,
+    storage_class: Option<&'a str>,
+    broken_chain: bool,
+}
+
+/// The machine-readable plan (see [`render_json`]).
+#[derive(Serialize)]
+pub struct PlanJson<'a> {
+    snapshots: Vec<Value>,
+    backups: Vec<BackupJson<'a>>,
+    actions: Vec<Value>,
+    costs: Vec<Value>,
+}
+
+/// The machine-readable plan: one object with `snapshots`, `backups`,
+/// `actions` and `costs` over all sources; times are RFC 3339. Serialize it
+/// (`super::print_json`) to stream it out.
+pub fn render_json(sources: &[SourcePlan]) -> PlanJson<'_> {
     let mut snapshots = Vec::new();
     let mut backups = Vec::new();
     let mut actions = Vec::new();
@@ -232,24 +261,25 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             }));
         }
         for b in &sp.plan.backups {
-            let key = b
-                .key
-                .clone()
-                .or_else(|| sp.upload_keys.get(&(b.remote.clone(), b.uuid)).cloned());
-            backups.push(json!({
-                "source": sp.name,
-                "remote": b.remote,
-                "key": key,
-                "uuid": opt_uuid(b.uuid),
-                "send_parent_uuid": b.send_parent_uuid.map(|u| u.to_string()),
-                "ctransid": b.ctransid,
-                "time": b.time.to_rfc3339(),
-                "action": b.action,
-                "reasons": b.reasons,
-                "size": b.size,
-                "storage_class": b.storage_class,
-                "broken_chain": b.broken_chain,
-            }));
+            let key = b.key.as_deref().or_else(|| {
+                sp.upload_keys
+                    .get(&(b.remote.clone(), b.uuid))
+                    .map(String::as_str)
+            });
+            backups.push(BackupJson {
+                source: &sp.name,
+                remote: &b.remote,
+                key,
+                uuid: (!b.uuid.is_nil()).then(|| b.uuid.to_string()),
+                send_parent_uuid: b.send_parent_uuid.map(|u| u.to_string()),
+                ctransid: b.ctransid,
+                time: b.time.to_rfc3339(),
+                action: b.action,
+                reasons: &b.reasons,
+                size: b.size,
+                storage_class: b.storage_class.as_deref(),
+                broken_chain: b.broken_chain,
+            });
         }
         for a in &sp.plan.actions {
             let mut v = serde_json::to_value(a).expect("actions serialize");
@@ -277,7 +307,12 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             })
         })
         .collect();
-    json!({ "snapshots": snapshots, "backups": backups, "actions": actions, "costs": costs })
+    PlanJson {
+        snapshots,
+        backups,
+        actions,
+        costs,
+    }
 }
 
 #[cfg(test)]
@@ -417,7 +452,7 @@ mod tests {
             text.contains("    after this run: ") && text.contains("EUR a month"),
             "{text}"
         );
-        let v = render_json(&[sp]);
+        let v = serde_json::to_value(render_json(&[sp])).unwrap();
         assert_eq!(v["costs"][0]["remote"], "aws");
         assert_eq!(v["costs"][0]["currency"], "EUR");
         assert!(v["costs"][0]["storage_monthly"].is_number());
@@ -425,7 +460,7 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_fields() {
-        let v = render_json(&[sample()]);
+        let v = serde_json::to_value(render_json(&[sample()])).unwrap();
         let snaps = v["snapshots"].as_array().unwrap();
         assert_eq!(snaps.len(), 4);
         for s in snaps {

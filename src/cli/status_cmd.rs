@@ -65,7 +65,7 @@ pub fn execute(config_path: &Path, args: &StatusArgs) -> Result<i32> {
     let rt = tokio::runtime::Runtime::new()?;
     let st = rt.block_on(status::status(&config, &sources, args.max_age, Utc::now()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        super::print_json(&st)?;
     } else if args.prometheus {
         let saved = state::load(&config.path)?.unwrap_or_default();
         print!("{}", prometheus(&config, &saved, &st));
