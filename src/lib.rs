@@ -12,6 +12,10 @@
 //!   tested without root;
 //! - leaves every layer may use: `errors`, `units`, `progress`.
 
+// `run`'s future nests the stores' futures deeply; clippy's layout queries
+// on it pass the default depth of 128.
+#![recursion_limit = "256"]
+
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -46,6 +46,23 @@ pub fn show_time(t: DateTime<Utc>, tz: Tz) -> String {
         .to_string()
 }
 
+/// `3d 4h`, `26h`, `5m`, `42s`: the largest two units.
+pub fn short_duration(secs: i64) -> String {
+    let neg = secs < 0;
+    let mut s = secs.unsigned_abs();
+    let mut parts = Vec::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= len && parts.len() < 2 {
+            parts.push(format!("{}{unit}", s / len));
+            s %= len;
+        }
+    }
+    if parts.is_empty() {
+        parts.push("0s".into());
+    }
+    format!("{}{}", if neg { "-" } else { "" }, parts.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,7 @@ pub fn execute(config_path: &Path, args: &ListArgs) -> Result<i32> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listings)?);
+        super::print_json(&listings)?;
     } else {
         print!("{}", render(&listings, config.timezone));
     }

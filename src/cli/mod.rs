@@ -11,6 +11,7 @@ pub mod completions_cmd;
 pub mod config_cmd;
 pub mod config_init;
 pub mod dedupe_cmd;
+pub mod fleet_view;
 pub mod journal;
 pub mod key_cmd;
 pub mod list_cmd;
@@ -100,7 +101,8 @@ pub enum Command {
     /// (from the state file `run` writes). One listing per remote. Exit status
     /// 0 when every source is fresh and healthy, 1 when one is stale (older than
     /// --max-age, or the source's max_age), broken, empty or unreachable, or its
-    /// last run failed; 2 for a usage or config error.
+    /// last run failed; 2 for a usage or config error. With --fleet: every
+    /// host under each remote's prefix (docs/fleet.md).
     Status(status_cmd::StatusArgs),
     /// Show the backup tree and the actions a run would take now; changes nothing.
     Plan(plan_cmd::PlanArgs),
@@ -220,6 +222,18 @@ pub fn main() -> i32 {
             }
         }
     }
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout as it serializes,
+/// without building the document as a string first (a listing of 100,000
+/// backups is tens of MiB of JSON).
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Loads the config, turning its error into a usage error (exit 2). A file

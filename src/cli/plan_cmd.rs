@@ -65,7 +65,7 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&render_json(&plans))?);
+        super::print_json(&render_json(&plans))?;
     } else {
         print!("{}", render_text(&plans, config.timezone));
     }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use chrono_tz::Tz;
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -71,6 +72,13 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
         for (remote, (desc, policy)) in &sp.remotes {
             let _ = writeln!(out, "  remote {remote} {desc}, keeping {policy}");
             write_tree(&mut out, sp, remote, tz);
+            if let Some(c) = sp.costs.get(remote) {
+                let _ = writeln!(
+                    out,
+                    "    after this run: {}",
+                    super::status_cmd::cost_line(c)
+                );
+            }
         }
         write_snapshots(&mut out, sp);
         for w in &sp.plan.warnings {
@@ -249,9 +257,38 @@ fn opt_uuid(u: Uuid) -> Value {
     }
 }
 
-/// The machine-readable plan: one object with `snapshots`, `backups` and `actions`
-/// over all sources; times are RFC 3339.
-pub fn render_json(sources: &[SourcePlan]) -> Value {
+/// One backup of the JSON plan, borrowed from the plan: a plan of 100,000
+/// backups is written out without a second copy of it as a JSON tree.
+#[derive(Serialize)]
+struct BackupJson<'a> {
+    source: &'a str,
+    remote: &'a str,
+    key: Option<&'a str>,
+    uuid: Option<String>,
+    send_parent_uuid: Option<String>,
+    ctransid: u64,
+    time: String,
+    action: BackupAction,
+    reasons: &'a [KeepReason],
+    size: Option<u64>,
+    storage_class: Option<&'a str>,
+    broken_chain: bool,
+}
+
+/// The machine-readable plan (see [`render_json`]).
+#[derive(Serialize)]
+pub struct PlanJson<'a> {
+    snapshots: Vec<Value>,
+    backups: Vec<BackupJson<'a>>,
+    actions: Vec<Value>,
+    wal: Vec<Value>,
+    costs: Vec<Value>,
+}
+
+/// The machine-readable plan: one object with `snapshots`, `backups`,
+/// `actions`, `wal` and `costs` over all sources; times are RFC 3339. Serialize it
+/// (`super::print_json`) to stream it out.
+pub fn render_json(sources: &[SourcePlan]) -> PlanJson<'_> {
     let mut snapshots = Vec::new();
     let mut backups = Vec::new();
     let mut actions = Vec::new();
@@ -268,24 +305,25 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             }));
         }
         for b in &sp.plan.backups {
-            let key = b
-                .key
-                .clone()
-                .or_else(|| sp.upload_keys.get(&(b.remote.clone(), b.uuid)).cloned());
-            backups.push(json!({
-                "source": sp.name,
-                "remote": b.remote,
-                "key": key,
-                "uuid": opt_uuid(b.uuid),
-                "send_parent_uuid": b.send_parent_uuid.map(|u| u.to_string()),
-                "ctransid": b.ctransid,
-                "time": b.time.to_rfc3339(),
-                "action": b.action,
-                "reasons": b.reasons,
-                "size": b.size,
-                "storage_class": b.storage_class,
-                "broken_chain": b.broken_chain,
-            }));
+            let key = b.key.as_deref().or_else(|| {
+                sp.upload_keys
+                    .get(&(b.remote.clone(), b.uuid))
+                    .map(String::as_str)
+            });
+            backups.push(BackupJson {
+                source: &sp.name,
+                remote: &b.remote,
+                key,
+                uuid: (!b.uuid.is_nil()).then(|| b.uuid.to_string()),
+                send_parent_uuid: b.send_parent_uuid.map(|u| u.to_string()),
+                ctransid: b.ctransid,
+                time: b.time.to_rfc3339(),
+                action: b.action,
+                reasons: &b.reasons,
+                size: b.size,
+                storage_class: b.storage_class.as_deref(),
+                broken_chain: b.broken_chain,
+            });
         }
         for a in &sp.plan.actions {
             let mut v = serde_json::to_value(a).expect("actions serialize");
@@ -312,7 +350,26 @@ pub fn render_json(sources: &[SourcePlan]) -> Value {
             })
         })
         .collect();
-    json!({ "snapshots": snapshots, "backups": backups, "actions": actions, "wal": wal })
+    let costs: Vec<Value> = sources
+        .iter()
+        .flat_map(|sp| {
+            sp.costs.iter().map(|(remote, c)| {
+                let mut v = serde_json::to_value(c).expect("costs serialize");
+                if let Value::Object(m) = &mut v {
+                    m.insert("source".into(), json!(sp.name));
+                    m.insert("remote".into(), json!(remote));
+                }
+                v
+            })
+        })
+        .collect();
+    PlanJson {
+        snapshots,
+        backups,
+        actions,
+        wal,
+        costs,
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +442,7 @@ mod tests {
                 ),
             )]),
             upload_keys: std::collections::HashMap::new(),
+            costs: BTreeMap::new(),
             problems: Vec::new(),
             wal: Vec::new(),
         }
@@ -436,8 +494,31 @@ mod tests {
     }
 
     #[test]
+    fn a_priced_plan_shows_the_cost_per_remote_in_text_and_json() {
+        use crate::core::cost::{plan_cost, PriceTable};
+        let mut sp = sample();
+        let table = PriceTable {
+            currency: "EUR".into(),
+            storage_gb_month: [("STANDARD".to_string(), 0.02)].into(),
+            ..Default::default()
+        };
+        let now = utc("2025-01-03T00:00:00Z");
+        sp.costs
+            .insert("aws".into(), plan_cost(&table, &sp.plan.backups, now));
+        let text = render_text(std::slice::from_ref(&sp), chrono_tz::UTC);
+        assert!(
+            text.contains("    after this run: ") && text.contains("EUR a month"),
+            "{text}"
+        );
+        let v = serde_json::to_value(render_json(&[sp])).unwrap();
+        assert_eq!(v["costs"][0]["remote"], "aws");
+        assert_eq!(v["costs"][0]["currency"], "EUR");
+        assert!(v["costs"][0]["storage_monthly"].is_number());
+    }
+
+    #[test]
     fn json_has_the_documented_fields() {
-        let v = render_json(&[sample()]);
+        let v = serde_json::to_value(render_json(&[sample()])).unwrap();
         let snaps = v["snapshots"].as_array().unwrap();
         assert_eq!(snaps.len(), 4);
         for s in snaps {

@@ -111,10 +111,17 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
             outcome = run => Ended::Ran(outcome),
         })
     })?;
+    let mut requests = Default::default();
     let (outcome, code) = match ended {
         Ended::Ran(o) if o.interrupted => (Outcome::Interrupted, EXIT_SIGINT),
-        Ended::Ran(o) if o.failed > 0 => (Outcome::Failed, EXIT_FAILURE),
-        Ended::Ran(_) => (Outcome::Ok, EXIT_OK),
+        Ended::Ran(o) => {
+            requests = o.requests;
+            if o.failed > 0 {
+                (Outcome::Failed, EXIT_FAILURE)
+            } else {
+                (Outcome::Ok, EXIT_OK)
+            }
+        }
         Ended::Signal(name, code) => {
             let left = rt.block_on(crate::remote::pending::finish(ABORT_WAIT));
             progress.finish();
@@ -133,7 +140,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
             (Outcome::Interrupted, code)
         }
     };
-    let record = run_record(
+    let mut record = run_record(
         &config,
         &sources,
         records.into_inner(),
@@ -142,6 +149,7 @@ pub fn execute(config_path: &Path, args: &RunArgs) -> Result<i32> {
         outcome,
         code,
     );
+    record.requests = requests;
     rt.block_on(after_run(&config, &record));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
@@ -201,6 +209,7 @@ fn run_record(
         outcome,
         exit_status,
         sources: records,
+        requests: Default::default(),
     }
 }
 

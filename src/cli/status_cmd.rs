@@ -35,6 +35,14 @@ pub struct StatusArgs {
     /// inventories, in the Prometheus text format.
     #[arg(long)]
     pub prometheus: bool,
+    /// Many hosts, one bucket: treat each remote's prefix as a fleet's root
+    /// and report every host under it (`<root><host>/`, docs/fleet.md).
+    /// Needs list access only. Without --max-age, stale means older than 26h.
+    #[arg(long, conflicts_with_all = ["prometheus", "sources"])]
+    pub fleet: bool,
+    /// With --fleet: only this remote (repeatable; default: every remote).
+    #[arg(long = "remote", value_name = "ID", requires = "fleet")]
+    pub remotes: Vec<String>,
 }
 
 fn parse_max_age(text: &str) -> Result<Duration, String> {
@@ -47,6 +55,9 @@ fn parse_max_age(text: &str) -> Result<Duration, String> {
 /// Runs `subvault status`: 0 when every source is fresh and healthy, 1 when not.
 pub fn execute(config_path: &Path, args: &StatusArgs) -> Result<i32> {
     let config = load_config(config_path)?;
+    if args.fleet {
+        return super::fleet_view::execute(&config, args);
+    }
     let sources = select_sources(&config, &args.sources)?;
     if sources.is_empty() {
         return Err(UsageError("no sources in the config".into()).into());
@@ -54,7 +65,7 @@ pub fn execute(config_path: &Path, args: &StatusArgs) -> Result<i32> {
     let rt = tokio::runtime::Runtime::new()?;
     let st = rt.block_on(status::status(&config, &sources, args.max_age, Utc::now()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        super::print_json(&st)?;
     } else if args.prometheus {
         let saved = state::load(&config.path)?.unwrap_or_default();
         print!("{}", prometheus(&config, &saved, &st));
@@ -133,6 +144,9 @@ pub fn render(st: &Status, tz: chrono_tz::Tz, only_problems: bool) -> String {
         }
     }
     for r in &st.remotes {
+        if let (Some(c), false) = (&r.cost, only_problems) {
+            let _ = writeln!(out, "remote {}: {}", r.remote, cost_line(c));
+        }
         if r.orphans > 0 && !only_problems {
             let _ = writeln!(
                 out,
@@ -155,9 +169,55 @@ pub fn render(st: &Status, tz: chrono_tz::Tz, only_problems: bool) -> String {
     out
 }
 
+/// `12.3 GiB stored (STANDARD 1.2 GiB, DEEP_ARCHIVE 11.1 GiB), about 0.06 USD a month`.
+pub fn cost_line(c: &crate::core::cost::CostEstimate) -> String {
+    let total: u64 = c.by_storage_class.values().map(|x| x.bytes).sum();
+    let classes: Vec<String> = c
+        .by_storage_class
+        .iter()
+        .map(|(class, x)| format!("{class} {}", human_bytes(x.bytes)))
+        .collect();
+    let mut line = format!(
+        "{} stored ({}), about {:.2} {} a month",
+        human_bytes(total),
+        classes.join(", "),
+        c.storage_monthly,
+        c.currency
+    );
+    if c.early_deletion > 0.0 {
+        let _ = write!(
+            line,
+            ", plus {:.2} {} of early-deletion charges",
+            c.early_deletion, c.currency
+        );
+    }
+    if !c.unpriced.is_empty() {
+        let _ = write!(line, " (no price for {})", c.unpriced.join(", "));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cost_line_names_classes_totals_and_what_has_no_price() {
+        use crate::core::cost::{CostEstimate, PriceTable};
+        let t = PriceTable {
+            currency: "EUR".into(),
+            storage_gb_month: [("STANDARD".to_string(), 0.02)].into(),
+            ..Default::default()
+        };
+        let mut c = CostEstimate::new(&t);
+        c.add_storage(&t, "STANDARD", 10 << 30);
+        c.add_storage(&t, "GLACIER", 1 << 30);
+        assert_eq!(
+            cost_line(&c),
+            "11.0 GiB stored (GLACIER 1.0 GiB, STANDARD 10.0 GiB), about 0.20 EUR a month \
+             (no price for GLACIER)"
+        );
+    }
 
     #[test]
     fn max_age_takes_durations_only() {

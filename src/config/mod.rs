@@ -22,6 +22,7 @@ mod duration;
 mod locate;
 mod node;
 mod operations;
+mod prices;
 mod schema;
 mod storage_costs;
 mod warnings;
@@ -59,6 +60,9 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// Commands run after each run (`hooks`).
     pub hooks: Hooks,
+    /// The `prices:` table for cost estimates in `plan` and `status`
+    /// (`None`: no estimates).
+    pub prices: Option<crate::core::cost::PriceTable>,
 }
 
 /// The guards against a run that would lose history (`safety:` in the file).
@@ -310,6 +314,9 @@ pub struct RemoteConfig {
     /// Upload bandwidth in bytes per second, shared by every upload to this
     /// remote (`rate_limit`).
     pub rate_limit: Option<u64>,
+    /// Streams up to this many bytes go up in one PutObject
+    /// (`single_put_max`; default 64 MiB, S3 remotes only).
+    pub single_put_max: Option<u64>,
     /// Encryption and authentication of every object in it, when set.
     pub encryption: Option<EncryptionConfig>,
 }

@@ -16,7 +16,7 @@ pub(crate) const TOP_KEYS: &[&str] = &["max_parallel_sources", "metrics_file", "
 /// Source keys this module reads.
 pub(crate) const SOURCE_KEYS: &[&str] = &["max_age"];
 /// Remote keys this module reads.
-pub(crate) const REMOTE_KEYS: &[&str] = &["rate_limit"];
+pub(crate) const REMOTE_KEYS: &[&str] = &["rate_limit", "single_put_max"];
 
 /// Default number of sources a run works on at once.
 pub const DEFAULT_MAX_PARALLEL_SOURCES: usize = 2;
@@ -170,6 +170,62 @@ pub(crate) fn rate_limit(remote: &MapNode) -> Result<Option<u64>, Fault> {
         _ => n.str()?,
     };
     parse_rate(text).map(Some).map_err(|m| n.fault(m))
+}
+
+/// A remote's `single_put_max` in bytes: streams up to it are one PutObject.
+pub(crate) fn single_put_max(remote: &MapNode) -> Result<Option<u64>, Fault> {
+    let Some(n) = remote.get("single_put_max") else {
+        return Ok(None);
+    };
+    let text = match n.value() {
+        Value::Number(num) => {
+            return Err(n.fault(format!("{num} has no unit; write e.g. {num}MiB")))
+        }
+        _ => n.str()?,
+    };
+    parse_size(text)
+        .and_then(|b| match b {
+            b if (5 << 20..=1 << 30).contains(&b) => Ok(b),
+            _ => Err(format!(
+                "bad size {text:?}: between 5MiB (S3's smallest part) and 1GiB (it is held \
+                 in memory)"
+            )),
+        })
+        .map(Some)
+        .map_err(|m| n.fault(m))
+}
+
+/// Parses `64MiB`, `500 KiB`, `1GB` into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let expected = "write e.g. 64MiB, 512KiB or 1GiB";
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let split = compact
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(compact.len());
+    let (number, unit) = compact.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("bad size {text:?}: {expected}"))?;
+    let mult: f64 = match unit {
+        "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "" => return Err(format!("bad size {text:?}: a unit is missing; {expected}")),
+        other => {
+            return Err(format!(
+                "bad size {text:?}: unknown unit {other:?}; {expected}"
+            ))
+        }
+    };
+    let bytes = number * mult;
+    if !bytes.is_finite() || bytes < 0.0 {
+        return Err(format!("bad size {text:?}: {expected}"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Parses `20MiB/s`, `500 KiB/s`, `1.5MB/s`, `100Mbit/s` into bytes per second.

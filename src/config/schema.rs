@@ -23,7 +23,7 @@ use super::{
 use crate::core::model::Codec;
 use crate::core::policy::{Policy, Timeframe};
 
-const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes", "safety"];
+const TOP_KEYS: &[&str] = &["timezone", "sources", "remotes", "safety", "prices"];
 const SAFETY_KEYS: &[&str] = &[
     "prune_budget",
     "clock_tolerance",
@@ -91,7 +91,13 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         remotes.push(remote);
     }
 
-    let source_nodes = top.required("sources")?.non_empty_seq()?;
+    // A config without `sources` only reads (a fleet reader's `status
+    // --fleet`, `list`, `restore`); commands that back up refuse it
+    // (`ops::sources::select_sources`). An empty list is still a mistake.
+    let source_nodes = match top.get("sources") {
+        Some(n) => n.non_empty_seq()?,
+        None => Vec::new(),
+    };
     let mut sources: Vec<Source> = Vec::new();
     let mut located: Vec<SourceNodes> = Vec::new();
     for node in &source_nodes {
@@ -120,6 +126,10 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         Some(n) => safety(&n)?,
         None => Safety::default(),
     };
+    let prices = match top.get("prices") {
+        Some(n) => Some(super::prices::prices(&n)?),
+        None => None,
+    };
 
     Ok(Config {
         path: file.to_path_buf(),
@@ -130,6 +140,7 @@ pub(crate) fn build(root: &Value, base_dir: &Path, file: &Path) -> Result<Config
         max_parallel_sources: ops.max_parallel_sources,
         metrics_file: ops.metrics_file,
         hooks: ops.hooks,
+        prices,
     })
 }
 
@@ -195,6 +206,7 @@ fn remote<'v>(
     let id_node = map.required("id")?;
     let id = identifier(&id_node, "remote id")?;
     let rate_limit = operations::rate_limit(&map)?;
+    let single_put_max = operations::single_put_max(&map)?;
     let place;
     let kind = match (map.get("s3"), map.get("local")) {
         (Some(s3), None) => {
@@ -237,6 +249,7 @@ fn remote<'v>(
             kind,
             encryption,
             rate_limit,
+            single_put_max,
         },
         id_node,
         place,

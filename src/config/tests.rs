@@ -738,3 +738,71 @@ fn safety_settings_have_defaults_and_are_checked() {
         assert!(msg.contains(says), "{bad}: {msg}");
     }
 }
+
+#[test]
+fn a_reader_config_may_leave_out_sources_but_not_list_none() {
+    let reader = "\
+timezone: UTC
+remotes:
+  - id: fleet
+    s3: {bucket: b, prefix: fleet/}
+";
+    let c = load(reader);
+    assert!(c.sources.is_empty());
+    assert_eq!(c.remotes[0].id, "fleet");
+    let e = load_err(&format!("{reader}sources: []\n"));
+    assert!(
+        e.to_string().contains("must list at least one entry"),
+        "{e}"
+    );
+}
+
+#[test]
+fn single_put_max_is_a_size_within_bounds() {
+    let with = |v: &str| {
+        format!(
+            "timezone: UTC\nremotes:\n  - id: r\n    single_put_max: {v}\n    s3: {{bucket: b}}\n"
+        )
+    };
+    assert_eq!(
+        load(&with("64MiB")).remotes[0].single_put_max,
+        Some(64 << 20)
+    );
+    assert_eq!(
+        load(&with("8 MiB")).remotes[0].single_put_max,
+        Some(8 << 20)
+    );
+    let e = load_err(&with("64")).to_string();
+    assert!(e.contains("single_put_max") && e.contains("no unit"), "{e}");
+    let e = load_err(&with("2GiB")).to_string();
+    assert!(e.contains("between 5MiB"), "{e}");
+    let e = load_err(&with("64Mi")).to_string();
+    assert!(e.contains("unknown unit"), "{e}");
+}
+
+#[test]
+fn prices_are_a_table_of_known_classes_and_request_kinds() {
+    let base = "timezone: UTC\nremotes:\n  - id: r\n    s3: {bucket: b}\n";
+    assert!(load(base).prices.is_none(), "no prices: no estimates");
+    let c = load(&format!(
+        "{base}prices:\n  currency: EUR\n  storage_gb_month: {{STANDARD: 0.02, DEEP_ARCHIVE: 0.001}}\n  \
+         requests_per_1000: {{PutObject: 0.005}}\n  min_storage_days: {{GLACIER: 100}}\n"
+    ));
+    let p = c.prices.unwrap();
+    assert_eq!(p.currency, "EUR");
+    assert_eq!(p.storage_gb_month["DEEP_ARCHIVE"], 0.001);
+    assert_eq!(p.requests_per_1000["PutObject"], 0.005);
+    assert_eq!(p.min_storage_days["GLACIER"], 100.0, "overridden");
+    assert_eq!(p.min_storage_days["DEEP_ARCHIVE"], 180.0, "S3's by default");
+    let e = load_err(&format!(
+        "{base}prices:\n  storage_gb_month: {{STANDRAD: 0.02}}\n"
+    ));
+    assert!(e.to_string().contains("did you mean \"STANDARD\""), "{e}");
+    let e = load_err(&format!(
+        "{base}prices:\n  requests_per_1000: {{PutObject: -1}}\n"
+    ));
+    assert!(
+        e.to_string().contains("prices.requests_per_1000.PutObject"),
+        "{e}"
+    );
+}

@@ -11,8 +11,11 @@
 pub mod auth;
 pub mod browse;
 pub mod chain;
+pub mod cost;
 pub mod coverage;
+pub mod fleet;
 pub mod guards;
+pub mod inventory;
 pub mod model;
 pub mod object_key;
 pub mod pg_record;

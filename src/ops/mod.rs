@@ -18,6 +18,7 @@ pub mod browse;
 pub mod check;
 pub mod config_init;
 pub mod dedupe;
+pub mod fleet;
 pub mod keys;
 pub mod list;
 pub mod plan;

@@ -10,6 +10,7 @@ use super::keys::KeyNaming;
 use super::remotes::{self, OpenRemotes};
 use super::sources::{plan_input, read_source_flushed};
 use crate::config::{Config, Source};
+use crate::core::cost::{self, CostEstimate};
 use crate::core::planner::{self, Plan, PlanOptions};
 use crate::remote::ObjectStore;
 
@@ -26,6 +27,9 @@ pub struct SourcePlan {
     pub remotes: BTreeMap<String, (String, String)>,
     /// (remote, snapshot uuid) -> the key an upload will get (known for existing snapshots).
     pub upload_keys: HashMap<(String, Uuid), String>,
+    /// Remote id -> what the source's backups there cost after the plan
+    /// (with the config's `prices:`; empty without).
+    pub costs: BTreeMap<String, CostEstimate>,
     /// What a run would report as failed or held back: remotes that cannot be
     /// opened or listed, remotes another machine writes this source to.
     pub problems: Vec<String>,
@@ -134,10 +138,21 @@ pub fn plan_source(
             .sealed(r.keys.as_ref().map(|k| &k.auth));
         upload_keys.insert((u.remote.clone(), u.uuid), naming.key(u, pg.as_ref()));
     }
+    let costs = match &config.prices {
+        Some(table) => described
+            .keys()
+            .map(|id| {
+                let mine = plan.backups.iter().filter(|b| &b.remote == id);
+                (id.clone(), cost::plan_cost(table, mine, now))
+            })
+            .collect(),
+        None => BTreeMap::new(),
+    };
     Ok(SourcePlan {
         name: source.name.clone(),
         path: source.path.display().to_string(),
         plan,
+        costs,
         remotes: described,
         upload_keys,
         problems: report.problems,

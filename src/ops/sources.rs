@@ -69,6 +69,13 @@ pub fn select_sources<'a>(
     names: &[String],
 ) -> Result<Vec<&'a Source>, UsageError> {
     if names.is_empty() {
+        if config.sources.is_empty() {
+            return Err(UsageError(format!(
+                "{} has no `sources`: add one to back up (a config without sources only \
+                 reads: status --fleet, list, restore)",
+                config.path.display()
+            )));
+        }
         return Ok(config.sources.iter().collect());
     }
     names

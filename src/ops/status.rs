@@ -11,102 +11,24 @@
 //! `unreachable` (the remote cannot be listed), or `failed` (the last run of
 //! the source failed). Anything but `ok` makes `status` exit 1.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::remotes::{self, OpenRemote};
 use super::run::state::{self, SourceHistory};
 use super::sources::{backups_of_source, basename_of, source_uuids};
 use crate::config::{Config, Source};
-use crate::core::chain;
+use crate::core::cost::{CostEstimate, PriceTable};
 use crate::core::model::Backup;
 use crate::remote::ObjectStore;
 
-/// What a remote holds of one source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inventory {
-    /// Backup objects of the source.
-    pub backups: usize,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Count and bytes per storage class (`STANDARD` when the listing does not say).
-    pub by_storage_class: BTreeMap<String, ClassTotal>,
-    /// The newest backup a chain of objects on this remote restores.
-    pub newest: Option<NewestBackup>,
-    /// Backups whose chain does not reach a full backup on this remote.
-    pub broken: Vec<BrokenBackup>,
-}
-
-/// Count and bytes of one storage class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClassTotal {
-    /// Objects.
-    pub count: usize,
-    /// Bytes.
-    pub bytes: u64,
-}
-
-/// The newest restorable backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewestBackup {
-    /// Its snapshot time.
-    pub time: DateTime<Utc>,
-    /// Its object key.
-    pub key: String,
-    /// Its snapshot uuid.
-    pub uuid: Uuid,
-}
-
-/// A backup that cannot be restored from this remote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokenBackup {
-    /// Its object key.
-    pub key: String,
-    /// The send parent it needs (missing, or itself broken).
-    pub send_parent_uuid: Option<Uuid>,
-}
-
-impl Inventory {
-    /// The inventory of `backups` (all of one source on one remote).
-    pub fn of(backups: &[Backup]) -> Inventory {
-        let restorable = chain::restorable(backups);
-        let mut inv = Inventory::default();
-        for b in backups {
-            let size = b.size.unwrap_or(0);
-            inv.backups += 1;
-            inv.bytes += size;
-            let class = b.storage_class.clone().unwrap_or_else(|| "STANDARD".into());
-            let t = inv.by_storage_class.entry(class).or_default();
-            t.count += 1;
-            t.bytes += size;
-            if !restorable.contains(&b.uuid) {
-                inv.broken.push(BrokenBackup {
-                    key: b.key.clone(),
-                    send_parent_uuid: b.send_parent_uuid,
-                });
-                continue;
-            }
-            let newer = inv
-                .newest
-                .as_ref()
-                .map_or(true, |n| (b.time, &b.key) > (n.time, &n.key));
-            if newer {
-                inv.newest = Some(NewestBackup {
-                    time: b.time,
-                    key: b.key.clone(),
-                    uuid: b.uuid,
-                });
-            }
-        }
-        inv.broken.sort_by(|a, b| a.key.cmp(&b.key));
-        inv
-    }
-}
+pub use crate::core::inventory::{BrokenBackup, ClassTotal, Inventory, NewestBackup};
+pub use crate::units::short_duration;
 
 /// How one source stands on one remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -168,6 +90,10 @@ pub struct RemoteSummary {
     pub error: Option<String>,
     /// Backups that belong to no configured source.
     pub orphans: usize,
+    /// Every backup on the remote (all sources, orphans too) by storage
+    /// class, priced with the config's `prices:` (`None` without them, or
+    /// when the remote could not be listed).
+    pub cost: Option<CostEstimate>,
 }
 
 /// The whole status.
@@ -248,12 +174,17 @@ pub async fn status(
                 location: open.store.describe(),
                 error: None,
                 orphans: orphans(config, open, &uuids),
+                cost: config
+                    .prices
+                    .as_ref()
+                    .map(|t| stored_cost(t, &open.backups)),
             },
             Err(e) => RemoteSummary {
                 remote: id.clone(),
                 location: config.remote(id).map(|r| r.location()).unwrap_or_default(),
                 error: Some(crate::errors::one_line(e)),
                 orphans: 0,
+                cost: None,
             },
         })
         .collect();
@@ -268,6 +199,16 @@ pub async fn status(
         sources: out,
         remotes: summaries,
     })
+}
+
+/// What storing `backups` costs a month under `table`.
+pub fn stored_cost(table: &PriceTable, backups: &[Backup]) -> CostEstimate {
+    let mut cost = CostEstimate::new(table);
+    for b in backups {
+        let class = b.storage_class.as_deref().unwrap_or("STANDARD");
+        cost.add_storage(table, class, b.size.unwrap_or(0));
+    }
+    cost
 }
 
 /// Judges one source's inventory on one remote.
@@ -328,23 +269,6 @@ fn orphans(
                 && !basename_of(prefix, &b.key).is_some_and(|n| config.source(&n).is_some())
         })
         .count()
-}
-
-/// `3d 4h`, `26h`, `5m`, `42s`: the largest two units.
-pub fn short_duration(secs: i64) -> String {
-    let neg = secs < 0;
-    let mut s = secs.unsigned_abs();
-    let mut parts = Vec::new();
-    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if s >= len && parts.len() < 2 {
-            parts.push(format!("{}{unit}", s / len));
-            s %= len;
-        }
-    }
-    if parts.is_empty() {
-        parts.push("0s".into());
-    }
-    format!("{}{}", if neg { "-" } else { "" }, parts.join(" "))
 }
 
 #[cfg(test)]

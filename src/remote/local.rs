@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, RemoteError, RemoteErrorKind,
-    UploadOptions, UploadStats,
+    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing, RemoteError,
+    RemoteErrorKind, UploadOptions, UploadStats,
 };
 
 /// Name prefix of in-progress uploads; such files are never objects.
@@ -96,8 +96,13 @@ impl LocalStore {
 
     /// Every regular file under the root: (path, is_temp).
     fn walk(&self) -> io::Result<Vec<(PathBuf, bool, std::fs::Metadata)>> {
+        self.walk_from(self.root.clone())
+    }
+
+    /// Every regular file under `start` (a directory under the root).
+    fn walk_from(&self, start: PathBuf) -> io::Result<Vec<(PathBuf, bool, std::fs::Metadata)>> {
         let mut out = Vec::new();
-        let mut dirs = vec![self.root.clone()];
+        let mut dirs = vec![start];
         while let Some(dir) = dirs.pop() {
             let entries = std::fs::read_dir(&dir)?;
             for entry in entries {
@@ -112,6 +117,27 @@ impl LocalStore {
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The root's subdirectories (as `name/` prefixes) and the objects
+    /// directly in it.
+    fn read_level(&self) -> io::Result<PrefixListing> {
+        let mut out = PrefixListing::default();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if ft.is_dir() {
+                out.prefixes.push(format!("{name}/"));
+            } else if ft.is_file() && !name.starts_with(TMP_PREFIX) {
+                out.objects.push(self.info(name, &entry.metadata()?));
+            }
+        }
+        out.prefixes.sort();
+        out.objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
@@ -249,6 +275,44 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         let files = self.walk_off_thread("list").await?;
+        Ok(files
+            .into_iter()
+            .filter(|(_, tmp, _)| !tmp)
+            .filter_map(|(path, _, meta)| Some(self.info(self.key_of(&path)?, &meta)))
+            .collect())
+    }
+
+    async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
+        let this = self.clone();
+        let level = tokio::task::spawn_blocking(move || this.read_level())
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))?;
+        Ok(level)
+    }
+
+    async fn list_under(&self, sub_prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
+        // A sub-prefix ending in '/' is a directory; anything else would need
+        // a name filter, which fleets never ask for.
+        let dir = match sub_prefix.strip_suffix('/') {
+            Some(d) if !d.is_empty() => self.path_of("list", d)?,
+            _ => {
+                return self.list().await.map(|mut all| {
+                    all.retain(|o| o.key.starts_with(sub_prefix));
+                    all
+                })
+            }
+        };
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let this = self.clone();
+        let files = tokio::task::spawn_blocking(move || this.walk_from(dir))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))?;
         Ok(files
             .into_iter()
             .filter(|(_, tmp, _)| !tmp)
@@ -394,6 +458,30 @@ mod tests {
     /// Yields `ok` bytes, then an I/O error: a send stream that dies midway.
     fn failing_body(ok: usize) -> crate::test_io::FailingReader {
         crate::test_io::FailingReader::new(vec![7u8; ok], Some(ok), io::ErrorKind::Other)
+    }
+
+    #[tokio::test]
+    async fn lists_one_level_and_under_a_sub_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let opts = UploadOptions::default();
+        for key in ["a/x", "a/deep/y", "b/x", "top"] {
+            store.upload(key, &b"12"[..], &opts).await.unwrap();
+        }
+        let level = store.list_prefixes().await.unwrap();
+        assert_eq!(level.prefixes, vec!["a/", "b/"]);
+        assert_eq!(level.objects.len(), 1);
+        assert_eq!(level.objects[0].key, "top");
+        let mut under: Vec<String> = store
+            .list_under("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        under.sort();
+        assert_eq!(under, vec!["a/deep/y", "a/x"]);
+        assert!(store.list_under("c/").await.unwrap().is_empty());
     }
 
     #[tokio::test]

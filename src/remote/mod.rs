@@ -10,6 +10,7 @@ pub mod local;
 pub mod parts;
 pub mod pending;
 pub mod rate;
+pub mod requests;
 pub mod resume;
 pub mod retry;
 pub mod s3;
@@ -138,6 +139,38 @@ pub struct BackupListing {
     pub ignored: Vec<String>,
 }
 
+/// One level of a listing: the sub-prefixes under the store's prefix (as
+/// ListObjectsV2 with delimiter `/` returns them) and the objects directly
+/// there. A fleet's root lists one sub-prefix per host (docs/fleet.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixListing {
+    /// Full sub-prefixes, each ending in `/` (e.g. `fleet/host-a/`), sorted.
+    pub prefixes: Vec<String>,
+    /// Objects directly under the store's prefix, with full keys.
+    pub objects: Vec<ObjectInfo>,
+}
+
+/// Splits a full listing under `prefix` into one level (what a store without
+/// a delimiter listing returns for [`ObjectStore::list_prefixes`]).
+pub fn split_level(prefix: &str, objects: Vec<ObjectInfo>) -> PrefixListing {
+    let mut out = PrefixListing::default();
+    for o in objects {
+        let rest = o.key.strip_prefix(prefix).unwrap_or(&o.key);
+        match rest.find('/') {
+            Some(i) => {
+                let sub = &rest[..=i];
+                if out.prefixes.last().map(|p| &p[prefix.len()..]) != Some(sub) {
+                    out.prefixes.push(format!("{prefix}{sub}"));
+                }
+            }
+            None => out.objects.push(o),
+        }
+    }
+    out.prefixes.sort();
+    out.prefixes.dedup();
+    out
+}
+
 /// A streaming object body.
 pub type Body = Box<dyn AsyncRead + Unpin + Send>;
 
@@ -152,6 +185,30 @@ pub trait ObjectStore: Send + Sync {
 
     /// Every object under the prefix (all pages), with full keys.
     fn list(&self) -> impl Future<Output = Result<Vec<ObjectInfo>, RemoteError>> + Send;
+
+    /// One level under the prefix: its sub-prefixes and the objects directly
+    /// there (S3: ListObjectsV2 with delimiter `/`, all pages). The default
+    /// lists everything and splits it.
+    fn list_prefixes(&self) -> impl Future<Output = Result<PrefixListing, RemoteError>> + Send {
+        async move {
+            let all = self.list().await?;
+            Ok(split_level(self.prefix(), all))
+        }
+    }
+
+    /// Every object under `sub_prefix`, a full key prefix that starts with
+    /// this store's prefix (as [`ObjectStore::list_prefixes`] returns them).
+    /// The default lists everything and filters.
+    fn list_under(
+        &self,
+        sub_prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, RemoteError>> + Send {
+        async move {
+            let mut all = self.list().await?;
+            all.retain(|o| o.key.starts_with(sub_prefix));
+            Ok(all)
+        }
+    }
 
     /// Streams `body` into a new object at `key`. The object appears under `key`
     /// only once complete; on any failure (including the body's reader failing)
@@ -177,6 +234,12 @@ pub trait ObjectStore: Send + Sync {
     /// parallel twice that); a local file gains nothing from it.
     fn parallel_gets(&self) -> usize {
         1
+    }
+
+    /// Requests sent so far, per kind (S3 API names; see [`requests`]). A
+    /// store that makes no billed requests (a local directory) reports none.
+    fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        std::collections::BTreeMap::new()
     }
 
     /// Size, storage class and restore status of one object.
@@ -229,6 +292,12 @@ impl ObjectStore for AnyStore {
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         delegate!(self, s => s.list().await)
     }
+    async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
+        delegate!(self, s => s.list_prefixes().await)
+    }
+    async fn list_under(&self, sub_prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
+        delegate!(self, s => s.list_under(sub_prefix).await)
+    }
     async fn upload(
         &self,
         key: &str,
@@ -242,6 +311,9 @@ impl ObjectStore for AnyStore {
     }
     fn parallel_gets(&self) -> usize {
         delegate!(self, s => s.parallel_gets())
+    }
+    fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        delegate!(self, s => s.requests())
     }
     async fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
         delegate!(self, s => s.head(key).await)
@@ -288,6 +360,9 @@ pub async fn open(remote: &RemoteConfig) -> Result<AnyStore, RemoteError> {
             s.access_key_id = e.access_key_id.clone();
             s.secret_access_key = e.secret_access_key.as_ref().map(|k| k.expose().to_string());
             s.force_path_style = e.force_path_style;
+            if let Some(max) = remote.single_put_max {
+                s.single_put_max = max;
+            }
             match &e.verify {
                 Verify::Default => {}
                 Verify::Disabled => s.verify = false,
@@ -389,6 +464,7 @@ mod tests {
             }),
             encryption: None,
             rate_limit: None,
+            single_put_max: None,
         }
     }
 
@@ -407,6 +483,7 @@ mod tests {
             }),
             encryption: None,
             rate_limit: None,
+            single_put_max: None,
         };
         let store = open(&local).await.unwrap();
         assert!(matches!(store, AnyStore::Local(_)));
@@ -434,6 +511,20 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("PEM"), "{e}");
         assert!(!e.to_string().contains("very-secret"));
+    }
+
+    #[test]
+    fn one_level_splits_sub_prefixes_from_objects() {
+        let objects = vec![
+            obj("f/a/x", None, None),
+            obj("f/a/y/z", None, None),
+            obj("f/b/x", None, None),
+            obj("f/top", None, None),
+        ];
+        let level = split_level("f/", objects);
+        assert_eq!(level.prefixes, vec!["f/a/", "f/b/"]);
+        assert_eq!(level.objects.len(), 1);
+        assert_eq!(level.objects[0].key, "f/top");
     }
 
     #[test]

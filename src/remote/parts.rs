@@ -6,9 +6,13 @@
 //! double every 1,000 parts: 10 doublings reach 4 GiB parts and the 10,000 parts
 //! together hold about 7.8 TiB, more than S3's 5 TiB object limit.
 
-/// Size of the first part; also the threshold below which an upload is a single
-/// PutObject.
+/// Size of the first part.
 pub const FIRST_PART_SIZE: u64 = 8 << 20;
+/// Streams up to about this size go up in one PutObject (a remote's
+/// `single_put_max` overrides it): 2 requests (PutObject, the HeadObject
+/// that reads it back) instead of 3 + one per 8 MiB part. Held in memory
+/// before the choice is made, which is why it is not larger.
+pub const DEFAULT_SINGLE_PUT_MAX: u64 = 64 << 20;
 /// Parts per size step; the size doubles after each step.
 pub const PARTS_PER_STEP: u32 = 1000;
 /// S3's part count limit.
@@ -22,9 +26,34 @@ pub fn size_for_part(n: u32) -> u64 {
     (FIRST_PART_SIZE << step.min(9)).min(MAX_PART_SIZE)
 }
 
+/// How a stream starts: the first `parts` parts, `bytes` long together, are
+/// read into one buffer before choosing between one PutObject (the stream
+/// ended within them) and a multipart upload (those bytes become parts
+/// `1..=parts`, so part sizes stay a function of the part number alone and
+/// an interrupted upload resumes the same way whatever the threshold). The
+/// most whole parts that fit in `single_put_max`, at least one.
+pub fn single_put_head(single_put_max: u64) -> (u32, u64) {
+    let mut parts = 1;
+    let mut bytes = size_for_part(1);
+    while bytes + size_for_part(parts + 1) <= single_put_max {
+        parts += 1;
+        bytes += size_for_part(parts);
+    }
+    (parts, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_single_put_head_is_whole_parts_within_the_limit() {
+        assert_eq!(single_put_head(DEFAULT_SINGLE_PUT_MAX), (8, 64 << 20));
+        assert_eq!(single_put_head(50 << 20), (6, 48 << 20));
+        // Never less than one part: small limits keep today's behaviour.
+        assert_eq!(single_put_head(1), (1, FIRST_PART_SIZE));
+        assert_eq!(single_put_head(FIRST_PART_SIZE), (1, FIRST_PART_SIZE));
+    }
 
     #[test]
     fn ten_thousand_parts_hold_five_tib_and_no_part_is_too_big() {

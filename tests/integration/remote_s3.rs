@@ -148,6 +148,55 @@ async fn list_paginates_and_finds_backups() {
 
 #[tokio::test]
 #[ignore = "needs S3 (moto)"]
+async fn streams_up_to_the_default_single_put_max_are_one_put_and_longer_ones_keep_8_mib_parts() {
+    let bucket = crate::common::new_bucket_async("single-put").await;
+    // The default settings: only the test credentials and endpoint.
+    let mut s = settings(&bucket, "", crate::common::s3_endpoint());
+    s.single_put_max = subvault::remote::parts::DEFAULT_SINGLE_PUT_MAX;
+    let store = S3Store::new(s).await.unwrap();
+    let opts = UploadOptions::default();
+    let requests = |store: &S3Store| store.requests();
+
+    // A 50 MiB full: one PutObject (btrfs2s3 also makes one, from a temp file).
+    let full = data(50 * MIB, 31);
+    let stats = store.upload("full", &full[..], &opts).await.unwrap();
+    assert_eq!((stats.bytes, stats.parts), (full.len() as u64, 0));
+    let counts = requests(&store);
+    assert_eq!(counts.get("PutObject"), Some(&1), "{counts:?}");
+    assert_eq!(counts.values().sum::<u64>(), 1, "{counts:?}");
+    assert_eq!(read_all(store.get("full", None).await.unwrap()).await, full);
+
+    // Exactly the limit is still one PUT.
+    let edge = data(64 * MIB, 32);
+    let stats = store.upload("edge", &edge[..], &opts).await.unwrap();
+    assert_eq!(stats.parts, 0);
+
+    // One byte more: multipart, cut into the same 8 MiB parts as always (so
+    // resuming does not depend on the limit): 8 full parts and a 1-byte one.
+    let before = requests(&store);
+    let over = data(64 * MIB + 1, 33);
+    let stats = store.upload("over", &over[..], &opts).await.unwrap();
+    assert_eq!(stats.parts, 9);
+    let after = requests(&store);
+    let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
+    assert_eq!(delta("CreateMultipartUpload"), 1);
+    assert_eq!(delta("UploadPart"), 9);
+    assert_eq!(delta("CompleteMultipartUpload"), 1);
+    assert_eq!(delta("PutObject"), 0);
+    assert_eq!(read_all(store.get("over", None).await.unwrap()).await, over);
+    let r = (8 * MIB - 10)..(8 * MIB + 10);
+    let got = read_all(
+        store
+            .get("over", Some(r.start as u64..r.end as u64))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, over[r]);
+}
+
+#[tokio::test]
+#[ignore = "needs S3 (moto)"]
 async fn small_body_is_one_put_large_body_is_multipart_and_round_trips() {
     let (store, _) = store("p/").await;
 

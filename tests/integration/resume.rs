@@ -254,8 +254,8 @@ impl Host {
         let mut text = format!(
             "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      \
              - id: main\n        preserve: 1d\n        compression: {{codec: zstd, level: 3, threads: 2}}\n\
-             remotes:\n  - id: main\n    s3:\n      bucket: {bucket}\n      endpoint:\n        \
-             endpoint_url: {endpoint}\n        region_name: us-east-1\n",
+             remotes:\n  - id: main\n    single_put_max: 8MiB\n    s3:\n      bucket: {bucket}\n      \
+             endpoint:\n        endpoint_url: {endpoint}\n        region_name: us-east-1\n",
             self.source.display(),
             self.snapshots.display()
         );
@@ -485,8 +485,8 @@ fn a_restore_killed_mid_step_continues_from_that_step() {
         let text = format!(
             "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    upload_to_remotes:\n      \
              - id: main\n        preserve: 1y 30d\n\
-             remotes:\n  - id: main\n    s3:\n      bucket: {bucket}\n      endpoint:\n        \
-             endpoint_url: {endpoint}\n        region_name: us-east-1\n",
+             remotes:\n  - id: main\n    single_put_max: 8MiB\n    s3:\n      bucket: {bucket}\n      \
+             endpoint:\n        endpoint_url: {endpoint}\n        region_name: us-east-1\n",
             h.source.display(),
             h.snapshots.display()
         );

@@ -68,7 +68,7 @@ fn write_config(
     yaml.push_str("remotes:\n");
     for (id, bucket, _, _) in remotes {
         yaml.push_str(&format!(
-            "  - id: {id}\n    s3:\n      bucket: {bucket}\n      endpoint:\n        endpoint_url: {endpoint}\n        region_name: us-east-1\n"
+            "  - id: {id}\n    single_put_max: 8MiB\n    s3:\n      bucket: {bucket}\n      endpoint:\n        endpoint_url: {endpoint}\n        region_name: us-east-1\n"
         ));
     }
     fs::write(config, yaml).unwrap();

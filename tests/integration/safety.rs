@@ -93,7 +93,7 @@ fn local(id: &str, path: &Path) -> String {
 /// An S3 remote entry on the test server (or `endpoint`).
 fn s3(id: &str, bucket: &str, prefix: &str, endpoint: &str) -> String {
     format!(
-        "  - id: {id}\n    s3:\n      bucket: {bucket}\n      prefix: \"{prefix}\"\n      endpoint:\n        endpoint_url: {endpoint}\n        region_name: us-east-1\n"
+        "  - id: {id}\n    single_put_max: 8MiB\n    s3:\n      bucket: {bucket}\n      prefix: \"{prefix}\"\n      endpoint:\n        endpoint_url: {endpoint}\n        region_name: us-east-1\n"
     )
 }
 

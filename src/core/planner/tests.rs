@@ -838,3 +838,57 @@ fn plan_uploads_to(plan: &Plan, remote: &str) -> Vec<u64> {
     v.sort();
     v
 }
+
+/// Scale (issue 21): 100,000 hourly backups of one source, chained as
+/// `*y *m *d *h` chains them, are all kept and nothing is deleted. A bound on
+/// correctness only; the speed lives in bench/scale.sh.
+#[test]
+fn a_hundred_thousand_backups_are_planned_and_all_kept() {
+    const N: u64 = 100_000;
+    let now = utc("2026-12-03T00:30:00Z");
+    let mut first: HashMap<(i32, u32, u32, u8), u64> = HashMap::new();
+    let mut backups = Vec::with_capacity(N as usize);
+    for i in 1..=N {
+        let s = snap(now - Duration::hours((N - i + 1) as i64), i);
+        let t = s.time;
+        use chrono::Datelike;
+        let (y, m, d) = (t.year(), t.month(), t.day());
+        let parent = if !first.contains_key(&(y, 0, 0, 0)) {
+            None
+        } else if !first.contains_key(&(y, m, 0, 1)) {
+            Some(first[&(y, 0, 0, 0)])
+        } else if !first.contains_key(&(y, m, d, 2)) {
+            Some(first[&(y, m, 0, 1)])
+        } else {
+            Some(first[&(y, m, d, 2)])
+        };
+        for k in [(y, 0, 0, 0), (y, m, 0, 1), (y, m, d, 2)] {
+            first.entry(k).or_insert(i);
+        }
+        backups.push(backup(&s, parent));
+    }
+    let input = PlanInput {
+        tz: chrono_tz::UTC,
+        now,
+        source_uuid: SOURCE,
+        snapshots: Vec::new(),
+        remotes: vec![RemoteInput {
+            id: "r".into(),
+            policy: "*y *m *d *h".parse().unwrap(),
+            backups,
+            unreachable: false,
+        }],
+    };
+    let p = plan(&input);
+    let kept = p
+        .backups
+        .iter()
+        .filter(|b| b.action == BackupAction::Keep)
+        .count();
+    assert_eq!(kept, N as usize, "{:?}", p.warnings);
+    assert!(!p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::DeleteBackup { .. })));
+    assert!(p.backups.iter().all(|b| !b.broken_chain));
+}

@@ -140,12 +140,14 @@ pub struct SourceRun<'a> {
 }
 
 /// How a run over several sources ended.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
     /// Sources that failed (or had problems).
     pub failed: usize,
     /// A signal stopped the run (the sources after the interrupted one did not run).
     pub interrupted: bool,
+    /// Requests each opened remote sent, per kind (see `remote::requests`).
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Runs the sources, up to `max_parallel_sources` at once (the others wait
@@ -208,6 +210,14 @@ pub async fn run_sources<S: Subvolumes>(
         &planned,
     )
     .await;
+    outcome.requests = remotes
+        .iter()
+        .filter_map(|(id, r)| {
+            let store = &r.as_ref().ok()?.store;
+            Some((id.clone(), crate::remote::ObjectStore::requests(store)))
+        })
+        .filter(|(_, counts)| !counts.is_empty())
+        .collect();
     outcome
 }
 

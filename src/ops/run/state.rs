@@ -62,6 +62,10 @@ pub struct RunRecord {
     pub exit_status: i32,
     /// One entry per source the run covered, in config order.
     pub sources: Vec<SourceRecord>,
+    /// Requests sent per remote and kind (S3 API names), retries included;
+    /// empty for a local remote, and for a run a signal stopped.
+    #[serde(default)]
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// One source's part of a run.
@@ -505,6 +509,7 @@ mod tests {
             outcome: Outcome::Ok,
             exit_status: 0,
             sources,
+            requests: BTreeMap::new(),
         }
     }
 

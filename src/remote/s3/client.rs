@@ -2,12 +2,15 @@
 //! the SDK's errors become ours (what is retried, what the user is told).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, RuntimeComponents,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime as SdkDateTime;
@@ -15,12 +18,16 @@ use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
 
 use super::S3Settings;
+use crate::remote::requests::{classify as classify_request, RequestCounter};
 use crate::remote::retry::Transient;
 use crate::remote::RemoteErrorKind;
 
 /// The SDK client for `settings` (credentials resolve lazily, on the first
 /// request); the error is a config problem in words.
-pub(super) async fn connect(settings: &S3Settings) -> Result<Client, String> {
+pub(super) async fn connect(
+    settings: &S3Settings,
+    counter: Arc<RequestCounter>,
+) -> Result<Client, String> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         // Our retry policy (retry.rs) governs; the SDK's would multiply it.
         .retry_config(RetryConfig::disabled())
@@ -80,7 +87,30 @@ pub(super) async fn connect(settings: &S3Settings) -> Result<Client, String> {
     if sdk.region().is_none() {
         builder = builder.region(Region::new("us-east-1"));
     }
+    builder = builder.interceptor(CountRequests(counter));
     Ok(Client::from_conf(builder.build()))
+}
+
+/// Counts each request as it goes on the wire (every attempt: our retry
+/// policy sends again, and each attempt is billed).
+#[derive(Debug)]
+struct CountRequests(Arc<RequestCounter>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "subvault::CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let req = context.request();
+        self.0.add(classify_request(req.method(), req.uri()));
+        Ok(())
+    }
 }
 
 /// One failed attempt, classified for the retry policy.

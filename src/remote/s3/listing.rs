@@ -9,7 +9,9 @@ use super::client::{classify, to_chrono};
 use super::S3Store;
 use crate::remote::resume::StoredPart;
 use crate::remote::retry::with_retries;
-use crate::remote::{DeleteReport, MultipartUpload, ObjectInfo, RemoteError, RemoteErrorKind};
+use crate::remote::{
+    DeleteReport, MultipartUpload, ObjectInfo, PrefixListing, RemoteError, RemoteErrorKind,
+};
 
 /// DeleteObjects accepts at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
@@ -20,7 +22,31 @@ impl S3Store {
     /// a page marked truncated without a continuation token, a token seen
     /// before (a loop), or an object without a size.
     pub(super) async fn list_objects(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
-        let mut out = Vec::new();
+        let prefix = self.prefix.clone();
+        Ok(self.list_pages(&prefix, false).await?.objects)
+    }
+
+    /// [`Self::list_objects`] under another full prefix (a host's, in a fleet).
+    pub(super) async fn list_objects_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, RemoteError> {
+        Ok(self.list_pages(prefix, false).await?.objects)
+    }
+
+    /// One level under the prefix: ListObjectsV2 with delimiter `/`.
+    pub(super) async fn list_level(&self) -> Result<PrefixListing, RemoteError> {
+        let prefix = self.prefix.clone();
+        let mut level = self.list_pages(&prefix, true).await?;
+        level.prefixes.sort();
+        level.prefixes.dedup();
+        Ok(level)
+    }
+
+    /// Every page of ListObjectsV2 under `prefix`, optionally with delimiter
+    /// `/` (then sub-prefixes come back as common prefixes).
+    async fn list_pages(&self, prefix: &str, delimit: bool) -> Result<PrefixListing, RemoteError> {
+        let mut out = PrefixListing::default();
         let mut token: Option<String> = None;
         let mut seen_tokens: HashSet<String> = HashSet::new();
         let bad = |why: String| self.fatal("ListObjectsV2", None, RemoteErrorKind::BadListing(why));
@@ -32,8 +58,11 @@ impl S3Store {
                     .list_objects_v2()
                     .bucket(&self.bucket)
                     .set_continuation_token(token.clone());
-                if !self.prefix.is_empty() {
-                    req = req.prefix(&self.prefix);
+                if !prefix.is_empty() {
+                    req = req.prefix(prefix);
+                }
+                if delimit {
+                    req = req.delimiter("/");
                 }
                 async move { req.send().await.map_err(classify) }
             })
@@ -44,7 +73,7 @@ impl S3Store {
                 let Some(size) = o.size().filter(|s| *s >= 0) else {
                     return Err(bad(format!("the store listed {key} without a size")));
                 };
-                out.push(ObjectInfo {
+                out.objects.push(ObjectInfo {
                     key: key.to_string(),
                     size: size as u64,
                     storage_class: o.storage_class().map(|c| c.as_str().to_string()),
@@ -52,6 +81,11 @@ impl S3Store {
                     restore: None,
                 });
             }
+            out.prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
             if page.is_truncated() != Some(true) {
                 break;
             }

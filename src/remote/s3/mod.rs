@@ -10,23 +10,30 @@
 //! being filled, so an upload holds at most `(in_flight + 1) × part size` bytes;
 //! once parts grow past the buffer budget fewer parts fly at once (at least one),
 //! keeping it near `max(buffer_budget, 2 × part size)`. With the defaults (4 in
-//! flight, 8 MiB parts) that is 40 MiB for any stream up to 7.8 GiB.
+//! flight, 8 MiB parts) that is 40 MiB for any stream up to 7.8 GiB. Before
+//! that, the first `single_put_max` bytes (64 MiB by default) are read into
+//! one buffer: a stream that ends there is one PutObject (two requests with
+//! the read-back instead of ten for 50 MiB); a longer one holds that buffer
+//! until its parts are sent, so its peak is about 64 + 40 MiB.
 
 mod client;
 mod listing;
 mod multipart;
 mod transport;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use tokio::io::AsyncRead;
 
+use super::requests::RequestCounter;
 use super::retry::{with_retries, RetryPolicy};
 use super::{
-    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, RemoteError, RemoteErrorKind,
-    UploadOptions, UploadStats,
+    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing, RemoteError,
+    RemoteErrorKind, UploadOptions, UploadStats,
 };
 use client::{classify, redact_url, sign_payload, to_chrono, Failure};
 
@@ -62,6 +69,9 @@ pub struct S3Settings {
     pub in_flight: usize,
     /// Part buffer bytes allowed before fewer parts fly at once.
     pub buffer_budget: u64,
+    /// Streams up to this size (rounded down to whole parts) are one
+    /// PutObject; see [`crate::remote::parts::DEFAULT_SINGLE_PUT_MAX`].
+    pub single_put_max: u64,
     /// Retry policy for every request.
     pub retry: RetryPolicy,
 }
@@ -106,6 +116,7 @@ impl S3Settings {
             force_path_style: None,
             in_flight: 4,
             buffer_budget: 160 << 20,
+            single_put_max: super::parts::DEFAULT_SINGLE_PUT_MAX,
             retry: RetryPolicy::default(),
         }
     }
@@ -120,9 +131,12 @@ pub struct S3Store {
     describe: String,
     in_flight: usize,
     buffer_budget: u64,
+    single_put_max: u64,
     retry: RetryPolicy,
     /// See [`client::sign_payload`].
     sign_payload: bool,
+    /// Requests sent, per kind (shared by clones of this store).
+    requests: Arc<RequestCounter>,
 }
 
 impl fmt::Debug for S3Store {
@@ -165,8 +179,12 @@ impl S3Store {
                     .into(),
             ));
         }
-        let client = client::connect(&settings).await.map_err(config_err)?;
+        let requests = Arc::new(RequestCounter::default());
+        let client = client::connect(&settings, requests.clone())
+            .await
+            .map_err(config_err)?;
         Ok(S3Store {
+            requests,
             sign_payload: sign_payload(settings.endpoint_url.as_deref()),
             client,
             bucket: settings.bucket,
@@ -174,6 +192,7 @@ impl S3Store {
             describe,
             in_flight: settings.in_flight.max(1),
             buffer_budget: settings.buffer_budget,
+            single_put_max: settings.single_put_max,
             retry: settings.retry,
         })
     }
@@ -250,8 +269,30 @@ impl ObjectStore for S3Store {
         self.list_objects().await
     }
 
+    async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
+        self.list_level().await
+    }
+
+    async fn list_under(&self, sub_prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
+        if !sub_prefix.starts_with(&self.prefix) {
+            return Err(self.fatal(
+                "ListObjectsV2",
+                None,
+                RemoteErrorKind::InvalidKey(format!(
+                    "{sub_prefix:?} is not under the remote's prefix {:?}",
+                    self.prefix
+                )),
+            ));
+        }
+        self.list_objects_under(sub_prefix).await
+    }
+
     fn parallel_gets(&self) -> usize {
         PARALLEL_GETS
+    }
+
+    fn requests(&self) -> BTreeMap<String, u64> {
+        self.requests.snapshot()
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {

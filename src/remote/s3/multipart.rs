@@ -1,4 +1,4 @@
-//! Uploads: one PutObject for a body that fits one part, else a multipart
+//! Uploads: one PutObject for a body up to `single_put_max`, else a multipart
 //! upload with parts in flight, retried per part, aborted on any failure
 //! unless it is resumable (then kept open and continued by the next upload of
 //! the same key, see `remote::resume`).
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::client::classify;
 use super::S3Store;
-use crate::remote::parts::{size_for_part, FIRST_PART_SIZE, MAX_PARTS};
+use crate::remote::parts::{single_put_head, size_for_part, MAX_PARTS};
 use crate::remote::resume::{self, PartAction, Resume};
 use crate::remote::retry::with_retries;
 use crate::remote::{ObjectStore, RemoteError, RemoteErrorKind, UploadOptions, UploadStats};
@@ -230,7 +230,7 @@ impl S3Store {
         &self,
         key: &str,
         upload_id: &str,
-        first: [Bytes; 2],
+        first: Vec<Bytes>,
         mut body: impl AsyncRead + Unpin + Send,
         opts: &UploadOptions,
         mut resume: Option<&mut Resume>,
@@ -399,26 +399,33 @@ impl S3Store {
             seconds: start.elapsed().as_secs_f64(),
             resumed_bytes: 0,
         };
-        let first = read_part(&mut body, FIRST_PART_SIZE)
-            .await
-            .map_err(body_err)?;
-        // A body that fits in one part is one PutObject: no multipart state to
-        // clean up, one request.
-        let second = if (first.len() as u64) < FIRST_PART_SIZE {
+        // One buffer of whole parts: a stream that ends within it is one
+        // PutObject; otherwise it is cut into those parts (no copy).
+        let (head_parts, head_bytes) = single_put_head(self.single_put_max);
+        let head = read_part(&mut body, head_bytes).await.map_err(body_err)?;
+        let next = if (head.len() as u64) < head_bytes {
             Bytes::new()
         } else {
-            read_part(&mut body, size_for_part(2))
+            read_part(&mut body, size_for_part(head_parts + 1))
                 .await
                 .map_err(body_err)?
         };
-        if second.is_empty() {
-            let len = first.len() as u64;
-            self.put_single(key, first, opts).await?;
+        if next.is_empty() {
+            let len = head.len() as u64;
+            self.put_single(key, head, opts).await?;
             if let Some(p) = &opts.progress {
                 p(len);
             }
             return Ok(stats(len, 0));
         }
+        let mut first = Vec::with_capacity(head_parts as usize + 1);
+        let mut at = 0usize;
+        for n in 1..=head_parts {
+            let end = at + size_for_part(n) as usize;
+            first.push(head.slice(at..end));
+            at = end;
+        }
+        first.push(next);
 
         let mut resume = match opts.resume {
             true => self.find_resumable(key).await,
@@ -448,7 +455,7 @@ impl S3Store {
             .upload_parts(
                 key,
                 &upload_id,
-                [first, second],
+                first,
                 body,
                 opts,
                 resume.as_mut().map(|(_, r)| r),

@@ -26,6 +26,10 @@ pub fn settings(bucket: &str, prefix: &str, endpoint: String) -> S3Settings {
         base_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(500),
     };
+    // The store tests drive multipart uploads (parts, resume, faults) with
+    // streams of tens of MiB: one part is the single-PUT limit here, as it
+    // was before the 64 MiB default (remote_s3 tests that default itself).
+    s.single_put_max = subvault::remote::parts::FIRST_PART_SIZE;
     s
 }
 
