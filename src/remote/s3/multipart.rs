@@ -260,7 +260,9 @@ impl S3Store {
             }
             Ok(())
         };
-        let resumable = resume.is_some();
+        // Whether the upload stays open on failure (a fresh one included, not
+        // only one being resumed): then the parts in flight are worth finishing.
+        let resumable = opts.resume;
         let mut ready = first.into_iter();
         let mut number: u32 = 1;
         let outcome: Result<(), RemoteError> = async {
