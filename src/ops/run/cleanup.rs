@@ -4,8 +4,10 @@
 //! default, `safety.abort_incomplete_uploads_after`), long enough that no
 //! upload still under way is touched. An upload whose key this run's plan
 //! still wants is spared whatever its age: the next upload of that key
-//! resumes it (a change of snapshot or send parent changes the key, so such
-//! state is never resumed and ages out here).
+//! resumes it. One of a snapshot the plan now stores under another key (a
+//! change of send parent or codec) can never be resumed, so it goes at once,
+//! whatever its age. One listing per remote and run does both, after the
+//! uploads (a run used to list again before each upload).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,12 +17,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::core::object_key;
-use crate::ops::remotes::{OpenRemote, OpenRemotes};
+use crate::ops::remotes::OpenRemotes;
 use crate::remote::{MultipartUpload, ObjectStore};
 
 /// Aborts every unfinished upload under each opened remote's prefix that
 /// started more than `older_than` ago (by this host's clock), except those of
-/// the `wanted` keys. Failures are logged, never fatal: the uploads are only
+/// the `wanted` keys, and every one of a snapshot that a `wanted` key stores
+/// under another key. Failures are logged, never fatal: the uploads are only
 /// clutter.
 pub(super) async fn abort_stale_uploads(
     remotes: &OpenRemotes,
@@ -40,12 +43,25 @@ pub(super) async fn abort_stale_uploads(
                 continue;
             }
         };
-        for u in uploads.into_iter().filter(|u| stale(u, cutoff, wanted)) {
+        let prefix = open.store.prefix();
+        let superseded: BTreeSet<String> = superseded(&uploads, prefix, wanted)
+            .map(|u| u.key.clone())
+            .collect();
+        for u in uploads {
+            let why = if superseded.contains(&u.key) {
+                "(the snapshot is stored under another key now)".to_string()
+            } else if stale(&u, cutoff, wanted) {
+                format!(
+                    "started {}",
+                    u.initiated.map(|t| t.to_rfc3339()).unwrap_or_default()
+                )
+            } else {
+                continue;
+            };
             match open.store.abort_multipart(&u.key, &u.upload_id).await {
                 Ok(()) => tracing::info!(
-                    "remote {id}: aborted an unfinished upload of {} started {}",
-                    u.key,
-                    u.initiated.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    "remote {id}: aborted an unfinished upload of {} {why}",
+                    u.key
                 ),
                 Err(e) => tracing::warn!("remote {id}: {e}"),
             }
@@ -53,42 +69,23 @@ pub(super) async fn abort_stale_uploads(
     }
 }
 
-/// Aborts the open uploads of the snapshot `uuid` under other keys than
-/// `key` (sent relative to another parent, or with another codec): this
-/// run stores the snapshot under `key`, so they can never be resumed and
-/// would only bill their parts until the stale-upload rule caught them.
-/// Failures are logged, never fatal.
-pub(super) async fn abort_superseded(open: &OpenRemote, key: &str, uuid: Uuid) {
-    let Ok(uploads) = open.store.list_multipart_uploads().await else {
-        return;
-    };
-    for u in superseded(uploads, open.store.prefix(), key, uuid) {
-        match open.store.abort_multipart(&u.key, &u.upload_id).await {
-            Ok(()) => tracing::info!(
-                "remote {}: aborted an unfinished upload of {} (the snapshot is now stored \
-                 as {key})",
-                open.config.id,
-                u.key
-            ),
-            Err(e) => tracing::warn!("remote {}: {e}", open.config.id),
-        }
-    }
-}
-
-/// The uploads of snapshot `uuid` under a key other than `key`; keys that do
-/// not parse are never touched.
-fn superseded(
-    uploads: Vec<MultipartUpload>,
-    prefix: &str,
-    key: &str,
-    uuid: Uuid,
-) -> Vec<MultipartUpload> {
-    uploads
-        .into_iter()
-        .filter(|u| {
-            u.key != key && object_key::parse_key(prefix, &u.key).is_ok_and(|k| k.uuid == uuid)
-        })
-        .collect()
+/// The uploads of a snapshot that a `wanted` key stores under another key:
+/// they can never be resumed. Keys that do not parse (under `prefix`) are
+/// never touched.
+fn superseded<'a>(
+    uploads: &'a [MultipartUpload],
+    prefix: &'a str,
+    wanted: &'a BTreeSet<String>,
+) -> impl Iterator<Item = &'a MultipartUpload> + 'a {
+    let snapshots: BTreeSet<Uuid> = wanted
+        .iter()
+        .filter_map(|k| object_key::parse_key(prefix, k).ok())
+        .map(|k| k.uuid)
+        .collect();
+    uploads.iter().filter(move |u| {
+        !wanted.contains(&u.key)
+            && object_key::parse_key(prefix, &u.key).is_ok_and(|k| snapshots.contains(&k.uuid))
+    })
 }
 
 /// Whether the stale-upload rule aborts `u`: started before `cutoff` and not
@@ -143,7 +140,8 @@ mod tests {
             up(key(b, nil)),
             up("p/notes.txt".into()),
         ];
-        let got = superseded(uploads, "p/", &now, a.parse().unwrap());
+        let wanted = BTreeSet::from([now.clone(), "q/other-remote-key".to_string()]);
+        let got: Vec<_> = superseded(&uploads, "p/", &wanted).collect();
         let keys: Vec<_> = got.iter().map(|u| u.key.clone()).collect();
         assert_eq!(keys, [key(a, nil)]);
     }

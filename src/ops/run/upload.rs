@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use uuid::Uuid;
 
-use super::cleanup;
 use crate::config::{Config, Source};
 use crate::core::planner::Upload;
 use crate::ops::keys::KeyNaming;
@@ -139,7 +138,6 @@ pub(super) async fn upload<S: Subvolumes>(
         source.name,
         remote.config.id
     );
-    cleanup::abort_superseded(remote, &key, u.uuid).await;
     // A rate limit throttles the body the store cuts its parts from, so it
     // covers every part in flight of every upload to this remote.
     let result = match &remote.rate {
