@@ -91,7 +91,7 @@ impl Sim {
         }
     }
 
-    fn input(&self, now: DateTime<Utc>, new: Option<u64>) -> PlanInput {
+    fn input(&self, now: DateTime<Utc>, new: Option<u64>) -> PlanInput<'_> {
         let mut snapshots = self.snapshots.clone();
         if let Some(c) = new {
             snapshots.push(Snapshot::planned(
