@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# How `plan`, `list` and `status` scale with the number of backups (issue 21).
+# How `plan`, `list`, `status` and `run` scale with the number of backups
+# (issue 21).
 #
-#   sudo bench/scale.sh [COUNT...]     (default: 1000 10000 100000)
+#   sudo bench/scale.sh [CASE...]     (default: 1000 10000 100000 1000000 100000x10)
 #
-# For each COUNT, a local remote holds COUNT backups of one source, one per
-# hour going back COUNT hours, chained as the policy `*y *m *d *h` chains
-# them (yearly fulls; monthlies on their yearly, dailies on their monthly,
-# hourlies on their daily). The objects are empty files: these commands read
-# the listing (the keys), never the bodies, so the sizes do not matter. The
-# source is a real subvolume on a loop btrfs with one local snapshot, newer
-# than the backups. Each
-# command runs under GNU time; the table gives wall and CPU seconds (user +
-# system) and the peak RSS. Uses the release build (bench_build_release;
+# A CASE is COUNT, or COUNTxHOSTS. For each, a local remote holds COUNT
+# backups of one source, one per hour going back COUNT hours, chained as the
+# policy `*y *m *d *h` chains them (yearly fulls; monthlies on their yearly,
+# dailies on their monthly, hourlies on their daily). With xHOSTS the remote
+# is one host's directory in a fleet: HOSTS-1 sibling directories next to it
+# hold COUNT keys each (hard links), so the bucket holds COUNT*HOSTS keys of
+# which this host's are 1/HOSTS. A local remote only ever reads its own
+# directory; an S3 remote sends its prefix in ListObjectsV2
+# (src/remote/s3/listing.rs), so other hosts' keys are never fetched either.
+# The objects are empty files: these commands read the listing (the keys),
+# never the bodies, so the sizes do not matter. The source is a real
+# subvolume on a loop btrfs with one local snapshot, newer than the backups.
+# Each command runs under GNU time; the table gives wall and CPU seconds
+# (user + system) and the peak RSS. `run` comes last: it plans as `plan`
+# does, then uploads the newest snapshot (a few KiB, a full: none of the
+# backups' snapshots is on disk to send from) and prunes nothing (the policy
+# keeps every hour). Uses the release build (bench_build_release;
 # SUBVAULT=/path/to/subvault to measure another binary).
 set -euo pipefail
 
@@ -19,9 +28,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$HERE/lib.sh"
 COUNTS=("$@")
-((${#COUNTS[@]})) || COUNTS=(1000 10000 100000)
-for n in "${COUNTS[@]}"; do
-  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: counts are whole numbers, not '$n'" >&2; exit 2; }
+((${#COUNTS[@]})) || COUNTS=(1000 10000 100000 1000000 100000x10)
+for c in "${COUNTS[@]}"; do
+  [[ $c =~ ^[1-9][0-9]*(x[1-9][0-9]*)?$ ]] || {
+    echo "$BENCH_NAME: a case is COUNT or COUNTxHOSTS (whole numbers), not '$c'" >&2
+    exit 2
+  }
 done
 
 bench_require_root
@@ -47,12 +59,14 @@ echo hello >"$MNT/data/file"
 btrfs -q subvolume snapshot -r "$MNT/data" "$MNT/snaps/data.$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 SOURCE_UUID=$(btrfs subvolume show "$MNT/data" | awk '$1 == "UUID:" {print $2}')
 
-# COUNT empty backup objects under DIR, keyed as subvault names them.
-make_remote() { # DIR COUNT
-  python3 - "$1" "$2" "$SOURCE_UUID" <<'PY'
+# COUNT empty backup objects under DIR, keyed as subvault names them, and
+# HOSTS-1 sibling directories of DIR with the same keys (hard links).
+make_remote() { # DIR COUNT HOSTS
+  python3 - "$1" "$2" "$3" "$SOURCE_UUID" <<'PY'
 import datetime as dt, os, sys, uuid
-root, count, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+root, count, hosts, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 os.makedirs(root, exist_ok=True)
+keys = []
 end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
 first = {}  # (year,), (year, month), (year, month, day) -> uuid of its first backup
 nil = uuid.UUID(int=0)
@@ -73,14 +87,22 @@ for i in range(count):
     key = (f"data.ctim{t.strftime('%Y-%m-%dT%H:%M:%S+00:00')}.ctid{i + 1}.uuid{u}"
            f".sndp{parent}.prnt{source}.mdvn1.seqn0.cmprzstd")
     open(os.path.join(root, key), "wb").close()
+    keys.append(key)
+for h in range(1, hosts):
+    sibling = os.path.join(os.path.dirname(root), f"host-{h:02}")
+    os.makedirs(sibling)
+    for key in keys:
+        os.link(os.path.join(root, key), os.path.join(sibling, key))
 PY
 }
 
-printf '%-8s %-22s %8s %8s %9s\n' backups command wall_s cpu_s rss_mib
-for n in "${COUNTS[@]}"; do
-  REMOTE=$WORK/remote-$n
-  make_remote "$REMOTE" "$n"
-  CONFIG=$WORK/config-$n.yaml
+printf '%-10s %-9s %-22s %8s %8s %9s\n' backups keys command wall_s cpu_s rss_mib
+for c in "${COUNTS[@]}"; do
+  n=${c%%x*} hosts=1
+  [[ $c == *x* ]] && hosts=${c#*x}
+  REMOTE=$WORK/remote-$c/host-00
+  make_remote "$REMOTE" "$n" "$hosts"
+  CONFIG=$WORK/config-$c.yaml
   cat >"$CONFIG" <<EOF
 timezone: UTC
 sources:
@@ -94,7 +116,7 @@ remotes:
     local:
       path: $REMOTE
 EOF
-  for cmd in "plan --dry-run" "plan --dry-run --json" "list" "list --json" "status" "status --json"; do
+  for cmd in "plan --dry-run" "plan --dry-run --json" "list" "list --json" "status" "status --json" "run"; do
     times=$WORK/times
     # status exits 1 when a backup is older than a max age; none is set, so 0.
     # shellcheck disable=SC2086 # the command's words
@@ -106,8 +128,8 @@ EOF
       exit 1
     }
     read -r wall user sys rss <"$times"
-    printf '%-8s %-22s %8s %8.2f %9.1f\n' "$n" "$cmd" "$wall" \
+    printf '%-10s %-9s %-22s %8s %8.2f %9.1f\n' "$n" "$((n * hosts))" "$cmd" "$wall" \
       "$(echo "$user + $sys" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
   done
-  rm -rf -- "$REMOTE"
+  rm -rf -- "$WORK/remote-$c"
 done

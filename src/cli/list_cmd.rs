@@ -45,7 +45,9 @@ pub fn execute(config_path: &Path, args: &ListArgs) -> Result<i32> {
     if args.json {
         super::print_json(&listings)?;
     } else {
-        print!("{}", render(&listings, config.timezone));
+        let mut out = super::StdoutText::new();
+        write_text(&mut out, &listings, config.timezone);
+        out.finish()?;
     }
     Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
 }
@@ -83,8 +85,15 @@ fn line(e: &Entry, tz: Tz) -> String {
 /// The text form of the listings.
 pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
     let mut s = String::new();
+    write_text(&mut s, listings, tz);
+    s
+}
+
+/// [`render`] into `s` as it goes: `list` writes it straight to stdout,
+/// since the text of 100k backups is 15 MiB (issue 21).
+pub fn write_text(s: &mut dyn std::fmt::Write, listings: &[RemoteListing], tz: Tz) {
     for l in listings {
-        s.push_str(&format!(
+        let _ = s.write_fmt(format_args!(
             "remote {} ({}{}): {} backup(s)\n",
             l.id,
             l.location,
@@ -92,16 +101,16 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
             l.backups.len() + l.orphans.len()
         ));
         for e in &l.backups {
-            s.push_str(&line(e, tz));
+            let _ = s.write_str(&line(e, tz));
         }
         if !l.orphans.is_empty() {
-            s.push_str(&format!("  orphans ({}):\n", l.orphans.len()));
+            let _ = s.write_fmt(format_args!("  orphans ({}):\n", l.orphans.len()));
             for e in &l.orphans {
-                s.push_str(&format!("  {}", line(e, tz)));
+                let _ = s.write_fmt(format_args!("  {}", line(e, tz)));
             }
         }
         for w in &l.wal {
-            s.push_str(&format!(
+            let _ = s.write_fmt(format_args!(
                 "  WAL archive of {}: {} object(s), {}{}\n",
                 w.source,
                 w.objects,
@@ -124,12 +133,12 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
             ));
         }
         if !l.foreign.is_empty() {
-            s.push_str(&format!(
+            let _ = s.write_fmt(format_args!(
                 "  foreign ({}): named like backups but not authenticated; never used or deleted\n",
                 l.foreign.len()
             ));
             for f in &l.foreign {
-                s.push_str(&format!(
+                let _ = s.write_fmt(format_args!(
                     "    {}  {}  ({})\n",
                     f.key,
                     f.size.map(human_bytes).unwrap_or_else(|| "?".into()),
@@ -138,5 +147,4 @@ pub fn render(listings: &[RemoteListing], tz: Tz) -> String {
             }
         }
     }
-    s
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::load_config;
-use super::plan_view::{render_json, render_text};
+use super::plan_view::{render_json, write_text};
 use super::time_arg::parse_time;
 use crate::errors::{EXIT_FAILURE, EXIT_OK};
 use crate::ops::{self, sources::select_sources};
@@ -67,7 +67,9 @@ pub fn execute(config_path: &Path, args: &PlanArgs) -> Result<i32> {
     if args.json {
         super::print_json(&render_json(&plans))?;
     } else {
-        print!("{}", render_text(&plans, config.timezone));
+        let mut out = super::StdoutText::new();
+        write_text(&mut out, &plans, config.timezone);
+        out.finish()?;
     }
     Ok(if failed { EXIT_FAILURE } else { EXIT_OK })
 }

@@ -3,7 +3,6 @@
 //! Pure functions over [`SourcePlan`], so the output is tested without btrfs or S3.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::path::Path;
 
 use chrono_tz::Tz;
@@ -64,14 +63,21 @@ fn backup_line(b: &BackupPlan, tz: Tz) -> String {
 /// The human-readable tree and actions for a set of source plans.
 pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
     let mut out = String::new();
+    write_text(&mut out, sources, tz);
+    out
+}
+
+/// [`render_text`] into `out` as it goes: `plan` writes it straight to
+/// stdout, since the text of 100k backups is 10 MiB (issue 21).
+pub fn write_text(out: &mut dyn std::fmt::Write, sources: &[SourcePlan], tz: Tz) {
     for (i, sp) in sources.iter().enumerate() {
         if i > 0 {
-            out.push('\n');
+            let _ = writeln!(out);
         }
         let _ = writeln!(out, "source {} ({})", sp.name, sp.path);
         for (remote, (desc, policy)) in &sp.remotes {
             let _ = writeln!(out, "  remote {remote} {desc}, keeping {policy}");
-            write_tree(&mut out, sp, remote, tz);
+            write_tree(out, sp, remote, tz);
             if let Some(c) = sp.costs.get(remote) {
                 let _ = writeln!(
                     out,
@@ -80,19 +86,18 @@ pub fn render_text(sources: &[SourcePlan], tz: Tz) -> String {
                 );
             }
         }
-        write_snapshots(&mut out, sp);
+        write_snapshots(out, sp);
         for w in &sp.plan.warnings {
             let _ = writeln!(out, "  warning: {w}");
         }
-        write_actions(&mut out, sp);
-        write_wal(&mut out, sp);
+        write_actions(out, sp);
+        write_wal(out, sp);
     }
-    out
 }
 
 /// Each remote's WAL archive (range, size) and what WAL retention would
 /// delete from it.
-fn write_wal(out: &mut String, sp: &SourcePlan) {
+fn write_wal(out: &mut dyn std::fmt::Write, sp: &SourcePlan) {
     for w in &sp.wal {
         let a = &w.archive;
         let range = match (&a.first_segment, &a.last_segment) {
@@ -134,7 +139,7 @@ fn write_wal(out: &mut String, sp: &SourcePlan) {
 
 /// One remote's backups as a tree: full backups as roots, each backup under
 /// its send parent.
-fn write_tree(out: &mut String, sp: &SourcePlan, remote: &str, tz: Tz) {
+fn write_tree(out: &mut dyn std::fmt::Write, sp: &SourcePlan, remote: &str, tz: Tz) {
     let backups: Vec<&BackupPlan> = sp
         .plan
         .backups
@@ -157,7 +162,7 @@ fn write_tree(out: &mut String, sp: &SourcePlan, remote: &str, tz: Tz) {
 
 /// The children of `parent` (roots for `None`), each followed by its own.
 fn write_children(
-    out: &mut String,
+    out: &mut dyn std::fmt::Write,
     children: &BTreeMap<Option<Uuid>, Vec<&BackupPlan>>,
     parent: Option<Uuid>,
     prefix: &str,
@@ -199,7 +204,7 @@ fn write_children(
     }
 }
 
-fn write_snapshots(out: &mut String, sp: &SourcePlan) {
+fn write_snapshots(out: &mut dyn std::fmt::Write, sp: &SourcePlan) {
     let _ = writeln!(out, "  snapshots:");
     if sp.plan.snapshots.is_empty() {
         let _ = writeln!(out, "    (none)");
@@ -219,7 +224,7 @@ fn write_snapshots(out: &mut String, sp: &SourcePlan) {
     }
 }
 
-fn write_actions(out: &mut String, sp: &SourcePlan) {
+fn write_actions(out: &mut dyn std::fmt::Write, sp: &SourcePlan) {
     let _ = writeln!(out, "  actions:");
     if sp.plan.actions.is_empty() {
         let _ = writeln!(out, "    nothing to do");
@@ -275,11 +280,51 @@ struct BackupJson<'a> {
     broken_chain: bool,
 }
 
+/// The backups of the JSON plan, each made as it is written: a vector of
+/// them held 17 MiB more at 100k backups (issue 21).
+struct BackupsJson<'a>(&'a [SourcePlan]);
+
+impl Serialize for BackupsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let count = self.0.iter().map(|sp| sp.plan.backups.len()).sum();
+        let mut seq = s.serialize_seq(Some(count))?;
+        for sp in self.0 {
+            for b in &sp.plan.backups {
+                seq.serialize_element(&backup_json(sp, b))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+fn backup_json<'a>(sp: &'a SourcePlan, b: &'a BackupPlan) -> BackupJson<'a> {
+    let key = b.key.as_deref().or_else(|| {
+        sp.upload_keys
+            .get(&(b.remote.clone(), b.uuid))
+            .map(String::as_str)
+    });
+    BackupJson {
+        source: &sp.name,
+        remote: &b.remote,
+        key,
+        uuid: (!b.uuid.is_nil()).then(|| b.uuid.to_string()),
+        send_parent_uuid: b.send_parent_uuid.map(|u| u.to_string()),
+        ctransid: b.ctransid,
+        time: b.time.to_rfc3339(),
+        action: b.action,
+        reasons: &b.reasons,
+        size: b.size,
+        storage_class: b.storage_class.as_deref(),
+        broken_chain: b.broken_chain,
+    }
+}
+
 /// The machine-readable plan (see [`render_json`]).
 #[derive(Serialize)]
 pub struct PlanJson<'a> {
     snapshots: Vec<Value>,
-    backups: Vec<BackupJson<'a>>,
+    backups: BackupsJson<'a>,
     actions: Vec<Value>,
     wal: Vec<Value>,
     costs: Vec<Value>,
@@ -290,7 +335,6 @@ pub struct PlanJson<'a> {
 /// (`super::print_json`) to stream it out.
 pub fn render_json(sources: &[SourcePlan]) -> PlanJson<'_> {
     let mut snapshots = Vec::new();
-    let mut backups = Vec::new();
     let mut actions = Vec::new();
     for sp in sources {
         for s in &sp.plan.snapshots {
@@ -303,27 +347,6 @@ pub fn render_json(sources: &[SourcePlan]) -> PlanJson<'_> {
                 "action": s.action,
                 "reasons": s.reasons,
             }));
-        }
-        for b in &sp.plan.backups {
-            let key = b.key.as_deref().or_else(|| {
-                sp.upload_keys
-                    .get(&(b.remote.clone(), b.uuid))
-                    .map(String::as_str)
-            });
-            backups.push(BackupJson {
-                source: &sp.name,
-                remote: &b.remote,
-                key,
-                uuid: (!b.uuid.is_nil()).then(|| b.uuid.to_string()),
-                send_parent_uuid: b.send_parent_uuid.map(|u| u.to_string()),
-                ctransid: b.ctransid,
-                time: b.time.to_rfc3339(),
-                action: b.action,
-                reasons: &b.reasons,
-                size: b.size,
-                storage_class: b.storage_class.as_deref(),
-                broken_chain: b.broken_chain,
-            });
         }
         for a in &sp.plan.actions {
             let mut v = serde_json::to_value(a).expect("actions serialize");
@@ -365,7 +388,7 @@ pub fn render_json(sources: &[SourcePlan]) -> PlanJson<'_> {
         .collect();
     PlanJson {
         snapshots,
-        backups,
+        backups: BackupsJson(sources),
         actions,
         wal,
         costs,
@@ -426,7 +449,7 @@ mod tests {
             remotes: vec![RemoteInput {
                 id: "aws".into(),
                 policy: "1y 1d".parse().unwrap(),
-                backups: vec![b(&s1, None), b(&s2, Some(1)), b(&s3, Some(2))],
+                backups: vec![b(&s1, None), b(&s2, Some(1)), b(&s3, Some(2))].into(),
                 unreachable: false,
             }],
         };

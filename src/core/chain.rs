@@ -3,6 +3,7 @@
 //! Pure functions over the listing of one remote: no I/O, so every rule here
 //! (newest at or before a time, duplicates, broken chains) is unit-tested.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -56,13 +57,14 @@ pub enum ChainError {
 /// The snapshot uuids that some chain of objects in `backups` restores: a
 /// uuid with a full backup, or with a backup whose send parent's uuid is
 /// restorable. Several copies of one uuid count if any one of them works.
-pub fn restorable(backups: &[Backup]) -> HashSet<Uuid> {
+/// Takes backups or references to them, so callers need not copy a listing.
+pub fn restorable<B: Borrow<Backup>>(backups: &[B]) -> HashSet<Uuid> {
     let mut out: HashSet<Uuid> = HashSet::new();
     // Each pass adds the uuids one step further from a full backup; a chain
     // is at most as long as the listing.
     loop {
         let before = out.len();
-        for b in backups {
+        for b in backups.iter().map(Borrow::borrow) {
             if b.send_parent_uuid.map_or(true, |p| out.contains(&p)) {
                 out.insert(b.uuid);
             }

@@ -124,14 +124,17 @@ impl PruneBudget {
 /// cloned VM, a restored disk on a second host) is writing the same source to
 /// the same place, and pruning here would delete its history. Backups older
 /// than the newest snapshot are normal (their snapshots were pruned locally).
-pub fn unexplained_newer<'a>(snapshots: &[Snapshot], backups: &'a [Backup]) -> Vec<&'a Backup> {
+pub fn unexplained_newer<'a>(
+    snapshots: &[Snapshot],
+    backups: impl IntoIterator<Item = &'a Backup>,
+) -> Vec<&'a Backup> {
     let newest = snapshots
         .iter()
         .filter(|s| !s.planned)
         .map(|s| s.time)
         .max();
     backups
-        .iter()
+        .into_iter()
         .filter(|b| !snapshots.iter().any(|s| s.uuid == b.uuid))
         .filter(|b| newest.map_or(true, |t| b.time > t))
         .collect()

@@ -269,8 +269,19 @@ pub fn to_backup(
     size: Option<u64>,
     storage_class: Option<String>,
 ) -> Backup {
+    into_backup(key.to_string(), info, size, storage_class)
+}
+
+/// [`to_backup`] for a key the caller owns (a listing's), which the backup
+/// takes instead of a copy.
+pub fn into_backup(
+    key: String,
+    info: &KeyInfo,
+    size: Option<u64>,
+    storage_class: Option<String>,
+) -> Backup {
     Backup {
-        key: key.to_string(),
+        key,
         uuid: info.uuid,
         send_parent_uuid: info.send_parent_uuid,
         source_uuid: info.source_uuid,

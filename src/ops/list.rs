@@ -132,8 +132,12 @@ async fn wal_summaries(
 /// The planner's reasons per (remote, uuid), for sources readable on this host
 /// whose remotes all opened. The planner runs as `plan` would now, without a
 /// new snapshot, so a reason reads as "why this object is kept".
-fn planner_reasons(config: &Config, opened: &OpenRemotes) -> HashMap<(String, Uuid), Vec<String>> {
-    let mut out = HashMap::new();
+/// Remote id -> snapshot uuid -> reasons: keyed by remote first, so a lookup
+/// per backup neither copies the remote's id nor hashes it (issue 21).
+type Reasons = HashMap<String, HashMap<Uuid, Vec<String>>>;
+
+fn planner_reasons(config: &Config, opened: &OpenRemotes) -> Reasons {
+    let mut out = Reasons::new();
     for source in &config.sources {
         if source
             .upload_to_remotes
@@ -154,7 +158,7 @@ fn planner_reasons(config: &Config, opened: &OpenRemotes) -> HashMap<(String, Uu
                 BackupAction::Delete => vec!["pruned by the next run".to_string()],
                 _ => b.reasons.iter().map(ToString::to_string).collect(),
             };
-            out.insert((b.remote, b.uuid), reasons);
+            out.entry(b.remote).or_default().insert(b.uuid, reasons);
         }
     }
     out
@@ -164,9 +168,10 @@ fn listing(
     config: &Config,
     id: &str,
     r: &OpenRemote,
-    reasons: &HashMap<(String, Uuid), Vec<String>>,
+    reasons: &Reasons,
     uuids: &HashMap<String, Option<Uuid>>,
 ) -> RemoteListing {
+    let reasons = reasons.get(id);
     let prefix = r.store.prefix();
     let tz = config.timezone;
     let known: HashSet<Uuid> = uuids.values().flatten().copied().collect();
@@ -193,7 +198,7 @@ fn listing(
         source_uuid: b.source_uuid,
         time: b.time.with_timezone(&tz).to_rfc3339(),
         reasons: reasons
-            .get(&(id.to_string(), b.uuid))
+            .and_then(|r| r.get(&b.uuid))
             .cloned()
             .unwrap_or_default(),
         size: b.size,
@@ -227,7 +232,9 @@ fn listing(
     roots.sort_by_key(|(b, _)| (b.time, b.ctransid));
     let mut backups = Vec::new();
     let mut orphans = Vec::new();
-    let mut seen = HashSet::new();
+    // Backups by address: keys are unique in a listing, and hashing each
+    // key was a tenth of `list`'s time at 100k backups (issue 21).
+    let mut seen: HashSet<*const Backup> = HashSet::new();
     for (root, why) in roots {
         let out = if why.is_some() {
             &mut orphans
@@ -236,7 +243,7 @@ fn listing(
         };
         let mut stack = vec![(root, 0usize, why)];
         while let Some((b, depth, why)) = stack.pop() {
-            if !seen.insert(&b.key) {
+            if !seen.insert(b) {
                 continue;
             }
             out.push(entry(b, depth, why));
@@ -247,7 +254,7 @@ fn listing(
     }
     // Anything not reached (duplicate uuids, loops) is shown as an orphan too.
     for b in &r.backups {
-        if !seen.contains(&b.key) {
+        if !seen.contains(&(b as *const Backup)) {
             orphans.push(entry(b, 0, Some("not reachable from a full backup".into())));
         }
     }

@@ -2,6 +2,7 @@
 //! command asks about sources: which ones the command line names, which
 //! backups are theirs, and what the planner is given for them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -102,14 +103,14 @@ pub fn new_snapshot_path(source: &Source, now: DateTime<Utc>) -> PathBuf {
 
 /// The planner's input for one source. With `planned_snapshot`, the snapshot a
 /// run would take now is included as a planned one.
-pub fn plan_input(
+pub fn plan_input<'a>(
     config: &Config,
     source: &Source,
     state: &SourceState,
-    remotes: &OpenRemotes,
+    remotes: &'a OpenRemotes,
     now: DateTime<Utc>,
     planned_snapshot: bool,
-) -> Result<PlanInput> {
+) -> Result<PlanInput<'a>> {
     let mut snapshots = state.snapshots.clone();
     if planned_snapshot {
         snapshots.push(Snapshot::planned(
@@ -124,15 +125,9 @@ pub fn plan_input(
         // A remote that could not be opened or listed is planned as unreachable:
         // nothing goes to it, and the snapshots it will need are kept.
         let (backups, unreachable) = match remotes.get(&up.id) {
-            Some(Ok(r)) => (
-                r.backups
-                    .iter()
-                    .filter(|b| b.source_uuid == state.info.uuid)
-                    .cloned()
-                    .collect(),
-                false,
-            ),
-            Some(Err(_)) => (Vec::new(), true),
+            // The planner ignores other sources' backups itself.
+            Some(Ok(r)) => (Cow::Borrowed(&r.backups[..]), false),
+            Some(Err(_)) => (Cow::Owned(Vec::new()), true),
             None => anyhow::bail!("remote {} was not opened", up.id),
         };
         inputs.push(RemoteInput {
@@ -194,11 +189,14 @@ pub fn backups_of_source(
 ) -> Vec<Backup> {
     backups
         .into_iter()
-        .filter(|b| {
-            Some(b.source_uuid) == uuid
-                || basename_of(prefix, &b.key).as_deref() == Some(&source.name)
-        })
+        .filter(|b| is_of_source(b, prefix, source, uuid))
         .collect()
+}
+
+/// Whether `b` is a backup of `source` (whose current uuid is `uuid`), by
+/// the rule of [`backups_of_source`].
+pub fn is_of_source(b: &Backup, prefix: &str, source: &Source, uuid: Option<Uuid>) -> bool {
+    Some(b.source_uuid) == uuid || basename_of(prefix, &b.key).as_deref() == Some(&source.name)
 }
 
 #[cfg(test)]

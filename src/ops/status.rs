@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::remotes::{self, OpenRemote};
 use super::run::state::{self, SourceHistory};
-use super::sources::{backups_of_source, basename_of, source_uuids};
+use super::sources::{basename_of, is_of_source, source_uuids};
 use crate::config::{Config, Source};
 use crate::core::cost::{CostEstimate, PriceTable};
 use crate::core::model::Backup;
@@ -143,8 +143,12 @@ pub async fn status(
         for up in &source.upload_to_remotes {
             let r = match &opened[&up.id] {
                 Ok(open) => {
-                    let mine =
-                        backups_of_source(open.backups.clone(), open.store.prefix(), source, uuid);
+                    let prefix = open.store.prefix();
+                    let mine: Vec<&Backup> = open
+                        .backups
+                        .iter()
+                        .filter(|b| is_of_source(b, prefix, source, uuid))
+                        .collect();
                     judge(&up.id, Inventory::of(&mine), limit, now)
                 }
                 Err(e) => RemoteStatus {
@@ -328,7 +332,7 @@ mod tests {
         assert_eq!(b.health, Health::Broken);
         assert!(b.problems[0].contains("data.2"), "{:?}", b.problems);
         assert_eq!(
-            judge("r", Inventory::of(&[]), None, now()).health,
+            judge("r", Inventory::of::<Backup>(&[]), None, now()).health,
             Health::Empty
         );
     }

@@ -94,29 +94,44 @@ impl LocalStore {
         Some(parts?.join("/"))
     }
 
-    /// Every regular file under the root: (path, is_temp).
-    fn walk(&self) -> io::Result<Vec<(PathBuf, bool, std::fs::Metadata)>> {
-        self.walk_from(self.root.clone())
+    /// Every object under the root (or, with `temp`, every temp file).
+    fn walk(&self, temp: bool) -> io::Result<Vec<ObjectInfo>> {
+        self.walk_from(self.root.clone(), temp)
     }
 
-    /// Every regular file under `start` (a directory under the root).
-    fn walk_from(&self, start: PathBuf) -> io::Result<Vec<(PathBuf, bool, std::fs::Metadata)>> {
+    /// Every regular file under `start` (a directory under the root) that is a
+    /// temp file (`temp`) or an object (`!temp`), in key order. Each file
+    /// becomes its [`ObjectInfo`] as it is read: keeping every path and
+    /// `Metadata` until the end of the walk cost about 0.4 KiB per object,
+    /// 40 MiB for 100k backups (issue 21). Names that are not UTF-8 have no
+    /// key and are skipped, with everything below them.
+    fn walk_from(&self, start: PathBuf, temp: bool) -> io::Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        let mut dirs = vec![start];
-        while let Some(dir) = dirs.pop() {
-            let entries = std::fs::read_dir(&dir)?;
-            for entry in entries {
+        let Some(start_key) = self.key_of(&start) else {
+            return Ok(out);
+        };
+        let mut dirs = vec![(start, start_key)];
+        while let Some((dir, dir_key)) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
                 let ft = entry.file_type()?;
+                let file_name = entry.file_name();
+                let Some(name) = file_name.to_str() else {
+                    continue;
+                };
+                let key = if dir_key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir_key}/{name}")
+                };
                 if ft.is_dir() {
-                    dirs.push(entry.path());
-                } else if ft.is_file() {
-                    let tmp = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
-                    out.push((entry.path(), tmp, entry.metadata()?));
+                    dirs.push((entry.path(), key));
+                } else if ft.is_file() && name.starts_with(TMP_PREFIX) == temp {
+                    out.push(self.info(key, &entry.metadata()?));
                 }
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by(|a, b| path_order(&a.key).cmp(path_order(&b.key)));
         Ok(out)
     }
 
@@ -142,12 +157,9 @@ impl LocalStore {
     }
 
     /// [`Self::walk`] on a blocking thread (directory walks can be slow).
-    async fn walk_off_thread(
-        &self,
-        op: &str,
-    ) -> Result<Vec<(PathBuf, bool, std::fs::Metadata)>, RemoteError> {
+    async fn walk_off_thread(&self, op: &str, temp: bool) -> Result<Vec<ObjectInfo>, RemoteError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.walk())
+        tokio::task::spawn_blocking(move || this.walk(temp))
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
@@ -274,12 +286,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
-        let files = self.walk_off_thread("list").await?;
-        Ok(files
-            .into_iter()
-            .filter(|(_, tmp, _)| !tmp)
-            .filter_map(|(path, _, meta)| Some(self.info(self.key_of(&path)?, &meta)))
-            .collect())
+        self.walk_off_thread("list", false).await
     }
 
     async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
@@ -308,16 +315,11 @@ impl ObjectStore for LocalStore {
             return Ok(Vec::new());
         }
         let this = self.clone();
-        let files = tokio::task::spawn_blocking(move || this.walk_from(dir))
+        tokio::task::spawn_blocking(move || this.walk_from(dir, false))
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
-            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))?;
-        Ok(files
-            .into_iter()
-            .filter(|(_, tmp, _)| !tmp)
-            .filter_map(|(path, _, meta)| Some(self.info(self.key_of(&path)?, &meta)))
-            .collect())
+            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))
     }
 
     async fn upload(
@@ -394,19 +396,13 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list_multipart_uploads(&self) -> Result<Vec<MultipartUpload>, RemoteError> {
-        let files = self.walk_off_thread("list temp files").await?;
+        let files = self.walk_off_thread("list temp files", true).await?;
         Ok(files
             .into_iter()
-            .filter(|(_, tmp, _)| *tmp)
-            .filter_map(|(path, _, meta)| {
-                let key = self.key_of(&path)?;
-                let upload_id = path.file_name()?.to_string_lossy().into_owned();
-                let initiated = meta.modified().ok().map(DateTime::<Utc>::from);
-                Some(MultipartUpload {
-                    key,
-                    upload_id,
-                    initiated,
-                })
+            .map(|o| MultipartUpload {
+                upload_id: o.key.rsplit('/').next().unwrap_or(&o.key).to_string(),
+                initiated: o.last_modified,
+                key: o.key,
             })
             .collect())
     }
@@ -437,6 +433,12 @@ impl ObjectStore for LocalStore {
             Err(e) => Err(self.io_err("abort", key, e)),
         }
     }
+}
+
+/// A key's bytes in the order of its path, component by component: '/'
+/// sorts before every other byte (as `Path`'s ordering has it).
+fn path_order(key: &str) -> impl Iterator<Item = u8> + '_ {
+    key.bytes().map(|c| if c == b'/' { 0 } else { c })
 }
 
 #[cfg(test)]

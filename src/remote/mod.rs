@@ -399,10 +399,14 @@ pub async fn list_backups(
 
 fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> BackupListing {
     let mut out = BackupListing::default();
+    // Usually nearly every object under a prefix is a backup: sized once,
+    // and shrunk when many were not (WAL segments), so growing by doubling
+    // never holds 1.5 copies (issue 21).
+    out.backups.reserve_exact(objects.len());
     for o in objects {
         match object_key::parse_key(prefix, &o.key) {
-            Ok(info) => out.backups.push(object_key::to_backup(
-                &o.key,
+            Ok(info) => out.backups.push(object_key::into_backup(
+                o.key,
                 &info,
                 Some(o.size),
                 o.storage_class,
@@ -413,6 +417,7 @@ fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> BackupListing {
             }
         }
     }
+    out.backups.shrink_to_fit();
     out
 }
 

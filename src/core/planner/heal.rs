@@ -12,8 +12,7 @@ use crate::core::model::Backup;
 /// copy whose parent has no restorable object; another copy of the same
 /// snapshot may still be fine).
 pub(super) fn unrestorable(backups: &[&Backup]) -> HashSet<String> {
-    let owned: Vec<Backup> = backups.iter().map(|b| (*b).clone()).collect();
-    let ok = crate::core::chain::restorable(&owned);
+    let ok = crate::core::chain::restorable(backups);
     backups
         .iter()
         .filter(|b| b.send_parent_uuid.is_some_and(|p| !ok.contains(&p)))
@@ -33,9 +32,12 @@ pub(super) fn plan_healing(input: &PlanInput) -> Plan {
             .filter(|b| b.source_uuid == input.source_uuid)
             .collect();
         let bad = unrestorable(&mine);
-        let (broken, good): (Vec<Backup>, Vec<Backup>) =
-            remote.backups.drain(..).partition(|b| bad.contains(&b.key));
-        remote.backups = good;
+        let (broken, good): (Vec<Backup>, Vec<Backup>) = remote
+            .backups
+            .to_mut()
+            .drain(..)
+            .partition(|b| bad.contains(&b.key));
+        remote.backups = good.into();
         removed.extend(broken.into_iter().map(|b| (remote.id.clone(), b)));
     }
     let mut plan = plan_inner(&healed_input);

@@ -66,7 +66,7 @@ fn backup(s: &Snapshot, parent: Option<u64>) -> Backup {
 struct Sim {
     tz: Tz,
     snapshots: Vec<Snapshot>,
-    remotes: Vec<RemoteInput>,
+    remotes: Vec<RemoteInput<'static>>,
     /// (time, ctransid) of every snapshot ever taken, oldest first: what
     /// [`check_coverage`] holds the remotes to.
     history: Vec<(DateTime<Utc>, u64)>,
@@ -83,7 +83,7 @@ impl Sim {
                 .map(|(i, p)| RemoteInput {
                     id: format!("r{i}"),
                     policy: p.parse().unwrap(),
-                    backups: Vec::new(),
+                    backups: Vec::new().into(),
                     unreachable: false,
                 })
                 .collect(),
@@ -91,7 +91,7 @@ impl Sim {
         }
     }
 
-    fn input(&self, now: DateTime<Utc>, new: Option<u64>) -> PlanInput {
+    fn input(&self, now: DateTime<Utc>, new: Option<u64>) -> PlanInput<'_> {
         let mut snapshots = self.snapshots.clone();
         if let Some(c) = new {
             snapshots.push(Snapshot::planned(
@@ -153,13 +153,13 @@ impl Sim {
                     let r = self.remotes.iter_mut().find(|r| &r.id == remote).unwrap();
                     let new = backup(&s, parent);
                     // An upload under an existing key replaces that object.
-                    r.backups.retain(|b| b.key != new.key);
-                    r.backups.push(new);
+                    r.backups.to_mut().retain(|b| b.key != new.key);
+                    r.backups.to_mut().push(new);
                 }
                 Action::DestroySnapshot { uuid, .. } => self.snapshots.retain(|s| s.uuid != *uuid),
                 Action::DeleteBackup { remote, key } => {
                     let r = self.remotes.iter_mut().find(|r| &r.id == remote).unwrap();
-                    r.backups.retain(|b| &b.key != key);
+                    r.backups.to_mut().retain(|b| &b.key != key);
                 }
             }
         }
@@ -422,7 +422,7 @@ fn existing_backup_is_reused_with_its_own_parent() {
         .collect();
     sim.snapshots = s.clone();
     // 40 was sent relative to 10 (e.g. under an older policy); the planner would now pick 30.
-    sim.remotes[0].backups = vec![backup(&s[0], None), backup(&s[2], Some(10))];
+    sim.remotes[0].backups = vec![backup(&s[0], None), backup(&s[2], Some(10))].into();
     let plan = sim.run(utc("2025-05-05T01:20:00"), None);
     let uploads: Vec<_> = plan
         .actions
@@ -444,7 +444,7 @@ fn broken_chain_is_kept_and_reported() {
     let b = snap(utc("2025-05-05T03:00:00"), 40);
     sim.snapshots = vec![a.clone(), b.clone()];
     // 40's parent (99) is not on the remote.
-    sim.remotes[0].backups = vec![backup(&a, None), backup(&b, Some(99))];
+    sim.remotes[0].backups = vec![backup(&a, None), backup(&b, Some(99))].into();
     let plan = sim.run(utc("2025-05-05T03:00:00"), None);
     let b40 = plan.backups.iter().find(|x| x.ctransid == 40).unwrap();
     assert_eq!(b40.action, BackupAction::Keep);
@@ -467,7 +467,7 @@ fn all_zero_policy_keeps_only_the_newest_as_full() {
     let s1 = snap(utc("2025-01-01"), 1);
     let s2 = snap(utc("2025-01-02"), 2);
     sim.snapshots = vec![s1.clone(), s2.clone()];
-    sim.remotes[0].backups = vec![backup(&s1, None), backup(&s2, Some(1))];
+    sim.remotes[0].backups = vec![backup(&s1, None), backup(&s2, Some(1))].into();
     sim.run(utc("2025-01-03"), Some(3));
     assert_eq!(sim.backup_ids(0), vec![(3, None)]);
     assert_eq!(sim.snapshot_ids(), vec![3]);
@@ -478,7 +478,7 @@ fn backups_of_other_sources_and_nil_uuids_are_never_touched() {
     let mut sim = Sim::new(Tz::UTC, &["1d"]);
     let mut foreign = backup(&snap(utc("2020-01-01"), 5), None);
     foreign.source_uuid = Uuid::from_u128(0x6000);
-    sim.remotes[0].backups = vec![foreign];
+    sim.remotes[0].backups = vec![foreign].into();
     let plan = sim.run(utc("2025-01-03"), Some(7));
     assert!(plan
         .actions
@@ -522,7 +522,7 @@ fn falls_back_to_a_longer_parent_when_the_snapshot_is_gone() {
     let mut sim = Sim::new(Tz::UTC, &["1y 12m 30d"]);
     let y = snap(utc("2025-01-01"), 1);
     let m = snap(utc("2025-03-01"), 2);
-    sim.remotes[0].backups = vec![backup(&y, None), backup(&m, Some(1))];
+    sim.remotes[0].backups = vec![backup(&y, None), backup(&m, Some(1))].into();
     // The March monthly's snapshot was removed by hand; only the yearly is local.
     sim.snapshots = vec![y.clone()];
     sim.run(utc("2025-03-05"), Some(3));
@@ -598,8 +598,8 @@ proptest! {
         let tz: Tz = zone.parse().unwrap();
         let mut sim = Sim::new(tz, &[]);
         sim.remotes = vec![
-            RemoteInput { id: "a".into(), policy: p0, backups: vec![], unreachable: false },
-            RemoteInput { id: "b".into(), policy: p1, backups: vec![], unreachable: false },
+            RemoteInput { id: "a".into(), policy: p0, backups: vec![].into(), unreachable: false },
+            RemoteInput { id: "b".into(), policy: p1, backups: vec![].into(), unreachable: false },
         ];
         let mut t = utc("2024-10-01T00:00:00");
         let mut ctransid = 100;
@@ -621,7 +621,7 @@ proptest! {
         gaps in prop::collection::vec(1i64..600, 500..3000),
     ) {
         let mut sim = Sim::new(Tz::UTC, &[]);
-        sim.remotes = vec![RemoteInput { id: "a".into(), policy, backups: vec![], unreachable: false }];
+        sim.remotes = vec![RemoteInput { id: "a".into(), policy, backups: vec![].into(), unreachable: false }];
         let mut t = utc("2023-01-01T00:00:00");
         for (i, g) in gaps.iter().enumerate() {
             t += Duration::minutes(*g);
@@ -641,7 +641,7 @@ fn healing_reuploads_a_broken_chain_and_deletes_the_broken_object_after() {
     sim.run(utc("2025-01-06"), Some(3));
     // The yearly full object is lost and its snapshot is gone: 2 (relative to 1)
     // and 3 (relative to 2) cannot be restored, and 1 cannot be sent again.
-    sim.remotes[0].backups.retain(|b| b.ctransid != 1);
+    sim.remotes[0].backups.to_mut().retain(|b| b.ctransid != 1);
     sim.snapshots.retain(|s| s.ctransid != 1);
     let plain = plan(&sim.input(utc("2025-01-06T01:00:00"), None));
     assert!(!plain.warnings.is_empty());
@@ -751,7 +751,7 @@ fn a_broken_duplicate_never_costs_the_good_copy_its_parent() {
         remotes: vec![RemoteInput {
             id: "r".into(),
             policy: "1y 1d".parse().unwrap(),
-            backups: vec![broken.clone(), good.clone(), backup(&s1, None)],
+            backups: vec![broken.clone(), good.clone(), backup(&s1, None)].into(),
             unreachable: false,
         }],
     };
@@ -791,7 +791,7 @@ fn an_unreachable_remote_gets_nothing_but_keeps_what_its_policy_needs() {
     let remote = |id: &str, policy: &str, unreachable| RemoteInput {
         id: id.into(),
         policy: policy.parse().unwrap(),
-        backups: Vec::new(),
+        backups: Vec::new().into(),
         unreachable,
     };
     let input = PlanInput {
@@ -875,7 +875,7 @@ fn a_hundred_thousand_backups_are_planned_and_all_kept() {
         remotes: vec![RemoteInput {
             id: "r".into(),
             policy: "*y *m *d *h".parse().unwrap(),
-            backups,
+            backups: backups.into(),
             unreachable: false,
         }],
     };

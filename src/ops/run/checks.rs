@@ -58,8 +58,7 @@ pub(crate) fn foreign_writers(
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (id, mine) in backups_of(source, remotes, state) {
-        let owned: Vec<Backup> = mine.into_iter().cloned().collect();
-        let foreign = guards::unexplained_newer(&state.snapshots, &owned);
+        let foreign = guards::unexplained_newer(&state.snapshots, mine);
         let Some(newest) = foreign.iter().max_by_key(|b| b.time) else {
             continue;
         };

@@ -331,20 +331,21 @@ fn inventories(
             .chain(entry.uploaded.iter().map(|u| &u.key))
             .map(String::as_str)
             .collect();
-        let mut mine: Vec<_> = open
+        // Borrowed from the listing, not copied (issue 21).
+        let mut mine: Vec<std::borrow::Cow<'_, crate::core::model::Backup>> = open
             .backups
             .iter()
             .filter(|b| b.source_uuid == source_uuid && !gone.contains(b.key.as_str()))
-            .cloned()
+            .map(std::borrow::Cow::Borrowed)
             .collect();
         for u in &entry.uploaded {
             if let Ok(info) = object_key::parse_key(prefix, &u.key) {
-                mine.push(object_key::to_backup(
+                mine.push(std::borrow::Cow::Owned(object_key::to_backup(
                     &u.key,
                     &info,
                     Some(u.stored_bytes),
                     Some(u.storage_class.clone()),
-                ));
+                )));
             }
         }
         entry.inventory = Some(Inventory::of(&mine));
