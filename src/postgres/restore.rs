@@ -150,11 +150,14 @@ pub fn recovery_conf(s: &RecoverySettings) -> String {
          recovery_target_time = {time}\n\
          recovery_target_inclusive = on\n\
          recovery_target_timeline = 'latest'\n\
-         recovery_target_action = {action_q}\n",
+         recovery_target_action = {action_q}\n\
+         # wal-fetch's prefetch spool is of no use once recovery ends.\n\
+         recovery_end_command = 'rm -rf pg_wal/{spool}'\n",
         action = s.target_action,
         cmd = conf_quote(&s.restore_command),
         time = conf_quote(&s.target_time),
         action_q = conf_quote(&s.target_action),
+        spool = crate::core::wal_spool::SPOOL_DIR,
     )
 }
 
@@ -422,6 +425,7 @@ mod tests {
         ));
         assert!(conf.contains("recovery_target_time = '2026-12-03 13:20:18.5+00'\n"));
         assert!(conf.contains("recovery_target_action = 'promote'\n"));
+        assert!(conf.contains("recovery_end_command = 'rm -rf pg_wal/.subvault-prefetch'\n"));
     }
 
     #[test]
