@@ -1084,7 +1084,11 @@ async fn pitr_restores_exactly_the_rows_up_to_each_time() {
         let to = dst_fs.path().join(format!("t{i}"));
         std::fs::create_dir(&to).unwrap();
         let time_arg = time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let out = ok(&[
+        // One target through `restore --start` (subvault starts the copy and
+        // waits for the target), the others started by the harness.
+        let start_it = i == 2;
+        let port = free_port().to_string();
+        let mut args = vec![
             "restore",
             "--to",
             to.to_str().unwrap(),
@@ -1092,14 +1096,65 @@ async fn pitr_restores_exactly_the_rows_up_to_each_time() {
             "pg",
             "--pitr",
             &time_arg,
-        ]);
+        ];
+        if start_it {
+            args.extend([
+                "--start",
+                "--port",
+                &port,
+                "--pg-setting",
+                "listen_addresses=127.0.0.1",
+                "--pg-setting",
+                "unix_socket_directories=",
+            ]);
+        }
+        let out = ok(&args);
         let start = out
             .lines()
             .find_map(|l| l.split_once("pg_ctl -D ").map(|(_, r)| r))
             .unwrap_or_else(|| panic!("{out}"));
         let datadir = PathBuf::from(start.split_whitespace().next().unwrap());
-        assert!(datadir.join("recovery.signal").is_file());
-        let restored = Cluster::start(&datadir, &[]);
+        assert!(
+            datadir.join("recovery.signal").is_file() || start_it,
+            "{out}"
+        );
+        let restored = if start_it {
+            // It returned once promoted: no waiting here.
+            assert!(
+                out.contains(&format!("promoted (open for writes); port {port}")),
+                "{out}"
+            );
+            let restored = Cluster {
+                datadir: datadir.clone(),
+                port: port.parse().unwrap(),
+                log: datadir.join("subvault-start.log"),
+            };
+            assert_eq!(restored.psql("postgres", "SELECT pg_is_in_recovery()"), "f");
+            // wal-fetch (its lines are in the server log) spooled segments
+            // ahead and served them from the spool; recovery_end_command
+            // removed the spool at the end.
+            let log = restored.log_text();
+            let spooled_some = log.lines().any(|l| {
+                l.split_once("; prefetched ")
+                    .is_some_and(|(_, n)| !n.starts_with('0'))
+            });
+            assert!(
+                !spooled_some || log.contains("from the prefetch spool"),
+                "{log}"
+            );
+            eprintln!(
+                "--start: {} segment(s) from the archive, {} from the prefetch spool",
+                log.matches("from remote s3").count(),
+                log.matches("from the prefetch spool").count()
+            );
+            assert!(
+                !datadir.join("pg_wal/.subvault-prefetch").exists(),
+                "recovery_end_command removes the spool"
+            );
+            restored
+        } else {
+            Cluster::start(&datadir, &[])
+        };
         let deadline = Instant::now() + Duration::from_secs(180);
         while restored.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
             assert!(
