@@ -57,6 +57,13 @@ pub struct RestoreArgs {
     /// `pg_wal_replay_resume()` to promote; `shutdown`).
     #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"], requires = "pitr")]
     pub target_action: String,
+    /// With --pitr: the timeline to recover along (`recovery_target_timeline`):
+    /// `latest` (PostgreSQL's default: follow the newest timeline in the
+    /// archive, e.g. after a promotion of this cluster), `current` (the base
+    /// backup's: the original's history even when a promoted copy archived
+    /// a newer timeline into the same archive), or a timeline id.
+    #[arg(long, value_name = "TLI", default_value = "latest", value_parser = crate::ops::restore::pitr::parse_timeline, requires = "pitr")]
+    pub timeline: String,
     /// With --pitr: start the copy (`pg_ctl` as the data directory's owner,
     /// `archive_mode=off`) and wait until recovery has reached the target;
     /// exit 1 with the end of its log if it does not.
@@ -185,8 +192,13 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         let copy = restored.postgres.as_ref().ok_or_else(|| {
             anyhow::anyhow!("--pitr: the restored backup was not prepared as a PostgreSQL copy")
         })?;
-        let settings =
-            restore::pitr::recovery_settings(&config, source, time, &args.target_action)?;
+        let settings = restore::pitr::recovery_settings(
+            &config,
+            source,
+            time,
+            &args.target_action,
+            &args.timeline,
+        )?;
         let (datadir, done) = crate::postgres::write_recovery(&copy.datadir, &settings)?;
         for line in &done {
             println!("PostgreSQL: {line}");
