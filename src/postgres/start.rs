@@ -151,8 +151,11 @@ pub fn start_and_wait(datadir: &Path, opts: &StartOptions) -> Result<Started, St
         let state = std::fs::read(datadir.join("global/pg_control"))
             .ok()
             .and_then(|b| control_state(&b));
-        // Until the postmaster wrote its pid file it is starting, not dead.
-        let alive = alive || (!seen_alive && began.elapsed() < Duration::from_secs(30));
+        // Until the postmaster wrote its pid file it is starting, not dead,
+        // unless it already said why it stopped.
+        let said_why = text.contains("FATAL:") || text.contains("PANIC:");
+        let alive =
+            alive || (!seen_alive && !said_why && began.elapsed() < Duration::from_secs(30));
         match progress(&opts.action, &text, state, alive) {
             Progress::Reached => {
                 return Ok(Started {

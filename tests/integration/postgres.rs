@@ -1936,6 +1936,28 @@ async fn a_promoted_copy_archiving_back_keeps_the_timelines_apart() {
         ),
         "0"
     );
+    drop(again);
+
+    // --start on a copy that cannot start: exit 1, the reason and the log's end.
+    let to = dst_fs.path().join("broken");
+    std::fs::create_dir(&to).unwrap();
+    let out = Command::new(&bin)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["restore", "--to", to.to_str().unwrap(), "--source", "pg"])
+        .args(["--pitr", &fork_time.to_rfc3339(), "--start"])
+        .args(["--pg-setting", "no_such_setting=1"])
+        .env("SUBVAULT_LOCK_DIR", cfg_dir.path().join("locks"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped before reaching the recovery target")
+            && err.contains("no_such_setting"),
+        "{err}"
+    );
+
     eprintln!(
         "timeline switch: {} timeline-1 objects untouched, {} added ({} on timeline 2)",
         before.len(),
