@@ -371,12 +371,11 @@ impl WalRemote {
             );
             return Ok(Pushed::AlreadyThere);
         };
-        let there = self
+        let (_, theirs) = self
             .download(key, opts)
             .await
             .context("the archive already holds this file; reading it back to compare failed")?
             .ok_or_else(|| anyhow!("{key}: vanished while being compared"))?;
-        let theirs: [u8; 32] = Sha256::digest(&there).into();
         if theirs == wal.sha256 {
             return Ok(Pushed::AlreadyThere);
         }
@@ -391,16 +390,23 @@ impl WalRemote {
     }
 
     /// Downloads and decodes one WAL object, verifying its trailer (length,
-    /// SHA-256, CRC of every byte; and the body MAC on an encrypted remote).
-    /// `Ok(None)` when the key does not exist.
-    async fn download(&self, key: &str, opts: DecodeOptions) -> Result<Option<Vec<u8>>> {
+    /// SHA-256, CRC of every byte; and the body MAC on an encrypted remote):
+    /// the bytes and their (verified) SHA-256. `Ok(None)` when the key does
+    /// not exist.
+    async fn download(
+        &self,
+        key: &str,
+        opts: DecodeOptions,
+    ) -> Result<Option<(Vec<u8>, [u8; 32])>> {
         let body = match self.store.get(key, None).await {
             Ok(b) => b,
             Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let mut decoded = stream::decode_with(body, opts);
-        let mut out = Vec::new();
+        // Room for a 16 MiB segment up front: growing by doubling would copy
+        // and fault in twice the memory (pages not written cost nothing).
+        let mut out = Vec::with_capacity(16 << 20);
         (&mut decoded)
             .take(MAX_WAL_FILE + 1)
             .read_to_end(&mut out)
@@ -416,7 +422,7 @@ impl WalRemote {
         if !summary.verified {
             bail!("has no integrity trailer");
         }
-        Ok(Some(out))
+        Ok(Some((out, summary.raw_sha256)))
     }
 }
 
@@ -531,7 +537,7 @@ pub async fn fetch(
         };
         let key = r.key(&file);
         let data = match r.fetch_verified(&file, system_id).await {
-            Ok(Some(d)) => d,
+            Ok(Some((d, _))) => d,
             Ok(None) => continue,
             Err(e) => {
                 failures.push(format!(
@@ -573,8 +579,13 @@ pub async fn fetch(
 
 impl WalRemote {
     /// Downloads `file` and checks it as `wal-fetch` does: the trailer (and
-    /// MAC), then a segment's page header. `Ok(None)` when it is not here.
-    async fn fetch_verified(&self, file: &WalFile, system_id: u64) -> Result<Option<Vec<u8>>> {
+    /// MAC), then a segment's page header: the bytes and their SHA-256.
+    /// `Ok(None)` when it is not here.
+    async fn fetch_verified(
+        &self,
+        file: &WalFile,
+        system_id: u64,
+    ) -> Result<Option<(Vec<u8>, [u8; 32])>> {
         let key = self.key(file);
         let Some(opts) = self.decode_options(&key) else {
             bail!(
@@ -582,11 +593,11 @@ impl WalRemote {
                 self.id
             );
         };
-        let Some(data) = self.download(&key, opts).await? else {
+        let Some((data, sha256)) = self.download(&key, opts).await? else {
             return Ok(None);
         };
         check_content(file, &data, system_id)?;
-        Ok(Some(data))
+        Ok(Some((data, sha256)))
     }
 
     /// Fetches `segments` at once, verified as a direct fetch is, into the
@@ -602,7 +613,7 @@ impl WalRemote {
         let mut spooled = 0;
         while let Some((seg, got)) = done.next().await {
             match got {
-                Ok(Some(data)) => match spool.store(seg, &data) {
+                Ok(Some((data, sha256))) => match spool.store(seg, &data, &sha256) {
                     Ok(()) => spooled += 1,
                     Err(e) => tracing::warn!("prefetch {seg}: {e:#}"),
                 },
@@ -996,8 +1007,13 @@ mod tests {
 
         // A spooled file of another cluster is refused by the header check.
         let other = segment(names[3], SYSID + 1);
-        p.store(WalFile::parse(names[3]).unwrap().segment().unwrap(), &other)
-            .unwrap();
+        let sha: [u8; 32] = Sha256::digest(&other).into();
+        p.store(
+            WalFile::parse(names[3]).unwrap().segment().unwrap(),
+            &other,
+            &sha,
+        )
+        .unwrap();
         let e = get(names[3]).await.unwrap_err();
         assert!(matches!(e, FetchError::Failed(_)), "{e}");
         assert!(spooled(&p).is_empty());

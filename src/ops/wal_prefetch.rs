@@ -129,18 +129,18 @@ impl Prefetch {
     }
 
     /// Stores verified bytes of segment `seg` in the spool: a temporary file
-    /// first, renamed to `<segment>.<sha256>` when whole.
-    pub fn store(&self, seg: SegmentName, data: &[u8]) -> Result<()> {
+    /// first, renamed to `<segment>.<sha256>` when whole. `sha256` is the
+    /// hash the object's trailer verified (not computed again here).
+    pub fn store(&self, seg: SegmentName, data: &[u8], sha256: &[u8; 32]) -> Result<()> {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .recursive(true)
             .create(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let hash: [u8; 32] = Sha256::digest(data).into();
         let tmp = self
             .dir
             .join(format!("{TMP_PREFIX}{:016x}", fastrand::u64(..)));
-        let dest = self.dir.join(wal_spool::entry_name(seg, &hash));
+        let dest = self.dir.join(wal_spool::entry_name(seg, sha256));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
