@@ -57,6 +57,33 @@ pub struct RestoreArgs {
     /// `pg_wal_replay_resume()` to promote; `shutdown`).
     #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = ["promote", "pause", "shutdown"], requires = "pitr")]
     pub target_action: String,
+    /// With --pitr: the timeline to recover along (`recovery_target_timeline`):
+    /// `latest` (PostgreSQL's default: follow the newest timeline in the
+    /// archive, e.g. after a promotion of this cluster), `current` (the base
+    /// backup's: the original's history even when a promoted copy archived
+    /// a newer timeline into the same archive), or a timeline id.
+    #[arg(long, value_name = "TLI", default_value = "latest", value_parser = crate::ops::restore::pitr::parse_timeline, requires = "pitr")]
+    pub timeline: String,
+    /// With --pitr: start the copy (`pg_ctl` as the data directory's owner,
+    /// `archive_mode=off`) and wait until recovery has reached the target;
+    /// exit 1 with the end of its log if it does not.
+    #[arg(long, requires = "pitr")]
+    pub start: bool,
+    /// With --start: the port (default: a free one).
+    #[arg(long, value_name = "PORT", requires = "start")]
+    pub port: Option<u16>,
+    /// With --start: a server setting for the copy, `NAME=VALUE` (repeat for
+    /// more), e.g. `hba_file=/etc/postgresql/15/main/pg_hba.conf`.
+    #[arg(long = "pg-setting", value_name = "NAME=VALUE", requires = "start")]
+    pub pg_settings: Vec<String>,
+    /// With --start: seconds recovery may take before giving up.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 3600,
+        requires = "start"
+    )]
+    pub start_timeout: u64,
     /// Print the chain and the bytes to download; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -165,11 +192,19 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         let copy = restored.postgres.as_ref().ok_or_else(|| {
             anyhow::anyhow!("--pitr: the restored backup was not prepared as a PostgreSQL copy")
         })?;
-        let settings =
-            restore::pitr::recovery_settings(&config, source, time, &args.target_action)?;
+        let settings = restore::pitr::recovery_settings(
+            &config,
+            source,
+            time,
+            &args.target_action,
+            &args.timeline,
+        )?;
         let (datadir, done) = crate::postgres::write_recovery(&copy.datadir, &settings)?;
         for line in &done {
             println!("PostgreSQL: {line}");
+        }
+        if args.start {
+            return start_copy(&datadir, args, &show_time(time, tz));
         }
         println!(
             "PostgreSQL: start it to recover to {}: pg_ctl -D {} -o '-c port=PORT -c archive_mode=off' -l LOGFILE start (as the data directory's owner). It replays the WAL archive up to the target, then {}s (its log: \"recovery stopping before commit ...\"). archive_mode=off keeps the copy from archiving into the original's archive; give it an archive of its own before it runs for long",
@@ -188,6 +223,56 @@ pub fn execute(config_path: &Path, args: &RestoreArgs) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `restore --pitr --start`: starts the copy and waits for its target.
+fn start_copy(datadir: &Path, args: &RestoreArgs, time: &str) -> Result<i32> {
+    for s in &args.pg_settings {
+        if !s.contains('=') {
+            return Err(UsageError(format!("--pg-setting {s:?}: expected NAME=VALUE")).into());
+        }
+    }
+    let opts = crate::postgres::start::StartOptions {
+        port: args.port,
+        settings: args.pg_settings.clone(),
+        action: args.target_action.clone(),
+        timeout: std::time::Duration::from_secs(args.start_timeout),
+    };
+    println!(
+        "PostgreSQL: starting {} (archive_mode=off) and waiting for recovery to reach {time}",
+        datadir.display()
+    );
+    match crate::postgres::start::start_and_wait(datadir, &opts) {
+        Ok(s) if s.running => {
+            println!(
+                "PostgreSQL: recovered to {time} and {}; port {}, log {}. Connect as the data directory's owner: psql -p {} (or -h 127.0.0.1 -p {}); stop: pg_ctl -D {} stop",
+                if args.target_action == "pause" { "paused (read-only; SELECT pg_wal_replay_resume() promotes)" } else { "promoted (open for writes)" },
+                s.port,
+                s.log.display(),
+                s.port,
+                s.port,
+                datadir.display()
+            );
+            Ok(EXIT_OK)
+        }
+        Ok(s) => {
+            println!(
+                "PostgreSQL: recovered to {time} and shut down (log {}); start it again with pg_ctl -D {} start",
+                s.log.display(),
+                datadir.display()
+            );
+            Ok(EXIT_OK)
+        }
+        Err(f) => {
+            eprintln!(
+                "subvault: restore --start: {} (log {}); its last lines:\n{}",
+                f.why,
+                f.log.display(),
+                f.log_tail
+            );
+            Ok(crate::errors::EXIT_FAILURE)
+        }
+    }
 }
 
 /// `restore --json`: the chosen chain; `restored` is filled in after the

@@ -13,6 +13,7 @@ use anyhow::Result;
 use super::load_config;
 use crate::errors::{EXIT_FAILURE, EXIT_OK};
 use crate::ops::wal::{self, FetchError, Pushed};
+use crate::ops::wal_prefetch::Prefetch;
 use crate::units::human_bytes;
 
 /// wal-fetch's exit status when an archived copy exists but cannot be used
@@ -59,6 +60,11 @@ pub struct WalFetchArgs {
     /// runs `restore_command`); its `global/pg_control` names the cluster.
     #[arg(long, value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
+    /// When a segment is not in the prefetch spool (`pg_wal/.subvault-prefetch`),
+    /// also fetch this many segments after it at once and spool them for the
+    /// calls that follow; 0 turns prefetch off.
+    #[arg(long, value_name = "N", default_value_t = crate::core::wal_spool::DEFAULT_PREFETCH)]
+    pub prefetch: usize,
 }
 
 fn datadir(given: &Option<PathBuf>) -> Result<PathBuf> {
@@ -135,6 +141,7 @@ fn fetch_inner(config_path: &Path, args: &WalFetchArgs) -> Result<i32> {
     } else {
         dir.join(&args.dest)
     };
+    let prefetch = Prefetch::in_datadir(&dir, &dest, args.prefetch);
     let rt = tokio::runtime::Runtime::new()?;
     let got = rt.block_on(wal::fetch(
         &config,
@@ -143,14 +150,25 @@ fn fetch_inner(config_path: &Path, args: &WalFetchArgs) -> Result<i32> {
         &args.name,
         &dest,
         args.remote.as_deref(),
+        prefetch.as_ref(),
     ));
     match got {
+        Ok(f) if f.from_spool => {
+            tracing::info!(
+                "restored {} from the prefetch spool {} ({})",
+                args.name,
+                f.key,
+                human_bytes(f.bytes)
+            );
+            Ok(EXIT_OK)
+        }
         Ok(f) => {
             tracing::info!(
-                "restored {} from remote {} ({})",
+                "restored {} from remote {} ({}); prefetched {} more",
                 args.name,
                 f.remote,
-                human_bytes(f.bytes)
+                human_bytes(f.bytes),
+                f.prefetched
             );
             Ok(EXIT_OK)
         }

@@ -24,3 +24,4 @@ pub mod planner;
 pub mod policy;
 pub mod wal;
 pub mod wal_retention;
+pub mod wal_spool;

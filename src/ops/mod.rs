@@ -30,4 +30,5 @@ pub mod status;
 pub mod subvols;
 pub mod verify;
 pub mod wal;
+pub mod wal_prefetch;
 pub mod wal_retention;

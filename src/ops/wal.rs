@@ -26,10 +26,12 @@ use tokio::io::AsyncReadExt;
 use crate::config::{Config, RemoteConfig, Source, UploadConfig};
 use crate::core::auth;
 use crate::core::model::Codec;
-use crate::core::wal::{control_system_id, SegmentHeader, WalArchive, WalFile};
+use crate::core::wal::{control_system_id, SegmentHeader, SegmentName, WalArchive, WalFile};
+use crate::core::wal_spool;
 use crate::crypt::KeyFile;
 use crate::errors::UsageError;
 use crate::ops::remotes::load_keys;
+use crate::ops::wal_prefetch::Prefetch;
 use crate::remote::{self, AnyStore, ObjectStore, RemoteErrorKind, UploadOptions};
 use crate::stream::{self, DecodeOptions, EncodeOptions, Seal, Unseal};
 
@@ -369,12 +371,11 @@ impl WalRemote {
             );
             return Ok(Pushed::AlreadyThere);
         };
-        let there = self
+        let (_, theirs) = self
             .download(key, opts)
             .await
             .context("the archive already holds this file; reading it back to compare failed")?
             .ok_or_else(|| anyhow!("{key}: vanished while being compared"))?;
-        let theirs: [u8; 32] = Sha256::digest(&there).into();
         if theirs == wal.sha256 {
             return Ok(Pushed::AlreadyThere);
         }
@@ -389,16 +390,23 @@ impl WalRemote {
     }
 
     /// Downloads and decodes one WAL object, verifying its trailer (length,
-    /// SHA-256, CRC of every byte; and the body MAC on an encrypted remote).
-    /// `Ok(None)` when the key does not exist.
-    async fn download(&self, key: &str, opts: DecodeOptions) -> Result<Option<Vec<u8>>> {
+    /// SHA-256, CRC of every byte; and the body MAC on an encrypted remote):
+    /// the bytes and their (verified) SHA-256. `Ok(None)` when the key does
+    /// not exist.
+    async fn download(
+        &self,
+        key: &str,
+        opts: DecodeOptions,
+    ) -> Result<Option<(Vec<u8>, [u8; 32])>> {
         let body = match self.store.get(key, None).await {
             Ok(b) => b,
             Err(e) if matches!(*e.kind, RemoteErrorKind::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let mut decoded = stream::decode_with(body, opts);
-        let mut out = Vec::new();
+        // Room for a 16 MiB segment up front: growing by doubling would copy
+        // and fault in twice the memory (pages not written cost nothing).
+        let mut out = Vec::with_capacity(16 << 20);
         (&mut decoded)
             .take(MAX_WAL_FILE + 1)
             .read_to_end(&mut out)
@@ -414,7 +422,7 @@ impl WalRemote {
         if !summary.verified {
             bail!("has no integrity trailer");
         }
-        Ok(Some(out))
+        Ok(Some((out, summary.raw_sha256)))
     }
 }
 
@@ -439,12 +447,17 @@ pub async fn summary(
 /// A fetched WAL file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
-    /// The remote it came from.
+    /// The remote it came from (for a file served from the prefetch spool,
+    /// empty).
     pub remote: String,
-    /// Its key.
+    /// Its key (for a file served from the spool, the spool file).
     pub key: String,
     /// Bytes written.
     pub bytes: u64,
+    /// Served from the prefetch spool (fetched and verified by an earlier call).
+    pub from_spool: bool,
+    /// Segments after it this call fetched into the spool.
+    pub prefetched: usize,
 }
 
 /// Why a fetch did not deliver the file.
@@ -469,6 +482,14 @@ pub enum FetchError {
 /// Fetches the WAL file `name` of cluster `system_id` into `dest` (written
 /// whole to a temporary file next to it, then renamed), trying the source's
 /// remotes in order (or only `only`).
+///
+/// With `prefetch`, a segment is served from the spool when an earlier call
+/// put it there; otherwise it is fetched, and then the next segments on its
+/// timeline are fetched at once from the remote that had it, verified
+/// exactly as this one was, and spooled (`ops::wal_prefetch`). A segment
+/// missing ahead is not spooled (the end of the archive); one that does not
+/// verify is not spooled either, and its own call then fails as a direct
+/// fetch does.
 pub async fn fetch(
     config: &Config,
     source: &Source,
@@ -476,10 +497,37 @@ pub async fn fetch(
     name: &str,
     dest: &Path,
     only: Option<&str>,
+    prefetch: Option<&Prefetch>,
 ) -> Result<Fetched, FetchError> {
     let file = WalFile::parse(name).map_err(|e| UsageError(e.to_string()))?;
+    let remotes = remotes_of(config, source, only)?;
+    // Only whole segments come in sequence; history, .partial and .backup
+    // files are asked for one by one.
+    let spool = match (&file, prefetch) {
+        (WalFile::Segment(seg), Some(p)) => Some((*seg, p)),
+        _ => None,
+    };
+    let mut spooled_ahead = Vec::new();
+    if let Some((seg, p)) = spool {
+        match p.look(seg, dest, |data| check_content(&file, data, system_id)) {
+            Ok(looked) => {
+                if let Some(bytes) = looked.served {
+                    return Ok(Fetched {
+                        remote: String::new(),
+                        key: p.dir.display().to_string(),
+                        bytes,
+                        from_spool: true,
+                        prefetched: 0,
+                    });
+                }
+                spooled_ahead = looked.spooled_ahead;
+            }
+            // The spool is an optimisation: fetch directly when it fails.
+            Err(e) => tracing::warn!("prefetch spool: {e:#}; fetching {name} directly"),
+        }
+    }
     let mut failures = Vec::new();
-    for (rc, _) in remotes_of(config, source, only)? {
+    for (rc, _) in remotes {
         let r = match WalRemote::open(rc, source, system_id).await {
             Ok(r) => r,
             Err(e) => {
@@ -488,15 +536,8 @@ pub async fn fetch(
             }
         };
         let key = r.key(&file);
-        let Some(opts) = r.decode_options(&key) else {
-            failures.push(format!(
-                "remote {} is encrypted and this host's key file holds no identity",
-                rc.id
-            ));
-            continue;
-        };
-        let data = match r.download(&key, opts).await {
-            Ok(Some(d)) => d,
+        let data = match r.fetch_verified(&file, system_id).await {
+            Ok(Some((d, _))) => d,
             Ok(None) => continue,
             Err(e) => {
                 failures.push(format!(
@@ -507,18 +548,24 @@ pub async fn fetch(
                 continue;
             }
         };
-        if let Err(e) = check_content(&file, &data, system_id) {
-            failures.push(format!("remote {} object {key}: {e}", rc.id));
-            continue;
-        }
         write_atomically(dest, &data).map_err(|e| FetchError::Failed(format!("{e:#}")))?;
         for f in &failures {
             tracing::warn!("{f}; used the copy on remote {}", rc.id);
         }
+        let prefetched = match (spool, SegmentHeader::parse(&data)) {
+            (Some((seg, p)), Some(h)) => {
+                let todo =
+                    wal_spool::missing(&wal_spool::ahead(seg, h.seg_size, p.ahead), &spooled_ahead);
+                r.prefetch(&todo, system_id, p).await
+            }
+            _ => 0,
+        };
         return Ok(Fetched {
             remote: rc.id.clone(),
             key,
             bytes: data.len() as u64,
+            from_spool: false,
+            prefetched,
         });
     }
     if failures.is_empty() {
@@ -530,9 +577,61 @@ pub async fn fetch(
     }
 }
 
+impl WalRemote {
+    /// Downloads `file` and checks it as `wal-fetch` does: the trailer (and
+    /// MAC), then a segment's page header: the bytes and their SHA-256.
+    /// `Ok(None)` when it is not here.
+    async fn fetch_verified(
+        &self,
+        file: &WalFile,
+        system_id: u64,
+    ) -> Result<Option<(Vec<u8>, [u8; 32])>> {
+        let key = self.key(file);
+        let Some(opts) = self.decode_options(&key) else {
+            bail!(
+                "remote {} is encrypted and this host's key file holds no identity",
+                self.id
+            );
+        };
+        let Some((data, sha256)) = self.download(&key, opts).await? else {
+            return Ok(None);
+        };
+        check_content(file, &data, system_id)?;
+        Ok(Some((data, sha256)))
+    }
+
+    /// Fetches `segments` at once, verified as a direct fetch is, into the
+    /// spool; returns how many were spooled. A missing one is the end of the
+    /// archive; one that fails is logged and left to its own call.
+    async fn prefetch(&self, segments: &[SegmentName], system_id: u64, spool: &Prefetch) -> usize {
+        use futures::StreamExt;
+        let jobs = segments.iter().map(|seg| async move {
+            let file = WalFile::Segment(*seg);
+            (*seg, self.fetch_verified(&file, system_id).await)
+        });
+        let mut done = futures::stream::iter(jobs).buffer_unordered(segments.len().max(1));
+        let mut spooled = 0;
+        while let Some((seg, got)) = done.next().await {
+            match got {
+                Ok(Some((data, sha256))) => match spool.store(seg, &data, &sha256) {
+                    Ok(()) => spooled += 1,
+                    Err(e) => tracing::warn!("prefetch {seg}: {e:#}"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    "prefetch {seg} from remote {}: {}; not spooled",
+                    self.id,
+                    crate::errors::one_line(&e)
+                ),
+            }
+        }
+        spooled
+    }
+}
+
 /// Writes `data` to `dest` through a temporary file in the same directory, so
 /// PostgreSQL never sees a partial file under the name it asked for.
-fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -676,7 +775,7 @@ mod tests {
 
         let source = owning_source(&f.config, &f.datadir, None).unwrap();
         let dest = f.datadir.join("pg_wal/RECOVERYXLOG");
-        let got = fetch(&f.config, source, SYSID, name, &dest, None)
+        let got = fetch(&f.config, source, SYSID, name, &dest, None, None)
             .await
             .unwrap();
         assert_eq!(got.remote, "r0");
@@ -689,6 +788,7 @@ mod tests {
             SYSID,
             "000000010000000000000004",
             &dest,
+            None,
             None,
         )
         .await;
@@ -705,9 +805,17 @@ mod tests {
         for r in push_file(&f, &rel).await {
             r.outcome.unwrap();
         }
-        fetch(&f.config, source, SYSID, "00000002.history", &dest, None)
-            .await
-            .unwrap();
+        fetch(
+            &f.config,
+            source,
+            SYSID,
+            "00000002.history",
+            &dest,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             std::fs::read(&dest).unwrap(),
             b"1\t0/3000000\tno recovery target specified\n"
@@ -743,7 +851,7 @@ mod tests {
         let mid = bad.len() / 2;
         bad[mid] ^= 0x40;
         std::fs::write(&obj, &bad).unwrap();
-        let e = fetch(&f.config, source, SYSID, name, &dest, None)
+        let e = fetch(&f.config, source, SYSID, name, &dest, None, None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Failed(_)), "{e}");
@@ -760,7 +868,7 @@ mod tests {
         let other_key = archive.key(&WalFile::parse(other).unwrap());
         std::fs::create_dir_all(f.remotes[0].join(&other_key).parent().unwrap()).unwrap();
         std::fs::write(f.remotes[0].join(&other_key), &good).unwrap();
-        let e = fetch(&f.config, source, SYSID, other, &dest, None)
+        let e = fetch(&f.config, source, SYSID, other, &dest, None, None)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("starts at 0/7"), "{e}");
@@ -789,7 +897,7 @@ mod tests {
 
         let source = owning_source(&f.config, &f.datadir, None).unwrap();
         let dest = f.datadir.join("pg_wal/RECOVERYXLOG");
-        fetch(&f.config, source, SYSID, name, &dest, None)
+        fetch(&f.config, source, SYSID, name, &dest, None, None)
             .await
             .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
@@ -800,7 +908,7 @@ mod tests {
         // its body MAC does not match.
         let plain_key = r.key[..r.key.find(".auth").unwrap()].to_string();
         std::fs::rename(f.remotes[0].join(&r.key), f.remotes[0].join(&plain_key)).unwrap();
-        let e = fetch(&f.config, source, SYSID, name, &dest, None)
+        let e = fetch(&f.config, source, SYSID, name, &dest, None, None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Missing { .. }), "{e}");
@@ -808,11 +916,111 @@ mod tests {
         let k = crate::crypt::KeyFile::load(&key_file).unwrap();
         let other_key = k.auth.seal_name(&plain_key.replace(name, other));
         std::fs::rename(f.remotes[0].join(&plain_key), f.remotes[0].join(&other_key)).unwrap();
-        let e = fetch(&f.config, source, SYSID, other, &dest, None)
+        let e = fetch(&f.config, source, SYSID, other, &dest, None, None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Failed(_)), "{e}");
         assert!(!dest.exists());
+    }
+
+    /// The prefetch spool's entries, by segment name.
+    fn spooled(p: &Prefetch) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&p.dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy()[..24].to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn prefetched_segments_are_served_from_the_spool_only_when_they_verify() {
+        let f = fixture(1);
+        // 1 MiB segments: 4096 per log, so 0FFF is followed by 1/000.
+        let names = [
+            "000000010000000000000FFE",
+            "000000010000000000000FFF",
+            "000000010000000100000000",
+            "000000010000000100000001",
+        ];
+        let mut keys = Vec::new();
+        for n in names {
+            let rel = put(&f, n, &segment(n, SYSID));
+            keys.push(push_file(&f, &rel).await.remove(0).key);
+        }
+        // The last object is damaged in the archive.
+        let obj = f.remotes[0].join(&keys[3]);
+        let mut bad = std::fs::read(&obj).unwrap();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        std::fs::write(&obj, &bad).unwrap();
+
+        let source = owning_source(&f.config, &f.datadir, None).unwrap();
+        let dest = f.datadir.join("pg_wal/RECOVERYXLOG");
+        let p = Prefetch::in_datadir(&f.datadir, &dest, 3).unwrap();
+        assert!(p.dir.ends_with("pg_wal/.subvault-prefetch"));
+        let get = |name: &'static str| {
+            let (config, dest, p) = (&f.config, &dest, &p);
+            async move { fetch(config, source, SYSID, name, dest, None, Some(p)).await }
+        };
+
+        // A miss: fetched from the remote, and the next three asked for at
+        // once; the damaged one and the one past the end are not spooled.
+        let got = get(names[0]).await.unwrap();
+        assert!(!got.from_spool);
+        assert_eq!(got.prefetched, 2);
+        assert_eq!(std::fs::read(&dest).unwrap(), segment(names[0], SYSID));
+        assert_eq!(spooled(&p), vec![names[1], names[2]]);
+
+        // Served from the spool: the archive no longer holds it.
+        std::fs::remove_file(f.remotes[0].join(&keys[1])).unwrap();
+        let got = get(names[1]).await.unwrap();
+        assert!(got.from_spool, "{got:?}");
+        assert_eq!(std::fs::read(&dest).unwrap(), segment(names[1], SYSID));
+        assert_eq!(spooled(&p), vec![names[2]]);
+
+        // A spooled file that no longer hashes to its name is deleted, not
+        // served, and the segment comes from the archive.
+        let entry = std::fs::read_dir(&p.dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut torn = std::fs::read(&entry).unwrap();
+        torn[100] ^= 1;
+        std::fs::write(&entry, &torn).unwrap();
+        let got = get(names[2]).await.unwrap();
+        assert!(!got.from_spool);
+        assert_eq!(got.remote, "r0");
+        assert_eq!(std::fs::read(&dest).unwrap(), segment(names[2], SYSID));
+        assert!(!entry.exists());
+        assert_eq!(got.prefetched, 0, "the damaged one ahead is not spooled");
+
+        // The damaged object itself is refused as a direct fetch refuses it.
+        std::fs::remove_file(&dest).unwrap();
+        let e = get(names[3]).await.unwrap_err();
+        assert!(matches!(e, FetchError::Failed(_)), "{e}");
+        assert!(!dest.exists());
+
+        // A spooled file of another cluster is refused by the header check.
+        let other = segment(names[3], SYSID + 1);
+        let sha: [u8; 32] = Sha256::digest(&other).into();
+        p.store(
+            WalFile::parse(names[3]).unwrap().segment().unwrap(),
+            &other,
+            &sha,
+        )
+        .unwrap();
+        let e = get(names[3]).await.unwrap_err();
+        assert!(matches!(e, FetchError::Failed(_)), "{e}");
+        assert!(spooled(&p).is_empty());
+        // Off, or a fetch by hand to elsewhere: no spool.
+        assert!(Prefetch::in_datadir(&f.datadir, &dest, 0).is_none());
+        let elsewhere = f._tmp.path().join("000000010000000000000FFE");
+        assert!(Prefetch::in_datadir(&f.datadir, &elsewhere, 3).is_none());
     }
 
     #[test]

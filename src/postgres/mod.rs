@@ -34,6 +34,7 @@ use crate::config::{PgMode, PostgresConfig};
 use session::{Session, Step};
 
 pub mod check;
+pub mod start;
 pub mod tls;
 mod trim;
 

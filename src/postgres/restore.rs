@@ -135,6 +135,8 @@ pub struct RecoverySettings {
     pub target_time: String,
     /// `recovery_target_action`: `promote`, `pause` or `shutdown`.
     pub target_action: String,
+    /// `recovery_target_timeline`: `latest`, `current` or a timeline id.
+    pub target_timeline: String,
 }
 
 /// `s` as a PostgreSQL configuration string literal.
@@ -149,12 +151,16 @@ pub fn recovery_conf(s: &RecoverySettings) -> String {
          restore_command = {cmd}\n\
          recovery_target_time = {time}\n\
          recovery_target_inclusive = on\n\
-         recovery_target_timeline = 'latest'\n\
-         recovery_target_action = {action_q}\n",
+         recovery_target_timeline = {timeline}\n\
+         recovery_target_action = {action_q}\n\
+         # wal-fetch's prefetch spool is of no use once recovery ends.\n\
+         recovery_end_command = 'rm -rf pg_wal/{spool}'\n",
         action = s.target_action,
         cmd = conf_quote(&s.restore_command),
         time = conf_quote(&s.target_time),
         action_q = conf_quote(&s.target_action),
+        spool = crate::core::wal_spool::SPOOL_DIR,
+        timeline = conf_quote(&s.target_timeline),
     )
 }
 
@@ -410,6 +416,7 @@ mod tests {
                 .into(),
             target_time: "2026-12-03 13:20:18.5+00".into(),
             target_action: "promote".into(),
+            target_timeline: "latest".into(),
         }
     }
 
@@ -422,6 +429,7 @@ mod tests {
         ));
         assert!(conf.contains("recovery_target_time = '2026-12-03 13:20:18.5+00'\n"));
         assert!(conf.contains("recovery_target_action = 'promote'\n"));
+        assert!(conf.contains("recovery_end_command = 'rm -rf pg_wal/.subvault-prefetch'\n"));
     }
 
     #[test]

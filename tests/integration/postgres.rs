@@ -1084,7 +1084,11 @@ async fn pitr_restores_exactly_the_rows_up_to_each_time() {
         let to = dst_fs.path().join(format!("t{i}"));
         std::fs::create_dir(&to).unwrap();
         let time_arg = time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let out = ok(&[
+        // One target through `restore --start` (subvault starts the copy and
+        // waits for the target), the others started by the harness.
+        let start_it = i == 2;
+        let port = free_port().to_string();
+        let mut args = vec![
             "restore",
             "--to",
             to.to_str().unwrap(),
@@ -1092,14 +1096,65 @@ async fn pitr_restores_exactly_the_rows_up_to_each_time() {
             "pg",
             "--pitr",
             &time_arg,
-        ]);
+        ];
+        if start_it {
+            args.extend([
+                "--start",
+                "--port",
+                &port,
+                "--pg-setting",
+                "listen_addresses=127.0.0.1",
+                "--pg-setting",
+                "unix_socket_directories=",
+            ]);
+        }
+        let out = ok(&args);
         let start = out
             .lines()
             .find_map(|l| l.split_once("pg_ctl -D ").map(|(_, r)| r))
             .unwrap_or_else(|| panic!("{out}"));
         let datadir = PathBuf::from(start.split_whitespace().next().unwrap());
-        assert!(datadir.join("recovery.signal").is_file());
-        let restored = Cluster::start(&datadir, &[]);
+        assert!(
+            datadir.join("recovery.signal").is_file() || start_it,
+            "{out}"
+        );
+        let restored = if start_it {
+            // It returned once promoted: no waiting here.
+            assert!(
+                out.contains(&format!("promoted (open for writes); port {port}")),
+                "{out}"
+            );
+            let restored = Cluster {
+                datadir: datadir.clone(),
+                port: port.parse().unwrap(),
+                log: datadir.join("subvault-start.log"),
+            };
+            assert_eq!(restored.psql("postgres", "SELECT pg_is_in_recovery()"), "f");
+            // wal-fetch (its lines are in the server log) spooled segments
+            // ahead and served them from the spool; recovery_end_command
+            // removed the spool at the end.
+            let log = restored.log_text();
+            let spooled_some = log.lines().any(|l| {
+                l.split_once("; prefetched ")
+                    .is_some_and(|(_, n)| !n.starts_with('0'))
+            });
+            assert!(
+                !spooled_some || log.contains("from the prefetch spool"),
+                "{log}"
+            );
+            eprintln!(
+                "--start: {} segment(s) from the archive, {} from the prefetch spool",
+                log.matches("from remote s3").count(),
+                log.matches("from the prefetch spool").count()
+            );
+            assert!(
+                !datadir.join("pg_wal/.subvault-prefetch").exists(),
+                "recovery_end_command removes the spool"
+            );
+            restored
+        } else {
+            Cluster::start(&datadir, &[])
+        };
         let deadline = Instant::now() + Duration::from_secs(180);
         while restored.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
             assert!(
@@ -1655,5 +1710,258 @@ async fn tls_modes_connect_or_name_the_setting() {
         tls(cfg("localhost", Some(SslMode::VerifyFull), Some("ca.pem")))
             .await
             .unwrap()
+    );
+}
+
+/// A timeline switch (issue 18): a copy restored with `restore --pitr
+/// --start` and promoted (timeline 2) archives back into the same archive
+/// while the original goes on writing on timeline 1. The copy's WAL and its
+/// `00000002.history` go under the timeline-2 folder; every timeline-1 object
+/// the original archived is untouched (the copy adds only the `.partial` of
+/// the segment it switched in); and a later `restore --pitr` of the original
+/// to a time after the fork, along `--timeline current`, has the original's
+/// rows and none of the copy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + btrfs + S3 + postgresql-15"]
+async fn a_promoted_copy_archiving_back_keeps_the_timelines_apart() {
+    let _serial = SERIAL.lock().await;
+    let src_fs = TestFs::new(3072);
+    let dst_fs = TestFs::new(4096);
+    let bucket = crate::common::new_bucket_async("tli").await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("config.yaml");
+    postgres_dir(cfg_dir.path());
+    let bin = crate::common::subvault_bin();
+    let archive_command = format!("{} -c {} wal-push %p", bin.display(), cfg.display());
+    let write_config = |subvol: &Path, snaps: &Path, connection: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres:\n      connection: \"{connection}\"\n      mode: checkpoint\n    upload_to_remotes:\n      - id: s3\n        preserve: 1y 1m 7d 24h\nremotes:\n  - id: s3\n    s3:\n      bucket: {bucket}\n      prefix: host1/\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n        aws_access_key_id: testing\n        aws_secret_access_key: testing\n",
+                subvol.display(),
+                snaps.display(),
+                crate::common::s3_endpoint()
+            ),
+        )
+        .unwrap();
+        run(Command::new("chown").arg("postgres:postgres").arg(&cfg));
+        run(Command::new("chmod").arg("600").arg(&cfg));
+    };
+    write_config(
+        &src_fs.path().join("pg"),
+        &src_fs.path().join("snapshots"),
+        "host=127.0.0.1",
+    );
+    let src = source_cluster_with(&src_fs, false, Some(&archive_command));
+    write_config(
+        &src.subvol,
+        &src.snaps,
+        &src.cluster.connection("postgres", None),
+    );
+    let subvault = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .env("SUBVAULT_LOCK_DIR", cfg_dir.path().join("locks"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "subvault {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rows_of = |c: &Cluster| -> Vec<(u64, chrono::DateTime<chrono::Utc>)> {
+        c.psql(
+            "postgres",
+            "SELECT id || '|' || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pitr_rows ORDER BY id",
+        )
+        .lines()
+        .map(|l| {
+            let (id, at) = l.split_once('|').unwrap();
+            (id.parse().unwrap(), at.parse().unwrap())
+        })
+        .collect()
+    };
+    let wal_objects = || {
+        crate::common::bucket_objects(&bucket)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("host1/pg.wal/"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let restore_started = |dir: &str, time: chrono::DateTime<chrono::Utc>, extra: &[&str]| {
+        let to = dst_fs.path().join(dir);
+        std::fs::create_dir(&to).unwrap();
+        let port = free_port();
+        let (port_s, time_s) = (
+            port.to_string(),
+            time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+        let mut args = vec![
+            "restore",
+            "--to",
+            to.to_str().unwrap(),
+            "--source",
+            "pg",
+            "--pitr",
+            &time_s,
+            "--start",
+            "--port",
+            &port_s,
+            "--pg-setting",
+            "listen_addresses=127.0.0.1",
+            "--pg-setting",
+            "unix_socket_directories=",
+        ];
+        args.extend_from_slice(extra);
+        let out = subvault(&args);
+        let datadir = out
+            .lines()
+            .find_map(|l| l.split_once("pg_ctl -D ").map(|(_, r)| r))
+            .and_then(|r| r.split_whitespace().next())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{out}"));
+        Cluster {
+            log: datadir.join("subvault-start.log"),
+            datadir,
+            port,
+        }
+    };
+
+    let inserter = start_inserter(&src.cluster);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    subvault(&["run", "--now", "2026-01-01T00:00:00Z"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rows = rows_of(&src.cluster);
+    // The fork: a row committed after the backup (4 s of rows came since).
+    let fork = &rows[rows.len() - 10];
+    let fork_time = fork.1 + chrono::TimeDelta::milliseconds(50);
+    switch_and_wait_archived(&src.cluster);
+    let before = wal_objects();
+    assert!(
+        before.keys().all(|k| k.contains("/00000001/")),
+        "{before:?}"
+    );
+
+    // The copy: recovered to the fork, promoted to timeline 2, archiving
+    // into the same source's archive (its data directory is no source's,
+    // hence --source).
+    let copy_archive = format!(
+        "archive_command={} -c {} wal-push --source pg %p",
+        bin.display(),
+        cfg.display()
+    );
+    let copy = restore_started(
+        "copy",
+        fork_time,
+        &[
+            "--pg-setting",
+            "archive_mode=on",
+            "--pg-setting",
+            &copy_archive,
+        ],
+    );
+    assert_eq!(copy.psql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        copy.psql("postgres", "SELECT max(id) FROM pitr_rows"),
+        fork.0.to_string()
+    );
+    assert_eq!(
+        copy.psql(
+            "postgres",
+            "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+        ),
+        "00000002"
+    );
+    copy.psql("postgres", "CREATE TABLE copy_only AS SELECT 1 AS x");
+    switch_and_wait_archived(&copy);
+
+    // The original went on writing on timeline 1 meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(inserter);
+    switch_and_wait_archived(&src.cluster);
+    let after = wal_objects();
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "{k} changed or vanished");
+    }
+    let added: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    let tli2: Vec<&&String> = added.iter().filter(|k| k.contains("/00000002/")).collect();
+    assert!(
+        tli2.iter()
+            .any(|k| k.contains("/00000002/00000002.history.cmprzstd")),
+        "{added:?}"
+    );
+    assert!(
+        tli2.iter().any(|k| k.contains("/00000002/00000002000000")),
+        "{added:?}"
+    );
+    for k in &added {
+        // Timeline 1 gets the original's new segments and the copy's
+        // .partial of the segment it switched in; nothing else.
+        let name = k.rsplit('/').next().unwrap();
+        let tli = k.rsplit('/').nth(1).unwrap();
+        assert!(
+            tli == "00000002" && name.starts_with("00000002")
+                || tli == "00000001" && name.starts_with("00000001"),
+            "{k}"
+        );
+    }
+    drop(copy);
+
+    // A later restore of the original after the fork, along its own
+    // timeline: the original's rows, none of the copy's.
+    let rows = rows_of(&src.cluster);
+    let last = &rows[rows.len() - 3];
+    assert!(last.0 > fork.0 + 10, "the original wrote past the fork");
+    src.cluster.stop();
+    let again = restore_started(
+        "again",
+        last.1 + chrono::TimeDelta::milliseconds(50),
+        &["--timeline", "current"],
+    );
+    assert_eq!(
+        again.psql(
+            "postgres",
+            "SELECT count(*) || '|' || max(id) FROM pitr_rows"
+        ),
+        format!("{}|{}", last.0, last.0)
+    );
+    assert_eq!(
+        again.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'copy_only'"
+        ),
+        "0"
+    );
+    drop(again);
+
+    // --start on a copy that cannot start: exit 1, the reason and the log's end.
+    let to = dst_fs.path().join("broken");
+    std::fs::create_dir(&to).unwrap();
+    let out = Command::new(&bin)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["restore", "--to", to.to_str().unwrap(), "--source", "pg"])
+        .args(["--pitr", &fork_time.to_rfc3339(), "--start"])
+        .args(["--pg-setting", "no_such_setting=1"])
+        .env("SUBVAULT_LOCK_DIR", cfg_dir.path().join("locks"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped before reaching the recovery target")
+            && err.contains("no_such_setting"),
+        "{err}"
+    );
+
+    eprintln!(
+        "timeline switch: {} timeline-1 objects untouched, {} added ({} on timeline 2)",
+        before.len(),
+        added.len(),
+        tli2.len()
     );
 }

@@ -60,12 +60,13 @@ pub async fn choose_base(
 }
 
 /// The recovery settings of a restored copy of `source` recovering to
-/// `target` with `action`.
+/// `target` with `action`, along `timeline` (`latest`, `current` or an id).
 pub fn recovery_settings(
     config: &Config,
     source: &Source,
     target: DateTime<Utc>,
     action: &str,
+    timeline: &str,
 ) -> Result<RecoverySettings> {
     // Linux names a replaced binary "<path> (deleted)" (a package upgrade
     // while this runs); the path itself then holds the new subvault.
@@ -85,7 +86,22 @@ pub fn recovery_settings(
         ),
         target_time: pg_time(target),
         target_action: action.to_string(),
+        target_timeline: timeline.to_string(),
     })
+}
+
+/// Checks a `--timeline` value: `latest`, `current`, or a timeline id
+/// (decimal, as PostgreSQL reads it; 1 or more).
+pub fn parse_timeline(s: &str) -> Result<String, String> {
+    match s {
+        "latest" | "current" => Ok(s.to_string()),
+        _ => match s.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n.to_string()),
+            _ => Err(format!(
+                "{s:?}: expected latest, current or a timeline id (1, 2, ...)"
+            )),
+        },
+    }
 }
 
 /// A time as PostgreSQL's `recovery_target_time` reads it, in UTC.
@@ -119,6 +135,16 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("$(x)"), "'$(x)'");
+    }
+
+    #[test]
+    fn timelines_are_latest_current_or_an_id() {
+        assert_eq!(parse_timeline("latest").unwrap(), "latest");
+        assert_eq!(parse_timeline("current").unwrap(), "current");
+        assert_eq!(parse_timeline("2").unwrap(), "2");
+        for bad in ["0", "-1", "0x2", "newest", ""] {
+            assert!(parse_timeline(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
