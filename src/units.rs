@@ -1,6 +1,7 @@
 //! Numbers and times as people read them: byte counts in binary units, plurals,
-//! and timestamps in the configured zone. A leaf module, shared by every command's
-//! output and by log lines.
+//! and timestamps in the configured zone; and the sizes people write on the
+//! command line. A leaf module, shared by every command's output, its flags and
+//! by log lines.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -63,8 +64,34 @@ pub fn short_duration(secs: i64) -> String {
     format!("{}{}", if neg { "-" } else { "" }, parts.join(" "))
 }
 
+/// Parses a size as command-line flags take it: `131072`, `128K`, `512M`,
+/// `64G`, `1T` (powers of 1024, either case).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 131072, 128K, 64G, 1T)"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flag_sizes_parse() {
+        assert_eq!(parse_size("64G"), Ok(64 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("lots").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -9,13 +9,14 @@ use uuid::Uuid;
 use super::load_config;
 use super::time_arg::parse_time;
 use crate::config::{Config, RemoteConfig, Source};
-use crate::core::browse::{entry_json, format_line, normalize, outermost, parse_size};
+use crate::core::browse::{entry_json, format_line, normalize, outermost};
 use crate::core::chain::Selector;
 use crate::errors::{UsageError, EXIT_OK};
 use crate::ops::browse::{self, cache, copy, mount, walk, Point, Settings};
 use crate::ops::{remotes, sources::select_sources};
 use crate::progress::Progress;
 use crate::units::human_bytes;
+use crate::units::parse_size;
 
 /// Where the browse cache is and how big a new image may grow.
 #[derive(Debug, Clone, clap::Args)]

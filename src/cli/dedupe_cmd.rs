@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::dedupe::{self, DedupeOptions};
+use crate::units::parse_size;
 
 /// Arguments of `subvault dedupe`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,22 +35,6 @@ pub struct DedupeArgs {
     /// runs in several hash partitions. K/M/G suffixes allowed.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
     pub max_memory: u64,
-}
-
-/// Parse `123`, `128K`, `16M`, `1G` (powers of 1024).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size (examples: 131072, 128K, 1G)"))
 }
 
 /// Run `subvault dedupe`. Exit status 0 when every range was handled (deduped,

@@ -199,14 +199,33 @@ pub(crate) fn single_put_max(remote: &MapNode) -> Result<Option<u64>, Fault> {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let expected = "write e.g. 64MiB, 512KiB or 1GiB";
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let split = compact
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(compact.len());
-    let (number, unit) = compact.split_at(split);
+    let (number, unit) = split_amount(&compact);
     let number: f64 = number
         .parse()
         .map_err(|_| format!("bad size {text:?}: {expected}"))?;
-    let mult: f64 = match unit {
+    let mult = match unit {
+        "" => return Err(format!("bad size {text:?}: a unit is missing; {expected}")),
+        other => byte_unit(other)
+            .ok_or_else(|| format!("bad size {text:?}: unknown unit {other:?}; {expected}"))?,
+    };
+    let bytes = number * mult;
+    if !bytes.is_finite() || bytes < 0.0 {
+        return Err(format!("bad size {text:?}: {expected}"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Splits `1.5MiB` into its number and its unit.
+fn split_amount(compact: &str) -> (&str, &str) {
+    let split = compact
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(compact.len());
+    compact.split_at(split)
+}
+
+/// Bytes in one of a byte unit, decimal (`MB`) or binary (`MiB`).
+fn byte_unit(unit: &str) -> Option<f64> {
+    Some(match unit {
         "B" => 1.0,
         "KB" | "kB" => 1e3,
         "MB" => 1e6,
@@ -214,18 +233,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "" => return Err(format!("bad size {text:?}: a unit is missing; {expected}")),
-        other => {
-            return Err(format!(
-                "bad size {text:?}: unknown unit {other:?}; {expected}"
-            ))
-        }
-    };
-    let bytes = number * mult;
-    if !bytes.is_finite() || bytes < 0.0 {
-        return Err(format!("bad size {text:?}: {expected}"));
-    }
-    Ok(bytes as u64)
+        _ => return None,
+    })
 }
 
 /// Parses `20MiB/s`, `500 KiB/s`, `1.5MB/s`, `100Mbit/s` into bytes per second.
@@ -235,30 +244,17 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     let Some(amount) = compact.strip_suffix("/s") else {
         return Err(format!("bad rate {text:?}: {expected}"));
     };
-    let split = amount
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(amount.len());
-    let (number, unit) = amount.split_at(split);
+    let (number, unit) = split_amount(amount);
     let number: f64 = number
         .parse()
         .map_err(|_| format!("bad rate {text:?}: {expected}"))?;
     let mult: f64 = match unit {
-        "B" => 1.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
         "kbit" | "Kbit" => 1e3 / 8.0,
         "Mbit" => 1e6 / 8.0,
         "Gbit" => 1e9 / 8.0,
         "" => return Err(format!("bad rate {text:?}: a unit is missing; {expected}")),
-        other => {
-            return Err(format!(
-                "bad rate {text:?}: unknown unit {other:?}; {expected}"
-            ))
-        }
+        other => byte_unit(other)
+            .ok_or_else(|| format!("bad rate {text:?}: unknown unit {other:?}; {expected}"))?,
     };
     let rate = number * mult;
     // NaN fails `is_finite`, so the comparison below sees only numbers.

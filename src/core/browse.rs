@@ -293,23 +293,6 @@ pub fn eviction_order(cached: &[Cached]) -> Vec<String> {
     free.into_iter().map(|c| c.name.clone()).collect()
 }
 
-/// Parses a size: `123`, `512M`, `64G`, `1T` (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size (examples: 512M, 64G, 1T)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,13 +384,5 @@ mod tests {
             c("mid", 20, false, false),
         ]);
         assert_eq!(order, vec!["old", "mid", "new"]);
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("64G"), Ok(64 << 30));
-        assert_eq!(parse_size("512m"), Ok(512 << 20));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert!(parse_size("lots").is_err());
     }
 }
