@@ -131,30 +131,20 @@ impl Prune<'_> {
         keys: &[String],
         report: &mut SourceReport,
     ) {
-        match store.delete(keys).await {
-            Ok(rep) => {
-                tracing::info!(
-                    "source {}: deleted {} archived WAL objects from remote {remote} \
-                     (older than every kept backup needs)",
-                    self.source.name,
-                    rep.deleted.len()
-                );
-                report.wal_deleted += rep.deleted.len();
-                report
-                    .remotes
-                    .entry(remote.to_string())
-                    .or_default()
-                    .wal_deleted
-                    .extend(rep.deleted.iter().cloned());
-                for (key, err) in rep.failed {
-                    report.remote_problem(
-                        remote,
-                        format!("remote {remote}: cannot delete {key}: {err}"),
-                    );
-                }
-            }
-            Err(e) => report.remote_problem(remote, format!("remote {remote}: {e}")),
-        }
+        let deleted = delete_keys(store, remote, keys, report).await;
+        tracing::info!(
+            "source {}: deleted {} archived WAL objects from remote {remote} \
+             (older than every kept backup needs)",
+            self.source.name,
+            deleted.len()
+        );
+        report.wal_deleted += deleted.len();
+        report
+            .remotes
+            .entry(remote.to_string())
+            .or_default()
+            .wal_deleted
+            .extend(deleted);
     }
 
     fn over_budget(&self, deleting: usize, existing: usize) -> Option<String> {
@@ -262,29 +252,45 @@ impl Prune<'_> {
             Ok(o) => o,
             Err(e) => return report.remote_problem(remote, format!("{e:#}")),
         };
-        match open.store.delete(keys).await {
-            Ok(rep) => {
-                for key in &rep.deleted {
-                    tracing::info!(
-                        "source {}: deleted {key} from remote {remote}",
-                        self.source.name
-                    );
-                }
-                report.deleted += rep.deleted.len();
-                report
-                    .remotes
-                    .entry(remote.to_string())
-                    .or_default()
-                    .deleted
-                    .extend(rep.deleted.iter().cloned());
-                for (key, err) in rep.failed {
-                    report.remote_problem(
-                        remote,
-                        format!("remote {remote}: cannot delete {key}: {err}"),
-                    );
-                }
+        let deleted = delete_keys(&open.store, remote, keys, report).await;
+        for key in &deleted {
+            tracing::info!(
+                "source {}: deleted {key} from remote {remote}",
+                self.source.name
+            );
+        }
+        report.deleted += deleted.len();
+        report
+            .remotes
+            .entry(remote.to_string())
+            .or_default()
+            .deleted
+            .extend(deleted);
+    }
+}
+
+/// Deletes `keys` from `remote`'s store and returns those it deleted; each
+/// key it could not delete, or the whole request's failure, is a problem of
+/// the remote in `report`.
+async fn delete_keys(
+    store: &crate::remote::AnyStore,
+    remote: &str,
+    keys: &[String],
+    report: &mut SourceReport,
+) -> Vec<String> {
+    match store.delete(keys).await {
+        Ok(rep) => {
+            for (key, err) in rep.failed {
+                report.remote_problem(
+                    remote,
+                    format!("remote {remote}: cannot delete {key}: {err}"),
+                );
             }
-            Err(e) => report.remote_problem(remote, format!("remote {remote}: {e}")),
+            rep.deleted
+        }
+        Err(e) => {
+            report.remote_problem(remote, format!("remote {remote}: {e}"));
+            Vec::new()
         }
     }
 }
