@@ -948,6 +948,24 @@ fn switch_and_wait_archived(cluster: &Cluster) -> String {
     }
 }
 
+/// Writes the PITR tests' config to `cfg` (readable by `postgres` only,
+/// whose `archive_command` runs wal-push with it): one checkpoint-mode
+/// source at `subvol` uploading to `bucket` under `host1/`.
+fn write_pitr_config(cfg: &Path, bucket: &str, subvol: &Path, snaps: &Path, connection: &str) {
+    std::fs::write(
+        cfg,
+        format!(
+            "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres:\n      connection: \"{connection}\"\n      mode: checkpoint\n    upload_to_remotes:\n      - id: s3\n        preserve: 1y 1m 7d 24h\nremotes:\n  - id: s3\n    s3:\n      bucket: {bucket}\n      prefix: host1/\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n        aws_access_key_id: testing\n        aws_secret_access_key: testing\n",
+            subvol.display(),
+            snaps.display(),
+            crate::common::s3_endpoint()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chown").arg("postgres:postgres").arg(cfg));
+    run(Command::new("chmod").arg("600").arg(cfg));
+}
+
 /// Point-in-time recovery end to end, through the CLI, on S3: a cluster under
 /// pgbench archives its WAL with `subvault wal-push` while a table gets one
 /// timestamped row per 100 ms; four `subvault run --now` (hourly-simulated)
@@ -972,18 +990,7 @@ async fn pitr_restores_exactly_the_rows_up_to_each_time() {
     let bin = crate::common::subvault_bin();
     let archive_command = format!("{} -c {} wal-push %p", bin.display(), cfg.display());
     let write_config = |subvol: &Path, snaps: &Path, connection: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres:\n      connection: \"{connection}\"\n      mode: checkpoint\n    upload_to_remotes:\n      - id: s3\n        preserve: 1y 1m 7d 24h\nremotes:\n  - id: s3\n    s3:\n      bucket: {bucket}\n      prefix: host1/\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n        aws_access_key_id: testing\n        aws_secret_access_key: testing\n",
-                subvol.display(),
-                snaps.display(),
-                crate::common::s3_endpoint()
-            ),
-        )
-        .unwrap();
-        run(Command::new("chown").arg("postgres:postgres").arg(&cfg));
-        run(Command::new("chmod").arg("600").arg(&cfg));
+        write_pitr_config(&cfg, &bucket, subvol, snaps, connection)
     };
     // The config names the subvolume before the cluster exists (initdb runs
     // in pg.sh); the connection is filled in once the port is known.
@@ -1734,18 +1741,7 @@ async fn a_promoted_copy_archiving_back_keeps_the_timelines_apart() {
     let bin = crate::common::subvault_bin();
     let archive_command = format!("{} -c {} wal-push %p", bin.display(), cfg.display());
     let write_config = |subvol: &Path, snaps: &Path, connection: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "timezone: UTC\nsources:\n  - path: {}\n    snapshots: {}\n    postgres:\n      connection: \"{connection}\"\n      mode: checkpoint\n    upload_to_remotes:\n      - id: s3\n        preserve: 1y 1m 7d 24h\nremotes:\n  - id: s3\n    s3:\n      bucket: {bucket}\n      prefix: host1/\n      endpoint:\n        endpoint_url: {}\n        region_name: us-east-1\n        aws_access_key_id: testing\n        aws_secret_access_key: testing\n",
-                subvol.display(),
-                snaps.display(),
-                crate::common::s3_endpoint()
-            ),
-        )
-        .unwrap();
-        run(Command::new("chown").arg("postgres:postgres").arg(&cfg));
-        run(Command::new("chmod").arg("600").arg(&cfg));
+        write_pitr_config(&cfg, &bucket, subvol, snaps, connection)
     };
     write_config(
         &src_fs.path().join("pg"),
