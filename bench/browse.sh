@@ -40,13 +40,11 @@ BIN=$SUBVAULT_BIN
 
 WORK=$(mktemp -d /var/tmp/subvault-bench-browse.XXXXXX)
 SRC=$WORK/src DST=$WORK/dst
-MOTO_STATE=$WORK/moto
 export SUBVAULT_BROWSE_CACHE=$WORK/cache SUBVAULT_LOCK_DIR=$WORK/locks
 cleanup() {
   set +e
   "$BIN" -c "$WORK/config.yaml" cache clean >/dev/null 2>&1
-  if [[ $S3 == garage ]]; then "$HERE/garage.sh" stop "$WORK/garage"; fi
-  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$MOTO_STATE "$REPO/integration/moto.sh" stop >/dev/null 2>&1; fi
+  bench_s3_stop "$WORK"
   loopfs_teardown "$WORK/src.img" "$WORK/dst.img"
   rm -rf "$WORK"
 }
@@ -54,19 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [[ $S3 == garage ]]; then
-  eval "$(GARAGE_PORT=${GARAGE_PORT:-3920} GARAGE_RPC_PORT=${GARAGE_RPC_PORT:-3921} "$HERE/garage.sh" start "$WORK/garage")"
-  ENDPOINT=$GARAGE_ENDPOINT BUCKET=$GARAGE_BUCKET REGION=garage
-else
-  echo "== garage is not installed ($CACHE/garage/bin/garage): using moto"
-  ENDPOINT=$(SUBVAULT_MOTO_STATE=$MOTO_STATE "$REPO/integration/moto.sh" start)
-  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-  BUCKET=bench REGION=us-east-1
-  "$CACHE/venv/bin/python" - "$ENDPOINT" <<'PY'
-import sys, boto3
-boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").create_bucket(Bucket="bench")
-PY
-fi
+bench_s3_start "$WORK" "${GARAGE_PORT:-3920}" "${GARAGE_RPC_PORT:-3921}"
 export AWS_EC2_METADATA_DISABLED=true
 
 loopfs_make "$WORK/src.img" $(((FULL + MONTHLY + DAILY) * 3 / 1024 + 3))G

@@ -30,6 +30,12 @@
 #   median VALUE...            the median of any number of values: the middle
 #                              one, or the mean of the two middle ones
 #                              (printed exactly) for an even count; fails on none
+#   bench_s3_start DIR PORT RPC_PORT
+#                              start the S3 server $S3 names (garage, via
+#                              bench/garage.sh on PORT and RPC_PORT, or moto)
+#                              with its state in DIR; sets ENDPOINT, BUCKET and
+#                              REGION (moto: test credentials, bucket `bench`)
+#   bench_s3_stop DIR          stop the server bench_s3_start started in DIR
 
 BENCH_NAME=bench/$(basename "$0")
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -136,4 +142,25 @@ median() { # VALUE...
       sub(/0+$/, "", m); sub(/\.$/, "", m)
       print m
     }'
+}
+
+bench_s3_start() { # DIR PORT RPC_PORT
+  if [[ $S3 == garage ]]; then
+    eval "$(GARAGE_PORT=$2 GARAGE_RPC_PORT=$3 "$REPO/bench/garage.sh" start "$1/garage")"
+    ENDPOINT=$GARAGE_ENDPOINT BUCKET=$GARAGE_BUCKET REGION=garage
+  else
+    echo "== garage is not installed ($CACHE/garage/bin/garage): using moto"
+    ENDPOINT=$(SUBVAULT_MOTO_STATE=$1/moto "$REPO/integration/moto.sh" start)
+    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+    BUCKET=bench REGION=us-east-1
+    "$CACHE/venv/bin/python" - "$ENDPOINT" <<'PY'
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").create_bucket(Bucket="bench")
+PY
+  fi
+}
+
+bench_s3_stop() { # DIR
+  if [[ $S3 == garage ]]; then "$REPO/bench/garage.sh" stop "$1/garage"; fi
+  if [[ $S3 == moto ]]; then SUBVAULT_MOTO_STATE=$1/moto "$REPO/integration/moto.sh" stop >/dev/null 2>&1; fi
 }
