@@ -7,7 +7,8 @@
 //! after `pg_backup_stop` in backup mode; every commit in its WAL is older),
 //! so replay never stops before the copy is consistent. The newest such backup
 //! needs the least WAL. The archive's end is the newest WAL object's upload
-//! time: every record in it is older.
+//! time (to the end of its second, as S3 lists whole seconds): every record
+//! in it is older.
 //!
 //! Pure: no I/O, no clock.
 
@@ -83,7 +84,15 @@ pub fn choose_base(
     bases.sort_by_key(|b| std::cmp::Reverse((b.1, b.0.ctransid)));
     let oldest = bases.last().ok_or(PitrError::NoBase)?.1;
     let newest = wal_end.ok_or(PitrError::NoWal)?;
-    if target > newest {
+    // S3 listings give LastModified in whole seconds, cut down: an object
+    // listed at 12:00:07 was stored before 12:00:08, so its records may be
+    // that late. A time with a fraction came from a store that keeps one.
+    let end = if newest.timestamp_subsec_nanos() == 0 {
+        newest + chrono::TimeDelta::seconds(1)
+    } else {
+        newest + chrono::TimeDelta::nanoseconds(1)
+    };
+    if target >= end {
         return Err(PitrError::AfterArchive {
             target,
             oldest,
@@ -189,6 +198,8 @@ mod tests {
         assert!(before
             .to_string()
             .contains("possible: 2026-01-01 01:00:05 UTC .. 2026-01-01 03:00:00 UTC"));
+        // Listed in whole seconds: a time within the listed second is in range.
+        assert!(choose_base(&b, end, t("2026-01-01T03:00:00.900Z")).is_ok());
         let after = choose_base(&b, end, t("2026-01-01T03:00:01Z")).unwrap_err();
         assert!(matches!(after, PitrError::AfterArchive { .. }), "{after}");
         assert!(after
