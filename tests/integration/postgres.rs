@@ -93,19 +93,7 @@ impl Cluster {
 
     /// Run SQL as the superuser; returns unaligned, tuples-only output.
     fn psql(&self, db: &str, sql: &str) -> String {
-        let out = run(Command::new(format!("{PG_BIN}/psql"))
-            .args([
-                "-X",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql_at(self.port, db, sql)
     }
 
     fn log_text(&self) -> String {
@@ -132,6 +120,23 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Runs `sql` through psql on the server at `port`; its output, trimmed.
+fn psql_at(port: u16, db: &str, sql: &str) -> String {
+    let out = run(Command::new(format!("{PG_BIN}/psql"))
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &port.to_string(), "-d", db, "-c", sql]));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Drop for Cluster {
@@ -904,8 +909,8 @@ async fn cli_run_list_restore_and_start_checkpoint_mode() {
 }
 
 /// Inserts one row with its insert time into `pitr_rows` every 100 ms, each
-/// in its own transaction, until killed.
-fn start_inserter(cluster: &Cluster) -> Background {
+/// in its own transaction, until dropped.
+fn start_inserter(cluster: &Cluster) -> Inserter {
     cluster.psql(
         "postgres",
         "CREATE TABLE pitr_rows (id bigint PRIMARY KEY, at timestamptz NOT NULL)",
@@ -918,11 +923,54 @@ fn start_inserter(cluster: &Cluster) -> Background {
              INSERT INTO pitr_rows VALUES (i, clock_timestamp()); COMMIT; \
              PERFORM pg_sleep(0.1); END LOOP; END $$",
         )
+        .env("PGAPPNAME", INSERTER_APP)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the inserter");
-    Background(child)
+    Inserter {
+        client: Some(Background(child)),
+        port: cluster.port,
+    }
+}
+
+const INSERTER_APP: &str = "subvault-test-inserter";
+
+/// The inserter of [`start_inserter`]. Killing its psql is not enough: the
+/// server runs the DO block on after the client is gone (it notices only
+/// when it next writes to the socket, never during the loop), so a test
+/// that took "the last row" would see rows committed after it. CI failed
+/// that way ("recovery ended before configured recovery target was
+/// reached"). Dropping it ends the backend too and waits until it is gone.
+struct Inserter {
+    client: Option<Background>,
+    port: u16,
+}
+
+impl Drop for Inserter {
+    fn drop(&mut self) {
+        drop(self.client.take());
+        if std::thread::panicking() {
+            // The server may be gone; a second panic here would abort.
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = psql_at(
+                self.port,
+                "postgres",
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE application_name = '{INSERTER_APP}'"
+                ),
+            );
+            if left == "0" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the inserter did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Waits until the server has archived the segment it was writing when
