@@ -50,7 +50,7 @@ fn backup_line(b: &BackupPlan, tz: Tz) -> String {
         reasons_text(&b.reasons)
     };
     let size = b.size.map(human_bytes).unwrap_or_else(|| "-".to_string());
-    let class = b.storage_class.clone().unwrap_or_else(|| "-".to_string());
+    let class = b.storage_class.as_deref().unwrap_or("-");
     let verdict = match (b.action, b.broken_chain) {
         (BackupAction::Upload, _) => "new",
         (BackupAction::Delete, _) => "delete",
@@ -144,7 +144,7 @@ fn write_tree(out: &mut dyn std::fmt::Write, sp: &SourcePlan, remote: &str, tz: 
         .plan
         .backups
         .iter()
-        .filter(|b| b.remote == remote)
+        .filter(|b| *b.remote == *remote)
         .collect();
     if backups.is_empty() {
         let _ = writeln!(out, "    (no backups)");
@@ -301,7 +301,7 @@ impl Serialize for BackupsJson<'_> {
 fn backup_json<'a>(sp: &'a SourcePlan, b: &'a BackupPlan) -> BackupJson<'a> {
     let key = b.key.as_deref().or_else(|| {
         sp.upload_keys
-            .get(&(b.remote.clone(), b.uuid))
+            .get(&(b.remote.to_string(), b.uuid))
             .map(String::as_str)
     });
     BackupJson {
@@ -421,7 +421,7 @@ mod tests {
         let s2 = snap(2, "2025-01-02T00:00:00Z");
         let s3 = snap(3, "2025-01-02T05:00:00Z");
         let b = |s: &Snapshot, parent: Option<u64>| Backup {
-            key: format!("data.k{}", s.ctransid),
+            key: format!("data.k{}", s.ctransid).into(),
             uuid: s.uuid,
             send_parent_uuid: parent.map(|p| Uuid::from_u128(p as u128)),
             source_uuid: src,

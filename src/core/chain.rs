@@ -117,7 +117,7 @@ pub fn select<'a>(backups: &'a [Backup], sel: Selector) -> Result<&'a Backup, Ch
             Err(ChainError::NoneBefore {
                 at,
                 oldest: oldest.time,
-                key: oldest.key.clone(),
+                key: oldest.key.to_string(),
             })
         }
     }
@@ -131,12 +131,12 @@ pub fn chain(backups: &[Backup], leaf: &Backup) -> Result<Vec<Backup>, ChainErro
     while let Some(parent) = cur.send_parent_uuid {
         let Some(p) = unique.get(&parent) else {
             return Err(ChainError::MissingParent {
-                key: cur.key.clone(),
+                key: cur.key.to_string(),
                 parent,
             });
         };
         if out.len() > unique.len() {
-            return Err(ChainError::Cycle(leaf.key.clone()));
+            return Err(ChainError::Cycle(leaf.key.to_string()));
         }
         out.push((*p).clone());
         cur = p;
@@ -177,7 +177,7 @@ mod tests {
 
     fn b(n: u128, parent: Option<u128>, day: u32) -> Backup {
         Backup {
-            key: format!("p/s.{n}"),
+            key: format!("p/s.{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: parent.map(Uuid::from_u128),
             source_uuid: Uuid::from_u128(999),
@@ -277,7 +277,7 @@ mod tests {
         plain.key = "p/a-first".into();
         plain.codec = None;
         let t = vec![plain, b(1, None, 1)];
-        assert_eq!(select(&t, Selector::Latest).unwrap().key, "p/s.1");
+        assert_eq!(&*select(&t, Selector::Latest).unwrap().key, "p/s.1");
 
         let t = vec![b(1, Some(2), 1), b(2, Some(1), 2)];
         let leaf = select(&t, Selector::Latest).unwrap();
@@ -298,11 +298,11 @@ mod tests {
         let ok = restorable(&backups);
         assert!(ok.contains(&Uuid::from_u128(3)) && !ok.contains(&Uuid::from_u128(42)));
         let leaf = select(&backups, Selector::Uuid(Uuid::from_u128(3))).unwrap();
-        assert_eq!(leaf.key, "p/s.3.good");
+        assert_eq!(&*leaf.key, "p/s.3.good");
         let keys: Vec<String> = chain(&backups, leaf)
             .unwrap()
             .into_iter()
-            .map(|b| b.key)
+            .map(|b| b.key.to_string())
             .collect();
         assert_eq!(keys, ["p/s.1", "p/s.2", "p/s.3.good"]);
         // A cycle (hand-made keys) is not restorable.

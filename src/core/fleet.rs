@@ -80,16 +80,20 @@ pub fn host_name<'a>(root: &str, host_prefix: &'a str) -> &'a str {
 pub fn inventory(host_prefix: &str, objects: impl IntoIterator<Item = Listed>) -> HostInventory {
     let mut out = HostInventory::default();
     let mut backups: BTreeMap<String, Vec<crate::core::model::Backup>> = BTreeMap::new();
+    let mut classes = crate::core::model::StorageClasses::default();
     for o in objects {
         out.objects += 1;
         out.bytes += o.size;
-        let class = o.storage_class.clone().unwrap_or_else(|| "STANDARD".into());
-        let t = out.by_storage_class.entry(class).or_default();
+        let class = o.storage_class.as_deref().map(|c| classes.intern(c));
+        let t = out
+            .by_storage_class
+            .entry(class.as_deref().unwrap_or("STANDARD").to_string())
+            .or_default();
         t.count += 1;
         t.bytes += o.size;
         match object_key::parse_key(host_prefix, &o.key) {
             Ok(info) => {
-                let b = object_key::to_backup(&o.key, &info, Some(o.size), o.storage_class);
+                let b = object_key::to_backup(&o.key, &info, Some(o.size), class);
                 backups.entry(info.basename).or_default().push(b);
             }
             Err(_) => out.foreign.add(&o.key, o.size),

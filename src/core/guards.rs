@@ -165,7 +165,7 @@ mod tests {
 
     fn backup(n: u128, time: &str) -> Backup {
         Backup {
-            key: format!("k{n}"),
+            key: format!("k{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: None,
             source_uuid: Uuid::nil(),
@@ -233,7 +233,7 @@ mod tests {
         ];
         let foreign: Vec<&str> = unexplained_newer(&snaps, &backups)
             .iter()
-            .map(|b| b.key.as_str())
+            .map(|b| &*b.key)
             .collect();
         assert_eq!(foreign, ["k10"]);
         // No snapshot at all: every backup of the source is unexplained.

@@ -79,7 +79,7 @@ impl Inventory {
             t.bytes += size;
             if !restorable.contains(&b.uuid) {
                 inv.broken.push(BrokenBackup {
-                    key: b.key.clone(),
+                    key: b.key.to_string(),
                     send_parent_uuid: b.send_parent_uuid,
                 });
                 continue;
@@ -87,11 +87,11 @@ impl Inventory {
             let newer = inv
                 .newest
                 .as_ref()
-                .map_or(true, |n| (b.time, &b.key) > (n.time, &n.key));
+                .map_or(true, |n| (b.time, &*b.key) > (n.time, n.key.as_str()));
             if newer {
                 inv.newest = Some(NewestBackup {
                     time: b.time,
-                    key: b.key.clone(),
+                    key: b.key.to_string(),
                     uuid: b.uuid,
                 });
             }

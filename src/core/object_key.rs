@@ -16,6 +16,8 @@
 //! `ctid`, `uuid`, `sndp` and `prnt` must all be present. `.cmpr<codec>` is
 //! subvault's addition and only written when subvault compressed the stream.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use uuid::Uuid;
 
@@ -267,18 +269,18 @@ pub fn to_backup(
     key: &str,
     info: &KeyInfo,
     size: Option<u64>,
-    storage_class: Option<String>,
+    storage_class: Option<Arc<str>>,
 ) -> Backup {
-    into_backup(key.to_string(), info, size, storage_class)
+    into_backup(key.into(), info, size, storage_class)
 }
 
 /// [`to_backup`] for a key the caller owns (a listing's), which the backup
 /// takes instead of a copy.
 pub fn into_backup(
-    key: String,
+    key: Arc<str>,
     info: &KeyInfo,
     size: Option<u64>,
-    storage_class: Option<String>,
+    storage_class: Option<Arc<str>>,
 ) -> Backup {
     Backup {
         key,
@@ -342,7 +344,7 @@ mod tests {
             Some(u("3fd11d8e-8110-4cd0-b85c-bae3dda86a3d"))
         );
         let b = to_backup(key, &info, Some(42), Some("GLACIER".into()));
-        assert_eq!(b.key, key);
+        assert_eq!(&*b.key, key);
         assert_eq!(b.size, Some(42));
         assert_eq!(b.storage_class.as_deref(), Some("GLACIER"));
         assert_eq!(b.ctransid, 1300);

@@ -121,7 +121,7 @@ mod tests {
     fn backup(n: u8, ctid: u64, consistent: Option<&str>) -> Backup {
         let pgct = consistent.map(|c| format!(".pgct{c}")).unwrap_or_default();
         Backup {
-            key: format!("db.ctim2026-01-01T00:00:00+00:00.ctid{ctid}.pgvn150018.pgtl1.pgls0-3000060.pgmdcheckpoint{pgct}"),
+            key: format!("db.ctim2026-01-01T00:00:00+00:00.ctid{ctid}.pgvn150018.pgtl1.pgls0-3000060.pgmdcheckpoint{pgct}").into(),
             uuid: Uuid::from_u128(n.into()),
             send_parent_uuid: None,
             source_uuid: Uuid::from_u128(99),
@@ -160,7 +160,7 @@ mod tests {
         // `.pgrs<log>-<seg>`, timeline 1 from `.pgtl1`.
         let with_start = |n: u8, start: &str| {
             let mut b = backup(n, n.into(), Some("2026-01-01T01:00:05Z"));
-            b.key += &format!(".pgrs{start}");
+            b.key = format!("{}.pgrs{start}", b.key).into();
             b
         };
         let b = vec![

@@ -272,7 +272,8 @@ mod tests {
                 "pg/db.ctim{}.ctid1.mdvn1.seqn0.cmprzstd{}",
                 consistent.format("%Y-%m-%dT%H:%M:%S+00:00"),
                 pg_record::key_suffix(&rec)
-            ),
+            )
+            .into(),
             uuid: Uuid::from_u128(consistent.timestamp() as u128),
             send_parent_uuid: None,
             source_uuid: Uuid::nil(),
@@ -373,7 +374,7 @@ mod tests {
         );
         let r = retain(&objects, &[&old, &new], None, now);
         assert!(r.delete.is_empty());
-        assert!(r.held_back.as_ref().unwrap().contains(&old.key), "{r:?}");
+        assert!(r.held_back.as_ref().unwrap().contains(&*old.key), "{r:?}");
         let r = retain(&objects, &[], None, now);
         assert!(r.delete.is_empty() && r.held_back.is_some());
         let mut other = obj("000000010000000000000001");

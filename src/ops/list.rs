@@ -158,7 +158,9 @@ fn planner_reasons(config: &Config, opened: &OpenRemotes) -> Reasons {
                 BackupAction::Delete => vec!["pruned by the next run".to_string()],
                 _ => b.reasons.iter().map(ToString::to_string).collect(),
             };
-            out.entry(b.remote).or_default().insert(b.uuid, reasons);
+            out.entry(b.remote.to_string())
+                .or_default()
+                .insert(b.uuid, reasons);
         }
     }
     out
@@ -191,7 +193,7 @@ fn listing(
         v.sort_by_key(|b| (b.time, b.ctransid));
     }
     let entry = |b: &Backup, depth: usize, orphan: Option<String>| Entry {
-        key: b.key.clone(),
+        key: b.key.to_string(),
         name: basename_of(prefix, &b.key).unwrap_or_default(),
         uuid: b.uuid,
         send_parent_uuid: b.send_parent_uuid,
@@ -202,7 +204,7 @@ fn listing(
             .cloned()
             .unwrap_or_default(),
         size: b.size,
-        storage_class: b.storage_class.clone().unwrap_or_else(|| "STANDARD".into()),
+        storage_class: b.storage_class.as_deref().unwrap_or("STANDARD").to_string(),
         codec: b.codec.map(|c| c.as_str().to_string()),
         orphan,
         depth,
@@ -268,7 +270,7 @@ fn listing(
             .foreign
             .iter()
             .map(|f| ForeignEntry {
-                key: f.backup.key.clone(),
+                key: f.backup.key.to_string(),
                 size: f.backup.size,
                 why: f.why.to_string(),
             })

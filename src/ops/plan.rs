@@ -76,10 +76,10 @@ async fn wal_plans(
             .plan
             .backups
             .iter()
-            .filter(|b| b.remote == up.id && b.action == planner::BackupAction::Keep)
+            .filter(|b| *b.remote == *up.id && b.action == planner::BackupAction::Keep)
             .filter_map(|b| {
                 let key = b.key.as_ref()?;
-                open.backups.iter().find(|o| &o.key == key).cloned()
+                open.backups.iter().find(|o| o.key == *key).cloned()
             })
             .collect();
         match super::wal_retention::plan(&up.id, open, source, &kept, now).await {
@@ -142,7 +142,7 @@ pub fn plan_source(
         Some(table) => described
             .keys()
             .map(|id| {
-                let mine = plan.backups.iter().filter(|b| &b.remote == id);
+                let mine = plan.backups.iter().filter(|b| *b.remote == **id);
                 (id.clone(), cost::plan_cost(table, mine, now))
             })
             .collect(),

@@ -281,14 +281,14 @@ mod tests {
 
     fn backup(n: u128, parent: Option<u128>, hours_ago: i64, class: Option<&str>) -> Backup {
         Backup {
-            key: format!("data.{n}"),
+            key: format!("data.{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: parent.map(Uuid::from_u128),
             source_uuid: Uuid::from_u128(99),
             ctransid: n as u64,
             time: now() - chrono::Duration::hours(hours_ago),
             size: Some(100 * n as u64),
-            storage_class: class.map(str::to_string),
+            storage_class: class.map(Into::into),
             codec: None,
         }
     }

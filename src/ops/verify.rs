@@ -101,11 +101,11 @@ pub async fn verify(
             on_object(&b, &outcome);
             match outcome {
                 Outcome::Good(_) => report.checked += 1,
-                Outcome::Archived(_) => report.archived.push(b.key.clone()),
+                Outcome::Archived(_) => report.archived.push(b.key.to_string()),
                 Outcome::Bad(problem) => {
                     report.checked += 1;
                     report.bad.push(Bad {
-                        key: b.key.clone(),
+                        key: b.key.to_string(),
                         problem,
                     });
                 }
@@ -124,9 +124,9 @@ fn select(
 ) -> Option<Vec<Backup>> {
     let mut out: BTreeMap<String, Backup> = BTreeMap::new();
     let mut add_chain = |leaf: &Backup, bad: &mut Vec<Bad>| match chain::chain(backups, leaf) {
-        Ok(c) => out.extend(c.into_iter().map(|b| (b.key.clone(), b))),
+        Ok(c) => out.extend(c.into_iter().map(|b| (b.key.to_string(), b))),
         Err(e) => bad.push(Bad {
-            key: leaf.key.clone(),
+            key: leaf.key.to_string(),
             problem: e.to_string(),
         }),
     };
@@ -136,14 +136,14 @@ fn select(
     } else if selection.all {
         for link in chain::broken(backups) {
             bad.push(Bad {
-                key: link.backup.key.clone(),
+                key: link.backup.key.to_string(),
                 problem: format!(
                     "its send parent {} has no object (missing chain object)",
                     link.missing_parent
                 ),
             });
         }
-        out.extend(backups.iter().map(|b| (b.key.clone(), b.clone())));
+        out.extend(backups.iter().map(|b| (b.key.to_string(), b.clone())));
     } else {
         // One object per snapshot (a restorable one where there are
         // duplicates), then the newest per source.
@@ -190,7 +190,7 @@ async fn check(
     // resumed with a ranged GET instead of failing the check.
     let body = Fetch::start(
         store.clone(),
-        b.key.clone(),
+        b.key.to_string(),
         b.size.unwrap_or(u64::MAX),
         VERIFY_WINDOW,
     );

@@ -73,8 +73,8 @@ pub fn kept_backups(
     let mut kept: Vec<Backup> = opened
         .backups
         .iter()
-        .filter(|b| b.source_uuid == source_uuid && !deleted.contains(&b.key))
-        .filter(|b| !uploaded.iter().any(|(k, _)| k == &b.key))
+        .filter(|b| b.source_uuid == source_uuid && !deleted.iter().any(|d| **d == *b.key))
+        .filter(|b| !uploaded.iter().any(|(k, _)| **k == *b.key))
         .cloned()
         .collect();
     for (key, size) in uploaded {

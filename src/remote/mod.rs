@@ -403,13 +403,14 @@ fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> BackupListing {
     // and shrunk when many were not (WAL segments), so growing by doubling
     // never holds 1.5 copies (issue 21).
     out.backups.reserve_exact(objects.len());
+    let mut classes = crate::core::model::StorageClasses::default();
     for o in objects {
         match object_key::parse_key(prefix, &o.key) {
             Ok(info) => out.backups.push(object_key::into_backup(
-                o.key,
+                o.key.into(),
                 &info,
                 Some(o.size),
-                o.storage_class,
+                o.storage_class.as_deref().map(|c| classes.intern(c)),
             )),
             Err(e) => {
                 tracing::debug!("ignoring object: {e}");
@@ -445,7 +446,7 @@ mod tests {
         ];
         let BackupListing { backups, ignored } = split_backups("p/", objects);
         assert_eq!(backups.len(), 1);
-        assert_eq!(backups[0].key, good);
+        assert_eq!(&*backups[0].key, good);
         assert_eq!(backups[0].size, Some(7));
         assert_eq!(backups[0].storage_class.as_deref(), Some("GLACIER"));
         assert_eq!(ignored.len(), 2);

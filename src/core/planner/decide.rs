@@ -182,7 +182,7 @@ fn preserved(
         let mut forever = false;
         for (_, span) in represented {
             if policy.preserves(span, now, tz) {
-                reasons.push(KeepReason::Preserved(span.reason(tz)));
+                reasons.push(KeepReason::Preserved(*span, tz));
                 longest = longest.or(Some(span.timeframe));
                 match policy.preserved_until(span, tz) {
                     Some(t) => until = Some(until.map_or(t, |u| u.max(t))),
@@ -260,7 +260,7 @@ fn close_over_ancestors<'a>(
                 match index_of.get(&p) {
                     Some(&pidx) => parents.push(pidx),
                     None => {
-                        broken.insert(backup.key.as_str());
+                        broken.insert(&*backup.key);
                     }
                 }
             }

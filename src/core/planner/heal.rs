@@ -4,6 +4,7 @@
 //! the broken object is deleted once its replacement exists.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{plan_inner, Action, BackupAction, BackupPlan, Plan, PlanInput};
 use crate::core::model::Backup;
@@ -11,7 +12,7 @@ use crate::core::model::Backup;
 /// Keys of the backups whose restore chain does not reach a full backup (a
 /// copy whose parent has no restorable object; another copy of the same
 /// snapshot may still be fine).
-pub(super) fn unrestorable(backups: &[&Backup]) -> HashSet<String> {
+pub(super) fn unrestorable(backups: &[&Backup]) -> HashSet<Arc<str>> {
     let ok = crate::core::chain::restorable(backups);
     backups
         .iter()
@@ -45,7 +46,7 @@ pub(super) fn plan_healing(input: &PlanInput) -> Plan {
         let replacement = plan
             .backups
             .iter()
-            .find(|p| p.remote == remote && p.uuid == b.uuid && p.action != BackupAction::Delete);
+            .find(|p| *p.remote == *remote && p.uuid == b.uuid && p.action != BackupAction::Delete);
         // Same snapshot and parent: the new object gets the same key and the upload
         // replaces the broken one in place, so there is nothing to delete.
         if replacement.is_some_and(|p| p.send_parent_uuid == b.send_parent_uuid) {
@@ -54,7 +55,7 @@ pub(super) fn plan_healing(input: &PlanInput) -> Plan {
         let action = if replacement.is_some() {
             plan.actions.push(Action::DeleteBackup {
                 remote: remote.clone(),
-                key: b.key.clone(),
+                key: b.key.to_string(),
             });
             plan.warnings.push(format!(
                 "remote {remote}: healing: {} cannot be restored (its chain does not reach a full \
@@ -71,7 +72,7 @@ pub(super) fn plan_healing(input: &PlanInput) -> Plan {
             BackupAction::Keep
         };
         plan.backups.push(BackupPlan {
-            remote,
+            remote: remote.as_str().into(),
             key: Some(b.key.clone()),
             uuid: b.uuid,
             snapshot_path: None,

@@ -49,7 +49,8 @@ fn backup(s: &Snapshot, parent: Option<u64>) -> Backup {
         key: match parent {
             None => format!("b{}", s.ctransid),
             Some(p) => format!("b{}p{p}", s.ctransid),
-        },
+        }
+        .into(),
         uuid: s.uuid,
         send_parent_uuid: parent.map(uuid),
         source_uuid: SOURCE,
@@ -159,7 +160,7 @@ impl Sim {
                 Action::DestroySnapshot { uuid, .. } => self.snapshots.retain(|s| s.uuid != *uuid),
                 Action::DeleteBackup { remote, key } => {
                     let r = self.remotes.iter_mut().find(|r| &r.id == remote).unwrap();
-                    r.backups.to_mut().retain(|b| &b.key != key);
+                    r.backups.to_mut().retain(|b| *b.key != **key);
                 }
             }
         }
@@ -213,7 +214,7 @@ fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
         let kept: Vec<&BackupPlan> = plan
             .backups
             .iter()
-            .filter(|b| b.remote == remote.id && b.action != BackupAction::Delete)
+            .filter(|b| *b.remote == *remote.id && b.action != BackupAction::Delete)
             .collect();
         let by_uuid: HashMap<Uuid, &BackupPlan> = kept.iter().map(|b| (b.uuid, *b)).collect();
         let timeframes = remote.policy.timeframes().len();
@@ -710,14 +711,20 @@ fn healing_reuploads_a_broken_chain_and_deletes_the_broken_object_after() {
     check_invariants(&after, &sim.remotes);
 }
 
+/// The reason for the span of `timeframe` that contains `at` (UTC).
+fn preserved(timeframe: Timeframe, at: &str) -> KeepReason {
+    KeepReason::Preserved(timeframe.span_containing(utc(at), Tz::UTC), Tz::UTC)
+}
+
 #[test]
 fn keep_reasons_sort_like_the_words_they_show() {
     let mut reasons = vec![
         KeepReason::SendParent,
         KeepReason::MostRecent,
-        KeepReason::Preserved("2025-05-05 daily".into()),
+        preserved(Timeframe::Day, "2025-05-05T00:00:00"),
         KeepReason::Ancestor,
-        KeepReason::Preserved("2025 yearly".into()),
+        preserved(Timeframe::Year, "2025-01-01T00:00:00"),
+        preserved(Timeframe::Month, "2025-05-01T00:00:00"),
     ];
     let mut words: Vec<String> = reasons.iter().map(ToString::to_string).collect();
     reasons.sort();
@@ -810,7 +817,7 @@ fn an_unreachable_remote_gets_nothing_but_keeps_what_its_policy_needs() {
         Action::DeleteBackup { remote, .. } => remote == "live",
         _ => true,
     }));
-    assert!(plan.backups.iter().all(|b| b.remote == "live"));
+    assert!(plan.backups.iter().all(|b| &*b.remote == "live"));
     // Kept for `dead`: the last 30 days (Jan 11 .. Feb 9) and the first of
     // January (its yearly and monthly); nothing else.
     let kept: Vec<u64> = plan

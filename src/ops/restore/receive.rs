@@ -71,7 +71,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     let start = |b: &Backup| {
         Fetch::start(
             store.clone(),
-            b.key.clone(),
+            b.key.to_string(),
             b.size.unwrap_or(u64::MAX),
             opts.prefetch,
         )
@@ -174,7 +174,7 @@ async fn receive_one(
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
-        key: backup.key.clone(),
+        key: backup.key.to_string(),
         cause: Box::new(cause),
         cleanup,
     };
@@ -214,7 +214,7 @@ async fn receive_one(
     target.unmark_receiving(&head.name);
     let summary = received?;
     Ok(Received {
-        key: backup.key.clone(),
+        key: backup.key.to_string(),
         path: dest,
         object_len: summary.object_len,
         raw_len: summary.raw_len,

@@ -335,7 +335,7 @@ fn inventories(
         let mut mine: Vec<std::borrow::Cow<'_, crate::core::model::Backup>> = open
             .backups
             .iter()
-            .filter(|b| b.source_uuid == source_uuid && !gone.contains(b.key.as_str()))
+            .filter(|b| b.source_uuid == source_uuid && !gone.contains(&*b.key))
             .map(std::borrow::Cow::Borrowed)
             .collect();
         for u in &entry.uploaded {
@@ -344,7 +344,7 @@ fn inventories(
                     &u.key,
                     &info,
                     Some(u.stored_bytes),
-                    Some(u.storage_class.clone()),
+                    Some(u.storage_class.as_str().into()),
                 )));
             }
         }

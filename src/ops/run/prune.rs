@@ -226,7 +226,7 @@ impl Prune<'_> {
             let existing = plan
                 .backups
                 .iter()
-                .filter(|b| &b.remote == remote && b.action != BackupAction::Upload)
+                .filter(|b| *b.remote == **remote && b.action != BackupAction::Upload)
                 .count();
             match self.over_budget(keys.len(), existing) {
                 None => true,
