@@ -109,36 +109,72 @@ pub(super) fn collect_items<'a>(
 }
 
 /// Where every item stands in the calendar, per timeframe of the policy.
+///
+/// Compact on purpose: a `Vec` of spans per item was 27 MiB at 100k backups,
+/// the planner's peak (issue 21). An item that represents a span represents
+/// the span containing it, so "represents" is one bit per timeframe.
 struct Spans {
-    /// Per timeframe: span -> representative (the first item in it).
-    reps: Vec<HashMap<Span, usize>>,
-    /// Per item: the spans it represents, one per timeframe at most, longest first.
-    represents: Vec<Vec<(usize, Span)>>,
-    /// Per item: the span of each timeframe that contains it.
-    containing: Vec<Vec<Span>>,
+    /// Number of timeframes (at most 8: one bit each in `represents`).
+    timeframes: usize,
+    /// Per timeframe: the distinct spans, each with its representative (the
+    /// first item in it).
+    spans: Vec<Vec<(Span, usize)>>,
+    /// Per item, then per timeframe: the index in `spans[ti]` of the span
+    /// containing the item.
+    containing: Vec<u32>,
+    /// Per item: bit `ti` set when it represents its span of timeframe `ti`.
+    represents: Vec<u8>,
 }
 
 impl Spans {
     fn of(items: &[Item<'_>], timeframes: &[Timeframe], tz: Tz) -> Spans {
+        let t = timeframes.len();
+        debug_assert!(t <= 8, "one bit per timeframe");
         let mut spans = Spans {
-            reps: Vec::with_capacity(timeframes.len()),
-            represents: vec![Vec::new(); items.len()],
-            containing: vec![Vec::with_capacity(timeframes.len()); items.len()],
+            timeframes: t,
+            spans: Vec::with_capacity(t),
+            containing: vec![0; items.len() * t],
+            represents: vec![0; items.len()],
         };
         for (ti, tf) in timeframes.iter().enumerate() {
-            let mut map = HashMap::new();
+            let mut list: Vec<(Span, usize)> = Vec::new();
+            let mut index: HashMap<Span, u32> = HashMap::new();
             // Items are sorted, so the first one seen in a span is its representative.
             for (idx, item) in items.iter().enumerate() {
                 let span = tf.span_containing(item.time, tz);
-                spans.containing[idx].push(span);
-                if let hash_map::Entry::Vacant(e) = map.entry(span) {
-                    e.insert(idx);
-                    spans.represents[idx].push((ti, span));
-                }
+                let si = match index.entry(span) {
+                    hash_map::Entry::Occupied(e) => *e.get(),
+                    hash_map::Entry::Vacant(e) => {
+                        let si = u32::try_from(list.len()).expect("fewer than 2^32 spans");
+                        list.push((span, idx));
+                        spans.represents[idx] |= 1 << ti;
+                        *e.insert(si)
+                    }
+                };
+                spans.containing[idx * t + ti] = si;
             }
-            spans.reps.push(map);
+            list.shrink_to_fit();
+            spans.spans.push(list);
         }
         spans
+    }
+
+    /// The span of timeframe `ti` that contains item `idx`, and its representative.
+    fn containing(&self, idx: usize, ti: usize) -> (Span, usize) {
+        self.spans[ti][self.containing[idx * self.timeframes + ti] as usize]
+    }
+
+    /// The spans item `idx` represents, longest timeframe first.
+    fn represented(&self, idx: usize) -> impl Iterator<Item = Span> + '_ {
+        (0..self.timeframes)
+            .filter(move |ti| self.represents[idx] & (1 << ti) != 0)
+            .map(move |ti| self.containing(idx, ti).0)
+    }
+
+    /// The index of the longest timeframe item `idx` represents a span of.
+    fn longest_represented(&self, idx: usize) -> Option<usize> {
+        let bits = self.represents[idx];
+        (bits != 0).then(|| bits.trailing_zeros() as usize)
     }
 }
 
@@ -173,18 +209,18 @@ fn preserved(
 ) -> (Kept, HashMap<usize, Preservation>) {
     let mut kept = Kept::new();
     let mut preservation = HashMap::new();
-    for (idx, represented) in spans.represents.iter().enumerate() {
+    for idx in 0..spans.represents.len() {
         // Most items represent one span: a default Vec would reserve four
         // reasons each (7 MiB more at 100k backups, issue 21).
-        let mut reasons = Vec::with_capacity(represented.len());
+        let mut reasons = Vec::with_capacity(spans.represents[idx].count_ones() as usize);
         let mut longest = None;
         let mut until: Option<DateTime<Utc>> = None;
         let mut forever = false;
-        for (_, span) in represented {
-            if policy.preserves(span, now, tz) {
-                reasons.push(KeepReason::Preserved(*span, tz));
+        for span in spans.represented(idx) {
+            if policy.preserves(&span, now, tz) {
+                reasons.push(KeepReason::Preserved(span, tz));
                 longest = longest.or(Some(span.timeframe));
-                match policy.preserved_until(span, tz) {
+                match policy.preserved_until(&span, tz) {
                     Some(t) => until = Some(until.map_or(t, |u| u.max(t))),
                     None => forever = true,
                 }
@@ -281,13 +317,12 @@ fn close_over_ancestors<'a>(
 fn choose_parent(idx: usize, items: &[Item<'_>], spans: &Spans) -> Option<usize> {
     // Index of the longest timeframe this item represents; an item representing
     // nothing behaves as if it represented a span just below the shortest timeframe.
-    let longest = spans.represents[idx]
-        .first()
-        .map(|(ti, _)| *ti)
-        .unwrap_or(spans.reps.len());
+    let longest = spans
+        .longest_represented(idx)
+        .unwrap_or(spans.timeframes);
     let item = &items[idx];
     (0..longest).rev().find_map(|ti| {
-        let candidate = spans.reps[ti][&spans.containing[idx][ti]];
+        let (_, candidate) = spans.containing(idx, ti);
         let c = &items[candidate];
         (candidate != idx && c.sendable() && c.order() < item.order()).then_some(candidate)
     })
