@@ -6,6 +6,7 @@ use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use smallvec::{smallvec, SmallVec};
 use uuid::Uuid;
 
 use super::{KeepReason, RemoteInput};
@@ -19,7 +20,8 @@ pub(super) struct Item<'a> {
     pub ctransid: u64,
     pub time: DateTime<Utc>,
     pub snapshot: Option<&'a Snapshot>,
-    pub backups: Vec<&'a Backup>,
+    /// Nearly always one: inline, not a heap allocation per item (issue 21).
+    pub backups: SmallVec<[&'a Backup; 1]>,
 }
 
 impl Item<'_> {
@@ -45,14 +47,16 @@ pub(super) struct Preservation {
 
 /// Per-remote decisions, before they are merged with the other remotes'.
 pub(super) struct RemoteDecision<'a> {
-    /// Item index -> reasons, for every kept item.
-    pub kept: BTreeMap<usize, Vec<KeepReason>>,
+    /// Per item: why it is kept (empty: not kept). Dense, indexed by item:
+    /// maps keyed by item were 9 MiB at 100k backups (issue 21).
+    pub kept: Kept,
     /// Item index -> parent item index (None = full), for uploads.
     pub upload_parent: BTreeMap<usize, Option<usize>>,
     /// Keys of existing backups whose parent object is missing.
     pub broken: BTreeSet<&'a str>,
-    /// Item index -> how long it is preserved, for items a policy span keeps.
-    pub preservation: HashMap<usize, Preservation>,
+    /// Per item: how long it is preserved (the default for items no policy
+    /// span keeps).
+    pub preservation: Vec<Preservation>,
 }
 
 /// The items of one remote: every snapshot plus that remote's backups of this source,
@@ -62,48 +66,50 @@ pub(super) fn collect_items<'a>(
     remote: &'a RemoteInput,
     source_uuid: Uuid,
 ) -> Vec<Item<'a>> {
-    let mut by_uuid: BTreeMap<Uuid, Item<'a>> = BTreeMap::new();
-    let mut planned: Vec<Item<'a>> = Vec::new();
-    for s in snapshots {
-        let item = Item {
-            uuid: s.uuid,
-            ctransid: s.ctransid,
-            time: s.time,
-            snapshot: Some(s),
-            backups: Vec::new(),
-        };
-        if s.planned {
-            planned.push(item);
-        } else {
-            by_uuid.insert(s.uuid, item);
-        }
-    }
     // An unreachable remote's backups are unknown: plan as if it had none.
     let backups = if remote.unreachable {
         &[][..]
     } else {
         &remote.backups[..]
     };
-    for b in backups {
-        if b.source_uuid != source_uuid || b.uuid.is_nil() {
-            continue;
+    let mine = backups
+        .iter()
+        .filter(|b| b.source_uuid == source_uuid && !b.uuid.is_nil());
+    // One item per snapshot and per backup, then merged by uuid after a sort:
+    // a map from uuid to item held a second copy of every item (issue 21).
+    // Sized once: grown by doubling it held 1.5 copies.
+    let mut items: Vec<Item<'a>> = Vec::with_capacity(snapshots.len() + mine.clone().count());
+    items.extend(snapshots.iter().filter(|s| !s.planned).map(|s| Item {
+        uuid: s.uuid,
+        ctransid: s.ctransid,
+        time: s.time,
+        snapshot: Some(s),
+        backups: SmallVec::new(),
+    }));
+    items.extend(mine.map(|b| Item {
+        uuid: b.uuid,
+        ctransid: b.ctransid,
+        time: b.time,
+        snapshot: None,
+        backups: smallvec![b],
+    }));
+    // Stable: a uuid's snapshot comes first, its backups in listing order.
+    items.sort_by_key(|i| (i.uuid, i.snapshot.is_none()));
+    items.dedup_by(|later, first| {
+        if later.uuid != first.uuid {
+            return false;
         }
-        by_uuid
-            .entry(b.uuid)
-            .or_insert_with(|| Item {
-                uuid: b.uuid,
-                ctransid: b.ctransid,
-                time: b.time,
-                snapshot: None,
-                backups: Vec::new(),
-            })
-            .backups
-            .push(b);
-    }
-    // Sized once: grown by doubling it held 1.5 copies (issue 21).
-    let mut items: Vec<Item<'a>> = Vec::with_capacity(planned.len() + by_uuid.len());
-    items.append(&mut planned);
-    items.extend(by_uuid.into_values());
+        first.backups.append(&mut later.backups);
+        first.snapshot = first.snapshot.or(later.snapshot);
+        true
+    });
+    items.extend(snapshots.iter().filter(|s| s.planned).map(|s| Item {
+        uuid: s.uuid,
+        ctransid: s.ctransid,
+        time: s.time,
+        snapshot: Some(s),
+        backups: SmallVec::new(),
+    }));
     items.sort_by_key(|i| i.order());
     items
 }
@@ -197,7 +203,8 @@ pub(super) fn decide_remote<'a>(
     }
 }
 
-type Kept = BTreeMap<usize, Vec<KeepReason>>;
+/// Per item: why it is kept; an item is kept exactly when it has a reason.
+pub(super) type Kept = Vec<Vec<KeepReason>>;
 
 /// The items that represent a span the policy preserves, with their reasons
 /// and how long they are preserved.
@@ -206,9 +213,9 @@ fn preserved(
     policy: &Policy,
     now: DateTime<Utc>,
     tz: Tz,
-) -> (Kept, HashMap<usize, Preservation>) {
-    let mut kept = Kept::new();
-    let mut preservation = HashMap::new();
+) -> (Kept, Vec<Preservation>) {
+    let mut kept: Kept = vec![Vec::new(); spans.represents.len()];
+    let mut preservation = vec![Preservation::default(); spans.represents.len()];
     for idx in 0..spans.represents.len() {
         // Most items represent one span: a default Vec would reserve four
         // reasons each (7 MiB more at 100k backups, issue 21).
@@ -227,14 +234,11 @@ fn preserved(
             }
         }
         if !reasons.is_empty() {
-            kept.insert(idx, reasons);
-            preservation.insert(
-                idx,
-                Preservation {
-                    timeframe: longest,
-                    retain_until: if forever { None } else { until },
-                },
-            );
+            kept[idx] = reasons;
+            preservation[idx] = Preservation {
+                timeframe: longest,
+                retain_until: if forever { None } else { until },
+            };
         }
     }
     (kept, preservation)
@@ -250,7 +254,7 @@ fn keep_newest(items: &[Item<'_>], kept: &mut Kept) {
         .into_iter()
         .chain(newest_snapshot)
     {
-        let reasons = kept.entry(idx).or_default();
+        let reasons = &mut kept[idx];
         if !reasons.contains(&KeepReason::MostRecent) {
             reasons.push(KeepReason::MostRecent);
         }
@@ -276,10 +280,10 @@ fn close_over_ancestors<'a>(
         .collect();
     let mut upload_parent: BTreeMap<usize, Option<usize>> = BTreeMap::new();
     let mut broken = BTreeSet::new();
-    let mut stack: Vec<usize> = kept.keys().copied().collect();
-    let mut visited = BTreeSet::new();
+    let mut stack: Vec<usize> = (0..kept.len()).filter(|&i| !kept[i].is_empty()).collect();
+    let mut visited = vec![false; items.len()];
     while let Some(idx) = stack.pop() {
-        if !visited.insert(idx) {
+        if std::mem::replace(&mut visited[idx], true) {
             continue;
         }
         let item = &items[idx];
@@ -303,7 +307,7 @@ fn close_over_ancestors<'a>(
             parents
         };
         for p in parents {
-            let reasons = kept.entry(p).or_default();
+            let reasons = &mut kept[p];
             if reasons.is_empty() {
                 reasons.push(KeepReason::Ancestor);
             }
@@ -317,9 +321,7 @@ fn close_over_ancestors<'a>(
 fn choose_parent(idx: usize, items: &[Item<'_>], spans: &Spans) -> Option<usize> {
     // Index of the longest timeframe this item represents; an item representing
     // nothing behaves as if it represented a span just below the shortest timeframe.
-    let longest = spans
-        .longest_represented(idx)
-        .unwrap_or(spans.timeframes);
+    let longest = spans.longest_represented(idx).unwrap_or(spans.timeframes);
     let item = &items[idx];
     (0..longest).rev().find_map(|ti| {
         let (_, candidate) = spans.containing(idx, ti);

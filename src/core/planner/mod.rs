@@ -413,7 +413,7 @@ impl Merged {
     /// for (not for `ancestor` or `most recent`, which concern that remote's
     /// backups), and as the send parent of an upload.
     fn keep_snapshots(&mut self, items: &[Item<'_>], decision: &RemoteDecision) {
-        for (&idx, reasons) in &decision.kept {
+        for (idx, reasons) in decision.kept.iter().enumerate() {
             let Some(s) = items[idx].snapshot else {
                 continue;
             };
@@ -444,8 +444,8 @@ impl Merged {
         let count: usize = items.iter().map(|i| i.backups.len().max(1)).sum();
         self.backups.reserve(count);
         for (idx, item) in items.iter().enumerate() {
-            let reasons = decision.kept.get(&idx);
-            let preserved = decision.preservation.get(&idx).copied().unwrap_or_default();
+            let reasons = Some(&decision.kept[idx]).filter(|r| !r.is_empty());
+            let preserved = decision.preservation[idx];
             if let Some(parent) = decision.upload_parent.get(&idx) {
                 self.add_upload(remote, item, parent.map(|p| &items[p]), reasons, preserved);
             }
