@@ -56,6 +56,7 @@ fn line(e: &Entry, tz: Tz) -> String {
     let time = chrono::DateTime::parse_from_rfc3339(&e.time)
         .map(|t| show_time(t.with_timezone(&chrono::Utc), tz))
         .unwrap_or_else(|_| e.time.clone());
+    let words: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
     let kind = if e.send_parent_uuid.is_none() {
         "full"
     } else {
@@ -64,7 +65,7 @@ fn line(e: &Entry, tz: Tz) -> String {
     let reasons = if e.reasons.is_empty() {
         String::new()
     } else {
-        format!("  [{}]", e.reasons.join(", "))
+        format!("  [{}]", words.join(", "))
     };
     let orphan = e
         .orphan
@@ -77,7 +78,7 @@ fn line(e: &Entry, tz: Tz) -> String {
         name = e.name,
         size = e.size.map(human_bytes).unwrap_or_else(|| "?".into()),
         class = e.storage_class,
-        codec = e.codec.as_deref().unwrap_or("sniffed"),
+        codec = e.codec.unwrap_or("sniffed"),
         uuid = e.uuid,
     )
 }
@@ -98,15 +99,15 @@ pub fn write_text(s: &mut dyn std::fmt::Write, listings: &[RemoteListing], tz: T
             l.id,
             l.location,
             if l.encrypted { ", encrypted" } else { "" },
-            l.backups.len() + l.orphans.len()
+            l.backups().len() + l.orphans().len()
         ));
-        for e in &l.backups {
-            let _ = s.write_str(&line(e, tz));
+        for e in l.backups() {
+            let _ = s.write_str(&line(&e, tz));
         }
-        if !l.orphans.is_empty() {
-            let _ = s.write_fmt(format_args!("  orphans ({}):\n", l.orphans.len()));
-            for e in &l.orphans {
-                let _ = s.write_fmt(format_args!("  {}", line(e, tz)));
+        if l.orphans().len() > 0 {
+            let _ = s.write_fmt(format_args!("  orphans ({}):\n", l.orphans().len()));
+            for e in l.orphans() {
+                let _ = s.write_fmt(format_args!("  {}", line(&e, tz)));
             }
         }
         for w in &l.wal {

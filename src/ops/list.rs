@@ -10,23 +10,27 @@
 //! listed as foreign: nothing else in subvault ever acts on them.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
 
 use anyhow::Result;
-use serde::Serialize;
+use chrono_tz::Tz;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 use super::remotes::{self, OpenRemote, OpenRemotes};
 use super::sources::{basename_of, plan_input, read_source, source_uuids};
 use crate::config::Config;
 use crate::core::model::Backup;
-use crate::core::planner::{self, BackupAction};
+use crate::core::planner::{self, BackupAction, KeepReason};
 use crate::remote::ObjectStore;
 
-/// One backup as listed.
+/// One backup as listed: a view of the remote's listing, made as it is shown.
 #[derive(Debug, Clone, Serialize)]
-pub struct Entry {
+pub struct Entry<'a> {
     /// Object key.
-    pub key: String,
+    pub key: &'a str,
     /// Base name in the key (usually the source's name).
     pub name: String,
     /// Snapshot uuid (what `restore --uuid` takes).
@@ -38,15 +42,15 @@ pub struct Entry {
     /// Snapshot time, RFC 3339 in the configured zone.
     pub time: String,
     /// Why it is kept (planner reasons; empty when the source is not readable here).
-    pub reasons: Vec<String>,
+    pub reasons: &'a [Reason],
     /// Object size in bytes.
     pub size: Option<u64>,
     /// Storage class (`STANDARD` when the listing does not say).
-    pub storage_class: String,
+    pub storage_class: &'a str,
     /// Codec from the key; `None` = sniffed on read (btrfs2s3 objects).
-    pub codec: Option<String>,
+    pub codec: Option<&'static str>,
     /// Why it is an orphan, if it is one.
-    pub orphan: Option<String>,
+    pub orphan: Option<&'a str>,
     /// Depth in the tree (0 = root or orphan).
     pub depth: usize,
     /// For a PostgreSQL source: server version, checkpoint/backup LSN, timeline
@@ -54,17 +58,47 @@ pub struct Entry {
     pub postgres: Option<crate::core::pg_record::PgRecord>,
 }
 
-/// One remote's listing.
-#[derive(Debug, Clone, Serialize)]
+/// Why a listed backup is kept, or that the next run prunes it. Shown (and
+/// serialized) in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A reason the planner keeps it for.
+    Keep(KeepReason),
+    /// The planner would delete it.
+    PrunedByNextRun,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Keep(r) => r.fmt(f),
+            Reason::PrunedByNextRun => f.write_str("pruned by the next run"),
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A place in the tree: which backup of the listing, and how deep.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    index: u32,
+    depth: u32,
+}
+
+/// One remote's listing. It owns the remote's backups and the tree's order,
+/// and makes each [`Entry`] when it is shown: entries held as owned records
+/// were half of `list`'s 180 MiB at 100k backups (issue 21).
+#[derive(Debug)]
 pub struct RemoteListing {
     /// Remote id.
     pub id: String,
     /// Where it points.
     pub location: String,
-    /// The tree, depth-first (roots, then their children by time).
-    pub backups: Vec<Entry>,
-    /// Orphans (with their descendants), depth-first.
-    pub orphans: Vec<Entry>,
     /// Whether the remote is encrypted (and its listing authenticated).
     pub encrypted: bool,
     /// Encrypted remotes only: keys named like backups that do not
@@ -72,6 +106,70 @@ pub struct RemoteListing {
     pub foreign: Vec<ForeignEntry>,
     /// The WAL archive of each PostgreSQL source uploading here.
     pub wal: Vec<crate::core::wal::WalSummary>,
+    backups: Vec<Backup>,
+    /// The tree, depth-first (roots, then their children by time).
+    tree: Vec<Node>,
+    /// Orphans (with their descendants), depth-first.
+    orphans: Vec<Node>,
+    /// Why each orphan root is one, by index in `backups`.
+    orphan_why: HashMap<u32, String>,
+    reasons: HashMap<Uuid, Vec<Reason>>,
+    prefix: String,
+    tz: Tz,
+}
+
+impl RemoteListing {
+    /// The tree, depth-first (roots, then their children by time).
+    pub fn backups(&self) -> impl ExactSizeIterator<Item = Entry<'_>> + '_ {
+        self.tree.iter().map(|n| self.entry(*n))
+    }
+
+    /// Orphans (with their descendants), depth-first.
+    pub fn orphans(&self) -> impl ExactSizeIterator<Item = Entry<'_>> + '_ {
+        self.orphans.iter().map(|n| self.entry(*n))
+    }
+
+    fn entry(&self, n: Node) -> Entry<'_> {
+        let b = &self.backups[n.index as usize];
+        Entry {
+            key: &b.key,
+            name: basename_of(&self.prefix, &b.key).unwrap_or_default(),
+            uuid: b.uuid,
+            send_parent_uuid: b.send_parent_uuid,
+            source_uuid: b.source_uuid,
+            time: b.time.with_timezone(&self.tz).to_rfc3339(),
+            reasons: self.reasons.get(&b.uuid).map_or(&[], Vec::as_slice),
+            size: b.size,
+            storage_class: b.storage_class.as_deref().unwrap_or("STANDARD"),
+            codec: b.codec.map(|c| c.as_str()),
+            orphan: self.orphan_why.get(&n.index).map(String::as_str),
+            depth: n.depth as usize,
+            postgres: crate::core::pg_record::from_key(&b.key),
+        }
+    }
+}
+
+/// The entries of `nodes`, serialized as a JSON array as they are made.
+struct Entries<'a>(&'a RemoteListing, &'a [Node]);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.1.iter().map(|n| self.0.entry(*n)))
+    }
+}
+
+impl Serialize for RemoteListing {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("RemoteListing", 7)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("location", &self.location)?;
+        st.serialize_field("backups", &Entries(self, &self.tree))?;
+        st.serialize_field("orphans", &Entries(self, &self.orphans))?;
+        st.serialize_field("encrypted", &self.encrypted)?;
+        st.serialize_field("foreign", &self.foreign)?;
+        st.serialize_field("wal", &self.wal)?;
+        st.end()
+    }
 }
 
 /// A key in an encrypted remote that looks like a backup but does not
@@ -89,14 +187,15 @@ pub struct ForeignEntry {
 /// Lists the remotes with these ids: each remote's tree, or why it could not
 /// be listed.
 pub async fn list(config: &Config, ids: &[&str]) -> Vec<Result<RemoteListing>> {
-    let opened = remotes::open_ids(config, ids.iter().copied()).await;
-    let reasons = planner_reasons(config, &opened);
+    let mut opened = remotes::open_ids(config, ids.iter().copied()).await;
+    let mut reasons = planner_reasons(config, &opened);
     let uuids = source_uuids(config);
     let mut out = Vec::new();
-    for (id, r) in &opened {
+    for (id, r) in &mut opened {
         out.push(match r {
             Ok(r) => {
-                let mut l = listing(config, id, r, &reasons, &uuids);
+                let mine = reasons.remove(id.as_str()).unwrap_or_default();
+                let mut l = listing(config, id, r, mine, &uuids);
                 l.wal = wal_summaries(config, id, r).await;
                 Ok(l)
             }
@@ -134,7 +233,7 @@ async fn wal_summaries(
 /// new snapshot, so a reason reads as "why this object is kept".
 /// Remote id -> snapshot uuid -> reasons: keyed by remote first, so a lookup
 /// per backup neither copies the remote's id nor hashes it (issue 21).
-type Reasons = HashMap<String, HashMap<Uuid, Vec<String>>>;
+type Reasons = HashMap<String, HashMap<Uuid, Vec<Reason>>>;
 
 fn planner_reasons(config: &Config, opened: &OpenRemotes) -> Reasons {
     let mut out = Reasons::new();
@@ -153,14 +252,20 @@ fn planner_reasons(config: &Config, opened: &OpenRemotes) -> Reasons {
         let Ok(input) = plan_input(config, source, &state, opened, now, false) else {
             continue;
         };
-        for b in planner::plan(&input).backups {
-            let reasons = match b.action {
-                BackupAction::Delete => vec!["pruned by the next run".to_string()],
-                _ => b.reasons.iter().map(ToString::to_string).collect(),
-            };
-            out.entry(b.remote.to_string())
-                .or_default()
-                .insert(b.uuid, reasons);
+        let plan = planner::plan(&input);
+        // Verdicts come grouped by remote: one map lookup per remote.
+        for verdicts in plan
+            .backups
+            .chunk_by(|a, b| Arc::ptr_eq(&a.remote, &b.remote))
+        {
+            let map = out.entry(verdicts[0].remote.to_string()).or_default();
+            for b in verdicts {
+                let reasons = match b.action {
+                    BackupAction::Delete => vec![Reason::PrunedByNextRun],
+                    _ => b.reasons.iter().copied().map(Reason::Keep).collect(),
+                };
+                map.insert(b.uuid, reasons);
+            }
         }
     }
     out
@@ -169,55 +274,42 @@ fn planner_reasons(config: &Config, opened: &OpenRemotes) -> Reasons {
 fn listing(
     config: &Config,
     id: &str,
-    r: &OpenRemote,
-    reasons: &Reasons,
+    r: &mut OpenRemote,
+    reasons: HashMap<Uuid, Vec<Reason>>,
     uuids: &HashMap<String, Option<Uuid>>,
 ) -> RemoteListing {
-    let reasons = reasons.get(id);
-    let prefix = r.store.prefix();
-    let tz = config.timezone;
+    // The listing takes the remote's backups: `list` needs them no more.
+    let backups = std::mem::take(&mut r.backups);
+    let prefix = r.store.prefix().to_string();
     let known: HashSet<Uuid> = uuids.values().flatten().copied().collect();
     let unreadable: HashSet<&str> = uuids
         .iter()
         .filter(|(_, u)| u.is_none())
         .map(|(n, _)| n.as_str())
         .collect();
-    let present: HashSet<Uuid> = r.backups.iter().map(|b| b.uuid).collect();
-    let mut children: HashMap<Uuid, Vec<&Backup>> = HashMap::new();
-    for b in &r.backups {
+    let index = |i: usize| u32::try_from(i).expect("fewer than 2^32 backups in a listing");
+    let present: HashSet<Uuid> = backups.iter().map(|b| b.uuid).collect();
+    let mut children: HashMap<Uuid, Vec<u32>> = HashMap::new();
+    for (i, b) in backups.iter().enumerate() {
         if let Some(p) = b.send_parent_uuid {
-            children.entry(p).or_default().push(b);
+            children.entry(p).or_default().push(index(i));
         }
     }
-    for v in children.values_mut() {
-        v.sort_by_key(|b| (b.time, b.ctransid));
-    }
-    let entry = |b: &Backup, depth: usize, orphan: Option<String>| Entry {
-        key: b.key.to_string(),
-        name: basename_of(prefix, &b.key).unwrap_or_default(),
-        uuid: b.uuid,
-        send_parent_uuid: b.send_parent_uuid,
-        source_uuid: b.source_uuid,
-        time: b.time.with_timezone(&tz).to_rfc3339(),
-        reasons: reasons
-            .and_then(|r| r.get(&b.uuid))
-            .cloned()
-            .unwrap_or_default(),
-        size: b.size,
-        storage_class: b.storage_class.as_deref().unwrap_or("STANDARD").to_string(),
-        codec: b.codec.map(|c| c.as_str().to_string()),
-        orphan,
-        depth,
-        postgres: crate::core::pg_record::from_key(&b.key),
+    let order = |i: &u32| {
+        let b = &backups[*i as usize];
+        (b.time, b.ctransid)
     };
+    for v in children.values_mut() {
+        v.sort_by_key(order);
+    }
     // An orphan by source: its source uuid is no configured source's current
     // uuid, unless a configured source of that name cannot be read here.
     let foreign = |b: &Backup| {
         !known.contains(&b.source_uuid)
-            && !basename_of(prefix, &b.key).is_some_and(|n| unreadable.contains(n.as_str()))
+            && !basename_of(&prefix, &b.key).is_some_and(|n| unreadable.contains(n.as_str()))
     };
-    let mut roots: Vec<(&Backup, Option<String>)> = Vec::new();
-    for b in &r.backups {
+    let mut roots: Vec<(u32, Option<String>)> = Vec::new();
+    for (i, b) in backups.iter().enumerate() {
         let why = match b.send_parent_uuid {
             Some(p) if !present.contains(&p) => Some(format!("send parent {p} is missing")),
             _ if foreign(b) => Some(format!(
@@ -228,43 +320,53 @@ fn listing(
         };
         // Children are shown under their parent (in its section), never twice.
         if !matches!(b.send_parent_uuid, Some(p) if present.contains(&p)) {
-            roots.push((b, why));
+            roots.push((index(i), why));
         }
     }
-    roots.sort_by_key(|(b, _)| (b.time, b.ctransid));
-    let mut backups = Vec::new();
+    roots.sort_by_key(|(i, _)| order(i));
+    let mut tree = Vec::with_capacity(backups.len());
     let mut orphans = Vec::new();
-    // Backups by address: keys are unique in a listing, and hashing each
-    // key was a tenth of `list`'s time at 100k backups (issue 21).
-    let mut seen: HashSet<*const Backup> = HashSet::new();
+    let mut orphan_why = HashMap::new();
+    let mut seen = vec![false; backups.len()];
     for (root, why) in roots {
-        let out = if why.is_some() {
-            &mut orphans
-        } else {
-            &mut backups
+        let out = match why {
+            Some(why) => {
+                orphan_why.insert(root, why);
+                &mut orphans
+            }
+            None => &mut tree,
         };
-        let mut stack = vec![(root, 0usize, why)];
-        while let Some((b, depth, why)) = stack.pop() {
-            if !seen.insert(b) {
+        let mut stack = vec![Node {
+            index: root,
+            depth: 0,
+        }];
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n.index as usize], true) {
                 continue;
             }
-            out.push(entry(b, depth, why));
-            for c in children.get(&b.uuid).into_iter().flatten().rev() {
-                stack.push((c, depth + 1, None));
+            out.push(n);
+            let uuid = backups[n.index as usize].uuid;
+            for &c in children.get(&uuid).into_iter().flatten().rev() {
+                stack.push(Node {
+                    index: c,
+                    depth: n.depth + 1,
+                });
             }
         }
     }
     // Anything not reached (duplicate uuids, loops) is shown as an orphan too.
-    for b in &r.backups {
-        if !seen.contains(&(b as *const Backup)) {
-            orphans.push(entry(b, 0, Some("not reachable from a full backup".into())));
+    for (i, reached) in seen.iter().enumerate() {
+        if !reached {
+            orphan_why.insert(index(i), "not reachable from a full backup".into());
+            orphans.push(Node {
+                index: index(i),
+                depth: 0,
+            });
         }
     }
     RemoteListing {
         id: id.to_string(),
         location: r.store.describe(),
-        backups,
-        orphans,
         encrypted: r.keys.is_some(),
         foreign: r
             .foreign
@@ -276,5 +378,12 @@ fn listing(
             })
             .collect(),
         wal: Vec::new(),
+        backups,
+        tree,
+        orphans,
+        orphan_why,
+        reasons,
+        prefix,
+        tz: config.timezone,
     }
 }
