@@ -18,6 +18,7 @@ pub mod s3;
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
@@ -33,8 +34,9 @@ use crate::core::object_key;
 /// What a listing or HeadObject says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
-    /// The full key, prefix included.
-    pub key: String,
+    /// The full key, prefix included. Shared: a backup takes it over from
+    /// its listing without a copy (see [`Backup::key`](crate::core::model::Backup::key)).
+    pub key: Arc<str>,
     /// Size in bytes.
     pub size: u64,
     /// Storage class as the store reports it; `None` when it does not say
@@ -394,7 +396,23 @@ pub async fn list_backups(
     prefix: &str,
 ) -> Result<BackupListing, RemoteError> {
     let objects = store.list().await?;
-    Ok(split_backups(prefix, objects))
+    let listing = split_backups(prefix, objects);
+    release_free_memory();
+    Ok(listing)
+}
+
+/// Hands the memory freed so far back to the system. A listing is read on
+/// other threads than the one that keeps it, so glibc leaves the listing's
+/// garbage (response bodies, the keys before they were shared) in those
+/// threads' arenas, resident: 30 MiB of `plan`'s peak at 100k backups
+/// (issue 21). `malloc_trim` returns the free pages of every arena.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> BackupListing {
@@ -407,14 +425,14 @@ fn split_backups(prefix: &str, objects: Vec<ObjectInfo>) -> BackupListing {
     for o in objects {
         match object_key::parse_key(prefix, &o.key) {
             Ok(info) => out.backups.push(object_key::into_backup(
-                o.key.into(),
+                o.key,
                 &info,
                 Some(o.size),
                 o.storage_class.as_deref().map(|c| classes.intern(c)),
             )),
             Err(e) => {
                 tracing::debug!("ignoring object: {e}");
-                out.ignored.push(o.key);
+                out.ignored.push(o.key.to_string());
             }
         }
     }
@@ -530,7 +548,7 @@ mod tests {
         let level = split_level("f/", objects);
         assert_eq!(level.prefixes, vec!["f/a/", "f/b/"]);
         assert_eq!(level.objects.len(), 1);
-        assert_eq!(level.objects[0].key, "f/top");
+        assert_eq!(&*level.objects[0].key, "f/top");
     }
 
     #[test]

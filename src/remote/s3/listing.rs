@@ -74,7 +74,7 @@ impl S3Store {
                     return Err(bad(format!("the store listed {key} without a size")));
                 };
                 out.objects.push(ObjectInfo {
-                    key: key.to_string(),
+                    key: key.into(),
                     size: size as u64,
                     storage_class: o.storage_class().map(|c| c.as_str().to_string()),
                     last_modified: o.last_modified().and_then(to_chrono),
