@@ -199,12 +199,8 @@ pub struct BackupPlan {
     pub key: Option<Arc<str>>,
     /// The snapshot uuid (nil for the planned snapshot).
     pub uuid: Uuid,
-    /// Local snapshot to send from (uploads) or that matches the backup, if any.
-    pub snapshot_path: Option<PathBuf>,
     /// The send parent's uuid, `None` for a full backup.
     pub send_parent_uuid: Option<Uuid>,
-    /// The send parent's local snapshot (uploads only).
-    pub send_parent_path: Option<PathBuf>,
     /// ctransid of the snapshot.
     pub ctransid: u64,
     /// Time of the snapshot.
@@ -473,9 +469,7 @@ impl Merged {
                     remote: remote.clone(),
                     key: Some(backup.key.clone()),
                     uuid: backup.uuid,
-                    snapshot_path: item.snapshot.map(|s| s.path.clone()),
                     send_parent_uuid: backup.send_parent_uuid,
-                    send_parent_path: None,
                     ctransid: backup.ctransid,
                     time: backup.time,
                     action,
@@ -502,11 +496,11 @@ impl Merged {
         let upload = Upload {
             remote: remote.to_string(),
             snapshot_path: snap.path.clone(),
-            uuid: item.uuid,
+            uuid: item.uuid(),
             send_parent_path: parent.and_then(|p| p.snapshot).map(|s| s.path.clone()),
-            send_parent_uuid: parent.map(|p| p.uuid),
-            ctransid: item.ctransid,
-            time: item.time,
+            send_parent_uuid: parent.map(|p| p.uuid()),
+            ctransid: item.ctransid(),
+            time: item.time(),
             timeframe: preserved.timeframe,
             retain_until: preserved.retain_until,
         };
@@ -514,9 +508,7 @@ impl Merged {
             remote: remote.clone(),
             key: None,
             uuid: upload.uuid,
-            snapshot_path: Some(upload.snapshot_path.clone()),
             send_parent_uuid: upload.send_parent_uuid,
-            send_parent_path: upload.send_parent_path.clone(),
             ctransid: upload.ctransid,
             time: upload.time,
             action: BackupAction::Upload,

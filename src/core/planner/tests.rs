@@ -239,14 +239,14 @@ fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
                 );
                 cur = parent;
             }
-            if b.action == BackupAction::Upload {
-                if let Some(p) = &b.send_parent_path {
-                    assert!(
-                        !destroyed.contains(p),
-                        "send parent {p:?} destroyed by the same plan"
-                    );
-                }
-            }
+        }
+    }
+    for u in plan.uploads() {
+        if let Some(p) = &u.send_parent_path {
+            assert!(
+                !destroyed.contains(p),
+                "send parent {p:?} destroyed by the same plan"
+            );
         }
     }
     // The newest snapshot is never destroyed.
