@@ -413,7 +413,7 @@ if ((PART_RESTORE)); then
           check_copy 54350 subvault
           copy=$(echo "$mnt/rs-$r"/*.pgdata/data)
           "$REPO/integration/pg.sh" stop "$copy"
-          for v in "$mnt/rs-$r"/*; do btrfs property set -ts "$v" ro false 2>/dev/null; btrfs subvolume delete "$v" >/dev/null; done
+          for v in "$mnt/rs-$r"/*; do btrfs subvolume delete "$v" >/dev/null; done
           rm -rf "$mnt/rs-$r"
           ;;
         pgbackrest*)
