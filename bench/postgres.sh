@@ -15,9 +15,13 @@
 # pgBackRest's WAL archive (archive-push) is not counted; neither tool needs it
 # here for the comparison of backup sizes.
 #
+# Before each backup: CHECKPOINT and sync, so every tool starts with nothing
+# dirty to write back (SETTLE=0: without).
+#
 # Environment: SCALE (default 110), SUBVAULT (binary to use instead of building the
-# release one), BENCH_DIR (default /var/tmp/subvault-bench). Everything is
-# removed on exit.
+# release one), BENCH_DIR (default /var/tmp/subvault-bench), SETTLE (default 1),
+# PHASES (a file for subvault's -vv log of the full backup, whose timestamps
+# show where its time goes). Everything else is removed on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,7 +55,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-cleanup
+(cleanup) # in a subshell: its `set +e` must not outlive it
 mkdir -p "$BENCH_DIR" "$mnt" "$remote" "$pgbr/repo" "$pgbr/log" "$pgbr/lock" "$sock"
 chmod 755 "$BENCH_DIR"
 loopfs_make "$img" 16G
@@ -110,12 +114,25 @@ EOF
 
 bytes_of() { du -sb "$1" | cut -f1; }
 
-# Full backups.
-t0=$(bench_now); "$SUBVAULT" -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T10:00:00Z >/dev/null; t1=$(bench_now)
+# Each tool starts from the same state: no dirty shared buffers and no dirty
+# page cache. Without this the first tool after the data load pays for
+# writing back what the load left behind (a CHECKPOINT of it, and for
+# subvault the btrfs snapshot, which flushes the subvolume's dirty pages
+# first), and the ones after it do not.
+# SETTLE=0 measures without it (as before 2026-12-03 evening).
+settle() { [[ ${SETTLE:-1} == 0 ]] || { psql -c CHECKPOINT >/dev/null; sync; }; }
+
+# Full backups. subvault's log (-vv, with timestamps) shows where its time
+# goes; PHASES=FILE keeps a copy.
+settle
+t0=$(bench_now); "$SUBVAULT" -vv -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T10:00:00Z >/dev/null 2>"$BENCH_DIR/full.log"; t1=$(bench_now)
 sv_full_t=$(bench_secs "$t0" "$t1" 1); sv_full_b=$(bytes_of "$remote")
+[[ -z ${PHASES:-} ]] || { echo "start $t0 end $t1"; cat "$BENCH_DIR/full.log"; } >"$PHASES"
+settle
 t0=$(bench_now)
 bb_full_b=$("$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -X fetch -D - | zstd -3 -T0 -q | wc -c)
 t1=$(bench_now); bb_full_t=$(bench_secs "$t0" "$t1" 1)
+settle
 t0=$(bench_now); pgbr --type=full backup; t1=$(bench_now)
 br_full_t=$(bench_secs "$t0" "$t1" 1); br_full_b=$(bytes_of "$pgbr/repo/backup")
 
@@ -123,11 +140,14 @@ echo "running 10,000 pgbench transactions ..." >&2
 "$PG_BIN/pgbench" -c 4 -j 2 -t 2500 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
 
 # Incrementals.
+settle
 t0=$(bench_now); "$SUBVAULT" -c "$BENCH_DIR/subvault.yaml" run --now 2026-11-27T11:00:00Z >/dev/null; t1=$(bench_now)
 sv_inc_t=$(bench_secs "$t0" "$t1" 1); sv_inc_b=$(( $(bytes_of "$remote") - sv_full_b ))
+settle
 t0=$(bench_now)
 bb_inc_b=$("$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -X fetch -D - | zstd -3 -T0 -q | wc -c)
 t1=$(bench_now); bb_inc_t=$(bench_secs "$t0" "$t1" 1)
+settle
 t0=$(bench_now); pgbr --type=incr backup; t1=$(bench_now)
 br_inc_t=$(bench_secs "$t0" "$t1" 1); br_inc_b=$(( $(bytes_of "$pgbr/repo/backup") - br_full_b ))
 
