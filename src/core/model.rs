@@ -140,3 +140,19 @@ impl FromStr for Codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_class_is_held_once_per_listing() {
+        let mut classes = StorageClasses::default();
+        let a = classes.intern("STANDARD");
+        let b = classes.intern("GLACIER");
+        let c = classes.intern("STANDARD");
+        assert!(Arc::ptr_eq(&a, &c), "the same class shares one string");
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!((&*a, &*b), ("STANDARD", "GLACIER"));
+    }
+}
