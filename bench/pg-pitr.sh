@@ -40,8 +40,10 @@
 # backlog: does wal-push keep up as PostgreSQL's archive_command? A third
 #   cluster archives with archive_command = 'subvault wal-push %p' (to the
 #   same TLS store), pgbench scale $SCALE; then, $ROUNDS rounds, each of
-#   `pgbench -c 8 -j 2 -T $DURATION` and a heavier `pgbench -c 16 -j 2
-#   -M prepared -T $DURATION`. Sampled every second while pgbench runs: the
+#   `pgbench -c 8 -j 2 -T $DURATION`, a heavier `pgbench -c 16 -j 2
+#   -M prepared -T $DURATION`, and (unless BULK=0) a WAL-heavy one: one
+#   client, each transaction TRUNCATE and INSERT of 50,000 rows (about
+#   9 MiB of WAL), for $DURATION s: as much WAL as the VM writes. Sampled every second while pgbench runs: the
 #   archive backlog (the pg_wal/archive_status/*.ready files; the segment
 #   being pushed still counts as 1) and pg_stat_archiver's archived_count and
 #   failed_count. Afterwards: how long until no .ready file is left (the
@@ -52,7 +54,7 @@
 #
 # Environment: SCALE (default 20), N (segments, default 32), WAL_MIB (default
 # 512), ROUNDS (default 3), DURATION (seconds per pgbench run in backlog,
-# default 120), SUBVAULT (a binary instead of building the release
+# default 120), BULK (0: no WAL-heavy load in backlog), SUBVAULT (a binary instead of building the release
 # one; bench_build_release honours CARGO_TARGET_DIR), BENCH_DIR (default
 # /var/tmp/subvault-bench-pitr), BENCH_S3 (garage or moto), GARAGE_PORT
 # (default 3940; RPC and TLS ports follow it). Everything is removed on exit.
@@ -66,6 +68,7 @@ N=${N:-32}
 WAL_MIB=${WAL_MIB:-512}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-120}
+BULK=${BULK:-1}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/subvault-bench-pitr}
 S3_PORT=${GARAGE_PORT:-3940}
@@ -492,13 +495,19 @@ if ((PART_BACKLOG)); then
     echo "$BENCH_NAME: the archive backlog did not drain in 900 s ($(ready_count) .ready files)" >&2
     exit 1
   }
+  psql_on 54343 -c "CREATE TABLE bulk (id int, pad text)" >/dev/null
+  echo 'TRUNCATE bulk; INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 50000) g;' \
+    >"$BENCH_DIR/bulk.sql"
+  loads=(c8 c16p)
+  ((BULK)) && loads+=(bulk)
   echo "   initial load archived after $(drain) s" >&2
   declare -a b_rows
   for r in $(seq 1 "$ROUNDS"); do
-    for load in c8 c16p; do
+    for load in "${loads[@]}"; do
       case $load in
         c8) args=(-c 8 -j 2) label="pgbench -c 8 -j 2" ;;
         c16p) args=(-c 16 -j 2 -M prepared) label="pgbench -c 16 -j 2 -M prepared" ;;
+        bulk) args=(-c 1 -f "$BENCH_DIR/bulk.sql") label="WAL-heavy: TRUNCATE + INSERT 50k rows, -c 1" ;;
       esac
       samples=$BENCH_DIR/backlog-$load-$r
       read -r arch0 fail0 < <(archiver)
