@@ -43,21 +43,23 @@
 #   `pgbench -c 8 -j 2 -T $DURATION`, a heavier `pgbench -c 16 -j 2
 #   -M prepared -T $DURATION`, and (unless BULK=0) a WAL-heavy one: one
 #   client, each transaction TRUNCATE and INSERT of 50,000 rows (about
-#   9 MiB of WAL), for $DURATION s: as much WAL as the VM writes. Sampled every second while pgbench runs: the
-#   archive backlog (the pg_wal/archive_status/*.ready files; the segment
-#   being pushed still counts as 1) and pg_stat_archiver's archived_count and
-#   failed_count. Afterwards: how long until no .ready file is left (the
-#   drain). Printed: WAL written (from pg_current_wal_lsn), segments written
-#   and archived per second, the backlog's max, mean, value at the end of
+#   5 MiB of WAL), for $DURATION s: as much WAL as the VM writes.
+#   Sampled every second while pgbench runs: the archive backlog (the
+#   pg_wal/archive_status/*.ready files; the segment being pushed still
+#   counts as 1) and pg_stat_archiver's archived_count and failed_count.
+#   Afterwards: how long until no .ready file is left (the drain). Printed:
+#   tps, WAL written (from pg_current_wal_lsn), segments written and
+#   archived per second, the backlog's max, mean, value at the end of
 #   pgbench and trend (least-squares slope, segments per minute), the drain
 #   time and the failures; the samples go to stderr every 10 s.
 #
 # Environment: SCALE (default 20), N (segments, default 32), WAL_MIB (default
-# 512), ROUNDS (default 3), DURATION (seconds per pgbench run in backlog,
-# default 120), BULK (0: no WAL-heavy load in backlog), SUBVAULT (a binary instead of building the release
-# one; bench_build_release honours CARGO_TARGET_DIR), BENCH_DIR (default
-# /var/tmp/subvault-bench-pitr), BENCH_S3 (garage or moto), GARAGE_PORT
-# (default 3940; RPC and TLS ports follow it). Everything is removed on exit.
+# 512), ROUNDS (default 3), DURATION (seconds per load in backlog, default
+# 120), BULK (0: no WAL-heavy load in backlog), SUBVAULT (a binary instead of
+# building the release one; bench_build_release honours CARGO_TARGET_DIR),
+# BENCH_DIR (default /var/tmp/subvault-bench-pitr), BENCH_S3 (garage or
+# moto), GARAGE_PORT (default 3940; RPC and TLS ports follow it). Everything
+# is removed on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
