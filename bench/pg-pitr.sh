@@ -529,7 +529,7 @@ if ((PART_BACKLOG)); then
       t1=$(bench_now)
       lsn1=$(lsn_bytes)
       at_end=$(ready_count)
-      read -r arch1 fail1 < <(archiver)
+      read -r arch1 _ < <(archiver)
       drain_s=$(drain)
       read -r arch2 fail2 < <(archiver)
       secs=$(bench_secs "$t0" "$t1" 1)
