@@ -2,7 +2,8 @@
 # Benchmark: subvault's WAL archive and PITR restore next to pgBackRest's, to
 # the same S3 store.
 #
-#   sudo bench/pg-pitr.sh [archive] [restore]     (default: both parts)
+#   sudo bench/pg-pitr.sh [archive] [restore] [backlog]
+#                                  (default: archive and restore)
 #
 # The store: the S3 server of the other benchmarks (bench_s3_start: garage on
 # 127.0.0.1, or moto) behind a TLS terminator (stunnel, with a throwaway CA),
@@ -36,11 +37,29 @@
 #   Every copy must hold exactly the first marker row and the same number of
 #   pgbench_history rows, or the script fails.
 #
+# backlog: does wal-push keep up as PostgreSQL's archive_command? A third
+#   cluster archives with archive_command = 'subvault wal-push %p' (to the
+#   same TLS store), pgbench scale $SCALE; then, $ROUNDS rounds, each of
+#   `pgbench -c 8 -j 2 -T $DURATION`, a heavier `pgbench -c 16 -j 2
+#   -M prepared -T $DURATION`, and (unless BULK=0) a WAL-heavy one: one
+#   client, each transaction TRUNCATE and INSERT of 50,000 rows (about
+#   5 MiB of WAL), for $DURATION s: as much WAL as the VM writes.
+#   Sampled every second while pgbench runs: the archive backlog (the
+#   pg_wal/archive_status/*.ready files; the segment being pushed still
+#   counts as 1) and pg_stat_archiver's archived_count and failed_count.
+#   Afterwards: how long until no .ready file is left (the drain). Printed:
+#   tps, WAL written (from pg_current_wal_lsn), segments written and
+#   archived per second, the backlog's max, mean, value at the end of
+#   pgbench and trend (least-squares slope, segments per minute), the drain
+#   time and the failures; the samples go to stderr every 10 s.
+#
 # Environment: SCALE (default 20), N (segments, default 32), WAL_MIB (default
-# 512), ROUNDS (default 3), SUBVAULT (a binary instead of building the release
-# one; bench_build_release honours CARGO_TARGET_DIR), BENCH_DIR (default
-# /var/tmp/subvault-bench-pitr), BENCH_S3 (garage or moto), GARAGE_PORT
-# (default 3940; RPC and TLS ports follow it). Everything is removed on exit.
+# 512), ROUNDS (default 3), DURATION (seconds per load in backlog, default
+# 120), BULK (0: no WAL-heavy load in backlog), SUBVAULT (a binary instead of
+# building the release one; bench_build_release honours CARGO_TARGET_DIR),
+# BENCH_DIR (default /var/tmp/subvault-bench-pitr), BENCH_S3 (garage or
+# moto), GARAGE_PORT (default 3940; RPC and TLS ports follow it). Everything
+# is removed on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,17 +69,20 @@ SCALE=${SCALE:-20}
 N=${N:-32}
 WAL_MIB=${WAL_MIB:-512}
 ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-120}
+BULK=${BULK:-1}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/subvault-bench-pitr}
 S3_PORT=${GARAGE_PORT:-3940}
 TLS_PORT=$((S3_PORT + 2))
-PART_ARCHIVE=0 PART_RESTORE=0
+PART_ARCHIVE=0 PART_RESTORE=0 PART_BACKLOG=0
 (($#)) || set -- archive restore
 for part in "$@"; do
   case $part in
     archive) PART_ARCHIVE=1 ;;
     restore) PART_RESTORE=1 ;;
-    *) echo "$BENCH_NAME: unknown part $part (archive, restore)" >&2; exit 2 ;;
+    backlog) PART_BACKLOG=1 ;;
+    *) echo "$BENCH_NAME: unknown part $part (archive, restore, backlog)" >&2; exit 2 ;;
   esac
 done
 
@@ -84,7 +106,7 @@ PY=$CACHE/venv/bin/python
 cleanup() {
   set +e
   local d
-  for d in "$mnt"/pga/data "$mnt"/pgr/data "$mnt"/rs-*/*.pgdata/data "$mnt"/rb-*; do
+  for d in "$mnt"/pga/data "$mnt"/pgr/data "$mnt"/pgb/data "$mnt"/rs-*/*.pgdata/data "$mnt"/rb-*; do
     [[ -f $d/postmaster.pid ]] && "$REPO/integration/pg.sh" stop "$d" 2>/dev/null
   done
   [[ -f $tls/stunnel.pid ]] && kill "$(cat "$tls/stunnel.pid")" 2>/dev/null
@@ -104,6 +126,7 @@ loopfs_mount "$img" "$mnt"
 mkdir -p "$mnt/snapshots"
 btrfs subvolume create "$mnt/pga" >/dev/null
 btrfs subvolume create "$mnt/pgr" >/dev/null
+btrfs subvolume create "$mnt/pgb" >/dev/null
 chown -R postgres:postgres "$sock" "$pgbr_dir"
 
 # The store, and TLS in front of it.
@@ -132,19 +155,21 @@ EOF
 stunnel "$tls/stunnel.conf"
 for _ in $(seq 1 50); do [[ -s $tls/stunnel.pid ]] && break; sleep 0.1; done
 
-# The two tools' configurations. Source `pga` (archive part) and `pgr`
-# (restore part) are two subvolumes; pgBackRest has one stanza for each.
+# The two tools' configurations. Sources `pga` (archive part), `pgr`
+# (restore part) and `pgb` (backlog part, subvault only) are subvolumes;
+# pgBackRest has one stanza for each of the first two.
 cat >"$BENCH_DIR/subvault.yaml" <<EOF
 timezone: UTC
 sources:
 EOF
-for s in pga pgr; do
+declare -A pg_port=([pga]=54341 [pgr]=54342 [pgb]=54343)
+for s in pga pgr pgb; do
   cat >>"$BENCH_DIR/subvault.yaml" <<EOF
   - path: $mnt/$s
     snapshots: $mnt/snapshots
     name: $s
     postgres:
-      connection: "host=127.0.0.1 port=$([[ $s == pga ]] && echo 54341 || echo 54342) user=postgres dbname=postgres"
+      connection: "host=127.0.0.1 port=${pg_port[$s]} user=postgres dbname=postgres"
       mode: checkpoint
     upload_to_remotes:
       - id: s3
@@ -449,6 +474,85 @@ if ((PART_RESTORE)); then
     echo "| pgbackrest restore --type=time, pg_ctl start | $(median ${r_secs[pgbackrest]}) s (${r_secs[pgbackrest]% }) | $(mib "$br_stored") | $(mib "$br_wal") |"
     echo "| the same, archive-async=y (archive-get prefetch) | $(median ${r_secs[pgbackrest-async]}) s (${r_secs[pgbackrest-async]% }) | | |"
   }
+fi
+if ((PART_BACKLOG)); then
+  echo "== backlog: archive_command = subvault wal-push under pgbench, $ROUNDS rounds of $DURATION s per load" >&2
+  bdata=$mnt/pgb/data
+  PG_SOCKET_DIR=$sock PG_LOG=$BENCH_DIR/pgb.log \
+    PG_ARCHIVE_COMMAND="$SV -q -c $BENCH_DIR/subvault.yaml wal-push %p" \
+    "$REPO/integration/pg.sh" start "$bdata" 54343
+  pgbench_on 54343 -i -q -s "$SCALE"
+  ready_count() { find "$bdata/pg_wal/archive_status" -name '*.ready' | wc -l; }
+  # archived_count failed_count
+  archiver() { psql_on 54343 -F ' ' -c "SELECT archived_count, failed_count FROM pg_stat_archiver"; }
+  lsn_bytes() { psql_on 54343 -c "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"; }
+  # Until no segment waits: seconds, or fail after 900 s.
+  drain() {
+    local t0 i
+    t0=$(bench_now)
+    for ((i = 0; i < 9000; i++)); do
+      (($(ready_count) == 0)) && { bench_secs "$t0" "$(bench_now)" 1; return 0; }
+      sleep 0.1
+    done
+    echo "$BENCH_NAME: the archive backlog did not drain in 900 s ($(ready_count) .ready files)" >&2
+    exit 1
+  }
+  psql_on 54343 -c "CREATE TABLE bulk (id int, pad text)" >/dev/null
+  echo 'TRUNCATE bulk; INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 50000) g;' \
+    >"$BENCH_DIR/bulk.sql"
+  loads=(c8 c16p)
+  ((BULK)) && loads+=(bulk)
+  echo "   initial load archived after $(drain) s" >&2
+  declare -a b_rows
+  for r in $(seq 1 "$ROUNDS"); do
+    for load in "${loads[@]}"; do
+      case $load in
+        c8) args=(-c 8 -j 2) label="pgbench -c 8 -j 2" ;;
+        c16p) args=(-c 16 -j 2 -M prepared) label="pgbench -c 16 -j 2 -M prepared" ;;
+        bulk) args=(-c 1 -f "$BENCH_DIR/bulk.sql") label="WAL-heavy: TRUNCATE + INSERT 50k rows, -c 1" ;;
+      esac
+      samples=$BENCH_DIR/backlog-$load-$r
+      read -r arch0 fail0 < <(archiver)
+      lsn0=$(lsn_bytes)
+      t0=$(bench_now)
+      "$PG_BIN/pgbench" -h 127.0.0.1 -p 54343 -U postgres -n "${args[@]}" -T "$DURATION" postgres \
+        >"$samples.pgbench" 2>&1 &
+      pgb_pid=$!
+      # One sample a second: seconds since start, backlog, archived, failed.
+      : >"$samples"
+      while kill -0 "$pgb_pid" 2>/dev/null; do
+        read -r a f < <(archiver)
+        echo "$(bench_secs "$t0" "$(bench_now)" 1) $(ready_count) $((a - arch0)) $((f - fail0))" >>"$samples"
+        sleep 1
+      done
+      wait "$pgb_pid" || { tail -n 5 "$samples.pgbench" >&2; exit 1; }
+      t1=$(bench_now)
+      lsn1=$(lsn_bytes)
+      at_end=$(ready_count)
+      read -r arch1 _ < <(archiver)
+      drain_s=$(drain)
+      read -r arch2 fail2 < <(archiver)
+      secs=$(bench_secs "$t0" "$t1" 1)
+      tps=$(awk '/^tps/ { printf "%.0f", $3 }' "$samples.pgbench")
+      awk '(NR - 1) % 10 == 0 { printf "   %6.1f s: backlog %d, archived %d, failed %d\n", $1, $2, $3, $4 }' "$samples" >&2
+      # max, mean, least-squares slope (segments per minute) of the backlog.
+      read -r bmax bmean slope < <(awk '{ n++; x += $1; y += $2; xx += $1 * $1; xy += $1 * $2; if ($2 > m) m = $2 }
+        END { d = n * xx - x * x; printf "%d %.1f %.2f\n", m, y / n, d ? 60 * (n * xy - x * y) / d : 0 }' "$samples")
+      row=$(awk -v b=$((lsn1 - lsn0)) -v s="$secs" -v a=$((arch1 - arch0)) -v tps="$tps" \
+        'BEGIN { printf "%.0f | %.0f | %.2f | %.2f", tps, b / 1048576, b / 16777216 / s, a / s }')
+      b_rows+=("| $r | $label | $row | $bmax / $bmean / $at_end | $slope | $drain_s s | $((fail2 - fail0)) |")
+      echo "   round $r $label: ${secs} s, $tps tps, $(mib $((lsn1 - lsn0))) of WAL, $((arch1 - arch0)) segments archived during pgbench ($((arch2 - arch0)) with the drain), backlog max $bmax mean $bmean at end $at_end slope $slope/min, drained in $drain_s s, $((fail2 - fail0)) failed" >&2
+    done
+  done
+  {
+    echo
+    echo "Archive backlog: archive_command = subvault wal-push (one process per segment, zstd-3) to S3 ($S3) behind TLS on 127.0.0.1; pgbench scale $SCALE, $DURATION s per run; backlog = pg_wal/archive_status/*.ready sampled every second (the segment being pushed counts)"
+    echo
+    echo "| round | load | tps | WAL MiB | segments written/s | segments archived/s | backlog max / mean / at end | backlog trend (segments/min) | drain after pgbench | failed |"
+    echo "|------:|------|----:|--------:|-------------------:|--------------------:|----------------------------:|-----------------------------:|--------------------:|-------:|"
+    printf '%s\n' "${b_rows[@]}"
+  }
+  "$REPO/integration/pg.sh" stop "$bdata"
 fi
 echo
 echo "== $(uptime)"
