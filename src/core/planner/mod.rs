@@ -358,7 +358,7 @@ fn plan_inner(input: &PlanInput) -> Plan {
         let decision = decide_remote(&items, &remote.policy, input.now, input.tz);
         merged.keep_snapshots(&items, &decision);
         if !remote.unreachable {
-            merged.add_backups(&Arc::from(remote.id.as_str()), &items, &decision);
+            merged.add_backups(&Arc::from(remote.id.as_str()), &items, decision);
         }
     }
 
@@ -435,18 +435,23 @@ impl Merged {
 
     /// Every backup of the remote with its verdict, the uploads it needs and
     /// the objects it no longer keeps.
-    fn add_backups(&mut self, remote: &Arc<str>, items: &[Item<'_>], decision: &RemoteDecision) {
+    fn add_backups(&mut self, remote: &Arc<str>, items: &[Item<'_>], mut decision: RemoteDecision) {
         // Reserved up front: growing by doubling held 1.5 copies of the
         // verdicts at once (25 MiB more at 100k backups, issue 21).
         let count: usize = items.iter().map(|i| i.backups.len().max(1)).sum();
         self.backups.reserve(count);
         for (idx, item) in items.iter().enumerate() {
-            let reasons = Some(&decision.kept[idx]).filter(|r| !r.is_empty());
+            // Moved into the verdicts, not copied: a copy held every reason
+            // twice at the planner's peak (issue 21).
+            let mut reasons = std::mem::take(&mut decision.kept[idx]);
+            let kept = !reasons.is_empty();
             let preserved = decision.preservation[idx];
             if let Some(parent) = decision.upload_parent.get(&idx) {
-                self.add_upload(remote, item, parent.map(|p| &items[p]), reasons, preserved);
+                let r = kept.then_some(&reasons);
+                self.add_upload(remote, item, parent.map(|p| &items[p]), r, preserved);
             }
-            for backup in &item.backups {
+            let copies = item.backups.len();
+            for (copy, backup) in item.backups.iter().enumerate() {
                 let broken = decision.broken.contains(&*backup.key);
                 if broken {
                     self.warnings.push(format!(
@@ -456,7 +461,7 @@ impl Merged {
                         backup.send_parent_uuid.unwrap_or_default()
                     ));
                 }
-                let action = if reasons.is_some() {
+                let action = if kept {
                     BackupAction::Keep
                 } else {
                     self.deletes.push(Action::DeleteBackup {
@@ -473,7 +478,11 @@ impl Merged {
                     ctransid: backup.ctransid,
                     time: backup.time,
                     action,
-                    reasons: reasons.cloned().unwrap_or_default(),
+                    reasons: if copy + 1 == copies {
+                        std::mem::take(&mut reasons)
+                    } else {
+                        reasons.clone()
+                    },
                     timeframe: preserved.timeframe,
                     retain_until: preserved.retain_until,
                     size: backup.size,
