@@ -85,12 +85,7 @@ pub fn inventory(host_prefix: &str, objects: impl IntoIterator<Item = Listed>) -
         out.objects += 1;
         out.bytes += o.size;
         let class = o.storage_class.as_deref().map(|c| classes.intern(c));
-        let t = out
-            .by_storage_class
-            .entry(class.as_deref().unwrap_or("STANDARD").to_string())
-            .or_default();
-        t.count += 1;
-        t.bytes += o.size;
+        ClassTotal::add(&mut out.by_storage_class, class.as_deref(), o.size);
         match object_key::parse_key(host_prefix, &o.key) {
             Ok(info) => {
                 let b = object_key::to_backup(&o.key, &info, Some(o.size), class);

@@ -37,6 +37,21 @@ pub struct ClassTotal {
     pub bytes: u64,
 }
 
+impl ClassTotal {
+    /// Counts one object of `size` bytes in `class` (`None`: STANDARD, as S3
+    /// omits it). Looked up before inserting: a key String per object was
+    /// 100k allocations for nothing (issue 21).
+    pub fn add(totals: &mut BTreeMap<String, ClassTotal>, class: Option<&str>, size: u64) {
+        let class = class.unwrap_or("STANDARD");
+        if !totals.contains_key(class) {
+            totals.insert(class.to_string(), ClassTotal::default());
+        }
+        let t = totals.get_mut(class).expect("inserted above");
+        t.count += 1;
+        t.bytes += size;
+    }
+}
+
 /// The newest restorable backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewestBackup {
@@ -67,16 +82,7 @@ impl Inventory {
             let size = b.size.unwrap_or(0);
             inv.backups += 1;
             inv.bytes += size;
-            let class = b.storage_class.as_deref().unwrap_or("STANDARD");
-            // Looked up before inserting: a key String per backup was 100k
-            // allocations for nothing (issue 21).
-            if !inv.by_storage_class.contains_key(class) {
-                inv.by_storage_class
-                    .insert(class.to_string(), ClassTotal::default());
-            }
-            let t = inv.by_storage_class.get_mut(class).expect("inserted above");
-            t.count += 1;
-            t.bytes += size;
+            ClassTotal::add(&mut inv.by_storage_class, b.storage_class.as_deref(), size);
             if !restorable.contains(&b.uuid) {
                 inv.broken.push(BrokenBackup {
                     key: b.key.to_string(),
