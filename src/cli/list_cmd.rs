@@ -53,10 +53,7 @@ pub fn execute(config_path: &Path, args: &ListArgs) -> Result<i32> {
 }
 
 fn line(e: &Entry, tz: Tz) -> String {
-    let time = chrono::DateTime::parse_from_rfc3339(&e.time)
-        .map(|t| show_time(t.with_timezone(&chrono::Utc), tz))
-        .unwrap_or_else(|_| e.time.clone());
-    let words: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
+    let time = show_time(e.at, tz);
     let kind = if e.send_parent_uuid.is_none() {
         "full"
     } else {
@@ -65,6 +62,7 @@ fn line(e: &Entry, tz: Tz) -> String {
     let reasons = if e.reasons.is_empty() {
         String::new()
     } else {
+        let words: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
         format!("  [{}]", words.join(", "))
     };
     let orphan = e

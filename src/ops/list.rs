@@ -41,6 +41,9 @@ pub struct Entry<'a> {
     pub source_uuid: Uuid,
     /// Snapshot time, RFC 3339 in the configured zone.
     pub time: String,
+    /// The same instant, for the text form (not in JSON).
+    #[serde(skip)]
+    pub at: chrono::DateTime<chrono::Utc>,
     /// Why it is kept (planner reasons; empty when the source is not readable here).
     pub reasons: &'a [Reason],
     /// Object size in bytes.
@@ -138,6 +141,7 @@ impl RemoteListing {
             send_parent_uuid: b.send_parent_uuid,
             source_uuid: b.source_uuid,
             time: b.time.with_timezone(&self.tz).to_rfc3339(),
+            at: b.time,
             reasons: self.reasons.get(&b.uuid).map_or(&[], Vec::as_slice),
             size: b.size,
             storage_class: b.storage_class.as_deref().unwrap_or("STANDARD"),
