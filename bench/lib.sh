@@ -36,6 +36,11 @@
 #                              with its state in DIR; sets ENDPOINT, BUCKET and
 #                              REGION (moto: test credentials, bucket `bench`)
 #   bench_s3_stop DIR          stop the server bench_s3_start started in DIR
+#   bench_cleanup_now_and_on_exit FN
+#                              run FN on exit, Ctrl-C (exit 130) and SIGTERM
+#                              (exit 143), and once now in a subshell (so FN's
+#                              `set +e` does not outlive it) to clear what an
+#                              interrupted earlier run left behind
 
 BENCH_NAME=bench/$(basename "$0")
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -122,6 +127,14 @@ bench_time_field() { # TIMES seconds|rss_kib|wall
 }
 
 bench_now() { date +%s.%N; }
+
+bench_cleanup_now_and_on_exit() { # FN
+  # shellcheck disable=SC2064 # FN is fixed when the trap is set, on purpose
+  trap "$1" EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  ("$1")
+}
 
 bench_secs() { # START END [DECIMALS]
   awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%.*f\n", d, b - a }'

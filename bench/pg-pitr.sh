@@ -114,11 +114,7 @@ cleanup() {
   loopfs_teardown "$img"
   rm -rf "$BENCH_DIR"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-(cleanup) # in a subshell: its `set +e` must not outlive it
+bench_cleanup_now_and_on_exit cleanup
 mkdir -p "$BENCH_DIR" "$mnt" "$sock" "$tls" "$pgbr_dir"/{log,lock,spool}
 chmod 755 "$BENCH_DIR"
 loopfs_make "$img" 16G

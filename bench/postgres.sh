@@ -51,11 +51,7 @@ cleanup() {
     loopfs_teardown "$img"
     rm -rf "$BENCH_DIR"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-(cleanup) # in a subshell: its `set +e` must not outlive it
+bench_cleanup_now_and_on_exit cleanup
 mkdir -p "$BENCH_DIR" "$mnt" "$remote" "$pgbr/repo" "$pgbr/log" "$pgbr/lock" "$sock"
 chmod 755 "$BENCH_DIR"
 loopfs_make "$img" 16G
