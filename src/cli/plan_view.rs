@@ -38,8 +38,8 @@ fn marker(b: &BackupPlan) -> &'static str {
 }
 
 fn backup_line(b: &BackupPlan, tz: Tz) -> String {
-    let time = b.time.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z");
-    let kind = if b.send_parent_uuid.is_none() {
+    let time = b.time().with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z");
+    let kind = if b.send_parent_uuid().is_none() {
         "full"
     } else {
         "diff"
@@ -49,8 +49,8 @@ fn backup_line(b: &BackupPlan, tz: Tz) -> String {
     } else {
         reasons_text(&b.reasons)
     };
-    let size = b.size.map(human_bytes).unwrap_or_else(|| "-".to_string());
-    let class = b.storage_class.as_deref().unwrap_or("-");
+    let size = b.size().map(human_bytes).unwrap_or_else(|| "-".to_string());
+    let class = b.storage_class().unwrap_or("-");
     let verdict = match (b.action, b.broken_chain) {
         (BackupAction::Upload, _) => "new",
         (BackupAction::Delete, _) => "delete",
@@ -150,10 +150,10 @@ fn write_tree(out: &mut dyn std::fmt::Write, sp: &SourcePlan, remote: &str, tz: 
         let _ = writeln!(out, "    (no backups)");
         return;
     }
-    let present: HashSet<Uuid> = backups.iter().map(|b| b.uuid).collect();
+    let present: HashSet<Uuid> = backups.iter().map(|b| b.uuid()).collect();
     let mut children: BTreeMap<Option<Uuid>, Vec<&BackupPlan>> = BTreeMap::new();
     for b in &backups {
-        let parent = b.send_parent_uuid.filter(|p| present.contains(p));
+        let parent = b.send_parent_uuid().filter(|p| present.contains(p));
         children.entry(parent).or_default().push(b);
     }
     let mut seen = HashSet::new();
@@ -173,7 +173,7 @@ fn write_children(
         return;
     };
     let mut kids = kids.clone();
-    kids.sort_by_key(|b| (b.ctransid, b.time));
+    kids.sort_by_key(|b| (b.ctransid(), b.time()));
     for (i, b) in kids.iter().enumerate() {
         let last = i + 1 == kids.len();
         let branch = if parent.is_none() {
@@ -190,7 +190,7 @@ fn write_children(
             backup_line(b, tz)
         );
         // Guard against cycles in a corrupt bucket and duplicate uuids.
-        if !seen.insert(b.uuid) {
+        if !seen.insert(b.uuid()) {
             continue;
         }
         let next = if parent.is_none() {
@@ -200,7 +200,7 @@ fn write_children(
         } else {
             format!("{prefix}│  ")
         };
-        write_children(out, children, Some(b.uuid), &next, tz, seen);
+        write_children(out, children, Some(b.uuid()), &next, tz, seen);
     }
 }
 
@@ -268,7 +268,7 @@ fn opt_uuid(u: Uuid) -> Value {
 struct BackupJson<'a> {
     source: &'a str,
     remote: &'a str,
-    key: Option<&'a str>,
+    key: Option<std::borrow::Cow<'a, str>>,
     uuid: Option<String>,
     send_parent_uuid: Option<String>,
     ctransid: u64,
@@ -299,23 +299,23 @@ impl Serialize for BackupsJson<'_> {
 }
 
 fn backup_json<'a>(sp: &'a SourcePlan, b: &'a BackupPlan) -> BackupJson<'a> {
-    let key = b.key.as_deref().or_else(|| {
+    let key = b.key().or_else(|| {
         sp.upload_keys
-            .get(&(b.remote.to_string(), b.uuid))
-            .map(String::as_str)
+            .get(&(b.remote.to_string(), b.uuid()))
+            .map(|k| k.as_str().into())
     });
     BackupJson {
         source: &sp.name,
         remote: &b.remote,
         key,
-        uuid: (!b.uuid.is_nil()).then(|| b.uuid.to_string()),
-        send_parent_uuid: b.send_parent_uuid.map(|u| u.to_string()),
-        ctransid: b.ctransid,
-        time: b.time.to_rfc3339(),
+        uuid: (!b.uuid().is_nil()).then(|| b.uuid().to_string()),
+        send_parent_uuid: b.send_parent_uuid().map(|u| u.to_string()),
+        ctransid: b.ctransid(),
+        time: b.time().to_rfc3339(),
         action: b.action,
         reasons: &b.reasons,
-        size: b.size,
-        storage_class: b.storage_class.as_deref(),
+        size: b.size(),
+        storage_class: b.storage_class(),
         broken_chain: b.broken_chain,
     }
 }
@@ -421,7 +421,7 @@ mod tests {
         let s2 = snap(2, "2025-01-02T00:00:00Z");
         let s3 = snap(3, "2025-01-02T05:00:00Z");
         let b = |s: &Snapshot, parent: Option<u64>| Backup {
-            key: format!("data.k{}", s.ctransid).into(),
+            key_form: format!("data.k{}", s.ctransid).into(),
             uuid: s.uuid,
             send_parent_uuid: parent.map(|p| Uuid::from_u128(p as u128)),
             source_uuid: src,

@@ -288,7 +288,7 @@ fn chain_json(chosen: &Chosen, target: &Target) -> Value {
                 StepAction::Reuse(p) => ("reuse", Some(p.display().to_string())),
             };
             json!({
-                "key": s.backup.key,
+                "key": s.backup.key(),
                 "uuid": s.backup.uuid,
                 "time": s.backup.time,
                 "full": s.backup.send_parent_uuid.is_none(),
@@ -305,7 +305,7 @@ fn chain_json(chosen: &Chosen, target: &Target) -> Value {
         "name": chosen.name,
         "target": target.dir().display().to_string(),
         "leaf": {
-            "key": chosen.leaf.key,
+            "key": chosen.leaf.key(),
             "uuid": chosen.leaf.uuid,
             "time": chosen.leaf.time,
         },
@@ -360,7 +360,7 @@ fn print_dry_run(chosen: &Chosen, target: &Target, tz: chrono_tz::Tz) {
             show_time(s.backup.time, tz),
             s.backup.size.map(human_bytes).unwrap_or_else(|| "?".into()),
             s.backup.storage_class.as_deref().unwrap_or("STANDARD"),
-            s.backup.key
+            s.backup.key()
         );
     }
     let to_get = chosen.bytes_to_get();

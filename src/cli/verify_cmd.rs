@@ -59,12 +59,12 @@ pub fn execute(config_path: &Path, args: &VerifyArgs) -> Result<i32> {
                 return;
             }
             match outcome {
-                Outcome::Good(note) => println!("ok  {}  ({note})", b.key),
+                Outcome::Good(note) => println!("ok  {}  ({note})", b.key()),
                 Outcome::Archived(cmd) => println!(
                     "--  {}  (not checked: in archive storage; to check it, first run: {cmd})",
-                    b.key
+                    b.key()
                 ),
-                Outcome::Bad(problem) => println!("BAD {}  ({problem})", b.key),
+                Outcome::Bad(problem) => println!("BAD {}  ({problem})", b.key()),
             }
         },
     ))?;
@@ -123,7 +123,7 @@ fn object_json(b: &crate::core::model::Backup, outcome: &Outcome) -> serde_json:
         Outcome::Bad(problem) => ("bad", problem),
     };
     json!({
-        "key": b.key,
+        "key": b.key(),
         "uuid": b.uuid,
         "size": b.size,
         "result": result,

@@ -186,8 +186,12 @@ pub struct Authenticated {
 pub fn authenticate(backups: Vec<Backup>, prefix: &str, key: &AuthKey) -> Authenticated {
     let mut out = Authenticated::default();
     for b in backups {
-        let name = b.key.strip_prefix(prefix).unwrap_or(&b.key);
-        match key.open_name(name) {
+        let opened = {
+            let full = b.key();
+            key.open_name(full.strip_prefix(prefix).unwrap_or(&full))
+                .map(|_| ())
+        };
+        match opened {
             Ok(_) => out.backups.push(b),
             Err(why) => out.foreign.push(Foreign { backup: b, why }),
         }
@@ -332,7 +336,7 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(mac_name("p/", &good.key), NAME);
+        assert_eq!(mac_name("p/", &good.key()), NAME);
         assert_eq!(mac_name("p/", &format!("p/{NAME}")), NAME);
     }
 

@@ -83,12 +83,14 @@ pub fn by_uuid(backups: &[Backup]) -> HashMap<Uuid, &Backup> {
     let ok = restorable(backups);
     let rank = |b: &Backup| {
         let works = b.send_parent_uuid.map_or(true, |p| ok.contains(&p));
-        (!works, b.codec.is_none(), b.key.clone())
+        (!works, b.codec.is_none())
     };
+    // Keys are written out only to break a tie.
+    let ranked = |a: &Backup, b: &Backup| rank(a).cmp(&rank(b)).then_with(|| a.key().cmp(&b.key()));
     let mut map: HashMap<Uuid, &Backup> = HashMap::new();
     for b in backups {
         match map.get(&b.uuid) {
-            Some(old) if rank(old) <= rank(b) => {}
+            Some(old) if ranked(old, b).is_le() => {}
             _ => {
                 map.insert(b.uuid, b);
             }
@@ -101,7 +103,11 @@ pub fn by_uuid(backups: &[Backup]) -> HashMap<Uuid, &Backup> {
 pub fn select<'a>(backups: &'a [Backup], sel: Selector) -> Result<&'a Backup, ChainError> {
     let unique = by_uuid(backups);
     let newest = |it: &mut dyn Iterator<Item = &'a Backup>| {
-        it.max_by(|a, b| (a.time, a.ctransid, &a.key).cmp(&(b.time, b.ctransid, &b.key)))
+        it.max_by(|a, b| {
+            (a.time, a.ctransid)
+                .cmp(&(b.time, b.ctransid))
+                .then_with(|| a.key().cmp(&b.key()))
+        })
     };
     match sel {
         Selector::Uuid(u) => unique.get(&u).copied().ok_or(ChainError::UnknownUuid(u)),
@@ -117,7 +123,7 @@ pub fn select<'a>(backups: &'a [Backup], sel: Selector) -> Result<&'a Backup, Ch
             Err(ChainError::NoneBefore {
                 at,
                 oldest: oldest.time,
-                key: oldest.key.to_string(),
+                key: oldest.key().to_string(),
             })
         }
     }
@@ -131,12 +137,12 @@ pub fn chain(backups: &[Backup], leaf: &Backup) -> Result<Vec<Backup>, ChainErro
     while let Some(parent) = cur.send_parent_uuid {
         let Some(p) = unique.get(&parent) else {
             return Err(ChainError::MissingParent {
-                key: cur.key.to_string(),
+                key: cur.key().to_string(),
                 parent,
             });
         };
         if out.len() > unique.len() {
-            return Err(ChainError::Cycle(leaf.key.to_string()));
+            return Err(ChainError::Cycle(leaf.key().to_string()));
         }
         out.push((*p).clone());
         cur = p;
@@ -177,7 +183,7 @@ mod tests {
 
     fn b(n: u128, parent: Option<u128>, day: u32) -> Backup {
         Backup {
-            key: format!("p/s.{n}").into(),
+            key_form: format!("p/s.{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: parent.map(Uuid::from_u128),
             source_uuid: Uuid::from_u128(999),
@@ -274,10 +280,10 @@ mod tests {
     #[test]
     fn duplicates_prefer_keys_with_a_codec_and_loops_are_caught() {
         let mut plain = b(1, None, 1);
-        plain.key = "p/a-first".into();
+        plain.key_form = "p/a-first".into();
         plain.codec = None;
         let t = vec![plain, b(1, None, 1)];
-        assert_eq!(&*select(&t, Selector::Latest).unwrap().key, "p/s.1");
+        assert_eq!(&*select(&t, Selector::Latest).unwrap().key(), "p/s.1");
 
         let t = vec![b(1, Some(2), 1), b(2, Some(1), 2)];
         let leaf = select(&t, Selector::Latest).unwrap();
@@ -291,18 +297,18 @@ mod tests {
         // relative to a snapshot that has no object.
         let mut good = b(3, Some(2), 3);
         good.codec = None;
-        good.key = "p/s.3.good".into();
+        good.key_form = "p/s.3.good".into();
         let mut broken = b(3, Some(42), 3);
-        broken.key = "p/s.3.broken".into();
+        broken.key_form = "p/s.3.broken".into();
         let backups = vec![b(1, None, 1), b(2, Some(1), 2), broken, good];
         let ok = restorable(&backups);
         assert!(ok.contains(&Uuid::from_u128(3)) && !ok.contains(&Uuid::from_u128(42)));
         let leaf = select(&backups, Selector::Uuid(Uuid::from_u128(3))).unwrap();
-        assert_eq!(&*leaf.key, "p/s.3.good");
+        assert_eq!(&*leaf.key(), "p/s.3.good");
         let keys: Vec<String> = chain(&backups, leaf)
             .unwrap()
             .into_iter()
-            .map(|b| b.key.to_string())
+            .map(|b| b.key().to_string())
             .collect();
         assert_eq!(keys, ["p/s.1", "p/s.2", "p/s.3.good"]);
         // A cycle (hand-made keys) is not restorable.

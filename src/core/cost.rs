@@ -149,12 +149,12 @@ pub fn plan_cost<'a>(
 ) -> CostEstimate {
     let mut cost = CostEstimate::new(table);
     for b in backups {
-        let class = b.storage_class.as_deref().unwrap_or("STANDARD");
-        let bytes = b.size.unwrap_or(0);
+        let class = b.storage_class().unwrap_or("STANDARD");
+        let bytes = b.size().unwrap_or(0);
         match b.action {
             BackupAction::Keep | BackupAction::Upload => cost.add_storage(table, class, bytes),
             BackupAction::Delete => {
-                let age_days = (now - b.time).num_seconds() as f64 / 86_400.0;
+                let age_days = (now - b.time()).num_seconds() as f64 / 86_400.0;
                 cost.add_deletion(table, class, bytes, age_days);
             }
         }
@@ -217,20 +217,19 @@ mod tests {
     #[test]
     fn a_plan_costs_what_it_keeps_and_what_it_deletes_early() {
         let now: DateTime<Utc> = "2026-12-03T00:00:00Z".parse().unwrap();
-        let b = |action, class: &str, gib: u64, days_old: i64| BackupPlan {
-            remote: "r".into(),
-            key: Some("k".into()),
-            uuid: uuid::Uuid::nil(),
-            send_parent_uuid: None,
-            ctransid: 1,
-            time: now - chrono::Duration::days(days_old),
-            action,
-            reasons: vec![],
-            timeframe: None,
-            retain_until: None,
-            size: Some(gib << 30),
-            storage_class: Some(class.into()),
-            broken_chain: false,
+        let b = |action, class: &str, gib: u64, days_old: i64| {
+            let backup = crate::core::model::Backup {
+                key_form: "k".into(),
+                uuid: uuid::Uuid::nil(),
+                send_parent_uuid: None,
+                source_uuid: uuid::Uuid::nil(),
+                ctransid: 1,
+                time: now - chrono::Duration::days(days_old),
+                size: Some(gib << 30),
+                storage_class: Some(class.into()),
+                codec: None,
+            };
+            BackupPlan::listed("r".into(), &std::sync::Arc::new(vec![backup]), 0, action)
         };
         let t = table();
         let plan = [

@@ -80,7 +80,7 @@ pub fn host_name<'a>(root: &str, host_prefix: &'a str) -> &'a str {
 pub fn inventory(host_prefix: &str, objects: impl IntoIterator<Item = Listed>) -> HostInventory {
     let mut out = HostInventory::default();
     let mut backups: BTreeMap<String, Vec<crate::core::model::Backup>> = BTreeMap::new();
-    let mut classes = crate::core::model::StorageClasses::default();
+    let mut classes = crate::core::model::Interner::default();
     for o in objects {
         out.objects += 1;
         out.bytes += o.size;

@@ -88,7 +88,7 @@ pub fn newest<'a>(
         .max_by_key(|(_, b)| b.time)
         .map(|(remote, b)| Newest {
             time: b.time,
-            what: format!("backup on remote {remote} ({})", b.key),
+            what: format!("backup on remote {remote} ({})", b.key()),
         });
     match (snap, backup) {
         (Some(s), Some(b)) => Some(if b.time > s.time { b } else { s }),
@@ -165,7 +165,7 @@ mod tests {
 
     fn backup(n: u128, time: &str) -> Backup {
         Backup {
-            key: format!("k{n}").into(),
+            key_form: format!("k{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: None,
             source_uuid: Uuid::nil(),
@@ -231,9 +231,9 @@ mod tests {
             backup(9, "2026-10-01T00:00:00Z"),  // ours, its snapshot pruned
             backup(10, "2026-11-02T00:30:00Z"), // someone else's, newer
         ];
-        let foreign: Vec<&str> = unexplained_newer(&snaps, &backups)
+        let foreign: Vec<String> = unexplained_newer(&snaps, &backups)
             .iter()
-            .map(|b| &*b.key)
+            .map(|b| b.key().into_owned())
             .collect();
         assert_eq!(foreign, ["k10"]);
         // No snapshot at all: every backup of the source is unexplained.

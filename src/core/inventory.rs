@@ -85,7 +85,7 @@ impl Inventory {
             ClassTotal::add(&mut inv.by_storage_class, b.storage_class.as_deref(), size);
             if !restorable.contains(&b.uuid) {
                 inv.broken.push(BrokenBackup {
-                    key: b.key.to_string(),
+                    key: b.key().to_string(),
                     send_parent_uuid: b.send_parent_uuid,
                 });
                 continue;
@@ -93,11 +93,11 @@ impl Inventory {
             let newer = inv
                 .newest
                 .as_ref()
-                .map_or(true, |n| (b.time, &*b.key) > (n.time, n.key.as_str()));
+                .map_or(true, |n| (b.time, &*b.key()) > (n.time, n.key.as_str()));
             if newer {
                 inv.newest = Some(NewestBackup {
                     time: b.time,
-                    key: b.key.to_string(),
+                    key: b.key().to_string(),
                     uuid: b.uuid,
                 });
             }

@@ -61,7 +61,7 @@ pub fn reachable_by_archive(backups: Vec<Backup>, first_segment: Option<&str>) -
     backups
         .into_iter()
         .filter(|b| {
-            let start = pg_record::from_key(&b.key)
+            let start = pg_record::from_key(&b.key())
                 .and_then(|r| r.wal_start)
                 .and_then(|s| SegmentName::parse(&s));
             start.map_or(true, |s| (s.log, s.seg) >= (first.log, first.seg))
@@ -78,7 +78,7 @@ pub fn choose_base(
 ) -> Result<(&Backup, DateTime<Utc>), PitrError> {
     let mut bases: Vec<(&Backup, DateTime<Utc>)> = backups
         .iter()
-        .filter_map(|b| Some((b, pg_record::from_key(&b.key)?.consistent_at?)))
+        .filter_map(|b| Some((b, pg_record::from_key(&b.key())?.consistent_at?)))
         .collect();
     // Newest consistency first; ties by content order, like restore's choice.
     bases.sort_by_key(|b| std::cmp::Reverse((b.1, b.0.ctransid)));
@@ -121,7 +121,7 @@ mod tests {
     fn backup(n: u8, ctid: u64, consistent: Option<&str>) -> Backup {
         let pgct = consistent.map(|c| format!(".pgct{c}")).unwrap_or_default();
         Backup {
-            key: format!("db.ctim2026-01-01T00:00:00+00:00.ctid{ctid}.pgvn150018.pgtl1.pgls0-3000060.pgmdcheckpoint{pgct}").into(),
+            key_form: format!("db.ctim2026-01-01T00:00:00+00:00.ctid{ctid}.pgvn150018.pgtl1.pgls0-3000060.pgmdcheckpoint{pgct}").into(),
             uuid: Uuid::from_u128(n.into()),
             send_parent_uuid: None,
             source_uuid: Uuid::from_u128(99),
@@ -160,7 +160,7 @@ mod tests {
         // `.pgrs<log>-<seg>`, timeline 1 from `.pgtl1`.
         let with_start = |n: u8, start: &str| {
             let mut b = backup(n, n.into(), Some("2026-01-01T01:00:05Z"));
-            b.key = format!("{}.pgrs{start}", b.key).into();
+            b.key_form = format!("{}.pgrs{start}", b.key()).into();
             b
         };
         let b = vec![

@@ -67,7 +67,7 @@ pub struct WalRetention {
 
 /// A kept backup as retention sees it.
 struct Anchor<'a> {
-    key: &'a str,
+    key: std::borrow::Cow<'a, str>,
     record: Option<PgRecord>,
 }
 
@@ -192,9 +192,12 @@ fn anchors<'a>(
     }
     let all: Vec<Anchor> = kept
         .iter()
-        .map(|b| Anchor {
-            key: &b.key,
-            record: pg_record::from_key(&b.key),
+        .map(|b| {
+            let key = b.key();
+            Anchor {
+                record: pg_record::from_key(&key),
+                key,
+            }
         })
         .collect();
     let Some(window) = window else {
@@ -205,7 +208,7 @@ fn anchors<'a>(
     // --pitr` chooses it: the newest backup consistent by then.
     let base = all
         .iter()
-        .filter_map(|a| Some((a.record.as_ref()?.consistent_at?, a.key)))
+        .filter_map(|a| Some((a.record.as_ref()?.consistent_at?, a.key.clone())))
         .filter(|(at, _)| *at <= since)
         .max();
     let Some((base_at, base_key)) = base else {
@@ -268,7 +271,7 @@ mod tests {
             wal_start: start.map(String::from),
         };
         Backup {
-            key: format!(
+            key_form: format!(
                 "pg/db.ctim{}.ctid1.mdvn1.seqn0.cmprzstd{}",
                 consistent.format("%Y-%m-%dT%H:%M:%S+00:00"),
                 pg_record::key_suffix(&rec)
@@ -374,7 +377,7 @@ mod tests {
         );
         let r = retain(&objects, &[&old, &new], None, now);
         assert!(r.delete.is_empty());
-        assert!(r.held_back.as_ref().unwrap().contains(&*old.key), "{r:?}");
+        assert!(r.held_back.as_ref().unwrap().contains(&*old.key()), "{r:?}");
         let r = retain(&objects, &[], None, now);
         assert!(r.delete.is_empty() && r.held_back.is_some());
         let mut other = obj("000000010000000000000001");
@@ -384,7 +387,7 @@ mod tests {
         assert!(r.held_back.unwrap().contains("2 clusters"));
         // A backup without a PostgreSQL record is an unknown start too.
         let mut plain = new.clone();
-        plain.key = "pg/db.ctim2026-01-01T00:00:00+00:00.ctid1.mdvn1.seqn0".into();
+        plain.key_form = "pg/db.ctim2026-01-01T00:00:00+00:00.ctid1.mdvn1.seqn0".into();
         assert!(retain(&objects, &[&plain, &new], None, now)
             .held_back
             .is_some());
@@ -500,7 +503,7 @@ mod tests {
                     assert!(
                         have.contains(&(want, p)),
                         "day {day}: backup {} needs segment {p} of timeline {want}",
-                        b.key
+                        b.key()
                     );
                 }
             }

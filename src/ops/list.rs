@@ -30,7 +30,7 @@ use crate::remote::ObjectStore;
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry<'a> {
     /// Object key.
-    pub key: &'a str,
+    pub key: std::borrow::Cow<'a, str>,
     /// Base name in the key (usually the source's name).
     pub name: String,
     /// Snapshot uuid (what `restore --uuid` takes).
@@ -134,9 +134,10 @@ impl RemoteListing {
 
     fn entry(&self, n: Node) -> Entry<'_> {
         let b = &self.backups[n.index as usize];
+        let key = b.key();
         Entry {
-            key: &b.key,
-            name: basename_of(&self.prefix, &b.key).unwrap_or_default(),
+            name: basename_of(&self.prefix, &key).unwrap_or_default(),
+            key,
             uuid: b.uuid,
             send_parent_uuid: b.send_parent_uuid,
             source_uuid: b.source_uuid,
@@ -148,7 +149,7 @@ impl RemoteListing {
             codec: b.codec.map(|c| c.as_str()),
             orphan: self.orphan_why.get(&n.index).map(String::as_str),
             depth: n.depth as usize,
-            postgres: crate::core::pg_record::from_key(&b.key),
+            postgres: crate::core::pg_record::from_key(&b.key()),
         }
     }
 }
@@ -268,7 +269,7 @@ fn planner_reasons(config: &Config, opened: &OpenRemotes) -> Reasons {
                     BackupAction::Delete => vec![Reason::PrunedByNextRun],
                     _ => b.reasons.iter().copied().map(Reason::Keep).collect(),
                 };
-                map.insert(b.uuid, reasons);
+                map.insert(b.uuid(), reasons);
             }
         }
     }
@@ -283,7 +284,7 @@ fn listing(
     uuids: &HashMap<String, Option<Uuid>>,
 ) -> RemoteListing {
     // The listing takes the remote's backups: `list` needs them no more.
-    let backups = std::mem::take(&mut r.backups);
+    let backups = Arc::unwrap_or_clone(std::mem::take(&mut r.backups));
     let prefix = r.store.prefix().to_string();
     let known: HashSet<Uuid> = uuids.values().flatten().copied().collect();
     let unreadable: HashSet<&str> = uuids
@@ -310,7 +311,7 @@ fn listing(
     // uuid, unless a configured source of that name cannot be read here.
     let foreign = |b: &Backup| {
         !known.contains(&b.source_uuid)
-            && !basename_of(&prefix, &b.key).is_some_and(|n| unreadable.contains(n.as_str()))
+            && !basename_of(&prefix, &b.key()).is_some_and(|n| unreadable.contains(n.as_str()))
     };
     let mut roots: Vec<(u32, Option<String>)> = Vec::new();
     for (i, b) in backups.iter().enumerate() {
@@ -376,7 +377,7 @@ fn listing(
             .foreign
             .iter()
             .map(|f| ForeignEntry {
-                key: f.backup.key.to_string(),
+                key: f.backup.key().to_string(),
                 size: f.backup.size,
                 why: f.why.to_string(),
             })

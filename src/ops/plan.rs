@@ -1,6 +1,6 @@
 //! `plan`: what a run would do now, for each source, changing nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -72,19 +72,13 @@ async fn wal_plans(
         let Some(Ok(open)) = remotes.get(&up.id) else {
             continue;
         };
-        // One pass over the listing: a search of it per kept verdict was
-        // quadratic in the number of backups.
-        let kept_keys: HashSet<&str> = sp
+        // The verdicts point at their backups: no search of the listing.
+        let kept: Vec<crate::core::model::Backup> = sp
             .plan
             .backups
             .iter()
             .filter(|b| *b.remote == *up.id && b.action == planner::BackupAction::Keep)
-            .filter_map(|b| b.key.as_deref())
-            .collect();
-        let kept: Vec<crate::core::model::Backup> = open
-            .backups
-            .iter()
-            .filter(|o| kept_keys.contains(&*o.key))
+            .filter_map(|b| b.backup())
             .cloned()
             .collect();
         match super::wal_retention::plan(&up.id, open, source, &kept, now).await {

@@ -26,8 +26,9 @@ pub struct OpenRemote {
     /// The store.
     pub store: AnyStore,
     /// Every backup key found under the prefix (all sources); in an encrypted
-    /// remote, only those whose key authenticates.
-    pub backups: Vec<Backup>,
+    /// remote, only those whose key authenticates. Shared with the plans
+    /// made from it (their verdicts point into it).
+    pub backups: Arc<Vec<Backup>>,
     /// The remote's `rate_limit`, shared by every upload to it in this run.
     pub rate: Option<Arc<RateLimiter>>,
     /// The key file of an encrypted remote.
@@ -88,7 +89,7 @@ impl Decoding {
         opts.unseal = self.keys.as_ref().map(|(ids, auth, file)| Unseal {
             identities: Some(ids.clone()),
             auth: auth.clone(),
-            name: auth::mac_name(&self.prefix, &b.key).to_string(),
+            name: auth::mac_name(&self.prefix, &b.key()).to_string(),
             key_file: file.clone(),
         });
         opts
@@ -143,7 +144,7 @@ pub async fn open(config: RemoteConfig) -> Result<OpenRemote> {
         rate: config.rate_limit.map(RateLimiter::new),
         config,
         store,
-        backups,
+        backups: Arc::new(backups),
         keys,
         foreign,
     })

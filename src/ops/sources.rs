@@ -2,7 +2,6 @@
 //! command asks about sources: which ones the command line names, which
 //! backups are theirs, and what the planner is given for them.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -103,14 +102,14 @@ pub fn new_snapshot_path(source: &Source, now: DateTime<Utc>) -> PathBuf {
 
 /// The planner's input for one source. With `planned_snapshot`, the snapshot a
 /// run would take now is included as a planned one.
-pub fn plan_input<'a>(
+pub fn plan_input(
     config: &Config,
     source: &Source,
     state: &SourceState,
-    remotes: &'a OpenRemotes,
+    remotes: &OpenRemotes,
     now: DateTime<Utc>,
     planned_snapshot: bool,
-) -> Result<PlanInput<'a>> {
+) -> Result<PlanInput> {
     let mut snapshots = state.snapshots.clone();
     if planned_snapshot {
         snapshots.push(Snapshot::planned(
@@ -126,8 +125,8 @@ pub fn plan_input<'a>(
         // nothing goes to it, and the snapshots it will need are kept.
         let (backups, unreachable) = match remotes.get(&up.id) {
             // The planner ignores other sources' backups itself.
-            Some(Ok(r)) => (Cow::Borrowed(&r.backups[..]), false),
-            Some(Err(_)) => (Cow::Owned(Vec::new()), true),
+            Some(Ok(r)) => (r.backups.clone(), false),
+            Some(Err(_)) => (Default::default(), true),
             None => anyhow::bail!("remote {} was not opened", up.id),
         };
         inputs.push(RemoteInput {
@@ -196,7 +195,7 @@ pub fn backups_of_source(
 /// Whether `b` is a backup of `source` (whose current uuid is `uuid`), by
 /// the rule of [`backups_of_source`].
 pub fn is_of_source(b: &Backup, prefix: &str, source: &Source, uuid: Option<Uuid>) -> bool {
-    Some(b.source_uuid) == uuid || basename_of(prefix, &b.key).as_deref() == Some(&source.name)
+    Some(b.source_uuid) == uuid || basename_of(prefix, &b.key()).as_deref() == Some(&source.name)
 }
 
 #[cfg(test)]

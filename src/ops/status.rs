@@ -270,7 +270,7 @@ fn orphans(
         .iter()
         .filter(|b| {
             !known.contains(&b.source_uuid)
-                && !basename_of(prefix, &b.key).is_some_and(|n| config.source(&n).is_some())
+                && !basename_of(prefix, &b.key()).is_some_and(|n| config.source(&n).is_some())
         })
         .count()
 }
@@ -281,7 +281,7 @@ mod tests {
 
     fn backup(n: u128, parent: Option<u128>, hours_ago: i64, class: Option<&str>) -> Backup {
         Backup {
-            key: format!("data.{n}").into(),
+            key_form: format!("data.{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: parent.map(Uuid::from_u128),
             source_uuid: Uuid::from_u128(99),

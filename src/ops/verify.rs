@@ -92,7 +92,7 @@ pub async fn verify(
         };
         report.found_uuid |= !chosen.is_empty() && selection.uuid.is_some();
         for b in chosen {
-            let name = basename_of(store.prefix(), &b.key);
+            let name = basename_of(store.prefix(), &b.key());
             let unpipe = restore_pipe_through(config, &rc.id, name.as_deref());
             let outcome = match check(&store, &b, bucket_of(rc), unpipe, &decoding).await {
                 Ok(o) => o,
@@ -101,11 +101,11 @@ pub async fn verify(
             on_object(&b, &outcome);
             match outcome {
                 Outcome::Good(_) => report.checked += 1,
-                Outcome::Archived(_) => report.archived.push(b.key.to_string()),
+                Outcome::Archived(_) => report.archived.push(b.key().to_string()),
                 Outcome::Bad(problem) => {
                     report.checked += 1;
                     report.bad.push(Bad {
-                        key: b.key.to_string(),
+                        key: b.key().to_string(),
                         problem,
                     });
                 }
@@ -124,9 +124,9 @@ fn select(
 ) -> Option<Vec<Backup>> {
     let mut out: BTreeMap<String, Backup> = BTreeMap::new();
     let mut add_chain = |leaf: &Backup, bad: &mut Vec<Bad>| match chain::chain(backups, leaf) {
-        Ok(c) => out.extend(c.into_iter().map(|b| (b.key.to_string(), b))),
+        Ok(c) => out.extend(c.into_iter().map(|b| (b.key().to_string(), b))),
         Err(e) => bad.push(Bad {
-            key: leaf.key.to_string(),
+            key: leaf.key().to_string(),
             problem: e.to_string(),
         }),
     };
@@ -136,21 +136,21 @@ fn select(
     } else if selection.all {
         for link in chain::broken(backups) {
             bad.push(Bad {
-                key: link.backup.key.to_string(),
+                key: link.backup.key().to_string(),
                 problem: format!(
                     "its send parent {} has no object (missing chain object)",
                     link.missing_parent
                 ),
             });
         }
-        out.extend(backups.iter().map(|b| (b.key.to_string(), b.clone())));
+        out.extend(backups.iter().map(|b| (b.key().to_string(), b.clone())));
     } else {
         // One object per snapshot (a restorable one where there are
         // duplicates), then the newest per source.
         let unique = chain::by_uuid(backups);
         let mut newest: BTreeMap<(Uuid, String), &Backup> = BTreeMap::new();
         for b in unique.values().copied() {
-            let name = basename_of(store.prefix(), &b.key).unwrap_or_default();
+            let name = basename_of(store.prefix(), &b.key()).unwrap_or_default();
             let e = newest.entry((b.source_uuid, name)).or_insert(b);
             if (b.time, b.ctransid) > (e.time, e.ctransid) {
                 *e = b;
@@ -164,7 +164,7 @@ fn select(
     if let Some(n) = selection.sample {
         fastrand::shuffle(&mut v);
         v.truncate(n);
-        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v.sort_by(crate::core::object_key::key_order);
     }
     Some(v)
 }
@@ -181,16 +181,16 @@ async fn check(
         b.storage_class.as_deref(),
         Some("GLACIER") | Some("DEEP_ARCHIVE")
     ) {
-        let info = store.head(&b.key).await.map_err(|e| e.to_string())?;
+        let info = store.head(&b.key()).await.map_err(|e| e.to_string())?;
         if info.needs_restore() {
-            return Ok(Outcome::Archived(restore_request_command(bucket, &b.key)));
+            return Ok(Outcome::Archived(restore_request_command(bucket, &b.key())));
         }
     }
     // Through restore's downloader, so a body that breaks off midway is
     // resumed with a ranged GET instead of failing the check.
     let body = Fetch::start(
         store.clone(),
-        b.key.to_string(),
+        b.key().to_string(),
         b.size.unwrap_or(u64::MAX),
         VERIFY_WINDOW,
     );

@@ -70,11 +70,15 @@ pub fn kept_backups(
     uploaded: &[(String, u64)],
 ) -> Vec<Backup> {
     let prefix = opened.store.prefix();
+    let gone: std::collections::HashSet<&str> = deleted
+        .iter()
+        .map(String::as_str)
+        .chain(uploaded.iter().map(|(k, _)| k.as_str()))
+        .collect();
     let mut kept: Vec<Backup> = opened
         .backups
         .iter()
-        .filter(|b| b.source_uuid == source_uuid && !deleted.iter().any(|d| **d == *b.key))
-        .filter(|b| !uploaded.iter().any(|(k, _)| **k == *b.key))
+        .filter(|b| b.source_uuid == source_uuid && !gone.contains(&*b.key()))
         .cloned()
         .collect();
     for (key, size) in uploaded {

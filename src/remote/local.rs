@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing, RemoteError,
-    RemoteErrorKind, UploadOptions, UploadStats,
+    Body, DeleteReport, ListingSink, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing,
+    RemoteError, RemoteErrorKind, UploadOptions, UploadStats,
 };
 
 /// Name prefix of in-progress uploads; such files are never objects.
@@ -107,8 +107,21 @@ impl LocalStore {
     /// key and are skipped, with everything below them.
     fn walk_from(&self, start: PathBuf, temp: bool) -> io::Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
+        self.visit_from(start, temp, &mut |o| out.push(o))?;
+        out.sort_unstable_by(|a, b| path_order(&a.key).cmp(path_order(&b.key)));
+        Ok(out)
+    }
+
+    /// [`Self::walk_from`] in directory order, each file handed to `each` as
+    /// it is read.
+    fn visit_from(
+        &self,
+        start: PathBuf,
+        temp: bool,
+        each: &mut dyn FnMut(ObjectInfo),
+    ) -> io::Result<()> {
         let Some(start_key) = self.key_of(&start) else {
-            return Ok(out);
+            return Ok(());
         };
         let mut dirs = vec![(start, start_key)];
         while let Some((dir, dir_key)) = dirs.pop() {
@@ -127,12 +140,11 @@ impl LocalStore {
                 if ft.is_dir() {
                     dirs.push((entry.path(), key));
                 } else if ft.is_file() && name.starts_with(TMP_PREFIX) == temp {
-                    out.push(self.info(key, &entry.metadata()?));
+                    each(self.info(key, &entry.metadata()?));
                 }
             }
         }
-        out.sort_unstable_by(|a, b| path_order(&a.key).cmp(path_order(&b.key)));
-        Ok(out)
+        Ok(())
     }
 
     /// The root's subdirectories (as `name/` prefixes) and the objects
@@ -287,6 +299,18 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         self.walk_off_thread("list", false).await
+    }
+
+    async fn list_into<S: ListingSink>(&self, mut sink: S) -> Result<S, RemoteError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.visit_from(this.root.clone(), false, &mut |o| sink.object(o))
+                .map(|()| sink)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))
     }
 
     async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {

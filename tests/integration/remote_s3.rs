@@ -123,13 +123,13 @@ async fn list_paginates_and_finds_backups() {
     assert_eq!(got.len(), 1052, "no key listed twice across pages");
 
     let BackupListing { backups, ignored } = list_backups(&store, "host1/").await.unwrap();
-    let mut bkeys: Vec<&str> = backups.iter().map(|b| &*b.key).collect();
+    let mut bkeys: Vec<String> = backups.iter().map(|b| b.key().into_owned()).collect();
     bkeys.sort();
-    let mut want = vec![backup_key.as_str(), foreign];
+    let mut want = vec![backup_key.to_string(), foreign.to_string()];
     want.sort();
     assert_eq!(bkeys, want);
     assert_eq!(ignored.len(), 1050);
-    let ours = backups.iter().find(|b| *b.key == *backup_key).unwrap();
+    let ours = backups.iter().find(|b| *b.key() == *backup_key).unwrap();
     assert_eq!(ours.ctransid, 42);
     assert_eq!(ours.size, Some(6));
     assert_eq!(ours.codec, Some(Codec::Zstd));

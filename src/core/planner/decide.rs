@@ -20,23 +20,31 @@ use crate::core::policy::{Policy, Span, Timeframe};
 pub(super) struct Item<'a> {
     pub snapshot: Option<&'a Snapshot>,
     /// Nearly always one: inline, not a heap allocation per item (issue 21).
-    pub backups: SmallVec<[&'a Backup; 1]>,
+    pub backups: SmallVec<[Listed<'a>; 1]>,
+}
+
+/// A backup and where it is in its remote's listing (which the plan's
+/// verdicts point into).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Listed<'a> {
+    pub index: u32,
+    pub backup: &'a Backup,
 }
 
 impl Item<'_> {
     pub fn uuid(&self) -> Uuid {
         self.snapshot
-            .map_or_else(|| self.backups[0].uuid, |s| s.uuid)
+            .map_or_else(|| self.backups[0].backup.uuid, |s| s.uuid)
     }
 
     pub fn ctransid(&self) -> u64 {
         self.snapshot
-            .map_or_else(|| self.backups[0].ctransid, |s| s.ctransid)
+            .map_or_else(|| self.backups[0].backup.ctransid, |s| s.ctransid)
     }
 
     pub fn time(&self) -> DateTime<Utc> {
         self.snapshot
-            .map_or_else(|| self.backups[0].time, |s| s.time)
+            .map_or_else(|| self.backups[0].backup.time, |s| s.time)
     }
 
     /// Sort key: ctransid first (content order), then time, then uuid for determinism.
@@ -60,14 +68,14 @@ pub(super) struct Preservation {
 }
 
 /// Per-remote decisions, before they are merged with the other remotes'.
-pub(super) struct RemoteDecision<'a> {
+pub(super) struct RemoteDecision {
     /// Per item: why it is kept (empty: not kept). Dense, indexed by item:
     /// maps keyed by item were 9 MiB at 100k backups (issue 21).
     pub kept: Kept,
     /// Item index -> parent item index (None = full), for uploads.
     pub upload_parent: BTreeMap<usize, Option<usize>>,
-    /// Keys of existing backups whose parent object is missing.
-    pub broken: BTreeSet<&'a str>,
+    /// Listing indices of existing backups whose parent object is missing.
+    pub broken: BTreeSet<u32>,
     /// Per item: how long it is preserved (the default for items no policy
     /// span keeps).
     pub preservation: Vec<Preservation>,
@@ -86,9 +94,15 @@ pub(super) fn collect_items<'a>(
     } else {
         &remote.backups[..]
     };
+    // `as u32`: a listing of 4 billion keys would not fit in memory anyway.
     let mine = backups
         .iter()
-        .filter(|b| b.source_uuid == source_uuid && !b.uuid.is_nil());
+        .enumerate()
+        .filter(|(_, b)| b.source_uuid == source_uuid && !b.uuid.is_nil())
+        .map(|(index, backup)| Listed {
+            index: index as u32,
+            backup,
+        });
     // One item per snapshot and per backup, then merged by uuid after a sort:
     // a map from uuid to item held a second copy of every item (issue 21).
     // Sized once: grown by doubling it held 1.5 copies.
@@ -195,7 +209,7 @@ pub(super) fn decide_remote<'a>(
     policy: &Policy,
     now: DateTime<Utc>,
     tz: Tz,
-) -> RemoteDecision<'a> {
+) -> RemoteDecision {
     let spans = Spans::of(items, &policy.timeframes(), tz);
     let (mut kept, preservation) = preserved(&spans, policy, now, tz);
     keep_newest(items, &mut kept);
@@ -276,7 +290,7 @@ fn close_over_ancestors<'a>(
     items: &[Item<'a>],
     spans: &Spans,
     kept: &mut Kept,
-) -> (BTreeMap<usize, Option<usize>>, BTreeSet<&'a str>) {
+) -> (BTreeMap<usize, Option<usize>>, BTreeSet<u32>) {
     let index_of: HashMap<Uuid, usize> = items
         .iter()
         .enumerate()
@@ -298,14 +312,14 @@ fn close_over_ancestors<'a>(
             parent.into_iter().collect()
         } else {
             let mut parents = Vec::new();
-            for backup in &item.backups {
-                let Some(p) = backup.send_parent_uuid else {
+            for listed in &item.backups {
+                let Some(p) = listed.backup.send_parent_uuid else {
                     continue;
                 };
                 match index_of.get(&p) {
                     Some(&pidx) => parents.push(pidx),
                     None => {
-                        broken.insert(&*backup.key);
+                        broken.insert(listed.index);
                     }
                 }
             }

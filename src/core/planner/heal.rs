@@ -3,21 +3,19 @@
 //! missing, so its snapshot (if kept and still on disk) is uploaded again, and
 //! the broken object is deleted once its replacement exists.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{plan_inner, Action, BackupAction, BackupPlan, Plan, PlanInput};
 use crate::core::model::Backup;
 
-/// Keys of the backups whose restore chain does not reach a full backup (a
-/// copy whose parent has no restorable object; another copy of the same
-/// snapshot may still be fine).
-pub(super) fn unrestorable(backups: &[&Backup]) -> HashSet<Arc<str>> {
+/// Whether each of `backups` has a restore chain that does not reach a full
+/// backup (a copy whose parent has no restorable object; another copy of the
+/// same snapshot may still be fine).
+pub(super) fn unrestorable(backups: &[&Backup]) -> Vec<bool> {
     let ok = crate::core::chain::restorable(backups);
     backups
         .iter()
-        .filter(|b| b.send_parent_uuid.is_some_and(|p| !ok.contains(&p)))
-        .map(|b| b.key.clone())
+        .map(|b| b.send_parent_uuid.is_some_and(|p| !ok.contains(&p)))
         .collect()
 }
 
@@ -25,67 +23,65 @@ pub(super) fn unrestorable(backups: &[&Backup]) -> HashSet<Arc<str>> {
 /// snapshot gets a good backup in the same plan (uploaded first, deleted after).
 pub(super) fn plan_healing(input: &PlanInput) -> Plan {
     let mut healed_input = input.clone();
-    let mut removed: Vec<(String, Backup)> = Vec::new();
+    // Per remote: its id and the broken backups taken out of its listing.
+    let mut removed: Vec<(String, Arc<Vec<Backup>>)> = Vec::new();
     for remote in &mut healed_input.remotes {
-        let mine: Vec<&Backup> = remote
+        let (mine_at, mine): (Vec<usize>, Vec<&Backup>) = remote
             .backups
             .iter()
-            .filter(|b| b.source_uuid == input.source_uuid)
-            .collect();
-        let bad = unrestorable(&mine);
-        let (broken, good): (Vec<Backup>, Vec<Backup>) = remote
-            .backups
-            .to_mut()
-            .drain(..)
-            .partition(|b| bad.contains(&b.key));
-        remote.backups = good.into();
-        removed.extend(broken.into_iter().map(|b| (remote.id.clone(), b)));
-    }
-    let mut plan = plan_inner(&healed_input);
-    for (remote, b) in removed {
-        let replacement = plan
-            .backups
-            .iter()
-            .find(|p| *p.remote == *remote && p.uuid == b.uuid && p.action != BackupAction::Delete);
-        // Same snapshot and parent: the new object gets the same key and the upload
-        // replaces the broken one in place, so there is nothing to delete.
-        if replacement.is_some_and(|p| p.send_parent_uuid == b.send_parent_uuid) {
+            .enumerate()
+            .filter(|(_, b)| b.source_uuid == input.source_uuid)
+            .unzip();
+        let mut bad = vec![false; remote.backups.len()];
+        for (at, is_bad) in mine_at.into_iter().zip(unrestorable(&mine)) {
+            bad[at] = is_bad;
+        }
+        if !bad.contains(&true) {
             continue;
         }
-        let action = if replacement.is_some() {
-            plan.actions.push(Action::DeleteBackup {
-                remote: remote.clone(),
-                key: b.key.to_string(),
+        let (mut broken, mut good) = (Vec::new(), Vec::with_capacity(remote.backups.len()));
+        for (b, is_bad) in remote.backups.iter().zip(bad) {
+            if is_bad { &mut broken } else { &mut good }.push(b.clone());
+        }
+        remote.backups = Arc::new(good);
+        removed.push((remote.id.clone(), Arc::new(broken)));
+    }
+    let mut plan = plan_inner(&healed_input);
+    for (remote, broken) in removed {
+        for (index, b) in broken.iter().enumerate() {
+            let replacement = plan.backups.iter().find(|p| {
+                *p.remote == *remote && p.uuid() == b.uuid && p.action != BackupAction::Delete
             });
-            plan.warnings.push(format!(
-                "remote {remote}: healing: {} cannot be restored (its chain does not reach a full \
-                 backup); it is uploaded again and the broken object deleted",
-                b.key
-            ));
-            BackupAction::Delete
-        } else {
-            plan.warnings.push(format!(
-                "remote {remote}: {} cannot be restored (its chain does not reach a full backup) \
-                 and its snapshot is not kept, so it cannot be uploaded again",
-                b.key
-            ));
-            BackupAction::Keep
-        };
-        plan.backups.push(BackupPlan {
-            remote: remote.as_str().into(),
-            key: Some(b.key.clone()),
-            uuid: b.uuid,
-            send_parent_uuid: b.send_parent_uuid,
-            ctransid: b.ctransid,
-            time: b.time,
-            action,
-            reasons: Vec::new(),
-            timeframe: None,
-            retain_until: None,
-            size: b.size,
-            storage_class: b.storage_class.clone(),
-            broken_chain: true,
-        });
+            // Same snapshot and parent: the new object gets the same key and the upload
+            // replaces the broken one in place, so there is nothing to delete.
+            if replacement.is_some_and(|p| p.send_parent_uuid() == b.send_parent_uuid) {
+                continue;
+            }
+            let action = if replacement.is_some() {
+                plan.actions.push(Action::DeleteBackup {
+                    remote: remote.clone(),
+                    key: b.key().into_owned(),
+                });
+                plan.warnings.push(format!(
+                    "remote {remote}: healing: {} cannot be restored (its chain does not reach a full \
+                     backup); it is uploaded again and the broken object deleted",
+                    b.key()
+                ));
+                BackupAction::Delete
+            } else {
+                plan.warnings.push(format!(
+                    "remote {remote}: {} cannot be restored (its chain does not reach a full backup) \
+                     and its snapshot is not kept, so it cannot be uploaded again",
+                    b.key()
+                ));
+                BackupAction::Keep
+            };
+            // `as u32`: see `decide::collect_items`.
+            let mut verdict =
+                BackupPlan::listed(remote.as_str().into(), &broken, index as u32, action);
+            verdict.broken_chain = true;
+            plan.backups.push(verdict);
+        }
     }
     plan
 }

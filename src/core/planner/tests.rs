@@ -46,7 +46,7 @@ fn snap(time: DateTime<Utc>, ctransid: u64) -> Snapshot {
 fn backup(s: &Snapshot, parent: Option<u64>) -> Backup {
     Backup {
         // Like real keys, the key names the parent too.
-        key: match parent {
+        key_form: match parent {
             None => format!("b{}", s.ctransid),
             Some(p) => format!("b{}p{p}", s.ctransid),
         }
@@ -67,7 +67,7 @@ fn backup(s: &Snapshot, parent: Option<u64>) -> Backup {
 struct Sim {
     tz: Tz,
     snapshots: Vec<Snapshot>,
-    remotes: Vec<RemoteInput<'static>>,
+    remotes: Vec<RemoteInput>,
     /// (time, ctransid) of every snapshot ever taken, oldest first: what
     /// [`check_coverage`] holds the remotes to.
     history: Vec<(DateTime<Utc>, u64)>,
@@ -92,7 +92,7 @@ impl Sim {
         }
     }
 
-    fn input(&self, now: DateTime<Utc>, new: Option<u64>) -> PlanInput<'_> {
+    fn input(&self, now: DateTime<Utc>, new: Option<u64>) -> PlanInput {
         let mut snapshots = self.snapshots.clone();
         if let Some(c) = new {
             snapshots.push(Snapshot::planned(
@@ -154,13 +154,13 @@ impl Sim {
                     let r = self.remotes.iter_mut().find(|r| &r.id == remote).unwrap();
                     let new = backup(&s, parent);
                     // An upload under an existing key replaces that object.
-                    r.backups.to_mut().retain(|b| b.key != new.key);
-                    r.backups.to_mut().push(new);
+                    std::sync::Arc::make_mut(&mut r.backups).retain(|b| b.key() != new.key());
+                    std::sync::Arc::make_mut(&mut r.backups).push(new);
                 }
                 Action::DestroySnapshot { uuid, .. } => self.snapshots.retain(|s| s.uuid != *uuid),
                 Action::DeleteBackup { remote, key } => {
                     let r = self.remotes.iter_mut().find(|r| &r.id == remote).unwrap();
-                    r.backups.to_mut().retain(|b| *b.key != **key);
+                    std::sync::Arc::make_mut(&mut r.backups).retain(|b| *b.key() != **key);
                 }
             }
         }
@@ -216,18 +216,18 @@ fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
             .iter()
             .filter(|b| *b.remote == *remote.id && b.action != BackupAction::Delete)
             .collect();
-        let by_uuid: HashMap<Uuid, &BackupPlan> = kept.iter().map(|b| (b.uuid, *b)).collect();
+        let by_uuid: HashMap<Uuid, &BackupPlan> = kept.iter().map(|b| (b.uuid(), *b)).collect();
         let timeframes = remote.policy.timeframes().len();
         for b in &kept {
             // Every kept backup's ancestors are kept, and each parent precedes its child.
             let mut chain = 1;
             let mut cur = *b;
-            while let Some(p) = cur.send_parent_uuid.filter(|_| !cur.broken_chain) {
+            while let Some(p) = cur.send_parent_uuid().filter(|_| !cur.broken_chain) {
                 let parent = by_uuid
                     .get(&p)
-                    .unwrap_or_else(|| panic!("kept backup {:?} lost its parent {p}", cur.uuid));
+                    .unwrap_or_else(|| panic!("kept backup {:?} lost its parent {p}", cur.uuid()));
                 assert!(
-                    parent.ctransid < cur.ctransid,
+                    parent.ctransid() < cur.ctransid(),
                     "parent must precede its child"
                 );
                 chain += 1;
@@ -235,7 +235,7 @@ fn check_invariants(plan: &Plan, remotes: &[RemoteInput]) {
                     chain <= timeframes + 1,
                     "restore chain longer than {} for {:?}",
                     timeframes + 1,
-                    b.uuid
+                    b.uuid()
                 );
                 cur = parent;
             }
@@ -341,7 +341,7 @@ fn hourlies_chain_to_their_daily_and_only_span_representatives_are_kept() {
     let reasons = |c: u64| {
         plan.backups
             .iter()
-            .find(|b| b.ctransid == c)
+            .find(|b| b.ctransid() == c)
             .unwrap()
             .reasons
             .clone()
@@ -355,7 +355,7 @@ fn hourlies_chain_to_their_daily_and_only_span_representatives_are_kept() {
     assert!(plan
         .backups
         .iter()
-        .all(|b| b.ctransid != 20 || b.action == BackupAction::Delete));
+        .all(|b| b.ctransid() != 20 || b.action == BackupAction::Delete));
 }
 
 #[test]
@@ -392,9 +392,9 @@ fn years_begin_at_midnight_in_the_configured_zone() {
     let plan = sim.run(utc("2025-01-01T09:00:00"), None);
     assert_eq!(sim.backup_ids(0), vec![(1, None), (3, None)]);
     assert_eq!(sim.snapshot_ids(), vec![1, 3]);
-    let b1 = plan.backups.iter().find(|b| b.ctransid == 1).unwrap();
+    let b1 = plan.backups.iter().find(|b| b.ctransid() == 1).unwrap();
     assert_eq!(b1.reasons, vec!["2024 yearly"]);
-    let b3 = plan.backups.iter().find(|b| b.ctransid == 3).unwrap();
+    let b3 = plan.backups.iter().find(|b| b.ctransid() == 3).unwrap();
     assert_eq!(b3.reasons, vec!["2025 yearly", "most recent"]);
 }
 
@@ -408,9 +408,9 @@ fn a_new_year_keeps_last_years_full_as_the_ancestor_of_a_kept_monthly() {
     let plan = sim.run(utc("2007-01-01"), Some(3));
     assert_eq!(sim.backup_ids(0), vec![(1, None), (2, Some(1)), (3, None)]);
     assert_eq!(sim.snapshot_ids(), vec![2, 3], "snapshot 1 is destroyed");
-    let b1 = plan.backups.iter().find(|b| b.ctransid == 1).unwrap();
+    let b1 = plan.backups.iter().find(|b| b.ctransid() == 1).unwrap();
     assert_eq!(b1.reasons, vec![KeepReason::Ancestor]);
-    let b2 = plan.backups.iter().find(|b| b.ctransid == 2).unwrap();
+    let b2 = plan.backups.iter().find(|b| b.ctransid() == 2).unwrap();
     assert_eq!(b2.reasons, vec!["2006-12 monthly"]);
 }
 
@@ -447,7 +447,7 @@ fn broken_chain_is_kept_and_reported() {
     // 40's parent (99) is not on the remote.
     sim.remotes[0].backups = vec![backup(&a, None), backup(&b, Some(99))].into();
     let plan = sim.run(utc("2025-05-05T03:00:00"), None);
-    let b40 = plan.backups.iter().find(|x| x.ctransid == 40).unwrap();
+    let b40 = plan.backups.iter().find(|x| x.ctransid() == 40).unwrap();
     assert_eq!(b40.action, BackupAction::Keep);
     assert!(b40.broken_chain);
     assert_eq!(plan.warnings.len(), 1);
@@ -485,7 +485,10 @@ fn backups_of_other_sources_and_nil_uuids_are_never_touched() {
         .actions
         .iter()
         .all(|a| !matches!(a, Action::DeleteBackup { .. })));
-    assert!(plan.backups.iter().all(|b| b.key.as_deref() != Some("b5")));
+    assert!(plan
+        .backups
+        .iter()
+        .all(|b| b.key().as_deref() != Some("b5")));
 }
 
 #[test]
@@ -541,10 +544,10 @@ fn retain_until_and_timeframe_follow_the_longest_preserved_span() {
         sim
     };
     let plan = plan(&sim.input(utc("2025-03-01"), Some(2)));
-    let b2 = plan.backups.iter().find(|b| b.ctransid == 2).unwrap();
+    let b2 = plan.backups.iter().find(|b| b.ctransid() == 2).unwrap();
     assert_eq!(b2.timeframe, Some(Timeframe::Month));
     assert_eq!(b2.retain_until, Some(utc("2025-06-01")));
-    let b1 = plan.backups.iter().find(|b| b.ctransid == 1).unwrap();
+    let b1 = plan.backups.iter().find(|b| b.ctransid() == 1).unwrap();
     assert_eq!(b1.timeframe, Some(Timeframe::Year));
     assert_eq!(b1.retain_until, Some(utc("2027-01-01")));
 }
@@ -642,7 +645,7 @@ fn healing_reuploads_a_broken_chain_and_deletes_the_broken_object_after() {
     sim.run(utc("2025-01-06"), Some(3));
     // The yearly full object is lost and its snapshot is gone: 2 (relative to 1)
     // and 3 (relative to 2) cannot be restored, and 1 cannot be sent again.
-    sim.remotes[0].backups.to_mut().retain(|b| b.ctransid != 1);
+    std::sync::Arc::make_mut(&mut sim.remotes[0].backups).retain(|b| b.ctransid != 1);
     sim.snapshots.retain(|s| s.ctransid != 1);
     let plain = plan(&sim.input(utc("2025-01-06T01:00:00"), None));
     assert!(!plain.warnings.is_empty());
@@ -661,7 +664,12 @@ fn healing_reuploads_a_broken_chain_and_deletes_the_broken_object_after() {
         .backups
         .iter()
         .filter(|b| b.action == BackupAction::Upload)
-        .map(|b| (b.ctransid, b.send_parent_uuid.map(|u| u.as_u128() as u64)))
+        .map(|b| {
+            (
+                b.ctransid(),
+                b.send_parent_uuid().map(|u| u.as_u128() as u64),
+            )
+        })
         .collect();
     assert!(
         uploads.contains(&(2, None)),
@@ -749,7 +757,7 @@ fn a_broken_duplicate_never_costs_the_good_copy_its_parent() {
     let s2 = snap(utc("2025-06-01T00:00:00"), 2);
     let good = backup(&s2, Some(1));
     let mut broken = backup(&s2, Some(77));
-    broken.key = "a-broken-copy".into();
+    broken.key_form = "a-broken-copy".into();
     let input = PlanInput {
         tz: Tz::UTC,
         now: utc("2025-06-01T12:00:00"),
@@ -766,7 +774,7 @@ fn a_broken_duplicate_never_costs_the_good_copy_its_parent() {
     let verdict = |key: &str| {
         plan.backups
             .iter()
-            .find(|b| b.key.as_deref() == Some(key))
+            .find(|b| b.key().as_deref() == Some(key))
             .unwrap()
     };
     assert_ne!(
@@ -775,7 +783,7 @@ fn a_broken_duplicate_never_costs_the_good_copy_its_parent() {
         "the good copy's parent is kept"
     );
     assert!(verdict("a-broken-copy").broken_chain);
-    assert!(!verdict(&good.key).broken_chain);
+    assert!(!verdict(&good.key()).broken_chain);
     assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
     assert!(!plan
         .actions

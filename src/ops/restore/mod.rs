@@ -177,13 +177,13 @@ pub fn plan_steps(
             return Err(RestoreError::AlreadyRestored {
                 path: p.path.clone(),
                 uuid: steps[i].backup.uuid,
-                key: steps[i].backup.key.to_string(),
+                key: steps[i].backup.key().to_string(),
             });
         }
         if !p.readonly {
             return Err(RestoreError::WritableLeftover {
                 path: p.path.clone(),
-                key: steps[i].backup.key.to_string(),
+                key: steps[i].backup.key().to_string(),
             });
         }
         steps[i].action = StepAction::Reuse(p.path.clone());
@@ -234,15 +234,15 @@ pub async fn check_objects<S: ObjectStore>(
     let mut commands = Vec::new();
     for s in steps.iter().filter(|s| s.action == StepAction::Receive) {
         let info = store
-            .head(&s.backup.key)
+            .head(&s.backup.key())
             .await
             .map_err(|e| RestoreError::Object {
-                key: s.backup.key.to_string(),
+                key: s.backup.key().to_string(),
                 cause: Box::new(e.into()),
                 cleanup: String::new(),
             })?;
         if info.needs_restore() {
-            commands.push(restore_request_command(bucket, &s.backup.key));
+            commands.push(restore_request_command(bucket, &s.backup.key()));
         }
     }
     if commands.is_empty() {
@@ -324,7 +324,7 @@ mod tests {
 
     fn b(n: u128, parent: Option<u128>) -> Backup {
         Backup {
-            key: format!("k{n}").into(),
+            key_form: format!("k{n}").into(),
             uuid: Uuid::from_u128(n),
             send_parent_uuid: parent.map(Uuid::from_u128),
             source_uuid: Uuid::nil(),

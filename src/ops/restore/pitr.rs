@@ -42,7 +42,7 @@ pub async fn choose_base(
     let opened = remotes::open(rc.clone()).await?;
     let prefix = opened.store.prefix().to_string();
     let uuid = source_uuids(config).get(&source.name).copied().flatten();
-    let backups = backups_of_source(opened.backups.clone(), &prefix, source, uuid);
+    let backups = backups_of_source(opened.backups.to_vec(), &prefix, source, uuid);
     let summary = crate::ops::wal::summary(&opened, source).await?;
     // Backups older than the archive (WAL retention with `pitr_window`)
     // cannot replay to any later time; the range named on error leaves them out.

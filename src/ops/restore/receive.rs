@@ -71,7 +71,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
     let start = |b: &Backup| {
         Fetch::start(
             store.clone(),
-            b.key.to_string(),
+            b.key().to_string(),
             b.size.unwrap_or(u64::MAX),
             opts.prefetch,
         )
@@ -86,7 +86,7 @@ pub async fn receive_chain<S: ObjectStore + 'static>(
             "receiving {}/{}: {} ({})",
             i + 1,
             todo.len(),
-            b.key,
+            b.key(),
             b.size
                 .map(human_bytes)
                 .unwrap_or_else(|| "size unknown".into())
@@ -174,7 +174,7 @@ async fn receive_one(
 ) -> Result<Received, RestoreError> {
     let started = Instant::now();
     let fail = |cause: ObjectFailure, cleanup: String| RestoreError::Object {
-        key: backup.key.to_string(),
+        key: backup.key().to_string(),
         cause: Box::new(cause),
         cleanup,
     };
@@ -192,7 +192,7 @@ async fn receive_one(
     // Marked first, so a restore killed mid-receive (SIGKILL) leaves proof
     // that the half-received subvolume is ours to delete on the next run.
     target
-        .mark_receiving(&head.name, &backup.key)
+        .mark_receiving(&head.name, &backup.key())
         .map_err(|e| {
             fail(
                 ObjectFailure::Receive(format!("cannot write into DIR: {e}")),
@@ -214,7 +214,7 @@ async fn receive_one(
     target.unmark_receiving(&head.name);
     let summary = received?;
     Ok(Received {
-        key: backup.key.to_string(),
+        key: backup.key().to_string(),
         path: dest,
         object_len: summary.object_len,
         raw_len: summary.raw_len,

@@ -62,7 +62,10 @@ pub async fn choose(
     // Before anything is chosen: an encrypted remote needs the identity.
     let decoding = opened.decoding()?;
     let foreign = opened.foreign.len();
-    let (store, mut backups) = (opened.store, opened.backups);
+    let (store, mut backups) = (
+        opened.store,
+        std::sync::Arc::unwrap_or_clone(opened.backups),
+    );
     let prefix = store.prefix().to_string();
     match source {
         Some(s) => {
@@ -101,7 +104,7 @@ pub async fn choose(
         .clone();
     let steps_chain = chain::chain(&backups, &leaf).map_err(RestoreError::from)?;
     let steps = plan_steps(&steps_chain, &target.subvolumes()?)?;
-    let key_name = basename_of(&prefix, &leaf.key);
+    let key_name = basename_of(&prefix, &leaf.key());
     let postgres = match source {
         Some(s) => s.postgres.is_some(),
         None => config
@@ -126,7 +129,7 @@ pub async fn choose(
 fn one_source_only(rc: &RemoteConfig, prefix: &str, backups: &[Backup]) -> Result<(), UsageError> {
     let mut names: Vec<String> = backups
         .iter()
-        .map(|b| basename_of(prefix, &b.key).unwrap_or_default())
+        .map(|b| basename_of(prefix, &b.key()).unwrap_or_default())
         .collect();
     names.sort();
     names.dedup();

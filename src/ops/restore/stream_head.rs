@@ -290,7 +290,7 @@ mod tests {
 
     fn backup(uuid: u128, ctransid: u64, parent: Option<u128>) -> Backup {
         Backup {
-            key: format!("k{uuid}").into(),
+            key_form: format!("k{uuid}").into(),
             uuid: Uuid::from_u128(uuid),
             send_parent_uuid: parent.map(Uuid::from_u128),
             source_uuid: Uuid::nil(),

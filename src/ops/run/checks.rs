@@ -70,7 +70,7 @@ pub(crate) fn foreign_writers(
              machine (a cloned VM?) writes this source to the same place; give each machine its \
              own prefix, then delete the other machine's objects or move them away",
             foreign.len(),
-            newest.key
+            newest.key()
         ),
         );
         out.insert(id.to_string());

@@ -349,7 +349,7 @@ fn inventories(
         let mine: Vec<&crate::core::model::Backup> = open
             .backups
             .iter()
-            .filter(|b| b.source_uuid == source_uuid && !gone.contains(&*b.key))
+            .filter(|b| b.source_uuid == source_uuid && !gone.contains(&*b.key()))
             .chain(&uploaded)
             .collect();
         entry.inventory = Some(Inventory::of(&mine));

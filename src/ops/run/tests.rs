@@ -211,7 +211,7 @@ async fn run_with(
 async fn keys(config: &Config) -> Vec<String> {
     let remotes = remotes::open_for_sources(config, &[&config.sources[0]]).await;
     let open = remotes["disk"].as_ref().unwrap();
-    let mut keys: Vec<String> = open.backups.iter().map(|b| b.key.to_string()).collect();
+    let mut keys: Vec<String> = open.backups.iter().map(|b| b.key().to_string()).collect();
     keys.sort();
     keys
 }

@@ -10,7 +10,8 @@ use super::S3Store;
 use crate::remote::resume::StoredPart;
 use crate::remote::retry::with_retries;
 use crate::remote::{
-    DeleteReport, MultipartUpload, ObjectInfo, PrefixListing, RemoteError, RemoteErrorKind,
+    DeleteReport, ListingSink, MultipartUpload, ObjectInfo, PrefixListing, RemoteError,
+    RemoteErrorKind,
 };
 
 /// DeleteObjects accepts at most this many keys per request.
@@ -23,7 +24,22 @@ impl S3Store {
     /// before (a loop), or an object without a size.
     pub(super) async fn list_objects(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         let prefix = self.prefix.clone();
-        Ok(self.list_pages(&prefix, false).await?.objects)
+        let mut objects = Vec::new();
+        self.list_pages(&prefix, false, &mut |o| objects.push(o))
+            .await?;
+        Ok(objects)
+    }
+
+    /// [`Self::list_objects`], each object handed to `sink` as its page
+    /// arrives.
+    pub(super) async fn list_objects_into<S: ListingSink>(
+        &self,
+        mut sink: S,
+    ) -> Result<S, RemoteError> {
+        let prefix = self.prefix.clone();
+        self.list_pages(&prefix, false, &mut |o| sink.object(o))
+            .await?;
+        Ok(sink)
     }
 
     /// [`Self::list_objects`] under another full prefix (a host's, in a fleet).
@@ -31,22 +47,34 @@ impl S3Store {
         &self,
         prefix: &str,
     ) -> Result<Vec<ObjectInfo>, RemoteError> {
-        Ok(self.list_pages(prefix, false).await?.objects)
+        let mut objects = Vec::new();
+        self.list_pages(prefix, false, &mut |o| objects.push(o))
+            .await?;
+        Ok(objects)
     }
 
     /// One level under the prefix: ListObjectsV2 with delimiter `/`.
     pub(super) async fn list_level(&self) -> Result<PrefixListing, RemoteError> {
         let prefix = self.prefix.clone();
-        let mut level = self.list_pages(&prefix, true).await?;
-        level.prefixes.sort();
-        level.prefixes.dedup();
-        Ok(level)
+        let mut objects = Vec::new();
+        let mut prefixes = self
+            .list_pages(&prefix, true, &mut |o| objects.push(o))
+            .await?;
+        prefixes.sort();
+        prefixes.dedup();
+        Ok(PrefixListing { prefixes, objects })
     }
 
     /// Every page of ListObjectsV2 under `prefix`, optionally with delimiter
-    /// `/` (then sub-prefixes come back as common prefixes).
-    async fn list_pages(&self, prefix: &str, delimit: bool) -> Result<PrefixListing, RemoteError> {
-        let mut out = PrefixListing::default();
+    /// `/`: each object goes to `each` as its page arrives; the common
+    /// prefixes (sub-prefixes, with the delimiter) are returned.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimit: bool,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<Vec<String>, RemoteError> {
+        let mut prefixes = Vec::new();
         let mut token: Option<String> = None;
         let mut seen_tokens: HashSet<String> = HashSet::new();
         let bad = |why: String| self.fatal("ListObjectsV2", None, RemoteErrorKind::BadListing(why));
@@ -73,7 +101,7 @@ impl S3Store {
                 let Some(size) = o.size().filter(|s| *s >= 0) else {
                     return Err(bad(format!("the store listed {key} without a size")));
                 };
-                out.objects.push(ObjectInfo {
+                each(ObjectInfo {
                     key: key.into(),
                     size: size as u64,
                     storage_class: o.storage_class().map(|c| c.as_str().to_string()),
@@ -81,7 +109,7 @@ impl S3Store {
                     restore: None,
                 });
             }
-            out.prefixes.extend(
+            prefixes.extend(
                 page.common_prefixes()
                     .iter()
                     .filter_map(|p| p.prefix().map(str::to_string)),
@@ -104,7 +132,7 @@ impl S3Store {
                 Some(t) => token = Some(t.to_string()),
             }
         }
-        Ok(out)
+        Ok(prefixes)
     }
 
     /// Deletes `keys` in batches; the report says which deletes the store confirmed.

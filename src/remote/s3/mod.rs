@@ -32,8 +32,8 @@ use tokio::io::AsyncRead;
 use super::requests::RequestCounter;
 use super::retry::{with_retries, RetryPolicy};
 use super::{
-    Body, DeleteReport, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing, RemoteError,
-    RemoteErrorKind, UploadOptions, UploadStats,
+    Body, DeleteReport, ListingSink, MultipartUpload, ObjectInfo, ObjectStore, PrefixListing,
+    RemoteError, RemoteErrorKind, UploadOptions, UploadStats,
 };
 use client::{classify, redact_url, sign_payload, to_chrono, Failure};
 
@@ -267,6 +267,10 @@ impl ObjectStore for S3Store {
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
         self.list_objects().await
+    }
+
+    async fn list_into<S: ListingSink>(&self, sink: S) -> Result<S, RemoteError> {
+        self.list_objects_into(sink).await
     }
 
     async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
