@@ -133,7 +133,8 @@ pub enum KeyForm {
     /// Tests and callers that name a backup by hand use this form.
     Verbatim(Arc<str>),
     /// `stem`, then the suffixes written from the backup's fields with the
-    /// time in `offset`, then `tail`.
+    /// time in `offset`, then `tail`. Made by `object_key::KeyForms`, only
+    /// for keys whose time has a four-digit year (which `key_order` relies on).
     Derived {
         /// Prefix and base name (`backups/home`), shared.
         stem: Arc<str>,
