@@ -81,6 +81,8 @@ pub fn inventory(host_prefix: &str, objects: impl IntoIterator<Item = Listed>) -
     let mut out = HostInventory::default();
     let mut backups: BTreeMap<String, Vec<crate::core::model::Backup>> = BTreeMap::new();
     let mut classes = crate::core::model::Interner::default();
+    // One stem string per source, not one per key.
+    let mut forms = object_key::KeyForms::default();
     for o in objects {
         out.objects += 1;
         out.bytes += o.size;
@@ -88,7 +90,8 @@ pub fn inventory(host_prefix: &str, objects: impl IntoIterator<Item = Listed>) -
         ClassTotal::add(&mut out.by_storage_class, class.as_deref(), o.size);
         match object_key::parse_key(host_prefix, &o.key) {
             Ok(info) => {
-                let b = object_key::to_backup(&o.key, &info, Some(o.size), class);
+                let form = forms.form(&o.key, &info);
+                let b = object_key::into_backup(form, &info, Some(o.size), class);
                 backups.entry(info.basename).or_default().push(b);
             }
             Err(_) => out.foreign.add(&o.key, o.size),
