@@ -256,7 +256,7 @@ fn host_status(
     } = fleet::inventory(
         &prefix,
         objects.into_iter().map(|o| Listed {
-            key: o.key.to_string(),
+            key: o.key,
             size: o.size,
             storage_class: o.storage_class,
         }),

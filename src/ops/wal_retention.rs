@@ -48,7 +48,7 @@ pub async fn objects(
             }
             Some((
                 WalObject {
-                    key: o.key.to_string(),
+                    key: o.key,
                     system_id,
                     file,
                     size: o.size,

@@ -180,7 +180,7 @@ impl LocalStore {
 
     fn info(&self, key: String, meta: &std::fs::Metadata) -> ObjectInfo {
         ObjectInfo {
-            key: key.into(),
+            key,
             size: meta.len(),
             storage_class: None,
             last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
@@ -426,7 +426,7 @@ impl ObjectStore for LocalStore {
             .map(|o| MultipartUpload {
                 upload_id: o.key.rsplit('/').next().unwrap_or(&o.key).to_string(),
                 initiated: o.last_modified,
-                key: o.key.to_string(),
+                key: o.key,
             })
             .collect())
     }
@@ -497,13 +497,13 @@ mod tests {
         let level = store.list_prefixes().await.unwrap();
         assert_eq!(level.prefixes, vec!["a/", "b/"]);
         assert_eq!(level.objects.len(), 1);
-        assert_eq!(&*level.objects[0].key, "top");
+        assert_eq!(level.objects[0].key, "top");
         let mut under: Vec<String> = store
             .list_under("a/")
             .await
             .unwrap()
             .into_iter()
-            .map(|o| o.key.to_string())
+            .map(|o| o.key)
             .collect();
         under.sort();
         assert_eq!(under, vec!["a/deep/y", "a/x"]);
@@ -546,7 +546,7 @@ mod tests {
             .unwrap();
 
         let listed = store.list().await.unwrap();
-        let keys: Vec<_> = listed.iter().map(|o| &*o.key).collect();
+        let keys: Vec<_> = listed.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(keys, ["a/b/obj1", "top"]);
         assert_eq!(listed[0].size, body.len() as u64);
         use std::os::unix::fs::PermissionsExt;

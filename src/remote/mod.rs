@@ -18,7 +18,6 @@ pub mod s3;
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
@@ -35,7 +34,7 @@ use crate::core::object_key;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// The full key, prefix included.
-    pub key: Arc<str>,
+    pub key: String,
     /// Size in bytes.
     pub size: u64,
     /// Storage class as the store reports it; `None` when it does not say
@@ -480,7 +479,7 @@ impl ListingSink for BackupSink {
             )),
             Err(e) => {
                 tracing::debug!("ignoring object: {e}");
-                self.out.ignored.push(o.key.to_string());
+                self.out.ignored.push(o.key);
             }
         }
     }
@@ -643,7 +642,7 @@ mod tests {
         let level = split_level("f/", objects);
         assert_eq!(level.prefixes, vec!["f/a/", "f/b/"]);
         assert_eq!(level.objects.len(), 1);
-        assert_eq!(&*level.objects[0].key, "f/top");
+        assert_eq!(level.objects[0].key, "f/top");
     }
 
     #[test]

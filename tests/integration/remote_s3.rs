@@ -117,7 +117,7 @@ async fn list_paginates_and_finds_backups() {
     let listed = store.list().await.unwrap();
     assert_eq!(listed.len(), 1052);
     assert!(listed.iter().all(|o| o.key.starts_with("host1/")));
-    let mut got: Vec<&str> = listed.iter().map(|o| &*o.key).collect();
+    let mut got: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 1052, "no key listed twice across pages");
@@ -135,7 +135,7 @@ async fn list_paginates_and_finds_backups() {
     assert_eq!(ours.codec, Some(Codec::Zstd));
 
     // Deleting more than one DeleteObjects batch, judged per key.
-    let to_delete: Vec<String> = listed.iter().map(|o| o.key.to_string()).collect();
+    let to_delete: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
     let report = store.delete(&to_delete).await.unwrap();
     assert!(
         report.failed.is_empty(),
@@ -250,7 +250,7 @@ async fn small_body_is_one_put_large_body_is_multipart_and_round_trips() {
     assert_eq!(head.size, big.len() as u64);
     assert_eq!(head.storage_class.as_deref(), Some("STANDARD_IA"));
     let listed = store.list().await.unwrap();
-    let big_listed = listed.iter().find(|o| &*o.key == "p/big").unwrap();
+    let big_listed = listed.iter().find(|o| o.key == "p/big").unwrap();
     assert_eq!(big_listed.storage_class.as_deref(), Some("STANDARD_IA"));
 
     let missing = store.head("p/nope").await.unwrap_err();

@@ -102,7 +102,7 @@ impl S3Store {
                     return Err(bad(format!("the store listed {key} without a size")));
                 };
                 each(ObjectInfo {
-                    key: key.into(),
+                    key: key.to_string(),
                     size: size as u64,
                     storage_class: o.storage_class().map(|c| c.as_str().to_string()),
                     last_modified: o.last_modified().and_then(to_chrono),

@@ -308,7 +308,7 @@ impl ObjectStore for S3Store {
         .await
         .map_err(|f| self.err("HeadObject", Some(key), f))?;
         Ok(ObjectInfo {
-            key: key.into(),
+            key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             storage_class: out.storage_class().map(|c| c.as_str().to_string()),
             last_modified: out.last_modified().and_then(to_chrono),
