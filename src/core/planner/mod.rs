@@ -224,8 +224,9 @@ enum Subject {
     Upload(Box<Planned>),
 }
 
-/// What an upload's verdict says about the backup it will make.
-#[derive(Debug, Clone)]
+/// What a verdict says about its backup (an upload's, or read from the
+/// listing).
+#[derive(Debug, Clone, Copy)]
 struct Planned {
     uuid: Uuid,
     send_parent_uuid: Option<Uuid>,
@@ -271,33 +272,36 @@ impl BackupPlan {
 
     /// The snapshot uuid (nil for the planned snapshot).
     pub fn uuid(&self) -> Uuid {
-        match (&self.subject, self.backup()) {
-            (Subject::Upload(p), _) => p.uuid,
-            (_, b) => b.map(|b| b.uuid).unwrap_or_default(),
-        }
+        self.planned().uuid
     }
 
     /// The send parent's uuid, `None` for a full backup.
     pub fn send_parent_uuid(&self) -> Option<Uuid> {
-        match (&self.subject, self.backup()) {
-            (Subject::Upload(p), _) => p.send_parent_uuid,
-            (_, b) => b.and_then(|b| b.send_parent_uuid),
-        }
+        self.planned().send_parent_uuid
     }
 
     /// ctransid of the snapshot.
     pub fn ctransid(&self) -> u64 {
-        match (&self.subject, self.backup()) {
-            (Subject::Upload(p), _) => p.ctransid,
-            (_, b) => b.map(|b| b.ctransid).unwrap_or_default(),
-        }
+        self.planned().ctransid
     }
 
     /// Time of the snapshot.
     pub fn time(&self) -> DateTime<Utc> {
-        match (&self.subject, self.backup()) {
-            (Subject::Upload(p), _) => p.time,
-            (_, b) => b.map(|b| b.time).unwrap_or_default(),
+        self.planned().time
+    }
+
+    fn planned(&self) -> Planned {
+        match &self.subject {
+            Subject::Upload(p) => **p,
+            Subject::Listed { listing, index } => {
+                let b = &listing[*index as usize];
+                Planned {
+                    uuid: b.uuid,
+                    send_parent_uuid: b.send_parent_uuid,
+                    ctransid: b.ctransid,
+                    time: b.time,
+                }
+            }
         }
     }
 
