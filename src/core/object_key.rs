@@ -113,17 +113,7 @@ pub enum KeyParseError {
 /// the configured time zone first), to the second.
 pub fn format_key(prefix: &str, info: &KeyInfo) -> String {
     let mut key = format!("{prefix}{}", info.basename);
-    write_suffixes(
-        &mut key,
-        &Suffixes {
-            time: info.time,
-            ctransid: info.ctransid,
-            uuid: info.uuid,
-            send_parent_uuid: info.send_parent_uuid,
-            source_uuid: info.source_uuid,
-            codec: info.codec,
-        },
-    );
+    write_suffixes(&mut key, &Suffixes::of_info(info));
     key
 }
 
@@ -138,6 +128,17 @@ struct Suffixes {
 }
 
 impl Suffixes {
+    fn of_info(info: &KeyInfo) -> Self {
+        Suffixes {
+            time: info.time,
+            ctransid: info.ctransid,
+            uuid: info.uuid,
+            send_parent_uuid: info.send_parent_uuid,
+            source_uuid: info.source_uuid,
+            codec: info.codec,
+        }
+    }
+
     fn of(b: &Backup, offset: FixedOffset) -> Self {
         Suffixes {
             time: b.time.with_timezone(&offset),
@@ -154,10 +155,10 @@ impl Suffixes {
 fn write_suffixes(out: &mut String, s: &Suffixes) {
     use std::fmt::Write;
     let sndp = s.send_parent_uuid.unwrap_or(Uuid::nil());
-    // Writing to a String cannot fail.
     out.push('.');
     out.push_str(CTIM);
     write_time(out, &s.time);
+    // Writing to a String cannot fail.
     let _ = write!(
         out,
         ".{CTID}{ctid}.{UUID}{uuid}.{SNDP}{sndp}.{PRNT}{prnt}.{MDVN}1.{SEQN}0",
@@ -314,17 +315,7 @@ impl KeyForms {
             return verbatim();
         }
         self.scratch.clear();
-        write_suffixes(
-            &mut self.scratch,
-            &Suffixes {
-                time: info.time,
-                ctransid: info.ctransid,
-                uuid: info.uuid,
-                send_parent_uuid: info.send_parent_uuid,
-                source_uuid: info.source_uuid,
-                codec: info.codec,
-            },
-        );
+        write_suffixes(&mut self.scratch, &Suffixes::of_info(info));
         // The suffixes start at a `.ctim` right after the base name (a
         // search for the whole suffix text cost more than writing it).
         let Some(at) = key.match_indices(".ctim").map(|(at, _)| at).find(|&at| {
@@ -716,30 +707,45 @@ mod tests {
         any::<u128>().prop_map(Uuid::from_u128)
     }
 
-    proptest! {
-        #[test]
-        fn round_trip(
-            basename in "[a-z_@-][a-z0-9_@-]{0,12}(\\.[a-z0-9_-]{1,3}){0,2}",
+    fn arb_codec() -> impl Strategy<Value = Option<Codec>> {
+        proptest::option::of(prop_oneof![
+            Just(Codec::Zstd),
+            Just(Codec::Gzip),
+            Just(Codec::None)
+        ])
+    }
+
+    prop_compose! {
+        /// Any key's fields, with a base name from the regex `basename`.
+        fn arb_info(basename: &'static str)(
+            basename in basename,
             secs in 0i64..4_000_000_000,
             offset_min in -14i32 * 60..=14 * 60,
             ctransid in any::<u64>(),
             uuid in arb_uuid(),
             sndp in proptest::option::of(arb_uuid()),
             source_uuid in arb_uuid(),
-            codec in proptest::option::of(prop_oneof![Just(Codec::Zstd), Just(Codec::Gzip), Just(Codec::None)]),
-            prefix in "([a-z0-9]{1,5}/){0,3}",
-        ) {
+            codec in arb_codec(),
+        ) -> KeyInfo {
             let offset = FixedOffset::east_opt(offset_min * 60).unwrap();
-            let time = DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&offset);
-            let info = KeyInfo {
+            KeyInfo {
                 basename,
-                time,
+                time: DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&offset),
                 ctransid,
                 uuid,
                 send_parent_uuid: sndp.filter(|u| !u.is_nil()),
                 source_uuid,
                 codec,
-            };
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(
+            info in arb_info("[a-z_@-][a-z0-9_@-]{0,12}(\\.[a-z0-9_-]{1,3}){0,2}"),
+            prefix in "([a-z0-9]{1,5}/){0,3}",
+        ) {
             let key = format_key(&prefix, &info);
             prop_assert_eq!(parse_key(&prefix, &key).unwrap(), info);
         }
@@ -749,13 +755,7 @@ mod tests {
         /// not as text, and written back exactly.
         #[test]
         fn a_written_key_is_held_compactly_and_read_back_exactly(
-            basename in "[a-z_@-][a-z0-9_@-]{0,12}",
-            secs in 0i64..4_000_000_000,
-            offset_min in -14i32 * 60..=14 * 60,
-            ctransid in any::<u64>(),
-            uuid in arb_uuid(),
-            sndp in proptest::option::of(arb_uuid()),
-            codec in proptest::option::of(prop_oneof![Just(Codec::Zstd), Just(Codec::Gzip), Just(Codec::None)]),
+            info in arb_info("[a-z_@-][a-z0-9_@-]{0,12}"),
             tail in prop_oneof![
                 Just(String::new()),
                 Just(".gz".to_string()),
@@ -764,16 +764,6 @@ mod tests {
             ],
             prefix in "([a-z0-9]{1,5}/){0,3}",
         ) {
-            let offset = FixedOffset::east_opt(offset_min * 60).unwrap();
-            let info = KeyInfo {
-                basename,
-                time: DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&offset),
-                ctransid,
-                uuid,
-                send_parent_uuid: sndp.filter(|u| !u.is_nil()),
-                source_uuid: u("4a5b0000-0000-0000-0000-000000000001"),
-                codec,
-            };
             let key = format!("{}{tail}", format_key(&prefix, &info));
             let parsed = parse_key(&prefix, &key).unwrap();
             let b = to_backup(&key, &parsed, None, None);
@@ -809,7 +799,7 @@ mod tests {
                 prop_oneof![Just(9u64), Just(10), Just(100), Just(1000)],
                 0u128..3,
                 proptest::option::of(0u128..2),
-                proptest::option::of(prop_oneof![Just(Codec::Zstd), Just(Codec::Gzip), Just(Codec::None)]),
+                arb_codec(),
                 prop_oneof![Just(""), Just(".gz"), Just(".auth0f"), Just(".cmprzstd")],
             ), 2..8),
         ) {
@@ -847,7 +837,7 @@ mod tests {
             ctransid in any::<u64>(),
             uuid in arb_uuid(),
             sndp in proptest::option::of(arb_uuid()),
-            codec in proptest::option::of(prop_oneof![Just(Codec::Zstd), Just(Codec::Gzip), Just(Codec::None)]),
+            codec in arb_codec(),
             edits in proptest::collection::vec(
                 (0u8..5, any::<prop::sample::Index>(), any::<prop::sample::Index>(), "[a-z0-9:+-]{0,40}"),
                 1..4,
