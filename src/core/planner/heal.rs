@@ -8,17 +8,6 @@ use std::sync::Arc;
 use super::{plan_inner, Action, BackupAction, BackupPlan, Plan, PlanInput};
 use crate::core::model::Backup;
 
-/// Whether each of `backups` has a restore chain that does not reach a full
-/// backup (a copy whose parent has no restorable object; another copy of the
-/// same snapshot may still be fine).
-pub(super) fn unrestorable(backups: &[&Backup]) -> Vec<bool> {
-    let ok = crate::core::chain::restorable(backups);
-    backups
-        .iter()
-        .map(|b| b.send_parent_uuid.is_some_and(|p| !ok.contains(&p)))
-        .collect()
-}
-
 /// Healing: plan without the unrestorable backups, then delete each of them whose
 /// snapshot gets a good backup in the same plan (uploaded first, deleted after).
 pub(super) fn plan_healing(input: &PlanInput) -> Plan {
@@ -26,23 +15,26 @@ pub(super) fn plan_healing(input: &PlanInput) -> Plan {
     // Per remote: its id and the broken backups taken out of its listing.
     let mut removed: Vec<(String, Arc<Vec<Backup>>)> = Vec::new();
     for remote in &mut healed_input.remotes {
-        let (mine_at, mine): (Vec<usize>, Vec<&Backup>) = remote
+        let mine: Vec<&Backup> = remote
             .backups
             .iter()
-            .enumerate()
-            .filter(|(_, b)| b.source_uuid == input.source_uuid)
-            .unzip();
-        let mut bad = vec![false; remote.backups.len()];
-        for (at, is_bad) in mine_at.into_iter().zip(unrestorable(&mine)) {
-            bad[at] = is_bad;
-        }
-        if !bad.contains(&true) {
+            .filter(|b| b.source_uuid == input.source_uuid)
+            .collect();
+        let ok = crate::core::chain::restorable(&mine);
+        // A copy whose parent has no restorable object; another copy of the
+        // same snapshot may still be fine.
+        let unrestorable = |b: &Backup| {
+            b.source_uuid == input.source_uuid
+                && b.send_parent_uuid.is_some_and(|p| !ok.contains(&p))
+        };
+        if !remote.backups.iter().any(unrestorable) {
             continue;
         }
-        let (mut broken, mut good) = (Vec::new(), Vec::with_capacity(remote.backups.len()));
-        for (b, is_bad) in remote.backups.iter().zip(bad) {
-            if is_bad { &mut broken } else { &mut good }.push(b.clone());
-        }
+        let (broken, good): (Vec<Backup>, Vec<Backup>) = remote
+            .backups
+            .iter()
+            .cloned()
+            .partition(|b| unrestorable(b));
         remote.backups = Arc::new(good);
         removed.push((remote.id.clone(), Arc::new(broken)));
     }
