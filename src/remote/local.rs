@@ -168,10 +168,15 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// [`Self::walk`] on a blocking thread (directory walks can be slow).
-    async fn walk_off_thread(&self, op: &str, temp: bool) -> Result<Vec<ObjectInfo>, RemoteError> {
+    /// `work` on a blocking thread (directory walks can be slow); its I/O
+    /// error is the store's error for `op`.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        op: &str,
+        work: impl FnOnce(LocalStore) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, RemoteError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.walk(temp))
+        tokio::task::spawn_blocking(move || work(this))
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
@@ -298,29 +303,19 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
-        self.walk_off_thread("list", false).await
+        self.off_thread("list", |this| this.walk(false)).await
     }
 
     async fn list_into<S: ListingSink>(&self, mut sink: S) -> Result<S, RemoteError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.off_thread("list", move |this| {
             this.visit_from(this.root.clone(), false, &mut |o| sink.object(o))
                 .map(|()| sink)
         })
         .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))
     }
 
     async fn list_prefixes(&self) -> Result<PrefixListing, RemoteError> {
-        let this = self.clone();
-        let level = tokio::task::spawn_blocking(move || this.read_level())
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))?;
-        Ok(level)
+        self.off_thread("list", |this| this.read_level()).await
     }
 
     async fn list_under(&self, sub_prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
@@ -338,12 +333,8 @@ impl ObjectStore for LocalStore {
         if !dir.is_dir() {
             return Ok(Vec::new());
         }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.walk_from(dir, false))
+        self.off_thread("list", move |this| this.walk_from(dir, false))
             .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| self.err("list", None, RemoteErrorKind::Io(e)))
     }
 
     async fn upload(
@@ -420,7 +411,9 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list_multipart_uploads(&self) -> Result<Vec<MultipartUpload>, RemoteError> {
-        let files = self.walk_off_thread("list temp files", true).await?;
+        let files = self
+            .off_thread("list temp files", |this| this.walk(true))
+            .await?;
         Ok(files
             .into_iter()
             .map(|o| MultipartUpload {
