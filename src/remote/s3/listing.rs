@@ -23,11 +23,7 @@ impl S3Store {
     /// a page marked truncated without a continuation token, a token seen
     /// before (a loop), or an object without a size.
     pub(super) async fn list_objects(&self) -> Result<Vec<ObjectInfo>, RemoteError> {
-        let prefix = self.prefix.clone();
-        let mut objects = Vec::new();
-        self.list_pages(&prefix, false, &mut |o| objects.push(o))
-            .await?;
-        Ok(objects)
+        self.list_objects_under(&self.prefix).await
     }
 
     /// [`Self::list_objects`], each object handed to `sink` as its page
@@ -36,8 +32,7 @@ impl S3Store {
         &self,
         mut sink: S,
     ) -> Result<S, RemoteError> {
-        let prefix = self.prefix.clone();
-        self.list_pages(&prefix, false, &mut |o| sink.object(o))
+        self.list_pages(&self.prefix, false, &mut |o| sink.object(o))
             .await?;
         Ok(sink)
     }
