@@ -36,6 +36,9 @@
 #                              with its state in DIR; sets ENDPOINT, BUCKET and
 #                              REGION (moto: test credentials, bucket `bench`)
 #   bench_s3_stop DIR          stop the server bench_s3_start started in DIR
+#   bench_tls_ca DIR           a throwaway CA (DIR/ca.pem) and a server
+#                              certificate it signed for localhost and
+#                              127.0.0.1 (DIR/server.pem, DIR/server.key)
 #   bench_cleanup_now_and_on_exit FN
 #                              run FN on exit, Ctrl-C (exit 130) and SIGTERM
 #                              (exit 143), and once now in a subshell (so FN's
@@ -127,6 +130,17 @@ bench_time_field() { # TIMES seconds|rss_kib|wall
 }
 
 bench_now() { date +%s.%N; }
+
+bench_tls_ca() { # DIR
+  local dir=$1
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 2 -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n') \
+    -out "$dir/server.pem" 2>/dev/null
+}
 
 bench_cleanup_now_and_on_exit() { # FN
   # shellcheck disable=SC2064 # FN is fixed when the trap is set, on purpose

@@ -128,13 +128,7 @@ chown -R postgres:postgres "$sock" "$pgbr_dir"
 # The store, and TLS in front of it.
 bench_s3_start "$BENCH_DIR" "$S3_PORT" $((S3_PORT + 1))
 export AWS_EC2_METADATA_DISABLED=true
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
-  -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
-  -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
-  -days 2 -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n') \
-  -out "$tls/server.pem" 2>/dev/null
+bench_tls_ca "$tls"
 chmod 644 "$tls/ca.pem"
 s3_hostport=${ENDPOINT#http://}
 s3_hostport=${s3_hostport%/}

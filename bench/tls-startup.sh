@@ -36,12 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$WORK"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 \
-  -subj /CN=subvault-bench-ca 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >leaf.ext
-openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem \
-  -days 1 -extfile leaf.ext 2>/dev/null
+bench_tls_ca "$WORK"
 
 # MODE (tls|plain) PORTFILE: serves until killed, writes its port to PORTFILE.
 cat >server.py <<'PY'
@@ -63,7 +58,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 if mode == "tls":
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain("leaf.pem", "leaf.key")
+    ctx.load_cert_chain("server.pem", "server.key")
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
 open(portfile, "w").write(str(server.server_address[1]))
 server.serve_forever()
